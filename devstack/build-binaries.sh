@@ -1,0 +1,108 @@
+#!/usr/bin/env bash
+# Builds the local stack's binaries from their official Go modules, once, into a cache outside
+# the clone keyed by the pinned versions (devstack/versions.env). Re-running is a no-op when the
+# cache already holds them. Usage: devstack/build-binaries.sh [component ...]
+#   components: etcd kubernetes kwok minio helm (default: all)
+set -euo pipefail
+
+here=$(cd "$(dirname "$0")" && pwd)
+# shellcheck source=versions.env
+source "$here/versions.env"
+cache=${WALWARDEN_CACHE:-$HOME/.cache/walwarden}
+export GOTOOLCHAIN=local CGO_ENABLED=0 GOFLAGS=-buildvcs=false
+work=$cache/build
+mkdir -p "$work"
+
+log() { printf '[build-binaries] %s\n' "$*" >&2; }
+
+# install_into DIR NAME...: true when every NAME already sits in DIR (a finished build).
+have_all() {
+  local dir=$1; shift
+  for name in "$@"; do [ -x "$dir/$name" ] || return 1; done
+}
+
+# Build into a temporary folder and rename it into place, so a build cut short never
+# looks finished to the next run.
+finish() { rm -rf "$2"; mv "$1" "$2"; }
+
+build_etcd() {
+  local dest=$cache/bin/etcd-$ETCD_VERSION
+  have_all "$dest" etcd && return 0
+  log "etcd $ETCD_VERSION"
+  # server/v3's own go.mod has replace lines, so `go install` refuses it: build from a wrapper.
+  local mod=$work/etcd-$ETCD_VERSION tmp=$dest.tmp
+  rm -rf "$mod" "$tmp"; mkdir -p "$mod" "$tmp"
+  (cd "$mod" && go mod init walwarden.local/etcdbuild >/dev/null 2>&1 \
+    && go get "go.etcd.io/etcd/server/v3@$ETCD_VERSION" \
+    && go build -trimpath -ldflags "-s -w" -o "$tmp/etcd" go.etcd.io/etcd/server/v3)
+  finish "$tmp" "$dest"
+}
+
+build_kubernetes() {
+  local dest=$cache/bin/kubernetes-$KUBERNETES_VERSION
+  have_all "$dest" kube-apiserver kube-controller-manager kube-scheduler kubectl && return 0
+  log "kubernetes $KUBERNETES_VERSION (the long one: ~1 GB of modules, tens of minutes cold)"
+  local mod=$work/kubernetes-$KUBERNETES_VERSION tmp=$dest.tmp
+  rm -rf "$mod" "$tmp"; mkdir -p "$mod" "$tmp"
+  local minor=${KUBERNETES_VERSION#v1.}; minor=${minor%%.*}
+  local staging_version=v0.${KUBERNETES_VERSION#v1.}
+  # k8s.io/kubernetes replaces every staging module with a local path; a wrapper module
+  # replaces them instead with their published versions (v0.<minor>.<patch>). The list is read
+  # from the pinned go.mod itself, so a version bump needs no edit here.
+  local gomod
+  gomod=$(cd "$mod" && go mod download -json "k8s.io/kubernetes@$KUBERNETES_VERSION" \
+    | python3 -c 'import json,sys; print(json.load(sys.stdin)["GoMod"])')
+  {
+    echo "module walwarden.local/kubebuild"
+    echo
+    echo "go 1.26"
+    echo
+    echo "require k8s.io/kubernetes $KUBERNETES_VERSION"
+    echo
+    grep -oE '^\s*k8s\.io/[a-z0-9-]+ => \./staging/src/k8s\.io/[a-z0-9-]+' "$gomod" \
+      | awk -v v="$staging_version" '{print "replace " $1 " => " $1 " " v}'
+  } > "$mod/go.mod"
+  local c cmds=(kube-apiserver kube-controller-manager kube-scheduler kubectl)
+  local pkgs=()
+  for c in "${cmds[@]}"; do pkgs+=("k8s.io/kubernetes/cmd/$c"); done
+  (cd "$mod" && go get "${pkgs[@]/%/@$KUBERNETES_VERSION}")
+  # Without these the binaries report v0.0.0, and clients that pick flags by version misbehave.
+  local build_date; build_date=$(date -u +%Y-%m-%dT%H:%M:%SZ)
+  local ldflags="-s -w"
+  for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
+    ldflags+=" -X $pkg.gitVersion=$KUBERNETES_VERSION -X $pkg.gitMajor=1 -X $pkg.gitMinor=$minor"
+    ldflags+=" -X $pkg.gitTreeState=clean -X $pkg.buildDate=$build_date"
+  done
+  for c in "${cmds[@]}"; do
+    log "  $c"
+    (cd "$mod" && go build -trimpath -ldflags "$ldflags" -o "$tmp/$c" "k8s.io/kubernetes/cmd/$c")
+  done
+  finish "$tmp" "$dest"
+}
+
+build_go_install() { # NAME VERSION BINARY... -- PACKAGE...
+  local name=$1 version=$2; shift 2
+  local bins=() pkgs=()
+  while [ "$1" != "--" ]; do bins+=("$1"); shift; done; shift
+  pkgs=("$@")
+  local dest=$cache/bin/$name-$version tmp=$cache/bin/$name-$version.tmp
+  have_all "$dest" "${bins[@]}" && return 0
+  log "$name $version"
+  rm -rf "$tmp"; mkdir -p "$tmp"
+  GOBIN=$tmp go install -trimpath -ldflags "-s -w" "${pkgs[@]/%/@$version}"
+  finish "$tmp" "$dest"
+}
+
+build_kwok() { build_go_install kwok "$KWOK_VERSION" kwok -- sigs.k8s.io/kwok/cmd/kwok; }
+build_minio() { build_go_install minio "$MINIO_VERSION" minio -- github.com/minio/minio; }
+build_helm() {
+  build_go_install helm "$HELM_VERSION" helm -- helm.sh/helm/v3/cmd/helm
+}
+
+components=("$@")
+[ ${#components[@]} -gt 0 ] || components=(etcd kwok kubernetes minio helm)
+for c in "${components[@]}"; do
+  start=$SECONDS
+  "build_$c"
+  log "$c ready ($((SECONDS - start))s)"
+done

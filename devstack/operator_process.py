@@ -1,0 +1,37 @@
+"""The operator run the way users run it (`walwarden run`), as a separate process watching one
+namespace, so tests and the demo can also kill and restart it."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+from devstack.cluster import ClusterAccess
+from devstack.processes import ManagedProcess, log_tail
+
+EXEC_LABELS = {"devstack.walwarden.io/exec": "true"}
+
+
+class OperatorProcess:
+    def __init__(self, cluster: ClusterAccess, namespace: str, log_path: Path, env: dict[str, str]):
+        self.cluster, self.namespace, self.log_path = cluster, namespace, log_path
+        env = {**os.environ, **env}
+        if cluster.local:
+            # Runner Jobs must really run: the local pod executor picks up pods with this label.
+            env.setdefault("WALWARDEN_RUNNER_POD_LABELS", json.dumps(EXEC_LABELS))
+        self.process = ManagedProcess("walwarden-operator", [
+            sys.executable, "-m", "walwarden", "run", f"--kubeconfig={cluster.kubeconfig}",
+            f"--namespace={namespace}", "--verbose",
+        ], log_path, env=env)
+
+    def start(self) -> "OperatorProcess":
+        self.process.start()
+        return self
+
+    def stop(self) -> None:
+        self.process.stop()
+
+    def log(self) -> str:
+        return log_tail(self.log_path, 200)

@@ -1,0 +1,5 @@
+import sys
+
+from walwarden.cli import main
+
+sys.exit(main())

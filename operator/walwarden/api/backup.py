@@ -1,0 +1,137 @@
+"""BackupRequest: dump the vault's databases to S3, with a manifest beside the artifact (DESIGN §2)."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import ClassVar, Literal
+
+from pydantic import ConfigDict, Field
+
+from walwarden.api.common import (
+    AGE_COLUMN,
+    IMMUTABLE_SPEC,
+    Condition,
+    CrdInfo,
+    DatabaseConnection,
+    EncryptorSecretRef,
+    PgIdentifier,
+    PrinterColumn,
+    ResourceModel,
+    SpecModel,
+    RequestStatus,
+    StatusModel,
+    Storage,
+    Timestamp,
+    Topology,
+    cel_validations,
+)
+
+KIND = "BackupRequest"
+PLURAL = "backuprequests"
+SINGULAR = "backuprequest"
+SHORT_NAMES = ("wwbackup", "bkreq")
+
+
+class BackupPhase(StrEnum):
+    PENDING = "Pending"
+    RUNNING = "Running"
+    SUCCEEDED = "Succeeded"
+    FAILED = "Failed"
+
+
+class BackupRequestSpec(SpecModel):
+    """What to dump, where to put it, and how."""
+
+    model_config = ConfigDict(json_schema_extra=cel_validations(IMMUTABLE_SPEC))
+
+    database: DatabaseConnection = Field(
+        description="The database server to dump and the databases to dump from it."
+    )
+    storage: Storage = Field(description="Where the artifact and its manifest are written.")
+    encryptor_secrets: list[EncryptorSecretRef] = Field(
+        default=[],
+        max_length=16,
+        description=(
+            "The Encryptor Master Password (EMP) Secrets of this environment. Their fingerprints "
+            "go into the manifest, so a restore can refuse a target whose EMP differs."
+        ),
+    )
+    quiesce: bool = Field(
+        False,
+        description=(
+            "Stop the services (stop order) for a cross-service consistent dump, then start them "
+            "again. Costs downtime; without it each database is dumped from one consistent snapshot."
+        ),
+    )
+    topology: Topology | None = Field(
+        None,
+        description="Overrides the built-in service topology (used by quiesce). Unset: the default profile.",
+    )
+    active_deadline_seconds: int = Field(
+        3600,
+        ge=60,
+        le=604800,
+        description="The backup fails when it has not finished within this many seconds.",
+    )
+
+
+class BackupArtifact(StatusModel):
+    """A finished backup in object storage."""
+
+    uri: str = Field(description="s3:// URI of the artifact (a pg_dump custom-format archive).")
+    manifest_uri: str = Field(description="s3:// URI of the manifest written beside the artifact.")
+    sha256: str = Field(pattern=r"^[a-f0-9]{64}$", description="SHA-256 of the artifact's bytes, hex.")
+    size_bytes: int = Field(
+        ge=0, json_schema_extra={"format": "int64"}, description="Size of the artifact in bytes."
+    )
+    pg_server_version: str | None = Field(
+        None, description="Version of the PostgreSQL server that was dumped."
+    )
+    pg_dump_version: str | None = Field(None, description="Version of pg_dump that wrote the artifact.")
+    databases: list[PgIdentifier] = Field(default_factory=list, description="Databases in the artifact.")
+    completed_at: Timestamp | None = Field(None, description="When the artifact was complete (RFC 3339).")
+
+
+class BackupRequestStatus(RequestStatus):
+    """What the operator observed and did; written by the operator only."""
+
+    phase: BackupPhase | None = Field(None, description="Pending, Running, Succeeded or Failed.")
+    started_at: Timestamp | None = Field(None, description="When the backup started running (RFC 3339).")
+    completed_at: Timestamp | None = Field(
+        None, description="When the backup finished, successfully or not (RFC 3339)."
+    )
+    duration_seconds: float | None = Field(None, description="Seconds from start to finish.")
+    job_name: str | None = Field(None, description="Name of the Job that runs the dump.")
+    artifact: BackupArtifact | None = Field(None, description="The artifact, once the backup has succeeded.")
+
+
+class BackupRequest(ResourceModel):
+    """A one-shot request to back up the vault's PostgreSQL databases to S3."""
+
+    crd: ClassVar[CrdInfo] = CrdInfo(
+        kind=KIND,
+        plural=PLURAL,
+        singular=SINGULAR,
+        short_names=SHORT_NAMES,
+        description=(
+            "BackupRequest dumps the Institutional Vault's PostgreSQL databases to S3, with a "
+            "manifest (checksum, versions, EMP fingerprints) beside the artifact. One-shot: the "
+            "spec is immutable and a finished request never runs again."
+        ),
+        printer_columns=(
+            PrinterColumn("Phase", ".status.phase", description="Pending, Running, Succeeded or Failed."),
+            PrinterColumn("Quiesce", ".spec.quiesce", "boolean", "Services stopped during the dump."),
+            PrinterColumn(
+                "Size", ".status.artifact.sizeBytes", "integer", "Artifact size in bytes.", format="int64"
+            ),
+            PrinterColumn("Duration", ".status.durationSeconds", "number", "Seconds from start to finish."),
+            PrinterColumn("Message", ".status.message", description="Current state.", priority=1),
+            AGE_COLUMN,
+        ),
+    )
+
+    kind: Literal["BackupRequest"] = Field(KIND, description="BackupRequest.")
+    spec: BackupRequestSpec = Field(description="What to back up and where to.")
+    status: BackupRequestStatus | None = Field(
+        None, description="Progress and result, written by the operator."
+    )

@@ -1,0 +1,455 @@
+"""Pieces shared by both kinds: model bases, references, storage, topology, conditions.
+
+The pydantic models in this package are the single source of truth of the API: the CRDs in
+crds/ and in the Helm chart are generated from them by `python -m walwarden.api.crdgen`. So
+every field carries a description (it is what `kubectl explain` shows), every string and list
+in a spec is bounded (the API server's CEL cost estimator needs bounds to accept the
+`self == oldSelf` rule), and cross-field rules are declared once as `CelRule`s that both the
+API server (as `x-kubernetes-validations`) and pydantic (in a model validator) enforce.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Annotated, Any, NamedTuple
+
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic.alias_generators import to_camel
+
+GROUP = "walwarden.io"
+VERSION = "v1alpha1"
+API_VERSION = f"{GROUP}/{VERSION}"
+CATEGORIES = ("walwarden",)
+
+
+# --- timestamps ---------------------------------------------------------------------------
+
+
+def utcnow() -> datetime:
+    """The current time, timezone-aware, in UTC."""
+    return datetime.now(UTC)
+
+
+def format_timestamp(moment: datetime) -> str:
+    """RFC 3339 in UTC with a `Z`, to the second, as Kubernetes writes its own timestamps."""
+    if moment.tzinfo is None:
+        raise ValueError("format_timestamp needs a timezone-aware datetime")
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def parse_timestamp(text: str) -> datetime:
+    """The inverse of `format_timestamp` (accepts any RFC 3339 offset), timezone-aware."""
+    return datetime.fromisoformat(text.replace("Z", "+00:00")).astimezone(UTC)
+
+
+# --- model bases --------------------------------------------------------------------------
+
+_BASE_CONFIG = ConfigDict(alias_generator=to_camel, populate_by_name=True)
+
+
+class ApiModel(BaseModel):
+    """Base of every API model: camelCase on the wire, snake_case in Python."""
+
+    model_config = _BASE_CONFIG
+
+    def to_dict(self) -> dict[str, Any]:
+        """The object as Kubernetes expects it: camelCase keys, no nulls, JSON types only."""
+        return self.model_dump(by_alias=True, exclude_none=True, mode="json")
+
+
+class SpecModel(ApiModel):
+    """Base of spec models: unknown keys are errors (a typo must not be silently ignored), and
+    a parsed spec is frozen, like the object it came from (specs are immutable, DESIGN §2)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class StatusModel(ApiModel):
+    """Base of status models: unknown keys are ignored, so a status written by an older or
+    newer operator never breaks parsing."""
+
+    model_config = ConfigDict(extra="ignore")
+
+
+class ResourceModel(ApiModel):
+    """Base of the top-level kinds, so a handler can `RestoreRequest.model_validate(body)`."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    api_version: str = Field(API_VERSION, description="APIVersion of the object.")
+    metadata: dict[str, Any] = Field(default_factory=dict, description="Object metadata.")
+
+    @property
+    def name(self) -> str:
+        return self.metadata.get("name", "")
+
+    @property
+    def namespace(self) -> str:
+        return self.metadata.get("namespace", "")
+
+    @property
+    def generation(self) -> int | None:
+        return self.metadata.get("generation")
+
+
+# --- CRD declarations that live beside the models ------------------------------------------
+
+
+class CelRule(NamedTuple):
+    """A cross-field rule, enforced by the API server (CEL) and by pydantic (Python).
+
+    The CEL text and the Python check are two spellings of one rule; the message is shared so
+    `kubectl apply` and a handler parsing the body report the same actionable sentence.
+    """
+
+    rule: str
+    message: str
+    field_path: str | None = None  # where the API server reports the error, e.g. ".redirect"
+    reason: str | None = None  # FieldValueRequired, FieldValueForbidden, ... (default Invalid)
+
+    def to_schema(self) -> dict[str, str]:
+        out = {"rule": self.rule, "message": self.message}
+        if self.field_path:
+            out["fieldPath"] = self.field_path
+        if self.reason:
+            out["reason"] = self.reason
+        return out
+
+    def require(self, holds: bool) -> None:
+        """The Python side of the rule: raise the shared message when it does not hold."""
+        if not holds:
+            raise ValueError(self.message)
+
+
+def cel_validations(*rules: CelRule) -> dict[str, Any]:
+    """The `json_schema_extra` that puts `rules` on a model's schema node."""
+    return {"x-kubernetes-validations": [rule.to_schema() for rule in rules]}
+
+
+# Both kinds are one-shot (DESIGN §2). A transition rule: the API server checks it on updates
+# only, so there is nothing for pydantic to check on a single object.
+IMMUTABLE_SPEC = CelRule(
+    "self == oldSelf", "spec is immutable: a request is one-shot; create a new request instead"
+)
+
+
+@dataclass(frozen=True)
+class PrinterColumn:
+    """One `additionalPrinterColumns` entry of a CRD."""
+
+    name: str
+    json_path: str
+    type: str = "string"
+    description: str = ""
+    priority: int = 0
+    format: str | None = None
+
+    def to_crd(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"name": self.name, "type": self.type, "jsonPath": self.json_path}
+        if self.format:
+            out["format"] = self.format
+        if self.description:
+            out["description"] = self.description
+        if self.priority:
+            out["priority"] = self.priority
+        return out
+
+
+AGE_COLUMN = PrinterColumn("Age", ".metadata.creationTimestamp", "date")
+
+
+@dataclass(frozen=True)
+class CrdInfo:
+    """The names and columns of a kind; its schema comes from the model that carries this."""
+
+    kind: str
+    plural: str
+    singular: str
+    short_names: tuple[str, ...]
+    description: str
+    printer_columns: tuple[PrinterColumn, ...]
+    categories: tuple[str, ...] = field(default=CATEGORIES)
+
+
+# --- constrained types --------------------------------------------------------------------
+# Regexes are kept to the subset that Python, pydantic-core (Rust) and the API server
+# (ECMA-262/RE2) read the same way.
+
+DNS_SUBDOMAIN_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+DNS_LABEL_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+
+ObjectName = Annotated[str, Field(min_length=1, max_length=253, pattern=DNS_SUBDOMAIN_PATTERN)]
+SecretKey = Annotated[str, Field(min_length=1, max_length=253, pattern=r"^[-._a-zA-Z0-9]+$")]
+ServiceName = Annotated[str, Field(min_length=1, max_length=63, pattern=DNS_LABEL_PATTERN)]
+# PostgreSQL identifiers are at most 63 bytes; we accept the unquoted-safe characters plus `-`
+# and `$`, which appear in real database names and are quoted by the runner.
+PgIdentifier = Annotated[str, Field(min_length=1, max_length=63, pattern=r"^[A-Za-z_][A-Za-z0-9_$-]*$")]
+HttpUrlStr = Annotated[str, Field(min_length=1, max_length=2048, pattern=r"^https?://\S+$")]
+# Status timestamps: RFC 3339 strings (see format_timestamp), never datetime objects, so a
+# status dumps straight into a patch.
+Timestamp = Annotated[str, Field(json_schema_extra={"format": "date-time"})]
+
+
+# --- references ---------------------------------------------------------------------------
+
+
+class SecretRef(SpecModel):
+    """A Secret in the namespace of the request."""
+
+    name: ObjectName = Field(description="Name of the Secret, in the namespace of the request.")
+
+
+class SecretKeyRef(SecretRef):
+    """One key of a Secret in the namespace of the request."""
+
+    key: SecretKey = Field(description="Key in the Secret's data.")
+
+
+class EncryptorSecretRef(SecretRef):
+    """An Encryptor Master Password (EMP) Secret. Only a salted, slow fingerprint of the value
+    is ever recorded; the value itself never leaves the Secret."""
+
+    key: SecretKey = Field("password", description="Key in the Secret's data that holds the EMP.")
+
+
+class DatabaseConnection(SpecModel):
+    """The admin connection of a PostgreSQL server and the databases to work on."""
+
+    secret_ref: SecretRef = Field(
+        description=(
+            "Secret with the admin connection: keys host, port, user, password, and optional "
+            "sslmode (disable, require, verify-ca, verify-full). Its values are never logged "
+            "nor copied into status, events or Job arguments."
+        )
+    )
+    databases: list[PgIdentifier] = Field(
+        min_length=1, max_length=64, description="Names of the databases to dump, at least one."
+    )
+
+
+# --- storage ------------------------------------------------------------------------------
+
+
+class S3Storage(SpecModel):
+    """An S3 bucket (AWS or any S3-compatible server) holding artifacts and their manifests."""
+
+    bucket: str = Field(
+        min_length=3,
+        max_length=63,
+        pattern=r"^[a-z0-9][a-z0-9.-]*[a-z0-9]$",
+        description="Bucket name (3-63 lowercase letters, digits, dots and hyphens).",
+    )
+    prefix: str = Field(
+        "", max_length=1024, description="Key prefix under which artifacts are written, e.g. prod/vault."
+    )
+    region: str = Field(
+        "us-east-1", min_length=1, max_length=64, pattern=r"^[a-z0-9-]+$", description="Region of the bucket."
+    )
+    endpoint: HttpUrlStr | None = Field(
+        None,
+        description="Endpoint URL of an S3-compatible server (MinIO, Ceph, ...); unset for AWS S3.",
+    )
+    credentials_secret_ref: SecretRef | None = Field(
+        None,
+        description=(
+            "Secret with keys accessKeyId and secretAccessKey (and optional sessionToken). "
+            "Unset: the operator's ambient identity (e.g. IRSA or an instance profile)."
+        ),
+    )
+    force_path_style: bool = Field(
+        False,
+        description=(
+            "Address the bucket in the path (endpoint/bucket/key), as most S3-compatible servers need."
+        ),
+    )
+
+
+class Storage(SpecModel):
+    """Where artifacts live."""
+
+    s3: S3Storage = Field(description="S3 bucket holding the artifacts and their manifests.")
+
+
+# --- topology (DESIGN §1) -----------------------------------------------------------------
+
+# Services in one inner list stop (and start) together; tiers stop first to last.
+DEFAULT_STOP_TIERS = [["wallet"], ["policy-node0", "policy-node1", "policy-node2"], ["nats"]]
+DEFAULT_DATABASE_SERVICES = ["orchestrator", "policy-node0", "policy-node1", "policy-node2", "wallet"]
+DEFAULT_SECRET_NAME_TEMPLATE = "{environment}.{namespace}.{service}.db-info"
+
+# Only the three known placeholders, and {service} at least once (else every service would
+# share one secret name). A regex, so the API server and pydantic enforce the same thing.
+_PLACEHOLDER = r"\{(environment|namespace|service)\}"
+SECRET_NAME_TEMPLATE_PATTERN = (
+    rf"^[^{{}}]*({_PLACEHOLDER}[^{{}}]*)*\{{service\}}[^{{}}]*({_PLACEHOLDER}[^{{}}]*)*$"
+)
+
+ServiceTier = Annotated[list[ServiceName], Field(min_length=1, max_length=16)]
+
+
+class Topology(SpecModel):
+    """Which workloads make up the vault, in which order they stop and start, and how their
+    db-info secrets are named. The defaults are the built-in Institutional Vault profile."""
+
+    stop_tiers: list[ServiceTier] = Field(
+        default=DEFAULT_STOP_TIERS,
+        min_length=1,
+        max_length=16,
+        description=(
+            "Deployments or StatefulSets to stop, tier by tier, first tier first; the services "
+            "of one tier stop in parallel. Start order is the reverse."
+        ),
+    )
+    database_services: list[ServiceName] = Field(
+        default=DEFAULT_DATABASE_SERVICES,
+        max_length=64,
+        description="Services that use the database, each with a db-info secret.",
+    )
+    secret_name_template: str = Field(
+        default=DEFAULT_SECRET_NAME_TEMPLATE,
+        max_length=253,
+        pattern=SECRET_NAME_TEMPLATE_PATTERN,
+        description=(
+            "Name of each service's db-info secret, with the placeholders {environment}, "
+            "{namespace} and {service} (required)."
+        ),
+    )
+    restart_after_reconfigure: list[ServiceName] = Field(
+        default=["orchestrator"],
+        max_length=64,
+        description=(
+            "Services that keep running during a restore and are restarted after their db-info "
+            "secret changed."
+        ),
+    )
+
+    def start_tiers(self) -> list[list[str]]:
+        """Tiers in start order: the reverse of the stop order."""
+        return [list(tier) for tier in reversed(self.stop_tiers)]
+
+    def db_info_secret_name(self, environment: str, namespace: str, service: str) -> str:
+        return self.secret_name_template.format(environment=environment, namespace=namespace, service=service)
+
+
+DEFAULT_TOPOLOGY = Topology()
+
+
+# --- conditions ---------------------------------------------------------------------------
+
+
+class ConditionType(StrEnum):
+    READY = "Ready"
+    FAILED = "Failed"
+    PROGRESSING = "Progressing"
+    WAITING = "Waiting"  # for the namespace lock held by another request
+
+
+class ConditionStatus(StrEnum):
+    TRUE = "True"
+    FALSE = "False"
+    UNKNOWN = "Unknown"
+
+
+CONDITION_MESSAGE_MAX = 32768
+
+
+class Condition(StatusModel):
+    """A standard Kubernetes condition (the shape of metav1.Condition)."""
+
+    type: str = Field(
+        max_length=316,
+        # metav1.Condition's pattern: an optional DNS-subdomain prefix, then a qualified name.
+        pattern=r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?"
+        r"(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])$",
+        description="Type of the condition: Ready, Failed, Progressing or Waiting.",
+    )
+    status: ConditionStatus = Field(description="True, False or Unknown.")
+    observed_generation: int | None = Field(
+        None, ge=0, description="metadata.generation of the request the condition was set for."
+    )
+    last_transition_time: Timestamp = Field(description="When the status last changed (RFC 3339).")
+    reason: str = Field(
+        min_length=1,
+        max_length=1024,
+        pattern=r"^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$",
+        description="Machine-readable CamelCase reason of the last transition.",
+    )
+    message: str = Field("", max_length=CONDITION_MESSAGE_MAX, description="Human-readable details.")
+
+
+class RequestStatus(StatusModel):
+    """What both kinds' statuses have in common (their phases and steps differ)."""
+
+    conditions: list[Condition] = Field(
+        default_factory=list,
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]},
+        description="Standard conditions: Ready, Failed, Progressing, Waiting.",
+    )
+    message: str | None = Field(
+        None, description="Human-readable summary of the current state and what to do next."
+    )
+    observed_generation: int | None = Field(
+        None, description="metadata.generation the status was written for."
+    )
+
+
+# Phases after which a request is never run again (one-shot, DESIGN §2).
+FINISHED_PHASES = frozenset({"Succeeded", "Failed", "RolledBack"})
+
+
+def is_finished(phase: str | None) -> bool:
+    """True when a request in `phase` is done for good (Succeeded, Failed or RolledBack)."""
+    return phase in FINISHED_PHASES
+
+
+def _as_condition(item: Condition | Mapping[str, Any]) -> Condition:
+    return item if isinstance(item, Condition) else Condition.model_validate(item)
+
+
+def get_condition(conditions: Iterable[Condition | Mapping[str, Any]] | None, type: str) -> Condition | None:
+    """The condition of `type`, or None."""
+    for item in conditions or ():
+        condition = _as_condition(item)
+        if condition.type == type:
+            return condition
+    return None
+
+
+def set_condition(
+    conditions: Iterable[Condition | Mapping[str, Any]] | None,
+    type: str,
+    status: bool | str,
+    reason: str,
+    message: str = "",
+    observed_generation: int | None = None,
+    now: datetime | None = None,
+) -> list[Condition]:
+    """A new list with the condition of `type` set; the input is not modified.
+
+    lastTransitionTime moves only when the status changes (the Kubernetes convention), so a
+    handler can set the same condition on every pass without faking transitions.
+    """
+    if isinstance(status, bool):
+        status = ConditionStatus.TRUE if status else ConditionStatus.FALSE
+    status = ConditionStatus(status)
+    result = [_as_condition(item) for item in conditions or ()]
+    previous = next((c for c in result if c.type == type), None)
+    transition_time = (
+        previous.last_transition_time
+        if previous is not None and previous.status == status
+        else format_timestamp(now or utcnow())
+    )
+    updated = Condition(
+        type=type,
+        status=status,
+        reason=reason,
+        message=message[:CONDITION_MESSAGE_MAX],
+        observed_generation=observed_generation,
+        last_transition_time=transition_time,
+    )
+    if previous is None:
+        return [*result, updated]
+    return [updated if c is previous else c for c in result]

@@ -1,0 +1,418 @@
+"""RestoreRequest: restore a backup into the vault's database, in place or redirected (DESIGN §2, §3)."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import ClassVar, Literal
+
+from pydantic import ConfigDict, Field, model_validator
+
+from walwarden.api.common import (
+    AGE_COLUMN,
+    DNS_SUBDOMAIN_PATTERN,
+    IMMUTABLE_SPEC,
+    CelRule,
+    Condition,
+    CrdInfo,
+    EncryptorSecretRef,
+    HttpUrlStr,
+    ObjectName,
+    PgIdentifier,
+    PrinterColumn,
+    ResourceModel,
+    SecretKeyRef,
+    SecretRef,
+    ServiceName,
+    SpecModel,
+    RequestStatus,
+    StatusModel,
+    Storage,
+    Timestamp,
+    Topology,
+    cel_validations,
+)
+
+KIND = "RestoreRequest"
+PLURAL = "restorerequests"
+SINGULAR = "restorerequest"
+SHORT_NAMES = ("wwrestore", "rsreq")
+
+
+class RestorePhase(StrEnum):
+    PENDING = "Pending"
+    RUNNING = "Running"
+    SUCCEEDED = "Succeeded"
+    FAILED = "Failed"
+    ROLLED_BACK = "RolledBack"
+
+
+class StepState(StrEnum):
+    PENDING = "Pending"
+    RUNNING = "Running"
+    SUCCEEDED = "Succeeded"
+    FAILED = "Failed"
+    SKIPPED = "Skipped"
+
+
+class RestoreMode(StrEnum):
+    IN_PLACE = "InPlace"
+    REDIRECTED = "Redirected"
+
+
+class SecretBackend(StrEnum):
+    KUBERNETES = "Kubernetes"
+    AWS_SECRETS_MANAGER = "AWSSecretsManager"
+
+
+class RemainingSessionsAction(StrEnum):
+    WAIT = "Wait"
+    TERMINATE = "Terminate"
+    FAIL = "Fail"
+
+
+# --- cross-field rules (CEL for the API server, the same checks in the validators below) ---
+
+EXACTLY_ONE_SOURCE = CelRule(
+    "has(self.backupRef) != has(self.artifact)",
+    "spec.source needs exactly one of backupRef (the name of a BackupRequest) or artifact (an s3:// URI)",
+)
+ARTIFACT_NEEDS_STORAGE = CelRule(
+    "!has(self.source.artifact) || has(self.storage)",
+    "spec.source.artifact needs spec.storage.s3: the bucket, region and credentials to read the "
+    "artifact with",
+    field_path=".storage",
+    reason="FieldValueRequired",
+)
+REDIRECTED_NEEDS_REDIRECT = CelRule(
+    "self.mode != 'Redirected' || has(self.redirect)",
+    "Redirected restores need spec.redirect: the new DB_HOST and environment of the db-info secrets",
+    field_path=".redirect",
+    reason="FieldValueRequired",
+)
+REDIRECTED_NEEDS_TARGET = CelRule(
+    "self.mode != 'Redirected' || has(self.target)",
+    "Redirected restores need spec.target: the Secret with the admin connection of the database to "
+    "restore into",
+    field_path=".target",
+    reason="FieldValueRequired",
+)
+IN_PLACE_FORBIDS_REDIRECT = CelRule(
+    "self.mode != 'InPlace' || !has(self.redirect)",
+    "InPlace restores must not set spec.redirect: remove it, or use mode: Redirected to restore into "
+    "another database",
+    field_path=".redirect",
+    reason="FieldValueForbidden",
+)
+
+
+# --- spec ---------------------------------------------------------------------------------
+
+
+class BackupRef(SpecModel):
+    """A BackupRequest in the namespace of the restore."""
+
+    name: ObjectName = Field(description="Name of a Succeeded BackupRequest in the namespace of the restore.")
+
+
+class RestoreSource(SpecModel):
+    """The backup to restore: exactly one of backupRef or artifact."""
+
+    model_config = ConfigDict(json_schema_extra=cel_validations(EXACTLY_ONE_SOURCE))
+
+    backup_ref: BackupRef | None = Field(None, description="A BackupRequest whose artifact is restored.")
+    artifact: str | None = Field(
+        None,
+        max_length=2048,
+        pattern=r"^s3://[^/]+/.+",
+        description="s3:// URI of an artifact whose manifest sits beside it; needs spec.storage.",
+    )
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> RestoreSource:
+        EXACTLY_ONE_SOURCE.require((self.backup_ref is None) != (self.artifact is None))
+        return self
+
+
+class RestoreTarget(SpecModel):
+    """The database server to restore into."""
+
+    secret_ref: SecretRef = Field(
+        description=(
+            "Secret with the admin connection: keys host, port, user, password, and optional sslmode. "
+            "Its values are never logged nor copied into status, events or Job arguments."
+        )
+    )
+    database: PgIdentifier | None = Field(
+        None, description="Database to restore into. Unset: the backup's database."
+    )
+
+
+class AwsSecretsManager(SpecModel):
+    """Where the db-info secrets live in AWS Secrets Manager."""
+
+    region: str | None = Field(
+        None,
+        max_length=64,
+        pattern=r"^[a-z0-9-]+$",
+        description="Region. Unset: the operator's ambient region.",
+    )
+    endpoint: HttpUrlStr | None = Field(
+        None, description="Endpoint URL, for VPC endpoints or local test servers."
+    )
+
+
+class Redirect(SpecModel):
+    """Where the services are repointed after a Redirected restore."""
+
+    db_host: str = Field(
+        min_length=1,
+        max_length=253,
+        pattern=r"^[A-Za-z0-9.:-]+$",
+        description=(
+            "The new DB_HOST written into every db-info secret: host name or IP address of the new database."
+        ),
+    )
+    db_port: int | None = Field(
+        None, ge=1, le=65535, description="New database port. Unset: keep the current one."
+    )
+    db_name: PgIdentifier | None = Field(None, description="New database name. Unset: keep the current one.")
+    environment: str = Field(
+        min_length=1,
+        max_length=63,
+        pattern=DNS_SUBDOMAIN_PATTERN,
+        description=(
+            "The <environment> part of the db-info secret names, <environment>.<namespace>.<service>.db-info."
+        ),
+    )
+    secret_backend: SecretBackend = Field(
+        SecretBackend.KUBERNETES,
+        description=(
+            "Where the db-info secrets are patched: Kubernetes Secrets or AWS Secrets Manager "
+            "(synced into the cluster)."
+        ),
+    )
+    aws: AwsSecretsManager | None = Field(
+        None, description="AWS Secrets Manager settings, for secretBackend AWSSecretsManager."
+    )
+
+
+class Verify(SpecModel):
+    """How the restored vault is checked before the restore counts as Succeeded."""
+
+    health_url: HttpUrlStr | None = Field(
+        None, description="Wallet health URL. Unset: /health of the wallet Service."
+    )
+    accounts_url: HttpUrlStr | None = Field(
+        None, description="URL that must answer with accounts. Unset: /api/v2/accounts of the wallet Service."
+    )
+    auth_header_secret_ref: SecretKeyRef | None = Field(
+        None, description="Secret key whose value is sent as the Authorization header to the accounts URL."
+    )
+    timeout_seconds: int = Field(
+        300,
+        ge=1,
+        le=3600,
+        description="How long pods and endpoints may take to become healthy after scale-up.",
+    )
+    compare_row_counts: bool = Field(
+        True, description="Compare table row counts with the manifest, when it has them."
+    )
+
+
+class SessionPolicy(SpecModel):
+    """What to do with application sessions still connected to the target database after scale-down."""
+
+    on_remaining: RemainingSessionsAction = Field(
+        RemainingSessionsAction.TERMINATE,
+        description="Wait for them to end, Terminate them (pg_terminate_backend), or Fail the restore.",
+    )
+    wait_seconds: int = Field(
+        60,
+        ge=0,
+        le=3600,
+        description="How long to wait for sessions to end before acting (Wait fails after it).",
+    )
+
+
+class RestoreRequestSpec(SpecModel):
+    """What to restore, where to, and how to check it."""
+
+    model_config = ConfigDict(
+        json_schema_extra=cel_validations(
+            IMMUTABLE_SPEC,
+            ARTIFACT_NEEDS_STORAGE,
+            REDIRECTED_NEEDS_REDIRECT,
+            REDIRECTED_NEEDS_TARGET,
+            IN_PLACE_FORBIDS_REDIRECT,
+        )
+    )
+
+    source: RestoreSource = Field(description="The backup to restore: exactly one of backupRef or artifact.")
+    mode: RestoreMode = Field(
+        description=(
+            "InPlace: restore into the same database (pg_restore --clean --if-exists). Redirected: "
+            "restore into another database, then repoint the db-info secrets to it; the original "
+            "database is untouched, so rollback is a secret switch."
+        )
+    )
+    target: RestoreTarget | None = Field(
+        None,
+        description="Database to restore into. Required for Redirected; InPlace defaults to the backup's.",
+    )
+    storage: Storage | None = Field(
+        None, description="Where the artifact lives; required with source.artifact."
+    )
+    redirect: Redirect | None = Field(
+        None, description="Where to repoint the services; required for Redirected only."
+    )
+    verify: Verify = Field(Verify(), description="How the restored vault is checked.")
+    safety_backup: bool | None = Field(
+        None,
+        description=(
+            "Dump the target before overwriting it, so a failed restore can be rolled back. "
+            "Unset: true for InPlace, false for Redirected."
+        ),
+    )
+    approval_token: str | None = Field(
+        None,
+        max_length=4096,
+        description=(
+            "Single-use token from `walwarden token issue`; required when the operator runs with "
+            "approvals on."
+        ),
+    )
+    dry_run: bool = Field(False, description="Compute and publish the plan in status.plan, change nothing.")
+    encryptor_secrets: list[EncryptorSecretRef] = Field(
+        default=[],
+        max_length=16,
+        description=(
+            "The target environment's Encryptor Master Password (EMP) Secrets; their fingerprints "
+            "must match the backup's manifest, or the restore stops in Preflight."
+        ),
+    )
+    session_policy: SessionPolicy = Field(
+        SessionPolicy(), description="What to do with database sessions left after scale-down."
+    )
+    topology: Topology | None = Field(
+        None, description="Overrides the built-in service topology. Unset: the default profile."
+    )
+
+    @model_validator(mode="after")
+    def _cross_field_rules(self) -> RestoreRequestSpec:
+        ARTIFACT_NEEDS_STORAGE.require(self.source.artifact is None or self.storage is not None)
+        redirected = self.mode == RestoreMode.REDIRECTED
+        REDIRECTED_NEEDS_REDIRECT.require(not redirected or self.redirect is not None)
+        REDIRECTED_NEEDS_TARGET.require(not redirected or self.target is not None)
+        IN_PLACE_FORBIDS_REDIRECT.require(self.mode != RestoreMode.IN_PLACE or self.redirect is None)
+        return self
+
+    def wants_safety_backup(self) -> bool:
+        """safetyBackup, or the mode's default when unset: InPlace overwrites, so it backs up first."""
+        if self.safety_backup is not None:
+            return self.safety_backup
+        return self.mode == RestoreMode.IN_PLACE
+
+
+# --- status -------------------------------------------------------------------------------
+
+
+class StepStatus(StatusModel):
+    """One step of the restore, as recorded by the workflow."""
+
+    name: str = Field(description="Step name, e.g. Validate, Preflight, ScaleDown, Restore.")
+    state: StepState = Field(description="Pending, Running, Succeeded, Failed or Skipped.")
+    started_at: Timestamp | None = Field(None, description="When the step started (RFC 3339).")
+    finished_at: Timestamp | None = Field(None, description="When the step finished (RFC 3339).")
+    message: str | None = Field(None, description="What the step did or why it failed.")
+
+
+class DataLossWindow(StatusModel):
+    """History lost by the restore: everything after the backup was taken."""
+
+    backup_time: Timestamp | None = Field(None, description="When the restored backup was taken (RFC 3339).")
+    restore_time: Timestamp | None = Field(None, description="When the restore ran or is planned (RFC 3339).")
+    seconds: float | None = Field(
+        None, description="Seconds of history lost, from backupTime to restoreTime."
+    )
+
+
+class PlannedService(StatusModel):
+    """A service the restore stops and starts again."""
+
+    name: ServiceName = Field(description="Deployment or StatefulSet name.")
+    tier: int = Field(ge=0, description="Stop tier, 0 stops first.")
+    replicas: int = Field(ge=0, description="Replicas now, restored after the restore.")
+
+
+class RestorePlan(StatusModel):
+    """What the restore would do (dry run) or is doing."""
+
+    steps: list[str] = Field(default_factory=list, description="Steps in order.")
+    services: list[PlannedService] = Field(
+        default_factory=list, description="Services stopped and started again."
+    )
+    secrets: list[str] = Field(default_factory=list, description="db-info secrets that would be repointed.")
+    data_loss_window: DataLossWindow | None = Field(None, description="History that would be lost.")
+
+
+class RestoreRequestStatus(RequestStatus):
+    """What the operator observed and did; written by the operator only."""
+
+    phase: RestorePhase | None = Field(None, description="Pending, Running, Succeeded, Failed or RolledBack.")
+    started_at: Timestamp | None = Field(None, description="When the restore started running (RFC 3339).")
+    completed_at: Timestamp | None = Field(
+        None, description="When the restore finished, whatever the outcome (RFC 3339)."
+    )
+    current_step: str | None = Field(None, description="The step running now, or the last one run.")
+    steps: list[StepStatus] = Field(
+        default_factory=list, description="Every step run so far, in order: the audit trail."
+    )
+    original_replicas: dict[str, int] = Field(
+        default_factory=dict, description="Replica count of each service before scale-down, restored after."
+    )
+    downtime_seconds: float | None = Field(None, description="Seconds the services were stopped.")
+    data_loss_window: DataLossWindow | None = Field(
+        None, description="History lost: from the backup's time to the restore."
+    )
+    plan: RestorePlan | None = Field(
+        None, description="What the restore does; the whole result of a dry run."
+    )
+
+
+class RestoreRequest(ResourceModel):
+    """A one-shot request to restore a backup into the vault's database."""
+
+    crd: ClassVar[CrdInfo] = CrdInfo(
+        kind=KIND,
+        plural=PLURAL,
+        singular=SINGULAR,
+        short_names=SHORT_NAMES,
+        description=(
+            "RestoreRequest restores a backup into the Institutional Vault's database, in place or "
+            "redirected to another database: it stops the services in order, restores, repoints "
+            "the db-info secrets, starts the services and verifies the vault. One-shot: the spec "
+            "is immutable and a finished request never runs again."
+        ),
+        printer_columns=(
+            PrinterColumn(
+                "Phase", ".status.phase", description="Pending, Running, Succeeded, Failed or RolledBack."
+            ),
+            PrinterColumn("Mode", ".spec.mode", description="InPlace or Redirected."),
+            PrinterColumn("Source", ".spec.source.backupRef.name", description="BackupRequest restored."),
+            PrinterColumn("Artifact", ".spec.source.artifact", description="Artifact restored.", priority=1),
+            PrinterColumn(
+                "Step", ".status.currentStep", description="Step running now, or the last one run."
+            ),
+            PrinterColumn(
+                "Downtime", ".status.downtimeSeconds", "number", "Seconds the services were stopped."
+            ),
+            PrinterColumn("Message", ".status.message", description="Current state.", priority=1),
+            AGE_COLUMN,
+        ),
+    )
+
+    kind: Literal["RestoreRequest"] = Field(KIND, description="RestoreRequest.")
+    spec: RestoreRequestSpec = Field(description="What to restore, where to, and how.")
+    status: RestoreRequestStatus | None = Field(
+        None, description="Progress and result, written by the operator."
+    )

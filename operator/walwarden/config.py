@@ -1,0 +1,46 @@
+"""The operator's own settings, read once at start-up from `walwarden run` flags and environment
+variables (WALWARDEN_*), e.g. as the Helm chart sets them."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+
+
+def _env_bool(name: str, default: bool) -> bool:
+    value = os.environ.get(name)
+    return default if value is None else value.strip().lower() in ("1", "true", "yes", "on")
+
+
+@dataclass(frozen=True)
+class OperatorConfig:
+    # Namespaces to watch; empty means cluster-wide.
+    namespaces: tuple[str, ...] = ()
+    # Image of the backup/restore runner Jobs (the operator's own image by default).
+    runner_image: str = "walwarden:latest"
+    # Extra labels on runner pods: network policies on a real cluster, or the local pod
+    # executor's label on the test stack.
+    runner_pod_labels: dict[str, str] = field(default_factory=dict)
+    # Refuse RestoreRequests without a valid approval token (DESIGN §4).
+    approvals_required: bool = False
+    # Name of the Secret (in the operator's namespace) holding the approval-token HMAC key.
+    approval_key_secret: str = "walwarden-approval-key"
+    operator_namespace: str = "walwarden-system"
+    # Prometheus metrics and health endpoints (0 disables).
+    metrics_port: int = 0
+
+    @classmethod
+    def from_environment(cls, **overrides) -> "OperatorConfig":
+        namespaces = tuple(n for n in os.environ.get("WALWARDEN_NAMESPACES", "").split(",") if n)
+        values = dict(
+            namespaces=namespaces,
+            runner_image=os.environ.get("WALWARDEN_RUNNER_IMAGE", cls.runner_image),
+            runner_pod_labels=json.loads(os.environ.get("WALWARDEN_RUNNER_POD_LABELS", "{}")),
+            approvals_required=_env_bool("WALWARDEN_APPROVALS_REQUIRED", cls.approvals_required),
+            approval_key_secret=os.environ.get("WALWARDEN_APPROVAL_KEY_SECRET", cls.approval_key_secret),
+            operator_namespace=os.environ.get("WALWARDEN_OPERATOR_NAMESPACE", cls.operator_namespace),
+            metrics_port=int(os.environ.get("WALWARDEN_METRICS_PORT", "0")),
+        )
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values)

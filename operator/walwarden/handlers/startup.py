@@ -1,0 +1,47 @@
+"""Operator-wide kopf settings, set once at start-up."""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import kopf
+import kubernetes
+
+from walwarden.api.common import GROUP
+
+
+@kopf.on.startup(id="settings")
+def configure(settings: kopf.OperatorSettings, **_):
+    # Our own finalizer and annotation prefix, so nothing collides with other kopf operators.
+    settings.persistence.finalizer = f"{GROUP}/finalizer"
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix=GROUP, key="last-handled-configuration")
+    # Events for what users must see; kopf's own chatter stays in the log.
+    settings.posting.level = logging.WARNING
+    # Reconnect watches regularly: a silently dead watch would stall a restore.
+    settings.watching.server_timeout = 300
+    settings.watching.client_timeout = 330
+    settings.networking.request_timeout = 60
+
+
+@kopf.on.login(id="login")
+def login(memo: kopf.Memo, logger, **kwargs):
+    """In a pod: its service account. Elsewhere: the kubeconfig given to `walwarden run` (or
+    $KUBECONFIG), read by the kubernetes client so exec plugins and certificates both work."""
+    kubeconfig = memo.get("kubeconfig") or os.environ.get("KUBECONFIG")
+    if not kubeconfig:
+        return kopf.login_with_service_account(**kwargs)
+    configuration = kubernetes.client.Configuration()
+    kubernetes.config.load_kube_config(config_file=kubeconfig, client_configuration=configuration)
+    token = (configuration.api_key or {}).get("authorization", "").removeprefix("Bearer ").strip() or None
+    return kopf.ConnectionInfo(
+        server=configuration.host,
+        ca_path=configuration.ssl_ca_cert,
+        insecure=not configuration.verify_ssl,
+        certificate_path=configuration.cert_file,
+        private_key_path=configuration.key_file,
+        token=token,
+        default_namespace=None,
+    )

@@ -1,0 +1,89 @@
+"""The generated CRDs on a real API server: invalid requests are refused with a clear message,
+valid ones are accepted, show useful columns, and the operator writes that it validated them."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from devstack.pytest_kube import wait_for
+
+pytestmark = pytest.mark.integration
+
+BACKUP = {
+    "apiVersion": "walwarden.io/v1alpha1", "kind": "BackupRequest", "metadata": {"name": "nightly"},
+    "spec": {"database": {"secretRef": {"name": "vault-db-admin"}, "databases": ["vault"]},
+             "storage": {"s3": {"bucket": "vault-backups", "endpoint": "http://127.0.0.1:9000"}}},
+}
+RESTORE = {
+    "apiVersion": "walwarden.io/v1alpha1", "kind": "RestoreRequest", "metadata": {"name": "back-to-nightly"},
+    "spec": {"mode": "InPlace", "source": {"backupRef": {"name": "nightly"}}},
+}
+
+
+def with_spec(manifest: dict, **changes) -> dict:
+    copy = json.loads(json.dumps(manifest))
+    copy["spec"].update(changes)
+    return copy
+
+
+def create(cluster, namespace, manifest, check=True):
+    return cluster.kubectl(["create", "-n", namespace, "-f", "-"], stdin=json.dumps(manifest), check=check)
+
+
+@pytest.mark.parametrize("manifest, expected", [
+    (with_spec(RESTORE, mode="Redirected"), "Redirected restores need spec.redirect"),
+    (with_spec(RESTORE, mode="Sideways"), 'Unsupported value: "Sideways"'),
+    (with_spec(RESTORE, source={"backupRef": {"name": "a"}, "artifact": "s3://b/k.dump"}),
+     "exactly one of backupRef"),
+    (with_spec(RESTORE, source={"artifact": "s3://bucket/key.dump"}), "spec.source.artifact needs spec.storage.s3"),
+    (with_spec(RESTORE, redirect={"dbHost": "db2", "environment": "prod"}), "InPlace"),
+    (with_spec(BACKUP, database={"secretRef": {"name": "x"}, "databases": []}), "spec.database.databases"),
+    (with_spec(BACKUP, storage={"s3": {"bucket": "Not_A_Bucket"}}), "spec.storage.s3.bucket"),
+    (with_spec(BACKUP, surprise=True), 'unknown field "spec.surprise"'),
+], ids=["redirected-without-redirect", "unknown-mode", "two-sources", "artifact-without-storage",
+        "inplace-with-redirect", "no-databases", "bad-bucket", "unknown-field"])
+def test_invalid_requests_are_refused_by_the_api_server(cluster, crds, namespace, manifest, expected):
+    result = create(cluster, namespace, manifest, check=False)
+    assert result.returncode != 0
+    assert expected in result.stderr, result.stderr
+    kind = manifest["kind"].lower()
+    assert cluster.kubectl_json(["get", kind, "-n", namespace])["items"] == []
+
+
+def test_spec_is_immutable(cluster, crds, namespace):
+    create(cluster, namespace, BACKUP)
+    result = cluster.kubectl(["patch", "backuprequest", "nightly", "-n", namespace, "--type=merge",
+                              "-p", '{"spec":{"quiesce":true}}'], check=False)
+    assert result.returncode != 0
+    assert "spec is immutable" in result.stderr
+
+
+def test_valid_requests_are_accepted_listed_and_validated_by_the_operator(cluster, operator, namespace):
+    create(cluster, namespace, BACKUP)
+    create(cluster, namespace, RESTORE)
+
+    def phase(kind, name):
+        return (cluster.kubectl_json(["get", kind, name, "-n", namespace]).get("status") or {}).get("phase")
+
+    wait_for(lambda: phase("backuprequest", "nightly") and phase("restorerequest", "back-to-nightly"), 60,
+             "the operator to write status\n" + operator.log())
+    restore = cluster.kubectl_json(["get", "restorerequest", "back-to-nightly", "-n", namespace])
+    status = restore["status"]
+    assert status["phase"] == "Pending"
+    assert status["observedGeneration"] == restore["metadata"]["generation"]
+    [progressing] = [c for c in status["conditions"] if c["type"] == "Progressing"]
+    assert (progressing["status"], progressing["reason"]) == ("True", "Accepted")
+
+    table = cluster.kubectl(["get", "restorerequests", "-n", namespace]).stdout
+    header = table.splitlines()[0].split()
+    assert header[:5] == ["NAME", "PHASE", "MODE", "SOURCE", "STEP"]
+    assert ["back-to-nightly", "Pending", "InPlace", "nightly"] == table.splitlines()[1].split()[:4]
+    backups = cluster.kubectl(["get", "bkreq", "-n", namespace]).stdout
+    assert backups.splitlines()[0].split()[:3] == ["NAME", "PHASE", "QUIESCE"]
+
+    events = cluster.kubectl_json(["get", "events", "-n", namespace,
+                                   "--field-selector", "involvedObject.name=back-to-nightly"])["items"]
+    assert any(e["reason"] == "Accepted" for e in events)
+
