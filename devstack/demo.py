@@ -41,6 +41,22 @@ def wait(condition, timeout: float, what: str) -> None:
         time.sleep(0.5)
 
 
+def watch_request(cluster, plural: str, name: str, timeout: float = 300) -> dict:
+    """Print `kubectl get <plural>` each time the request's phase or step changes, until it ends."""
+    deadline, last = time.monotonic() + timeout, None
+    while time.monotonic() < deadline:
+        status = cluster.kubectl_json(["get", plural, name, "-n", NAMESPACE]).get("status") or {}
+        seen = (status.get("phase"), status.get("currentStep"))
+        if seen != last:
+            table = cluster.kubectl(["get", plural, name, "-n", NAMESPACE]).stdout.splitlines()
+            print(("\n".join(table) if last is None else table[-1]), flush=True)
+            last = seen
+        if status.get("phase") in ("Succeeded", "Failed", "RolledBack"):
+            return status
+        time.sleep(0.5)
+    raise SystemExit(f"demo failed: {plural}/{name} did not finish in {timeout:.0f}s")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--keep", action="store_true", help="leave the stack running until Ctrl-C")
@@ -85,17 +101,26 @@ def main(argv: list[str] | None = None) -> int:
         show(cluster, ["get", "deployments,statefulsets", "-n", NAMESPACE])
 
         say("The Walwarden operator (walwarden run)")
-        operator = OperatorProcess(cluster, NAMESPACE, workdir / "operator.log", {}).start()
+        operator = OperatorProcess(cluster, NAMESPACE, workdir / "operator.log", {"WALWARDEN_POLL_SECONDS": "1"})
+        operator.start()
         try:
             backup = {"apiVersion": "walwarden.io/v1alpha1", "kind": "BackupRequest",
                       "metadata": {"name": "nightly"},
                       "spec": {"database": {"secretRef": {"name": "vault-db-admin"}, "databases": ["vault"]},
+                               "quiesce": True,
                                "storage": {"s3": {"bucket": bucket, "endpoint": s3.endpoint, "forcePathStyle": True,
                                                   "credentialsSecretRef": {"name": "s3-credentials"}}}}}
+            say("A BackupRequest: the operator's runner Job streams pg_dump into S3, then the artifact is verified")
             cluster.kubectl(["apply", "-n", NAMESPACE, "-f", "-"], stdin=json.dumps(backup))
-            wait(lambda: (cluster.kubectl_json(["get", "backuprequest", "nightly", "-n", NAMESPACE])
-                          .get("status") or {}).get("phase"), 60, "the operator to pick up the BackupRequest")
-            show(cluster, ["get", "backuprequests", "-n", NAMESPACE])
+            status = watch_request(cluster, "backuprequests", "nightly")
+            if status.get("phase") != "Succeeded":
+                raise SystemExit(f"demo failed: the backup ended {status.get('phase')}: {status.get('message')}"
+                                 f"\n(operator log: {operator.log_path})")
+            artifact = status["artifact"]
+            print(f"  artifact  {artifact['uri']}  ({artifact['sizeBytes']} bytes, sha256 {artifact['sha256'][:16]}…)")
+            print(f"  manifest  {artifact['manifestUri']}")
+            for step in status["steps"]:
+                print(f"  {step['name']:<15} {step['state']:<10} {step.get('message', '')}")
 
             say("An invalid request is refused by the API server")
             invalid = {"apiVersion": "walwarden.io/v1alpha1", "kind": "RestoreRequest",

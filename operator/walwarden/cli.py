@@ -20,6 +20,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--verbose", "-v", action="store_true")
 
     commands.add_parser("crds", help="print the CustomResourceDefinitions generated from the API models")
+
+    from walwarden.runner import cli as runner_cli
+    from walwarden.security import token_cli
+
+    runner_cli.add_runner_parser(commands)
+    token_cli.add_token_parser(commands)
     return parser
 
 
@@ -33,6 +39,14 @@ def main(argv: list[str] | None = None) -> int:
             namespaces=tuple(args.namespaces) if args.namespaces else None)
         run_operator(config, kubeconfig=args.kubeconfig, verbose=args.verbose)
         return 0
+    if args.command == "runner":
+        from walwarden.runner import cli as runner_cli
+
+        return runner_cli.run(args)
+    if args.command == "token":
+        from walwarden.security import token_cli
+
+        return token_cli.run(args)
     if args.command == "crds":
         from walwarden.api.crdgen import build_crds, to_yaml
 

@@ -29,6 +29,8 @@ class OperatorConfig:
     operator_namespace: str = "walwarden-system"
     # Prometheus metrics and health endpoints (0 disables).
     metrics_port: int = 0
+    # How often a waiting step looks at the world again (seconds).
+    poll_seconds: float = 5.0
 
     @classmethod
     def from_environment(cls, **overrides) -> "OperatorConfig":
@@ -41,6 +43,7 @@ class OperatorConfig:
             approval_key_secret=os.environ.get("WALWARDEN_APPROVAL_KEY_SECRET", cls.approval_key_secret),
             operator_namespace=os.environ.get("WALWARDEN_OPERATOR_NAMESPACE", cls.operator_namespace),
             metrics_port=int(os.environ.get("WALWARDEN_METRICS_PORT", "0")),
+            poll_seconds=float(os.environ.get("WALWARDEN_POLL_SECONDS", cls.poll_seconds)),
         )
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)

@@ -25,6 +25,8 @@ from walwarden.api.common import (
     S3Storage,
     SecretKeyRef,
     SecretRef,
+    StepState,
+    StepStatus,
     Storage,
     Topology,
     format_timestamp,
@@ -51,8 +53,6 @@ from walwarden.api.restore import (
     RestoreTarget,
     SecretBackend,
     SessionPolicy,
-    StepState,
-    StepStatus,
     Verify,
 )
 

@@ -75,8 +75,18 @@ class BackupRequestSpec(SpecModel):
     )
 
 
+class BackupFile(StatusModel):
+    """One database's dump in a backup."""
+
+    database: PgIdentifier = Field(description="The database dumped.")
+    uri: str = Field(description="s3:// URI of the dump (pg_dump custom format).")
+    sha256: str = Field(pattern=r"^[a-f0-9]{64}$", description="SHA-256 of the dump's bytes, hex.")
+    size_bytes: int = Field(ge=0, json_schema_extra={"format": "int64"}, description="Size in bytes.")
+
+
 class BackupArtifact(StatusModel):
-    """A finished backup in object storage."""
+    """A finished backup in object storage. With several databases, uri, sha256 and sizeBytes
+    describe the first one's dump and `files` lists them all."""
 
     uri: str = Field(description="s3:// URI of the artifact (a pg_dump custom-format archive).")
     manifest_uri: str = Field(description="s3:// URI of the manifest written beside the artifact.")
@@ -89,6 +99,7 @@ class BackupArtifact(StatusModel):
     )
     pg_dump_version: str | None = Field(None, description="Version of pg_dump that wrote the artifact.")
     databases: list[PgIdentifier] = Field(default_factory=list, description="Databases in the artifact.")
+    files: list[BackupFile] = Field(default_factory=list, description="Every database's dump.")
     completed_at: Timestamp | None = Field(None, description="When the artifact was complete (RFC 3339).")
 
 
@@ -121,6 +132,7 @@ class BackupRequest(ResourceModel):
         printer_columns=(
             PrinterColumn("Phase", ".status.phase", description="Pending, Running, Succeeded or Failed."),
             PrinterColumn("Quiesce", ".spec.quiesce", "boolean", "Services stopped during the dump."),
+            PrinterColumn("Step", ".status.currentStep", description="The step running now."),
             PrinterColumn(
                 "Size", ".status.artifact.sizeBytes", "integer", "Artifact size in bytes.", format="int64"
             ),

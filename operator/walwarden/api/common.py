@@ -380,6 +380,24 @@ class Condition(StatusModel):
     message: str = Field("", max_length=CONDITION_MESSAGE_MAX, description="Human-readable details.")
 
 
+class StepState(StrEnum):
+    PENDING = "Pending"
+    RUNNING = "Running"
+    SUCCEEDED = "Succeeded"
+    FAILED = "Failed"
+    SKIPPED = "Skipped"
+
+
+class StepStatus(StatusModel):
+    """One step of a request's workflow, as recorded by the workflow."""
+
+    name: str = Field(description="Step name, e.g. Validate, Preflight, ScaleDown, Restore, Dump.")
+    state: StepState = Field(description="Pending, Running, Succeeded, Failed or Skipped.")
+    started_at: Timestamp | None = Field(None, description="When the step started (RFC 3339).")
+    finished_at: Timestamp | None = Field(None, description="When the step finished (RFC 3339).")
+    message: str | None = Field(None, description="What the step did or why it failed.")
+
+
 class RequestStatus(StatusModel):
     """What both kinds' statuses have in common (their phases and steps differ)."""
 
@@ -393,6 +411,13 @@ class RequestStatus(StatusModel):
     )
     observed_generation: int | None = Field(
         None, description="metadata.generation the status was written for."
+    )
+    current_step: str | None = Field(None, description="The step running now, or the last one run.")
+    steps: list[StepStatus] = Field(
+        default_factory=list, description="Every step run so far, in order: the audit trail."
+    )
+    original_replicas: dict[str, int] = Field(
+        default_factory=dict, description="Replica count of each service before scale-down, restored after."
     )
 
 

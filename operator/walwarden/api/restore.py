@@ -46,14 +46,6 @@ class RestorePhase(StrEnum):
     ROLLED_BACK = "RolledBack"
 
 
-class StepState(StrEnum):
-    PENDING = "Pending"
-    RUNNING = "Running"
-    SUCCEEDED = "Succeeded"
-    FAILED = "Failed"
-    SKIPPED = "Skipped"
-
-
 class RestoreMode(StrEnum):
     IN_PLACE = "InPlace"
     REDIRECTED = "Redirected"
@@ -316,16 +308,6 @@ class RestoreRequestSpec(SpecModel):
 # --- status -------------------------------------------------------------------------------
 
 
-class StepStatus(StatusModel):
-    """One step of the restore, as recorded by the workflow."""
-
-    name: str = Field(description="Step name, e.g. Validate, Preflight, ScaleDown, Restore.")
-    state: StepState = Field(description="Pending, Running, Succeeded, Failed or Skipped.")
-    started_at: Timestamp | None = Field(None, description="When the step started (RFC 3339).")
-    finished_at: Timestamp | None = Field(None, description="When the step finished (RFC 3339).")
-    message: str | None = Field(None, description="What the step did or why it failed.")
-
-
 class DataLossWindow(StatusModel):
     """History lost by the restore: everything after the backup was taken."""
 
@@ -362,13 +344,6 @@ class RestoreRequestStatus(RequestStatus):
     started_at: Timestamp | None = Field(None, description="When the restore started running (RFC 3339).")
     completed_at: Timestamp | None = Field(
         None, description="When the restore finished, whatever the outcome (RFC 3339)."
-    )
-    current_step: str | None = Field(None, description="The step running now, or the last one run.")
-    steps: list[StepStatus] = Field(
-        default_factory=list, description="Every step run so far, in order: the audit trail."
-    )
-    original_replicas: dict[str, int] = Field(
-        default_factory=dict, description="Replica count of each service before scale-down, restored after."
     )
     downtime_seconds: float | None = Field(None, description="Seconds the services were stopped.")
     data_loss_window: DataLossWindow | None = Field(

@@ -1,50 +1,92 @@
-"""kopf adapters for both kinds: parse, validate, write status. Thin on purpose: the workflows
-own the logic; these functions translate between kopf and them."""
+"""kopf adapters for both kinds: parse, run the workflow's next steps, write status. Thin on
+purpose: the workflows own the logic; these functions translate between kopf and them."""
 
 from __future__ import annotations
 
 import kopf
 
-from walwarden.api import BackupRequest, ConditionType, RestoreRequest, is_finished, set_condition
+from walwarden.api import BackupRequest, ConditionType, RestoreRequest, get_condition, is_finished, set_condition
 from walwarden.api import backup as backup_api
 from walwarden.api import restore as restore_api
-from walwarden.api.common import GROUP, VERSION
+from walwarden.api.common import GROUP, VERSION, format_timestamp, parse_timestamp, utcnow
+from walwarden.backup.workflow import BACKUP_STEPS
+from walwarden.engine import Run, advance
 from walwarden.handlers.common import InvalidSpec, announce, parse, record_failure
 
 
-def accept(kind: str, model, body: kopf.Body, status: kopf.Status, patch: kopf.Patch, logger) -> None:
-    """First sight of a request: validate it and say so in status (phase Pending)."""
-    if status.get("phase"):
-        return  # already seen; a finished request is never run again
+# An unexpected error (API hiccup, bug) is retried after this many seconds, not kopf's default 60.
+ERROR_BACKOFF = 10
+
+
+def accept(kind: str, model, body: kopf.Body, status, patch: kopf.Patch, logger) -> object | None:
+    """First sight of a request: validate it and say so in status (phase Pending).
+    Returns the parsed request, or None when it was refused."""
     generation = body.metadata.get("generation", 1)
     try:
-        parse(model, body)
+        request = parse(model, body)
     except InvalidSpec as error:
         record_failure(patch, status, generation, "InvalidSpec", str(error))
         announce(body, "InvalidSpec", str(error), warning=True)
         logger.warning("%s refused: %s", kind, error)
-        return
-    message = f"{kind} validated; waiting to run"
-    conditions = set_condition(status.get("conditions"), ConditionType.PROGRESSING, True, "Accepted",
-                               message, generation)
-    patch.status["phase"] = "Pending"
-    patch.status["message"] = message
-    patch.status["observedGeneration"] = generation
-    patch.status["conditions"] = [c.to_dict() for c in conditions]
-    announce(body, "Accepted", message)
+        return None
+    if not status.get("phase"):
+        message = f"{kind} validated; waiting to run"
+        conditions = set_condition(status.get("conditions"), ConditionType.PROGRESSING, True, "Accepted",
+                                   message, generation)
+        patch.status["phase"] = "Pending"
+        patch.status["message"] = message
+        patch.status["observedGeneration"] = generation
+        patch.status["conditions"] = [c.to_dict() for c in conditions]
+        announce(body, "Accepted", message)
+    return request
 
 
-@kopf.on.create(GROUP, VERSION, backup_api.PLURAL, id="backup-accept")
-@kopf.on.resume(GROUP, VERSION, backup_api.PLURAL, id="backup-accept-resume")
-def on_backup_request(body, status, patch, logger, **_):
+def finish(run: Run, succeeded: bool) -> None:
+    now = utcnow()
+    status = run.status
+    status["phase"] = "Succeeded" if succeeded else "Failed"
+    status["completedAt"] = format_timestamp(now)
+    status["durationSeconds"] = round((now - parse_timestamp(status["startedAt"])).total_seconds(), 1)
+    if succeeded:
+        status["message"] = f"{run.kind} succeeded"
+        run.condition(ConditionType.READY, True, "Succeeded", status["message"])
+    else:
+        # Waits of the clean-up steps overwrote the message meanwhile: the failure is what counts.
+        failed = get_condition(status.get("conditions"), ConditionType.FAILED)
+        status["message"] = failed.message if failed else "failed"
+        run.condition(ConditionType.READY, False, "Failed", status["message"])
+    run.condition(ConditionType.PROGRESSING, False, status["phase"], status["message"])
+    run.event(status["phase"], status["message"], warning=not succeeded)
+
+
+def drive(kind: str, steps, request, body: kopf.Body, status, patch: kopf.Patch, memo) -> None:
+    run = Run(kind, body, request.spec, dict(status), memo.context)
+    outcome = advance(steps, run)
+    if outcome.finished:
+        finish(run, outcome.succeeded)
+    run.status["observedGeneration"] = run.generation
+    for key, value in run.status.items():
+        patch.status[key] = value
+    for reason, message, warning in run.events:
+        announce(body, reason, message, warning)
+    if not outcome.finished:
+        # Not an error: kopf looks again after the delay, and the step resumes from the world.
+        raise kopf.TemporaryError(outcome.waiting.message, delay=outcome.waiting.delay)
+
+
+@kopf.on.create(GROUP, VERSION, backup_api.PLURAL, id="backup", backoff=ERROR_BACKOFF)
+@kopf.on.resume(GROUP, VERSION, backup_api.PLURAL, id="backup-resume", backoff=ERROR_BACKOFF)
+def on_backup_request(body, status, patch, memo, logger, **_):
     if is_finished(status.get("phase")):
         return
-    accept(backup_api.KIND, BackupRequest, body, status, patch, logger)
+    request = accept(backup_api.KIND, BackupRequest, body, status, patch, logger)
+    if request is not None:
+        drive(backup_api.KIND, BACKUP_STEPS, request, body, {**status, **patch.status}, patch, memo)
 
 
-@kopf.on.create(GROUP, VERSION, restore_api.PLURAL, id="restore-accept")
-@kopf.on.resume(GROUP, VERSION, restore_api.PLURAL, id="restore-accept-resume")
-def on_restore_request(body, status, patch, logger, **_):
+@kopf.on.create(GROUP, VERSION, restore_api.PLURAL, id="restore", backoff=ERROR_BACKOFF)
+@kopf.on.resume(GROUP, VERSION, restore_api.PLURAL, id="restore-resume", backoff=ERROR_BACKOFF)
+def on_restore_request(body, status, patch, memo, logger, **_):
     if is_finished(status.get("phase")):
         return
     accept(restore_api.KIND, RestoreRequest, body, status, patch, logger)

@@ -9,17 +9,21 @@ import kopf
 import kubernetes
 
 from walwarden.api.common import GROUP
+from walwarden.context import OperatorContext
+from walwarden.kube.api import Kube
 
 
 @kopf.on.startup(id="settings")
-def configure(settings: kopf.OperatorSettings, **_):
+def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_):
+    memo.context = OperatorContext(kube=Kube.connect(memo.get("kubeconfig")), config=memo.config)
     # Our own finalizer and annotation prefix, so nothing collides with other kopf operators.
     settings.persistence.finalizer = f"{GROUP}/finalizer"
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
         prefix=GROUP, key="last-handled-configuration")
-    # Events for what users must see; kopf's own chatter stays in the log.
-    settings.posting.level = logging.WARNING
+    # Our events are posted explicitly (kopf.event) for every transition; kopf's own log lines
+    # (e.g. each "failed temporarily" while a step waits) stay in the log.
+    settings.posting.level = logging.CRITICAL
     # Reconnect watches regularly: a silently dead watch would stall a restore.
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330

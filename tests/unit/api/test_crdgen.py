@@ -238,7 +238,7 @@ def test_printer_columns_point_at_fields_of_the_right_type(kind):
 
 def test_backup_columns_and_restore_columns():
     backup = {c["name"]: c for c in CRDS["BackupRequest"]["spec"]["versions"][0]["additionalPrinterColumns"]}
-    assert list(backup) == ["Phase", "Quiesce", "Size", "Duration", "Message", "Age"]
+    assert list(backup) == ["Phase", "Quiesce", "Step", "Size", "Duration", "Message", "Age"]
     assert backup["Size"]["format"] == "int64" and backup["Message"]["priority"] == 1
     restore = {
         c["name"]: c for c in CRDS["RestoreRequest"]["spec"]["versions"][0]["additionalPrinterColumns"]

@@ -1,0 +1,145 @@
+"""The small engine that drives a request's ordered table of steps.
+
+Each call runs steps from the first unfinished one, records every transition in
+`status.steps` (and as an Event), and stops when a step has to wait: kopf then calls again after
+the delay (TemporaryError). Ordering lives here, in our table, not in kopf's handler lifecycle.
+
+A step that fails puts the workflow into its failure path: the remaining ordinary steps are
+skipped and only the `always` steps (put the world back: restart services, release the lock) run.
+Steps look at the world before acting, so running one again after an operator restart repeats
+nothing destructive.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from walwarden.api import (
+    ConditionType,
+    StepState,
+    format_timestamp,
+    get_condition,
+    set_condition,
+    utcnow,
+)
+
+
+class Wait(Exception):
+    """The step is not finished yet; look again after `delay` seconds."""
+
+    def __init__(self, message: str, delay: float = 5):
+        super().__init__(message)
+        self.message, self.delay = message, delay
+
+
+class StepFailed(Exception):
+    """The step cannot succeed. `reason` is CamelCase; `message` says what happened and what to do."""
+
+    def __init__(self, reason: str, message: str):
+        super().__init__(message)
+        self.reason, self.message = reason, message
+
+
+class Skip(Exception):
+    """The step does not apply to this request (e.g. Quiesce when spec.quiesce is false)."""
+
+
+@dataclass(frozen=True)
+class Step:
+    name: str
+    run: Callable[["Run"], str | None]  # returns a short message for the record
+    always: bool = False  # runs on the failure path too (clean-up steps)
+
+
+@dataclass
+class Run:
+    """One pass over a request: its parsed spec, a working copy of its status, and the world."""
+
+    kind: str
+    body: Any                       # the kopf Body of the request
+    spec: Any                       # the parsed spec model
+    status: dict[str, Any]          # working copy; the handler writes it back as a patch
+    context: Any                    # clients and settings (kube, config)
+    events: list[tuple[str, str, bool]] = field(default_factory=list)  # (reason, message, warning)
+
+    @property
+    def generation(self) -> int:
+        return self.body.get("metadata", {}).get("generation", 1)
+
+    @property
+    def failed(self) -> bool:
+        condition = get_condition(self.status.get("conditions"), ConditionType.FAILED)
+        return condition is not None and condition.status == "True"
+
+    def event(self, reason: str, message: str, warning: bool = False) -> None:
+        self.events.append((reason, message, warning))
+
+    def condition(self, type: str, status: bool, reason: str, message: str = "") -> None:
+        conditions = set_condition(self.status.get("conditions"), type, status, reason, message, self.generation)
+        self.status["conditions"] = [c.to_dict() for c in conditions]
+
+
+@dataclass(frozen=True)
+class Outcome:
+    finished: bool
+    succeeded: bool = False
+    waiting: Wait | None = None
+
+
+def _record(run: Run, name: str) -> dict[str, Any]:
+    steps = run.status.setdefault("steps", [])
+    for entry in steps:
+        if entry["name"] == name:
+            return entry
+    entry = {"name": name, "state": StepState.PENDING.value}
+    steps.append(entry)
+    return entry
+
+
+def _now() -> str:
+    return format_timestamp(utcnow())
+
+
+def _finish(run: Run, entry: dict, state: StepState, message: str | None) -> None:
+    entry.update(state=state.value, finishedAt=_now())
+    if message:
+        entry["message"] = message
+
+
+def advance(steps: list[Step], run: Run) -> Outcome:
+    """Run the next unfinished steps; return whether the workflow has finished, or wait."""
+    run.status = copy.deepcopy(run.status)
+    run.status.setdefault("startedAt", _now())
+    for step in steps:
+        entry = _record(run, step.name)
+        if entry["state"] in (StepState.SUCCEEDED, StepState.FAILED, StepState.SKIPPED):
+            continue
+        if run.failed and not step.always:
+            _finish(run, entry, StepState.SKIPPED, "skipped: an earlier step failed")
+            continue
+        if entry["state"] == StepState.PENDING:
+            entry.update(state=StepState.RUNNING.value, startedAt=_now())
+            entry.pop("message", None)
+            run.event(f"{step.name}Started", f"step {step.name} started")
+        run.status["currentStep"] = step.name
+        try:
+            message = step.run(run)
+        except Wait as wait:
+            entry["message"] = wait.message
+            run.status["message"] = f"{step.name}: {wait.message}"
+            return Outcome(finished=False, waiting=wait)
+        except Skip as skip:
+            _finish(run, entry, StepState.SKIPPED, str(skip) or "does not apply")
+            continue
+        except StepFailed as failure:
+            _finish(run, entry, StepState.FAILED, failure.message)
+            run.event(failure.reason, f"step {step.name} failed: {failure.message}", warning=True)
+            if not run.failed:  # the first failure is the one the user needs to read
+                run.condition(ConditionType.FAILED, True, failure.reason, failure.message)
+                run.status["message"] = failure.message
+            continue
+        _finish(run, entry, StepState.SUCCEEDED, message)
+        run.event(f"{step.name}Succeeded", message or f"step {step.name} succeeded")
+    return Outcome(finished=True, succeeded=not run.failed)

@@ -1,0 +1,56 @@
+"""The kubernetes clients the operator uses, and the one place API errors become decisions."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, TypeVar
+
+from kubernetes import client, config
+from kubernetes.client.rest import ApiException
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Kube:
+    core: client.CoreV1Api
+    apps: client.AppsV1Api
+    batch: client.BatchV1Api
+    coordination: client.CoordinationV1Api
+    custom: client.CustomObjectsApi
+
+    @classmethod
+    def connect(cls, kubeconfig: str | None = None) -> "Kube":
+        """In a pod: its service account; else the given kubeconfig (or $KUBECONFIG)."""
+        if kubeconfig:
+            api = config.new_client_from_config(config_file=kubeconfig)
+        else:
+            try:
+                config.load_incluster_config()
+            except config.ConfigException:
+                config.load_kube_config()
+            api = client.ApiClient()
+        return cls(client.CoreV1Api(api), client.AppsV1Api(api), client.BatchV1Api(api),
+                   client.CoordinationV1Api(api), client.CustomObjectsApi(api))
+
+
+class Conflict(Exception):
+    """Someone else changed or created the object first (HTTP 409)."""
+
+
+def call(function: Callable[..., T], *args: Any, **kwargs: Any) -> T | None:
+    """Call the API; a missing object is None, a conflict is `Conflict`, anything else raises."""
+    try:
+        return function(*args, **kwargs)
+    except ApiException as error:
+        if error.status == 404:
+            return None
+        if error.status == 409:
+            raise Conflict(error.reason) from None
+        raise
+
+
+def owner_reference(body: Any) -> dict[str, Any]:
+    """Makes the request own what it creates, so deleting the request cleans up after it."""
+    return {"apiVersion": body["apiVersion"], "kind": body["kind"], "name": body["metadata"]["name"],
+            "uid": body["metadata"]["uid"], "controller": True, "blockOwnerDeletion": False}

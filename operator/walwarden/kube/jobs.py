@@ -1,0 +1,65 @@
+"""Runner Jobs: create once, then read their outcome, including the runner's reason on failure."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from walwarden.kube.api import Conflict, Kube, call
+
+# The runner's last line on failure, which the pod's termination message carries
+# (terminationMessagePolicy FallbackToLogsOnError): "walwarden-error: <Reason>: <message>".
+ERROR_PREFIX = "walwarden-error: "
+
+
+@dataclass(frozen=True)
+class JobOutcome:
+    state: str               # Running, Succeeded or Failed
+    reason: str = ""         # the runner's reason when it said one, else a Kubernetes reason
+    message: str = ""
+
+
+def ensure_job(kube: Kube, namespace: str, manifest: dict) -> None:
+    """Create the Job unless it exists: a step run twice never starts a second runner."""
+    name = manifest["metadata"]["name"]
+    if call(kube.batch.read_namespaced_job, name, namespace) is not None:
+        return
+    try:
+        call(kube.batch.create_namespaced_job, namespace, manifest)
+    except Conflict:  # created meanwhile by an earlier pass whose status patch was lost
+        pass
+
+
+def job_outcome(kube: Kube, namespace: str, name: str) -> JobOutcome | None:
+    job = call(kube.batch.read_namespaced_job, name, namespace)
+    if job is None:
+        return None
+    for condition in (job.status.conditions or []) if job.status else []:
+        if condition.status != "True":
+            continue
+        if condition.type == "Complete":
+            return JobOutcome("Succeeded")
+        if condition.type == "Failed":
+            reason, message = runner_failure(kube, namespace, name)
+            return JobOutcome("Failed", reason or condition.reason or "JobFailed",
+                              message or condition.message or "the runner Job failed")
+    return JobOutcome("Running")
+
+
+def runner_failure(kube: Kube, namespace: str, job_name: str) -> tuple[str, str]:
+    """The runner's own account of why it failed, from its pod's termination message."""
+    pods = kube.core.list_namespaced_pod(namespace, label_selector=f"job-name={job_name}").items
+    for pod in sorted(pods, key=lambda p: p.metadata.creation_timestamp, reverse=True):
+        for status in (pod.status.container_statuses or []) if pod.status else []:
+            terminated = status.state.terminated if status.state else None
+            if terminated and terminated.message:
+                return parse_runner_error(terminated.message)
+    return "", ""
+
+
+def parse_runner_error(text: str) -> tuple[str, str]:
+    for line in reversed(text.strip().splitlines()):
+        if line.startswith(ERROR_PREFIX):
+            reason, _, message = line[len(ERROR_PREFIX):].partition(": ")
+            return reason.strip(), message.strip()
+    last = text.strip().splitlines()[-1] if text.strip() else ""
+    return "", last

@@ -1,0 +1,83 @@
+"""The vault's services as Deployments or StatefulSets: find them, scale them, count their pods.
+
+A service scaled down carries its original replica count in an annotation, written in the same
+patch as the scale: if the operator dies right after, the world still says what to restore.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from walwarden.kube.api import Kube, call
+
+ORIGINAL_REPLICAS = "walwarden.io/original-replicas"
+KINDS = ("Deployment", "StatefulSet")
+
+
+@dataclass(frozen=True)
+class Workload:
+    kind: str
+    namespace: str
+    name: str
+    replicas: int
+    ready_replicas: int
+    selector: dict[str, str]
+    original_replicas: int | None  # from our annotation: set while we hold it scaled down
+
+    @property
+    def label_selector(self) -> str:
+        return ",".join(f"{k}={v}" for k, v in sorted(self.selector.items()))
+
+
+def _read(kube: Kube, kind: str, namespace: str, name: str):
+    reader = kube.apps.read_namespaced_deployment if kind == "Deployment" else kube.apps.read_namespaced_stateful_set
+    return call(reader, name, namespace)
+
+
+def find_workload(kube: Kube, namespace: str, name: str) -> Workload | None:
+    for kind in KINDS:
+        found = _read(kube, kind, namespace, name)
+        if found is not None:
+            annotation = (found.metadata.annotations or {}).get(ORIGINAL_REPLICAS)
+            return Workload(
+                kind=kind, namespace=namespace, name=name,
+                replicas=found.spec.replicas if found.spec.replicas is not None else 1,
+                ready_replicas=(found.status.ready_replicas or 0) if found.status else 0,
+                selector=dict(found.spec.selector.match_labels or {}),
+                original_replicas=int(annotation) if annotation is not None else None,
+            )
+    return None
+
+
+def _patch(kube: Kube, workload: Workload, body: dict) -> None:
+    patcher = (kube.apps.patch_namespaced_deployment if workload.kind == "Deployment"
+               else kube.apps.patch_namespaced_stateful_set)
+    patcher(workload.name, workload.namespace, body)
+
+
+def scale_to_zero(kube: Kube, workload: Workload) -> int:
+    """Scale down, remembering the original count (once: a second call keeps the first record)."""
+    original = workload.original_replicas if workload.original_replicas is not None else workload.replicas
+    _patch(kube, workload, {"metadata": {"annotations": {ORIGINAL_REPLICAS: str(original)}},
+                            "spec": {"replicas": 0}})
+    return original
+
+
+def scale_to(kube: Kube, workload: Workload, replicas: int) -> None:
+    _patch(kube, workload, {"spec": {"replicas": replicas}})
+
+
+def forget_original_replicas(kube: Kube, workload: Workload) -> None:
+    _patch(kube, workload, {"metadata": {"annotations": {ORIGINAL_REPLICAS: None}}})
+
+
+def restart(kube: Kube, workload: Workload, at: str) -> None:
+    """A rolling restart, as `kubectl rollout restart` does it."""
+    _patch(kube, workload, {"spec": {"template": {"metadata": {"annotations": {
+        "kubectl.kubernetes.io/restartedAt": at}}}}})
+
+
+def pods_of(kube: Kube, workload: Workload) -> list[str]:
+    """Names of the pods that still exist (terminating ones included: they may hold sessions)."""
+    pods = kube.core.list_namespaced_pod(workload.namespace, label_selector=workload.label_selector).items
+    return [pod.metadata.name for pod in pods]

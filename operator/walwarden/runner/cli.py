@@ -1,0 +1,121 @@
+"""`walwarden runner ...`: what the operator's Jobs run (and what a shell can run too).
+
+Arguments carry no secrets: the database login comes from libpq's PG* variables, the object-store
+keys from AWS_* (or the ambient identity), each EMP value from a variable named by --emp.
+On failure the last line on stderr is `walwarden-error: <Reason>: <message>` (runner/errors.py).
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import traceback
+from typing import Callable, NoReturn
+
+from walwarden.runner.errors import DumpFailed, InvalidArguments, RunnerError
+
+EXIT_FAILED = 1
+EXIT_INVALID_ARGUMENTS = 2  # argparse's own convention
+
+
+class _RunnerArgumentParser(argparse.ArgumentParser):
+    """Bad arguments end, like every other failure, with the walwarden-error line."""
+
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        print(InvalidArguments(f"{self.prog}: {message}").error_line(), file=sys.stderr, flush=True)
+        sys.exit(EXIT_INVALID_ARGUMENTS)
+
+
+def _emp(text: str) -> tuple[str, str]:
+    name, separator, variable = text.rpartition("=")
+    if not separator or not name or not variable:
+        raise argparse.ArgumentTypeError(f"expected NAME=ENVVAR (e.g. emp/password=WALWARDEN_EMP_0), got {text!r}")
+    return name, variable
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number of bytes, got {text!r}")
+    return value
+
+
+def add_runner_parser(subparsers) -> argparse.ArgumentParser:
+    """Add `runner` and its subcommands to the `walwarden` command's subparsers."""
+    runner = subparsers.add_parser("runner", help="run a backup or restore step (inside the operator's Jobs)")
+    commands = runner.add_subparsers(dest="runner_command", required=True, parser_class=_RunnerArgumentParser)
+
+    backup = commands.add_parser(
+        "backup", help="pg_dump databases into S3 with a manifest beside them",
+        description="Stream pg_dump --format=custom of each database into an S3 multipart upload, then write "
+                    "<prefix>/manifest.json. The admin connection comes from PGHOST, PGPORT, PGUSER, PGPASSWORD "
+                    "(and PGSSLMODE); object-store keys from AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or the ambient "
+                    "identity; WALWARDEN_RESULT_KEY, when set, signs the manifest.")
+    backup.add_argument("--database", action="append", required=True, metavar="NAME",
+                        help="a database to dump (repeatable)")
+    backup.add_argument("--bucket", required=True)
+    backup.add_argument("--prefix", required=True,
+                        help="object-key folder of this backup: <prefix>/<database>.dump and <prefix>/manifest.json")
+    backup.add_argument("--region", default="us-east-1")
+    backup.add_argument("--endpoint", help="URL of an S3-compatible server")
+    backup.add_argument("--force-path-style", action="store_true", help="path-style bucket addressing")
+    backup.add_argument("--emp", action="append", type=_emp, default=[], metavar="NAME=ENVVAR",
+                        help="an Encryptor Master Password secret (e.g. emp/password) whose value is in the "
+                             "environment variable ENVVAR; its fingerprint goes into the manifest (repeatable)")
+    backup.add_argument("--backup-namespace", default="", help="namespace of the BackupRequest (manifest only)")
+    backup.add_argument("--backup-name", default="", help="name of the BackupRequest (manifest only)")
+    backup.add_argument("--backup-uid", default="", help="uid of the BackupRequest (manifest only)")
+    backup.add_argument("--expected-bytes", type=_positive_int, metavar="N",
+                        help="expected dump size, to choose the part size (default: pg_database_size)")
+    return runner
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the `walwarden runner` subcommand that `args` names; returns the process's exit status."""
+    if args.runner_command == "backup":
+        return _report(lambda: _backup(args))
+    raise ValueError(f"unknown runner command {args.runner_command!r}")
+
+
+def _backup(args: argparse.Namespace) -> None:
+    from walwarden.runner.backup import BackupOptions, run_backup
+    from walwarden.storage.manifest import BackupIdentity
+
+    run_backup(BackupOptions(
+        databases=args.database, bucket=args.bucket, prefix=args.prefix, region=args.region,
+        endpoint=args.endpoint, force_path_style=args.force_path_style, emp=args.emp,
+        backup=BackupIdentity(namespace=args.backup_namespace, name=args.backup_name, uid=args.backup_uid),
+        expected_bytes=args.expected_bytes))
+
+
+def _interrupted(signum, frame) -> NoReturn:
+    # Raised in the main thread wherever it is, so every `with` block on the way out cleans up:
+    # pg_dump killed, the multipart upload aborted. As PID 1 in a container, SIGTERM would
+    # otherwise be ignored and the Job killed without any of that at the grace period's end.
+    raise DumpFailed(f"interrupted by {signal.Signals(signum).name} (the Job's deadline, or its deletion); "
+                     "nothing was finished")
+
+
+def _report(action: Callable[[], None]) -> int:
+    """Run action; on failure make `walwarden-error: <Reason>: <message>` the last line on stderr."""
+    previous = signal.signal(signal.SIGTERM, _interrupted)
+    try:
+        action()
+        return 0
+    except RunnerError as error:
+        failure = error
+    except KeyboardInterrupt:
+        failure = DumpFailed("interrupted (SIGINT); nothing was finished")
+    except Exception as error:  # a bug: the traceback for us, the line for the operator
+        traceback.print_exc()
+        failure = DumpFailed(f"unexpected {type(error).__name__}: {error} (see the log above)")
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    sys.stdout.flush()  # the progress lines before it, so the error stays the last line of the log
+    print(failure.error_line(), file=sys.stderr, flush=True)
+    return EXIT_INVALID_ARGUMENTS if isinstance(failure, InvalidArguments) else EXIT_FAILED

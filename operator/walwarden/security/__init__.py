@@ -1,0 +1,1 @@
+"""Integrity and secrets: EMP fingerprints, HMAC signatures (DESIGN §4)."""

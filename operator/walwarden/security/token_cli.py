@@ -1,0 +1,238 @@
+"""`walwarden token issue` and `walwarden token inspect`: the command-line side of approval tokens.
+
+walwarden/cli.py hooks these in:
+
+    add_token_parser(commands)                      # builds `walwarden token ...`
+    if args.command == "token": return run(args)    # 0 on success, 1 on a refused request
+
+`issue` prints only the token on stdout (so `$(walwarden token issue ...)` works) and a one-line
+summary on stderr. The key comes from a file, an environment variable or a Kubernetes Secret
+(through the current kubeconfig) and never appears in output.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import os
+import re
+import sys
+from pathlib import Path
+from typing import Any
+
+from walwarden.api.backup import PLURAL as BACKUP_PLURAL
+from walwarden.api.backup import BackupPhase, BackupRequestStatus
+from walwarden.api.common import GROUP, VERSION
+from walwarden.api.restore import RestoreMode
+from walwarden.security.tokens import (
+    MAX_TTL_SECONDS,
+    TokenError,
+    issue_token,
+    normalize_sha256,
+    parse_unverified,
+    rfc3339,
+)
+
+DEFAULT_TTL = "15m"
+DEFAULT_SECRET_KEY = "key"
+_DURATION = re.compile(r"\s*(\d+)\s*([smhd]?)\s*", re.IGNORECASE)
+_UNIT_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+class TokenCliError(Exception):
+    """A request the command cannot carry out; the message says what to do instead."""
+
+
+def parse_duration(text: str) -> int:
+    """'90s', '15m', '2h', '7d' or plain seconds ('600') -> seconds."""
+    match = _DURATION.fullmatch(text)
+    if not match:
+        raise ValueError(f"not a duration: {text!r} (use a number with s, m, h or d, e.g. 15m)")
+    return int(match[1]) * _UNIT_SECONDS[match[2].lower()]
+
+
+def _duration_argument(text: str) -> int:
+    # argparse reports a ValueError from a type as "invalid value"; this keeps our message.
+    try:
+        return parse_duration(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def add_token_parser(subparsers: Any) -> argparse.ArgumentParser:
+    """Add `token issue` and `token inspect` to the `walwarden` command's subparsers."""
+    token = subparsers.add_parser(
+        "token", help="issue or inspect approval tokens for RestoreRequests",
+        description="Approval tokens are short-lived, single-use HMAC tokens that approve one restore "
+                    "(DESIGN §4). Put the issued token in the RestoreRequest's spec.approvalToken.")
+    actions = token.add_subparsers(dest="token_command", required=True, metavar="{issue,inspect}")
+
+    issue = actions.add_parser("issue", help="issue a token that approves one restore",
+                               description="Print a new approval token (only the token) on stdout.")
+    issue.add_argument("--backup", required=True, metavar="NAME|s3://...",
+                       help="the BackupRequest name or the artifact's s3:// URI, as the RestoreRequest's "
+                            "source will name it")
+    issue.add_argument("--sha256", metavar="HEX",
+                       help="the artifact's sha256 (default: status.artifact.sha256 of the BackupRequest "
+                            "named by --backup)")
+    issue.add_argument("--mode", required=True, choices=[m.value for m in RestoreMode])
+    issue.add_argument("--namespace", "-n", required=True, help="namespace of the RestoreRequest")
+    issue.add_argument("--ttl", type=_duration_argument, default=DEFAULT_TTL, metavar="DURATION",
+                       help=f"lifetime, e.g. 90s, 15m, 2h, 7d (default {DEFAULT_TTL}, "
+                            f"at most {MAX_TTL_SECONDS // 86400}d)")
+    key = issue.add_mutually_exclusive_group(required=True)
+    key.add_argument("--key-file", type=Path, metavar="PATH", help="read the HMAC key from this file")
+    key.add_argument("--key-env", metavar="VAR", help="read the HMAC key from this environment variable")
+    key.add_argument("--key-secret", metavar="NAMESPACE/NAME[:KEY]",
+                     help=f"read the HMAC key from this Kubernetes Secret (key {DEFAULT_SECRET_KEY!r} "
+                          "unless given), through the current kubeconfig")
+    issue.add_argument("--kubeconfig", help="kubeconfig for --key-secret and the BackupRequest lookup "
+                                            "(default: $KUBECONFIG or ~/.kube/config)")
+
+    inspect = actions.add_parser("inspect", help="print a token's claims as JSON, WITHOUT verifying it",
+                                 description="Decode a token and print its claims. The signature is not "
+                                             "checked (that needs the key): only the operator verifies.")
+    inspect.add_argument("token")
+    return token
+
+
+def run(args: argparse.Namespace) -> int:
+    """Carry out a parsed `walwarden token ...` command; errors go to stderr as one sentence."""
+    try:
+        if args.token_command == "issue":
+            return _issue(args)
+        if args.token_command == "inspect":
+            return _inspect(args)
+    except (TokenCliError, TokenError, ValueError) as error:
+        print(f"walwarden token {args.token_command}: {getattr(error, 'message', error)}", file=sys.stderr)
+        return 1
+    raise AssertionError(f"unknown token command {args.token_command!r}")
+
+
+def _issue(args: argparse.Namespace) -> int:
+    cluster = Cluster(args.kubeconfig)
+    key = _read_key(args, cluster)
+    sha256 = args.sha256 or backup_sha256(cluster, args.namespace, args.backup)
+    token = issue_token(key, backup=args.backup, sha256=sha256, mode=args.mode,
+                        namespace=args.namespace, ttl_seconds=args.ttl)
+    claims = parse_unverified(token)
+    print(token)
+    print(f"approves one {claims.mode} restore of {claims.backup} in namespace {claims.namespace} "
+          f"until {rfc3339(claims.expires_at)} (token id {claims.token_id})", file=sys.stderr)
+    return 0
+
+
+def _inspect(args: argparse.Namespace) -> int:
+    claims = parse_unverified(args.token)
+    print(json.dumps({
+        "verified": False,  # said in the output itself, so nobody mistakes it for a check
+        "tokenId": claims.token_id, "backup": claims.backup, "sha256": claims.sha256, "mode": claims.mode,
+        "namespace": claims.namespace, "issuedAt": rfc3339(claims.issued_at),
+        "expiresAt": rfc3339(claims.expires_at), "expired": claims.expired(),
+    }, indent=2))
+    print("note: claims decoded without verifying the signature; only the operator, with the key, "
+          "verifies a token", file=sys.stderr)
+    return 0
+
+
+# -- the key ------------------------------------------------------------------------------------
+
+
+def _read_key(args: argparse.Namespace, cluster: "Cluster") -> bytes:
+    if args.key_file is not None:
+        try:
+            key = args.key_file.read_bytes()
+        except OSError as error:
+            raise TokenCliError(f"cannot read the key file {args.key_file}: {error.strerror}") from None
+        where = f"the key file {args.key_file}"
+    elif args.key_env is not None:
+        value = os.environ.get(args.key_env)
+        if value is None:
+            raise TokenCliError(f"the environment variable {args.key_env} is not set")
+        key, where = value.encode(), f"the environment variable {args.key_env}"
+    else:
+        key, where = secret_key(cluster, args.key_secret), f"the Secret {args.key_secret}"
+    if not key.strip():
+        raise TokenCliError(f"{where} holds an empty key")
+    return key
+
+
+def parse_secret_ref(text: str) -> tuple[str, str, str]:
+    """'NAMESPACE/NAME[:KEY]' -> (namespace, name, key); neither a namespace nor a Secret's name
+    can contain '/' or ':', so the split is unambiguous."""
+    match = re.fullmatch(r"([^/:\s]+)/([^/:\s]+)(?::([^/:\s]+))?", text)
+    if not match:
+        raise TokenCliError(f"--key-secret must look like NAMESPACE/NAME or NAMESPACE/NAME:KEY, not {text!r}")
+    return match[1], match[2], match[3] or DEFAULT_SECRET_KEY
+
+
+def secret_key(cluster: "Cluster", ref: str) -> bytes:
+    """The bytes stored under KEY in the Secret NAMESPACE/NAME[:KEY] (a key need not be text)."""
+    namespace, name, key = parse_secret_ref(ref)
+    data = cluster.secret_data(namespace, name)
+    if data is None:
+        raise TokenCliError(f"there is no Secret {name} in namespace {namespace}")
+    if key not in data:  # key names are not secret: listing them helps fix a typo
+        raise TokenCliError(f"the Secret {namespace}/{name} has no key {key!r} "
+                            f"(it has: {', '.join(sorted(data)) or 'none'})")
+    return data[key]
+
+
+# -- the BackupRequest ----------------------------------------------------------------------------
+
+
+def backup_sha256(cluster: "Cluster", namespace: str, backup: str) -> str:
+    """status.artifact.sha256 of the Succeeded BackupRequest named `backup`."""
+    if backup.startswith("s3://"):
+        raise TokenCliError("--sha256 is required with an s3:// artifact: take it from the sha256 field of "
+                            "the manifest beside the artifact")
+    body = cluster.backup_request(namespace, backup)
+    if body is None:
+        raise TokenCliError(f"there is no BackupRequest {backup} in namespace {namespace}")
+    status = BackupRequestStatus.model_validate(body.get("status") or {})
+    if status.phase != BackupPhase.SUCCEEDED or status.artifact is None:
+        raise TokenCliError(f"BackupRequest {namespace}/{backup} has not succeeded (phase "
+                            f"{status.phase or 'unset'}): only a finished backup can be approved for restore")
+    return normalize_sha256(status.artifact.sha256)
+
+
+class Cluster:
+    """The two reads `token issue` may need, through the current kubeconfig. It connects on first
+    use, so `--key-file ... --sha256 ...` works without any cluster; the kubernetes client is
+    imported only then, which keeps `walwarden --help` fast."""
+
+    def __init__(self, kubeconfig: str | None = None):
+        self._kubeconfig = kubeconfig
+        self._kube = None
+
+    def secret_data(self, namespace: str, name: str) -> dict[str, bytes] | None:
+        secret = self._call(f"the Secret {namespace}/{name}", "core", "read_namespaced_secret", name, namespace)
+        return None if secret is None else {k: base64.b64decode(v) for k, v in (secret.data or {}).items()}
+
+    def backup_request(self, namespace: str, name: str) -> dict[str, Any] | None:
+        return self._call(f"the BackupRequest {namespace}/{name}", "custom", "get_namespaced_custom_object",
+                          GROUP, VERSION, namespace, BACKUP_PLURAL, name)
+
+    def _call(self, what: str, api: str, method: str, *args: Any) -> Any:
+        """One API call: None when the object does not exist, else its result; what the cluster
+        refused becomes one actionable sentence."""
+        from kubernetes.client.rest import ApiException
+        from kubernetes.config import ConfigException
+        from urllib3.exceptions import HTTPError
+
+        from walwarden.kube.api import Kube, call
+
+        try:
+            if self._kube is None:
+                self._kube = Kube.connect(self._kubeconfig)
+            return call(getattr(getattr(self._kube, api), method), *args)
+        except ConfigException as error:
+            raise TokenCliError(f"cannot read {what}: no Kubernetes cluster configured ({error})") from None
+        except ApiException as error:
+            hint = " (may your kubeconfig's user read it?)" if error.status in (401, 403) else ""
+            raise TokenCliError(f"cannot read {what}: the Kubernetes API server answered {error.status} "
+                                f"{error.reason}{hint}") from None
+        except HTTPError as error:
+            raise TokenCliError(f"cannot read {what}: the Kubernetes API server is unreachable "
+                                f"({type(error).__name__})") from None

@@ -1,0 +1,95 @@
+"""The manifest written beside every backup (DESIGN §4): what the artifact is and how to trust it.
+
+`<prefix>/manifest.json` is written last, after every dump's upload has completed: a prefix
+without a manifest holds no finished backup. When the runner is given a result key it signs the
+manifest (HMAC-SHA256 over `canonical_bytes()`), so the operator can tell the manifest its own
+Job wrote from any other object at that key.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic.alias_generators import to_camel
+
+from walwarden.security import signing
+from walwarden.security.fingerprints import EncryptorFingerprint
+
+MANIFEST_NAME = "manifest.json"
+FORMAT_VERSION = 1
+
+
+class _ManifestModel(BaseModel):
+    # camelCase in the JSON, snake_case in Python; unknown keys are errors, since a field this
+    # reader does not know would be left out of the signed canonical bytes without anyone noticing.
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
+
+
+class BackupIdentity(_ManifestModel):
+    """The BackupRequest that asked for this backup (empty when run by hand)."""
+
+    namespace: str = ""
+    name: str = ""
+    uid: str = ""
+
+
+class DatabaseDump(_ManifestModel):
+    name: str
+    key: str = Field(description="object key of the dump")
+    uri: str = Field(description="s3://bucket/key of the dump")
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    size_bytes: int = Field(ge=0)
+    row_counts: dict[str, int] = Field(default_factory=dict,
+                                       description='exact rows per "schema.table", in the dump\'s snapshot')
+
+
+class EncryptorEntry(EncryptorFingerprint):
+    """The fingerprint of one EMP secret, named "<secretName>/<key>"."""
+
+    secret: str
+
+
+class Manifest(_ManifestModel):
+    format_version: Literal[1] = FORMAT_VERSION
+    created_at: str = Field(description="RFC 3339: when the first database's snapshot was taken")
+    completed_at: str = Field(description="RFC 3339: when the last dump's upload completed")
+    backup: BackupIdentity = Field(default_factory=BackupIdentity)
+    pg_dump_version: str
+    pg_server_version: str
+    archive_format: Literal["custom"] = "custom"
+    databases: list[DatabaseDump]
+    encryptor_fingerprints: list[EncryptorEntry] = Field(default_factory=list)
+    signature: str | None = Field(None, description='"hmac-sha256:<hex>" over canonical_bytes()')
+
+    def to_json(self) -> dict:
+        return self.model_dump(by_alias=True, exclude_none=True, mode="json")
+
+    def canonical_bytes(self) -> bytes:
+        """What the signature covers: every field but the signature, as sorted-key compact JSON."""
+        content = self.to_json()
+        content.pop("signature", None)
+        return signing.canonical_json(content)
+
+
+def manifest_key(prefix: str) -> str:
+    return f"{prefix.strip('/')}/{MANIFEST_NAME}"
+
+
+def sign_manifest(manifest: Manifest, key: bytes) -> Manifest:
+    return manifest.model_copy(update={"signature": signing.sign(key, manifest.canonical_bytes())})
+
+
+def signature_valid(manifest: Manifest, key: bytes) -> bool:
+    return signing.verify(key, manifest.canonical_bytes(), manifest.signature)
+
+
+def write_manifest(s3_client, bucket: str, key: str, manifest: Manifest) -> None:
+    body = json.dumps(manifest.to_json(), indent=2, sort_keys=False).encode() + b"\n"
+    s3_client.put_object(Bucket=bucket, Key=key, Body=body, ContentType="application/json")
+
+
+def read_manifest(s3_client, bucket: str, key: str) -> Manifest:
+    body = s3_client.get_object(Bucket=bucket, Key=key)["Body"].read()
+    return Manifest.model_validate_json(body)

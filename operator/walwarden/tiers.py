@@ -1,0 +1,74 @@
+"""Stopping the vault's services tier by tier, and starting them again in the reverse order.
+
+Stop order (default profile): wallet → policy-node0/1/2 (together) → nats; each tier's pods are
+gone before the next tier stops. Start order is the reverse, each tier Ready before the next.
+Both are steps of the engine: they look at the world, act where it is not yet right, and wait.
+"""
+
+from __future__ import annotations
+
+from walwarden.api import Topology
+from walwarden.engine import Run, StepFailed, Wait
+from walwarden.kube import workloads
+from walwarden.kube.api import Kube
+
+
+def _tier_workloads(kube: Kube, namespace: str, tier: list[str]) -> list[workloads.Workload]:
+    found = {name: workloads.find_workload(kube, namespace, name) for name in tier}
+    missing = [name for name, workload in found.items() if workload is None]
+    if missing:
+        raise StepFailed("ServiceNotFound",
+                         f"no Deployment or StatefulSet named {', '.join(missing)} in namespace {namespace}; "
+                         "fix spec.topology (or the operator's default profile) to name the vault's services")
+    return list(found.values())
+
+
+def missing_services(kube: Kube, namespace: str, topology: Topology) -> list[str]:
+    names = [name for tier in topology.stop_tiers for name in tier]
+    return [name for name in names if workloads.find_workload(kube, namespace, name) is None]
+
+
+def stop_in_order(run: Run, kube: Kube, namespace: str, topology: Topology, poll: float) -> str:
+    recorded = run.status.setdefault("originalReplicas", {})
+    for index, tier in enumerate(topology.stop_tiers, start=1):
+        remaining = []
+        for workload in _tier_workloads(kube, namespace, tier):
+            if workload.replicas != 0 or workload.original_replicas is None:
+                recorded[workload.name] = workloads.scale_to_zero(kube, workload)
+            elif workload.name not in recorded:
+                recorded[workload.name] = workload.original_replicas
+            remaining += workloads.pods_of(kube, workload)
+        if remaining:
+            raise Wait(f"stopping tier {index} ({', '.join(tier)}): waiting for {len(remaining)} pod(s) "
+                       f"to stop: {', '.join(sorted(remaining)[:5])}", delay=poll)
+    return "stopped " + " → ".join("/".join(tier) for tier in topology.stop_tiers)
+
+
+def start_in_order(run: Run, kube: Kube, namespace: str, topology: Topology, poll: float) -> str:
+    recorded = run.status.get("originalReplicas") or {}
+    started = []
+    for index, tier in enumerate(topology.start_tiers(), start=1):
+        tier_workloads = []
+        for name in tier:
+            workload = workloads.find_workload(kube, namespace, name)
+            if workload is None:
+                continue  # never found, so never stopped
+            original = workload.original_replicas
+            if original is None:
+                original = recorded.get(name)
+            if original is None:
+                continue  # we never stopped it
+            if workload.replicas != original:
+                workloads.scale_to(kube, workload, original)
+            tier_workloads.append((workload, original))
+        not_ready = [f"{w.name} {w.ready_replicas}/{n}" for w, n in
+                     ((workloads.find_workload(kube, namespace, w.name), n) for w, n in tier_workloads)
+                     if w.ready_replicas < n]
+        if not_ready:
+            raise Wait(f"starting tier {index} ({', '.join(tier)}): waiting for Ready pods: "
+                       f"{', '.join(not_ready)}", delay=poll)
+        for workload, _ in tier_workloads:
+            if workload.original_replicas is not None:
+                workloads.forget_original_replicas(kube, workload)
+        started += [w.name for w, _ in tier_workloads]
+    return f"started {', '.join(started)} with their original replica counts" if started else "nothing was stopped"

@@ -1,0 +1,62 @@
+"""The backup Job: hardened, single attempt, and no secret value anywhere in it."""
+
+from __future__ import annotations
+
+from walwarden.api import BackupRequestSpec
+from walwarden.backup.job import artifact_prefix, backup_job, job_name
+from walwarden.config import OperatorConfig
+
+SPEC = BackupRequestSpec.model_validate({
+    "database": {"secretRef": {"name": "vault-db-admin"}, "databases": ["vault", "audit"]},
+    "storage": {"s3": {"bucket": "vault-backups", "prefix": "prod/", "endpoint": "http://127.0.0.1:9000",
+                       "forcePathStyle": True, "credentialsSecretRef": {"name": "s3-credentials"}}},
+    "encryptorSecrets": [{"name": "emp", "key": "password"}],
+})
+UID = "1a2b3c4d-0000-1111-2222-333344445555"
+
+
+def build(config=None):
+    return backup_job(spec=SPEC, namespace="vault", name="nightly", uid=UID, owner={"uid": UID},
+                      config=config or OperatorConfig(runner_image="walwarden:test"))
+
+
+def test_the_job_runs_the_backup_runner_with_only_non_secret_arguments():
+    job = build()
+    container = job["spec"]["template"]["spec"]["containers"][0]
+    assert container["command"] == ["walwarden", "runner"]
+    args = container["args"]
+    assert args[0] == "backup"
+    assert args[args.index("--prefix") + 1] == "prod/vault/nightly-1a2b3c4d"
+    assert [args[i + 1] for i, a in enumerate(args) if a == "--database"] == ["vault", "audit"]
+    assert "--force-path-style" in args
+    assert args[args.index("--emp") + 1] == "emp/password=WALWARDEN_EMP_0"
+    # Every credential arrives by reference only.
+    by_name = {e["name"]: e for e in container["env"]}
+    for variable in ("PGHOST", "PGPORT", "PGUSER", "PGPASSWORD", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY",
+                     "WALWARDEN_RESULT_KEY", "WALWARDEN_EMP_0"):
+        assert "value" not in by_name[variable] and by_name[variable]["valueFrom"]["secretKeyRef"]
+    assert by_name["PGPASSWORD"]["valueFrom"]["secretKeyRef"] == {"name": "vault-db-admin", "key": "password"}
+
+
+def test_the_job_is_hardened_and_single_attempt():
+    job = build()
+    spec = job["spec"]
+    pod = spec["template"]["spec"]
+    assert spec["backoffLimit"] == 0 and spec["activeDeadlineSeconds"] == 3600
+    assert pod["restartPolicy"] == "Never" and pod["automountServiceAccountToken"] is False
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    security = pod["containers"][0]["securityContext"]
+    assert security == {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True,
+                        "capabilities": {"drop": ["ALL"]}}
+    assert job["metadata"]["ownerReferences"] == [{"uid": UID}]
+
+
+def test_runner_pod_labels_reach_the_pod_only():
+    job = build(OperatorConfig(runner_image="x", runner_pod_labels={"devstack.walwarden.io/exec": "true"}))
+    assert job["spec"]["template"]["metadata"]["labels"]["devstack.walwarden.io/exec"] == "true"
+    assert "devstack.walwarden.io/exec" not in job["metadata"]["labels"]
+
+
+def test_names_fit_kubernetes_limits():
+    assert len(job_name("n" * 253, UID)) <= 63
+    assert artifact_prefix(SPEC, "vault", "nightly", UID).startswith("prod/vault/")

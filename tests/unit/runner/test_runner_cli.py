@@ -1,0 +1,75 @@
+"""The `walwarden runner backup` arguments, and the error line that ends every failure."""
+
+from __future__ import annotations
+
+import argparse
+
+import pytest
+
+from walwarden.runner import cli
+from walwarden.runner.errors import AuthenticationFailed, DumpFailed, RunnerError
+
+
+def parse(*argv: str) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="walwarden")
+    cli.add_runner_parser(parser.add_subparsers(dest="command", required=True))
+    return parser.parse_args(["runner", *argv])
+
+
+def test_backup_arguments():
+    args = parse("backup", "--database", "vault", "--database", "audit", "--bucket", "b", "--prefix", "p/q",
+                 "--emp", "emp/password=WALWARDEN_EMP_0", "--expected-bytes", "1024", "--force-path-style")
+    assert (args.runner_command, args.database, args.bucket, args.prefix) == ("backup", ["vault", "audit"], "b", "p/q")
+    assert args.emp == [("emp/password", "WALWARDEN_EMP_0")]
+    assert (args.region, args.endpoint, args.force_path_style, args.expected_bytes) == ("us-east-1", None, True, 1024)
+
+
+@pytest.mark.parametrize("argv", [
+    ("backup", "--bucket", "b", "--prefix", "p"),                                 # no --database
+    ("backup", "--database", "d", "--bucket", "b", "--prefix", "p", "--emp", "no-variable"),
+    ("backup", "--database", "d", "--bucket", "b", "--prefix", "p", "--expected-bytes", "-1"),
+])
+def test_bad_arguments_end_with_an_invalid_arguments_line(argv, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        parse(*argv)
+    assert exit_.value.code == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1].startswith("walwarden-error: InvalidArguments: ")
+
+
+def test_a_failure_is_the_last_stderr_line_on_one_line(capsys):
+    def fail():
+        print("progress")
+        raise AuthenticationFailed('password authentication failed\nfor user "postgres"')
+
+    assert cli._report(fail) == 1
+    out = capsys.readouterr()
+    assert out.out == "progress\n"
+    assert out.err.splitlines()[-1] == ('walwarden-error: AuthenticationFailed: password authentication failed '
+                                        'for user "postgres"')
+
+
+def test_a_note_added_on_the_way_out_is_kept():
+    error = DumpFailed("pg_dump exited with status 1")
+    error.add_note("aborting the multipart upload failed too: timeout")
+    assert error.error_line() == ("walwarden-error: DumpFailed: pg_dump exited with status 1 aborting the "
+                                  "multipart upload failed too: timeout")
+
+
+def test_an_unexpected_exception_still_ends_with_a_reason(capsys):
+    def bug():
+        raise KeyError("x")
+
+    assert cli._report(bug) == 1
+    err = capsys.readouterr().err
+    assert "Traceback" in err
+    assert err.splitlines()[-1].startswith("walwarden-error: DumpFailed: unexpected KeyError")
+
+
+def test_every_reason_is_a_runner_error():
+    from walwarden.runner import errors
+
+    reasons = {cls.reason for cls in vars(errors).values()
+               if isinstance(cls, type) and issubclass(cls, RunnerError) and "reason" in vars(cls)}
+    assert reasons == {"RunnerError", "InvalidArguments", "AuthenticationFailed", "DatabaseUnreachable",
+                       "DatabaseNotFound", "PgDumpTooOld", "DumpFailed", "BucketNotFound", "StorageAccessDenied",
+                       "UploadFailed"}

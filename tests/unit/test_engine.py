@@ -1,0 +1,100 @@
+"""The step engine: order, records, waiting, skipping, and the failure path."""
+
+from __future__ import annotations
+
+import pytest
+
+from walwarden.engine import Run, Skip, Step, StepFailed, Wait, advance
+
+
+def make_run(status=None) -> Run:
+    body = {"metadata": {"name": "r", "namespace": "ns", "uid": "u", "generation": 3}}
+    return Run("BackupRequest", body, spec=None, status=status or {}, context=None)
+
+
+def recorder(log: list[str], name: str, result=None):
+    def run(_run):
+        log.append(name)
+        if isinstance(result, Exception):
+            raise result
+        return result
+    return run
+
+
+def states(run: Run) -> dict[str, str]:
+    return {entry["name"]: entry["state"] for entry in run.status["steps"]}
+
+
+def test_steps_run_in_table_order_and_are_recorded():
+    log = []
+    steps = [Step("A", recorder(log, "A", "did a")), Step("B", recorder(log, "B"))]
+    run = make_run()
+    outcome = advance(steps, run)
+    assert outcome.finished and outcome.succeeded
+    assert log == ["A", "B"]
+    assert states(run) == {"A": "Succeeded", "B": "Succeeded"}
+    assert run.status["steps"][0]["message"] == "did a"
+    assert all(entry["startedAt"] and entry["finishedAt"] for entry in run.status["steps"])
+    assert [reason for reason, _, _ in run.events] == ["AStarted", "ASucceeded", "BStarted", "BSucceeded"]
+
+
+def test_a_waiting_step_stops_the_pass_and_resumes_without_rerunning_finished_steps():
+    log = []
+    waiting = {"left": 1}
+
+    def b(_run):
+        log.append("B")
+        if waiting["left"]:
+            waiting["left"] -= 1
+            raise Wait("not yet", delay=2)
+        return "done"
+
+    steps = [Step("A", recorder(log, "A")), Step("B", b), Step("C", recorder(log, "C"))]
+    run = make_run()
+    first = advance(steps, run)
+    assert not first.finished and first.waiting.delay == 2
+    assert states(run) == {"A": "Succeeded", "B": "Running"}
+    assert run.status["currentStep"] == "B" and run.status["message"] == "B: not yet"
+    second_run = make_run(run.status)
+    second = advance(steps, second_run)
+    assert second.finished and second.succeeded
+    assert log == ["A", "B", "B", "C"]  # A never again
+    assert [r for r, _, _ in second_run.events].count("BStarted") == 0  # started once, in the first pass
+
+
+def test_a_failure_skips_ordinary_steps_but_runs_the_always_steps():
+    log = []
+    steps = [Step("A", recorder(log, "A", StepFailed("Broken", "A broke; fix X"))),
+             Step("B", recorder(log, "B")),
+             Step("Cleanup", recorder(log, "Cleanup"), always=True)]
+    run = make_run()
+    outcome = advance(steps, run)
+    assert outcome.finished and not outcome.succeeded
+    assert log == ["A", "Cleanup"]
+    assert states(run) == {"A": "Failed", "B": "Skipped", "Cleanup": "Succeeded"}
+    [failed] = [c for c in run.status["conditions"] if c["type"] == "Failed"]
+    assert (failed["status"], failed["reason"], failed["message"]) == ("True", "Broken", "A broke; fix X")
+    assert failed["observedGeneration"] == 3
+    assert run.status["message"] == "A broke; fix X"
+
+
+def test_a_later_failure_does_not_hide_the_first():
+    steps = [Step("A", recorder([], "A", StepFailed("First", "first problem"))),
+             Step("Cleanup", recorder([], "C", StepFailed("Second", "cleanup problem")), always=True)]
+    run = make_run()
+    advance(steps, run)
+    [failed] = [c for c in run.status["conditions"] if c["type"] == "Failed"]
+    assert failed["reason"] == "First"
+    assert states(run)["Cleanup"] == "Failed"
+
+
+def test_skip_records_why():
+    run = make_run()
+    advance([Step("Quiesce", recorder([], "Q", Skip("spec.quiesce is false")))], run)
+    assert run.status["steps"][0] == {**run.status["steps"][0], "state": "Skipped", "message": "spec.quiesce is false"}
+
+
+def test_the_input_status_is_not_modified():
+    status = {"steps": [{"name": "A", "state": "Succeeded"}]}
+    advance([Step("A", recorder([], "A")), Step("B", recorder([], "B"))], make_run(status))
+    assert status == {"steps": [{"name": "A", "state": "Succeeded"}]}
