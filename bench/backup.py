@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import resource
 import shutil
 import statistics
 import subprocess
@@ -40,8 +39,8 @@ BUCKET = "walwarden-bench"
 @dataclass(frozen=True)
 class Measurement:
     seconds: float
-    peak_process_rss: int  # bytes: the largest single process (the exact high-water mark from wait4)
-    peak_tree_rss: int     # bytes: the process and its children together, sampled every POLL_SECONDS
+    peak_process_rss: int  # bytes: the largest peak of a single process (the runner itself)
+    peak_tree_rss: int     # bytes: the sum of each process's own peak, the process and its children
 
 
 def _children(pid: int) -> list[int]:
@@ -52,21 +51,25 @@ def _children(pid: int) -> list[int]:
         return []
 
 
-def _rss(pid: int) -> int:
+def _peak_rss(pid: int) -> int:
+    """The process's own high-water mark (VmHWM): no peak is missed between two samples."""
     try:
-        with open(f"/proc/{pid}/statm") as f:
-            return int(f.read().split()[1]) * resource.getpagesize()
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):  # kB
+                    return int(line.split()[1]) * 1024
     except OSError:  # exited between the listing and the read
-        return 0
+        pass
+    return 0
 
 
-def _tree_rss(pid: int) -> int:
-    pending, total = [pid], 0
+def _sample_tree(pid: int, peaks: dict[int, int]) -> None:
+    """Record the peak RSS of pid and of every process below it."""
+    pending = [pid]
     while pending:
         current = pending.pop()
-        total += _rss(current)
+        peaks[current] = max(peaks.get(current, 0), _peak_rss(current))
         pending.extend(_children(current))
-    return total
 
 
 def measure(argv: list[str], env: dict[str, str], log: Path) -> Measurement:
@@ -74,19 +77,17 @@ def measure(argv: list[str], env: dict[str, str], log: Path) -> Measurement:
     with open(log, "wb") as output:
         started = time.perf_counter()
         process = subprocess.Popen(argv, env=env, stdout=output, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-        peak_tree = 0
-        while True:
-            # wait4 rather than Popen.wait: it also returns the child's own peak RSS, exactly.
-            pid, status, usage = os.wait4(process.pid, os.WNOHANG)
-            if pid:
-                break
-            peak_tree = max(peak_tree, _tree_rss(process.pid))
+        # VmHWM, not getrusage/wait4's ru_maxrss: a child spawned with vfork inherits its parent's
+        # high-water mark in ru_maxrss, so pg_dump would seem as big as the Python that started it.
+        peaks: dict[int, int] = {}
+        while process.poll() is None:
+            _sample_tree(process.pid, peaks)
             time.sleep(POLL_SECONDS)
         seconds = time.perf_counter() - started
-    process.returncode = os.waitstatus_to_exitcode(status)
     if process.returncode != 0:
         raise SystemExit(f"{argv[0]} failed ({process.returncode}):\n" + log.read_text(errors="replace")[-3000:])
-    return Measurement(seconds, usage.ru_maxrss * 1024, max(peak_tree, usage.ru_maxrss * 1024))
+    # The tree's figure is an upper bound: each process's peak, as if they all happened at once.
+    return Measurement(seconds, max(peaks.values(), default=0), sum(peaks.values()))
 
 
 def generate(server: PostgresServer, size: int) -> None:
@@ -100,7 +101,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="bench/backup.py", description=__doc__.split("\n\n")[0])
     parser.add_argument("--size", type=vaultdb.parse_size, default=vaultdb.parse_size("1GB"),
                         help="smallest database size to generate, e.g. 200MB or 1GB (default 1GB)")
-    parser.add_argument("--rounds", type=int, default=1, help="raw/runner pairs to run; medians are shown")
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="raw/runner pairs, alternated so both see the same machine; medians are shown")
     parser.add_argument("--workdir", type=Path, help="where the servers keep their data (default: a temp dir)")
     args = parser.parse_args(argv)
 
@@ -139,14 +141,17 @@ def report(args, database_bytes: int, dump_bytes: int, raw: list[Measurement], r
     shortfall = "" if database_bytes >= args.size else f"  (below the {args.size / MiB:,.0f} MiB asked for!)"
     print(f"\ndatabase  {database_bytes / MiB:,.1f} MiB (pg_database_size){shortfall}")
     print(f"dump      {dump_bytes / MiB:,.1f} MiB (custom format); {os.cpu_count()} CPUs shared by pg_dump, "
-          f"PostgreSQL, the runner and MinIO; {args.rounds} round(s), medians\n")
+          f"PostgreSQL, the runner and MinIO (load average now {os.getloadavg()[0]:.1f}); "
+          f"{args.rounds} round(s), medians\n")
     print(f"{'':24}{'wall time':>11}{'dump rate':>13}{'peak RSS':>12}{'tree RSS':>12}")
     for label, runs in (("raw pg_dump -Fc > file", raw), ("runner -> MinIO", runner)):
         seconds = median(runs, "seconds")
         print(f"{label:24}{seconds:>10.1f}s{dump_bytes / MiB / seconds:>8.1f} MiB/s"
               f"{median(runs, 'peak_process_rss') / MiB:>8.0f} MiB{median(runs, 'peak_tree_rss') / MiB:>8.0f} MiB")
+    rounds = ", ".join(f"{r.seconds:.1f}s/{w.seconds:.1f}s" for r, w in zip(raw, runner))
+    print(f"\nper round (raw/runner)  {rounds}")
     ratio = median(runner, "seconds") / median(raw, "seconds")
-    print(f"\nratio runner/raw        {ratio:.3f}   (aim <= 1.05)")
+    print(f"ratio runner/raw        {ratio:.3f}   (aim <= 1.05)")
     print(f"runner peak RSS         {median(runner, 'peak_tree_rss') / MiB:.0f} MiB with pg_dump "
           f"(aim <= 200 MiB)")
 

@@ -368,7 +368,7 @@ class Executor:
         port = probe.http_get.port
         if isinstance(port, str) and not port.isdigit():
             port = next(p.container_port for p in container.ports or [] if p.name == port)
-        url = f"http://{run.pod_ip}:{port}{probe.http_get.path or '/'}"
+        url = f"http://{probe.http_get.host or run.pod_ip}:{port}{probe.http_get.path or '/'}"
         period = probe.period_seconds or 1
         while not run.stopping and not run.finished and run.process and run.process.poll() is None:
             try:

@@ -205,12 +205,16 @@ class WalletHandler(BaseHTTPRequestHandler):
         pass  # send_error() logs the response through log_request too: one line is enough
 
 
-def container(db_info_secret: str, *, port: int = DEFAULT_PORT, auth_token_secret: str | None = None) -> dict:
+def container(db_info_secret: str, *, port: int = DEFAULT_PORT, auth_token_secret: str | None = None,
+              bind: str | None = None) -> dict:
     """The wallet's container for a Deployment on the local stack (run by devstack's pod executor):
     its database from the db-info Secret, bound to the pod's IP, Ready when /health answers.
-    auth_token_secret names a Secret whose key `token` becomes WALLET_AUTH_TOKEN."""
+    auth_token_secret names a Secret whose key `token` becomes WALLET_AUTH_TOKEN. `bind` fixes
+    the address instead of the pod's (there is no Service routing on the local stack, so a test
+    that must know the URL before the pod exists binds a loopback address of its own)."""
+    address = {"value": bind} if bind else {"valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}}
     env = [
-        {"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
+        {"name": "POD_IP", **address},
         {"name": "PORT", "value": str(port)},
         {"name": "PYTHONPATH", "value": str(REPO)},  # the pod's working directory is not the repository
     ]
@@ -223,7 +227,8 @@ def container(db_info_secret: str, *, port: int = DEFAULT_PORT, auth_token_secre
         "envFrom": [{"secretRef": {"name": db_info_secret}}],
         "env": env,
         "ports": [{"name": "http", "containerPort": port}],
-        "readinessProbe": {"httpGet": {"path": "/health", "port": "http"}, "periodSeconds": 1},
+        "readinessProbe": {"httpGet": {"path": "/health", "port": "http", **({"host": bind} if bind else {})},
+                           "periodSeconds": 1},
     }
 
 

@@ -51,6 +51,7 @@ class Step:
     name: str
     run: Callable[["Run"], str | None]  # returns a short message for the record
     always: bool = False  # runs on the failure path too (clean-up steps)
+    only_on_failure: bool = False  # runs on the failure path only (rollback)
 
 
 @dataclass
@@ -63,6 +64,7 @@ class Run:
     status: dict[str, Any]          # working copy; the handler writes it back as a patch
     context: Any                    # clients and settings (kube, config)
     events: list[tuple[str, str, bool]] = field(default_factory=list)  # (reason, message, warning)
+    cache: dict[str, Any] = field(default_factory=dict)  # what one pass looked up once (source, ...)
 
     @property
     def generation(self) -> int:
@@ -116,8 +118,11 @@ def advance(steps: list[Step], run: Run) -> Outcome:
         entry = _record(run, step.name)
         if entry["state"] in (StepState.SUCCEEDED, StepState.FAILED, StepState.SKIPPED):
             continue
-        if run.failed and not step.always:
+        if run.failed and not (step.always or step.only_on_failure):
             _finish(run, entry, StepState.SKIPPED, "skipped: an earlier step failed")
+            continue
+        if step.only_on_failure and not run.failed:
+            _finish(run, entry, StepState.SKIPPED, "nothing failed")
             continue
         if entry["state"] == StepState.PENDING:
             entry.update(state=StepState.RUNNING.value, startedAt=_now())

@@ -98,3 +98,16 @@ def test_the_input_status_is_not_modified():
     status = {"steps": [{"name": "A", "state": "Succeeded"}]}
     advance([Step("A", recorder([], "A")), Step("B", recorder([], "B"))], make_run(status))
     assert status == {"steps": [{"name": "A", "state": "Succeeded"}]}
+
+
+def test_rollback_steps_run_only_when_something_failed():
+    log = []
+    steps = [Step("A", recorder(log, "A")), Step("Rollback", recorder(log, "Rollback"), only_on_failure=True)]
+    run = make_run()
+    advance(steps, run)
+    assert log == ["A"] and states(run)["Rollback"] == "Skipped"
+    log.clear()
+    failing = [Step("A", recorder(log, "A", StepFailed("X", "x"))), steps[1]]
+    run = make_run()
+    advance(failing, run)
+    assert log == ["A", "Rollback"] and states(run)["Rollback"] == "Succeeded"

@@ -56,6 +56,11 @@ class SecretBackend(StrEnum):
     AWS_SECRETS_MANAGER = "AWSSecretsManager"
 
 
+class RollbackPolicy(StrEnum):
+    AUTOMATIC = "Automatic"  # restore the safety backup when a failed restore modified the database
+    MANUAL = "Manual"        # leave the database as it is; the message says how to restore it
+
+
 class RemainingSessionsAction(StrEnum):
     WAIT = "Wait"
     TERMINATE = "Terminate"
@@ -282,6 +287,13 @@ class RestoreRequestSpec(SpecModel):
             "must match the backup's manifest, or the restore stops in Preflight."
         ),
     )
+    rollback_policy: RollbackPolicy = Field(
+        RollbackPolicy.AUTOMATIC,
+        description=(
+            "After a failure that modified the database: Automatic restores the safety backup into it; "
+            "Manual leaves it and says how. Secrets and replica counts are always put back."
+        ),
+    )
     session_policy: SessionPolicy = Field(
         SessionPolicy(), description="What to do with database sessions left after scale-down."
     )
@@ -346,6 +358,17 @@ class RestoreRequestStatus(RequestStatus):
         None, description="When the restore finished, whatever the outcome (RFC 3339)."
     )
     downtime_seconds: float | None = Field(None, description="Seconds the services were stopped.")
+    scaled_down_at: Timestamp | None = Field(None, description="When the first service was stopped (RFC 3339).")
+    database_modified: bool | None = Field(
+        None, description="True once pg_restore started on the target: from then on, rollback means a restore."
+    )
+    sessions_seen_at: Timestamp | None = Field(
+        None, description="When application sessions were first seen after scale-down (RFC 3339)."
+    )
+    secrets_repointed: bool | None = Field(None, description="True once the db-info secrets were patched.")
+    safety_backup: str | None = Field(None, description="Name of the BackupRequest taken of the target first.")
+    approval_token_id: str | None = Field(None, description="Id of the approval token this request consumed.")
+    restore_job: str | None = Field(None, description="Name of the Job that runs pg_restore.")
     data_loss_window: DataLossWindow | None = Field(
         None, description="History lost: from the backup's time to the restore."
     )

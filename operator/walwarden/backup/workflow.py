@@ -15,10 +15,12 @@ from __future__ import annotations
 
 import secrets
 
-from walwarden.api import BackupRequestSpec, ConditionType, DEFAULT_TOPOLOGY
+from walwarden.api import DEFAULT_TOPOLOGY, BackupRequestSpec
 from walwarden.backup import job as backup_job
+from walwarden.common_steps import acquire_lock, meta, release_lock, require_secret_keys, s3_client
 from walwarden.engine import Run, Skip, Step, StepFailed, Wait
-from walwarden.kube import jobs, locks
+from walwarden.kube import jobs
+from walwarden.kube import runner_job
 from walwarden.kube.api import owner_reference
 from walwarden.kube.secrets import ensure_secret, read_secret
 from walwarden.storage import manifest as manifests
@@ -33,29 +35,6 @@ def _spec(run: Run) -> BackupRequestSpec:
     return run.spec
 
 
-def _meta(run: Run) -> tuple[str, str, str]:
-    metadata = run.body["metadata"]
-    return metadata["namespace"], metadata["name"], metadata["uid"]
-
-
-def _holder(run: Run) -> locks.Holder:
-    namespace, name, uid = _meta(run)
-    return locks.Holder(run.kind, name, uid)
-
-
-def require_secret_keys(run: Run, name: str, keys: tuple[str, ...], purpose: str) -> dict[str, str]:
-    namespace = _meta(run)[0]
-    data = read_secret(run.context.kube, namespace, name)
-    if data is None:
-        raise StepFailed("SecretNotFound", f"Secret {namespace}/{name} ({purpose}) does not exist; create it "
-                                           f"with keys {', '.join(keys)}")
-    missing = [key for key in keys if not data.get(key)]
-    if missing:
-        raise StepFailed("SecretIncomplete", f"Secret {namespace}/{name} ({purpose}) lacks the keys "
-                                             f"{', '.join(missing)}")
-    return data
-
-
 def validate(run: Run) -> str:
     spec = _spec(run)
     require_secret_keys(run, spec.database.secret_ref.name, DB_SECRET_KEYS, "the database admin connection")
@@ -65,42 +44,28 @@ def validate(run: Run) -> str:
     for emp in spec.encryptor_secrets:
         require_secret_keys(run, emp.name, (emp.key,), "an Encryptor Master Password")
     if spec.quiesce:
-        missing = tiers.missing_services(run.context.kube, _meta(run)[0], spec.topology or DEFAULT_TOPOLOGY)
+        missing = tiers.missing_services(run.context.kube, meta(run)[0], spec.topology or DEFAULT_TOPOLOGY)
         if missing:
             raise StepFailed("ServiceNotFound", f"quiesce needs the services {', '.join(missing)}, which this "
                                                 "namespace does not have; fix spec.topology or set quiesce: false")
     return "Secrets" + (" and services" if spec.quiesce else "") + " checked"
 
 
-def acquire_lock(run: Run) -> str:
-    namespace = _meta(run)[0]
-    holder = locks.acquire(run.context.kube, namespace, _holder(run))
-    if holder is not None:
-        message = (f"waiting for {holder.kind} {holder.name} to finish: one backup or restore at a time "
-                   f"in namespace {namespace}")
-        run.condition(ConditionType.WAITING, True, "LockHeld", message)
-        raise Wait(message, delay=run.context.config.poll_seconds)
-    run.condition(ConditionType.WAITING, False, "LockAcquired", "holding the namespace lock")
-    run.condition(ConditionType.PROGRESSING, True, "Running", "backup running")
-    run.status["phase"] = "Running"
-    return f"holding the lock of namespace {namespace}"
-
-
 def quiesce(run: Run) -> str:
     spec = _spec(run)
     if not spec.quiesce:
         raise Skip("spec.quiesce is false: services keep running during the dump")
-    return tiers.stop_in_order(run, run.context.kube, _meta(run)[0], spec.topology or DEFAULT_TOPOLOGY,
+    return tiers.stop_in_order(run, run.context.kube, meta(run)[0], spec.topology or DEFAULT_TOPOLOGY,
                                run.context.config.poll_seconds)
 
 
 def dump(run: Run) -> str:
-    namespace, name, uid = _meta(run)
+    namespace, name, uid = meta(run)
     kube, config = run.context.kube, run.context.config
     owner = owner_reference(run.body)
     # A per-request HMAC key: the runner signs the manifest with it, VerifyArtifact checks it.
     ensure_secret(kube, namespace, backup_job.result_key_secret_name(name, uid),
-                  {"key": secrets.token_hex(32)}, owner, labels={backup_job.REQUEST_LABEL: name})
+                  {"key": secrets.token_hex(32)}, owner, labels={runner_job.REQUEST_LABEL: name})
     manifest = backup_job.backup_job(spec=_spec(run), namespace=namespace, name=name, uid=uid, owner=owner,
                                      config=config)
     job_name = manifest["metadata"]["name"]
@@ -115,22 +80,12 @@ def dump(run: Run) -> str:
     return f"Job {job_name} finished"
 
 
-def storage_client(run: Run):
-    s3 = _spec(run).storage.s3
-    access_key = secret_key = None
-    if s3.credentials_secret_ref:
-        data = read_secret(run.context.kube, _meta(run)[0], s3.credentials_secret_ref.name) or {}
-        access_key, secret_key = data.get("accessKeyId"), data.get("secretAccessKey")
-    return storage.make_client(region=s3.region, endpoint=s3.endpoint, force_path_style=s3.force_path_style,
-                               access_key=access_key, secret_key=secret_key)
-
-
 def verify_artifact(run: Run) -> str:
-    namespace, name, uid = _meta(run)
+    namespace, name, uid = meta(run)
     spec = _spec(run)
     bucket = spec.storage.s3.bucket
     prefix = backup_job.artifact_prefix(spec, namespace, name, uid)
-    client = storage_client(run)
+    client = s3_client(run, spec.storage.s3)
     manifest_key = manifests.manifest_key(prefix)
     try:
         manifest = manifests.read_manifest(client, bucket, manifest_key)
@@ -166,13 +121,8 @@ def resume(run: Run) -> str:
     spec = _spec(run)
     if not spec.quiesce:
         raise Skip("nothing was stopped")
-    return tiers.start_in_order(run, run.context.kube, _meta(run)[0], spec.topology or DEFAULT_TOPOLOGY,
+    return tiers.start_in_order(run, run.context.kube, meta(run)[0], spec.topology or DEFAULT_TOPOLOGY,
                                 run.context.config.poll_seconds)
-
-
-def release_lock(run: Run) -> str:
-    locks.release(run.context.kube, _meta(run)[0], _holder(run))
-    return "namespace lock released"
 
 
 BACKUP_STEPS = [

@@ -10,6 +10,8 @@ from walwarden.api import backup as backup_api
 from walwarden.api import restore as restore_api
 from walwarden.api.common import GROUP, VERSION, format_timestamp, parse_timestamp, utcnow
 from walwarden.backup.workflow import BACKUP_STEPS
+from walwarden.restore.workflow import RESTORE_STEPS
+from walwarden.restore.workflow import failed_phase as restore_failed_phase
 from walwarden.engine import Run, advance
 from walwarden.handlers.common import InvalidSpec, announce, parse, record_failure
 
@@ -41,29 +43,38 @@ def accept(kind: str, model, body: kopf.Body, status, patch: kopf.Patch, logger)
     return request
 
 
-def finish(run: Run, succeeded: bool) -> None:
+def finish(run: Run, succeeded: bool, failed_phase: str = "Failed") -> None:
     now = utcnow()
     status = run.status
-    status["phase"] = "Succeeded" if succeeded else "Failed"
+    status["phase"] = "Succeeded" if succeeded else failed_phase
     status["completedAt"] = format_timestamp(now)
     status["durationSeconds"] = round((now - parse_timestamp(status["startedAt"])).total_seconds(), 1)
     if succeeded:
-        status["message"] = f"{run.kind} succeeded"
+        status["currentStep"] = "Done"
+        dry_run = getattr(run.spec, "dry_run", False)
+        status["message"] = ("dry run: the plan is in status.plan; nothing was changed" if dry_run
+                             else f"{run.kind} succeeded")
         run.condition(ConditionType.READY, True, "Succeeded", status["message"])
     else:
         # Waits of the clean-up steps overwrote the message meanwhile: the failure is what counts.
         failed = get_condition(status.get("conditions"), ConditionType.FAILED)
+        status["currentStep"] = next((s["name"] for s in status["steps"] if s["state"] == "Failed"),
+                                     status.get("currentStep"))
         status["message"] = failed.message if failed else "failed"
+        if status["phase"] == "RolledBack":
+            status["message"] += " — rolled back: " + next(
+                (s.get("message", "") for s in status["steps"] if s["name"] == "Rollback"), "")
         run.condition(ConditionType.READY, False, "Failed", status["message"])
     run.condition(ConditionType.PROGRESSING, False, status["phase"], status["message"])
     run.event(status["phase"], status["message"], warning=not succeeded)
 
 
-def drive(kind: str, steps, request, body: kopf.Body, status, patch: kopf.Patch, memo) -> None:
+def drive(kind: str, steps, request, body: kopf.Body, status, patch: kopf.Patch, memo,
+          failed_phase=lambda run: "Failed") -> None:
     run = Run(kind, body, request.spec, dict(status), memo.context)
     outcome = advance(steps, run)
     if outcome.finished:
-        finish(run, outcome.succeeded)
+        finish(run, outcome.succeeded, failed_phase(run))
     run.status["observedGeneration"] = run.generation
     for key, value in run.status.items():
         patch.status[key] = value
@@ -89,4 +100,7 @@ def on_backup_request(body, status, patch, memo, logger, **_):
 def on_restore_request(body, status, patch, memo, logger, **_):
     if is_finished(status.get("phase")):
         return
-    accept(restore_api.KIND, RestoreRequest, body, status, patch, logger)
+    request = accept(restore_api.KIND, RestoreRequest, body, status, patch, logger)
+    if request is not None:
+        drive(restore_api.KIND, RESTORE_STEPS, request, body, {**status, **patch.status}, patch, memo,
+              failed_phase=restore_failed_phase)

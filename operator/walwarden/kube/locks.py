@@ -41,8 +41,9 @@ def _holder_active(kube: Kube, namespace: str, holder: Holder) -> bool:
     return not is_finished((found.get("status") or {}).get("phase"))
 
 
-def acquire(kube: Kube, namespace: str, me: Holder) -> Holder | None:
-    """Take the lock; None when we hold it, else the active holder we have to wait for."""
+def acquire(kube: Kube, namespace: str, me: Holder, parent: Holder | None = None) -> Holder | None:
+    """Take the lock; None when we hold it, else the active holder we have to wait for.
+    A request whose `parent` holds the lock (a restore's own safety backup) runs under it."""
     lease = call(kube.coordination.read_namespaced_lease, LOCK_NAME, namespace)
     if lease is None:
         try:
@@ -52,9 +53,9 @@ def acquire(kube: Kube, namespace: str, me: Holder) -> Holder | None:
                 "spec": {"holderIdentity": me.identity}})
             return None
         except Conflict:
-            return acquire(kube, namespace, me)
+            return acquire(kube, namespace, me, parent)
     holder = Holder.parse(lease.spec.holder_identity)
-    if holder == me:
+    if holder == me or (parent is not None and holder == parent):
         return None
     if holder is not None and _holder_active(kube, namespace, holder):
         return holder
@@ -66,7 +67,7 @@ def acquire(kube: Kube, namespace: str, me: Holder) -> Holder | None:
                          "labels": lease.metadata.labels or {}},
             "spec": {"holderIdentity": me.identity}})
     except Conflict:
-        return acquire(kube, namespace, me)
+        return acquire(kube, namespace, me, parent)
     return None
 
 

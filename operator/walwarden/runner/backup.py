@@ -24,11 +24,10 @@ import shutil
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Callable, Mapping
 
 import psycopg
 from botocore.exceptions import BotoCoreError, ClientError, EndpointConnectionError, NoCredentialsError
@@ -84,10 +83,10 @@ def _say(line: str) -> None:
     print(line, flush=True)
 
 
-def run_backup(options: BackupOptions, environ: Mapping[str, str] = os.environ, say: Say = _say) -> manifests.Manifest:
+def run_backup(options: BackupOptions, say: Say = _say) -> manifests.Manifest:
     """Back up every database of `options` and write the manifest; returns the manifest written."""
     _check_arguments(options)
-    fingerprints = [manifests.EncryptorEntry(secret=name, **fingerprint(_emp_value(name, variable, environ)).model_dump())
+    fingerprints = [manifests.EncryptorEntry(secret=name, **fingerprint(_emp_value(name, variable)).model_dump())
                     for name, variable in options.emp]
     pg_dump = _find_pg_dump()
     dump_version = _pg_dump_version(pg_dump)
@@ -111,7 +110,7 @@ def run_backup(options: BackupOptions, environ: Mapping[str, str] = os.environ, 
             created_at=created_at, completed_at=format_timestamp(utcnow()), backup=options.backup,
             pg_dump_version=dump_version, pg_server_version=server_version, databases=dumps,
             encryptor_fingerprints=fingerprints)
-        if result_key := environ.get(RESULT_KEY_ENV):
+        if result_key := os.environ.get(RESULT_KEY_ENV):
             manifest = manifests.sign_manifest(manifest, result_key.encode())
         with _storage_errors(f"writing {storage.s3_uri(options.bucket, options.manifest_key)}", options.bucket):
             manifests.write_manifest(client, options.bucket, options.manifest_key, manifest)
@@ -135,8 +134,8 @@ def _check_arguments(options: BackupOptions) -> None:
         raise InvalidArguments("--bucket and a non-empty --prefix are required")
 
 
-def _emp_value(name: str, variable: str, environ: Mapping[str, str]) -> str:
-    value = environ.get(variable)
+def _emp_value(name: str, variable: str) -> str:
+    value = os.environ.get(variable)
     if not value:
         raise InvalidArguments(f"the Encryptor Master Password {name} should be in the environment variable "
                                f"{variable}, which is not set or empty")
@@ -152,7 +151,8 @@ def _find_pg_dump() -> str:
 
 def _pg_dump_version(pg_dump: str) -> str:
     """'15.18' from 'pg_dump (PostgreSQL) 15.18 (Debian 15.18-0+deb12u1)'."""
-    result = subprocess.run([pg_dump, "--version"], capture_output=True, text=True, stdin=subprocess.DEVNULL)
+    result = subprocess.run([pg_dump, "--version"], capture_output=True, text=True, stdin=subprocess.DEVNULL,
+                            check=False)
     match = re.search(r"\(PostgreSQL\)\s+(\d+(?:\.\d+)*)", result.stdout)
     if result.returncode != 0 or not match:
         raise DumpFailed(f"cannot tell pg_dump's version ({pg_dump} --version: {result.stdout or result.stderr!r})")
@@ -232,7 +232,10 @@ def _storage_errors(what: str, bucket: str) -> Iterator[None]:
     try:
         yield
     except (ClientError, BotoCoreError) as error:
-        raise storage_error(error, what, bucket) from error
+        failure = storage_error(error, what, bucket)
+        for note in getattr(error, "__notes__", []):  # e.g. that aborting the upload failed too
+            failure.add_note(note)
+        raise failure from error
 
 
 def _check_bucket(client, options: BackupOptions) -> None:
@@ -264,7 +267,7 @@ def _dump_database(client, options: BackupOptions, database: str, pg_dump: str, 
         say(f"{database}: snapshot {snapshot}; dumping to {uri} in parts of {base // MiB} MiB")
         with storage.MultipartUpload(client, options.bucket, key) as upload, \
                 _PgDump(pg_dump, database, snapshot) as dump, \
-                _in_background(_row_counts, conn) as row_counts:
+                _in_background(row_counts, conn) as counting:
             reader = ChecksumReader(dump.stdout)
             parts = FullReader(reader)
             progress = Progress(database, say=say)
@@ -274,7 +277,7 @@ def _dump_database(client, options: BackupOptions, database: str, pg_dump: str, 
             dump.check_exit()
             if reader.size == 0:
                 raise DumpFailed(f"pg_dump of {database!r} wrote nothing")
-            counts = row_counts.result()
+            counts = counting.result()
             upload.complete()
         progress.done(reader.size)
     say(f"{database}: {reader.size:,} bytes, sha256 {reader.sha256}, {len(counts)} tables counted")
@@ -301,7 +304,7 @@ def _export_snapshot(conn: psycopg.Connection) -> str:
     return conn.execute("SELECT pg_export_snapshot()").fetchone()[0]
 
 
-def _row_counts(conn: psycopg.Connection) -> dict[str, int]:
+def row_counts(conn: psycopg.Connection) -> dict[str, int]:
     """Exact rows of every user table ('schema.table'; partitions rather than their parents; not
     the tables extensions own, whose data pg_dump leaves to the extension)."""
     tables = conn.execute(
@@ -345,7 +348,7 @@ class _PgDump:
         self._stderr_thread = threading.Thread(target=self._read_stderr, name="pg_dump-stderr", daemon=True)
         self._stderr_thread.start()
 
-    def __enter__(self) -> "_PgDump":
+    def __enter__(self) -> _PgDump:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
@@ -354,6 +357,7 @@ class _PgDump:
         self.process.wait()
         self._stderr_thread.join()
         self.stdout.close()
+        self.process.stderr.close()
 
     def check_exit(self) -> None:
         """After the end of its output: pg_dump's exit status, as DumpFailed when not 0."""

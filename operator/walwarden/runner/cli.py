@@ -8,10 +8,12 @@ On failure the last line on stderr is `walwarden-error: <Reason>: <message>` (ru
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 import traceback
-from typing import Callable, NoReturn
+from collections.abc import Callable
+from typing import NoReturn
 
 from walwarden.runner.errors import DumpFailed, InvalidArguments, RunnerError
 
@@ -72,6 +74,22 @@ def add_runner_parser(subparsers) -> argparse.ArgumentParser:
     backup.add_argument("--backup-uid", default="", help="uid of the BackupRequest (manifest only)")
     backup.add_argument("--expected-bytes", type=_positive_int, metavar="N",
                         help="expected dump size, to choose the part size (default: pg_database_size)")
+
+    for name, summary in (("verify", "download an artifact, check its size and sha256, and that pg_restore "
+                                     "can read it (no database is touched)"),
+                          ("restore", "download and verify an artifact, then pg_restore it into a database")):
+        command = commands.add_parser(name, help=summary, description=summary + ". The presigned URL comes from "
+                                      "the environment variable named by --url-env; the admin connection from "
+                                      "PGHOST, PGPORT, PGUSER, PGPASSWORD (and PGSSLMODE).")
+        command.add_argument("--url-env", required=True, metavar="VAR",
+                             help="environment variable holding the presigned GET URL of the artifact")
+        command.add_argument("--sha256", required=True, help="the artifact's sha256 from its manifest")
+        command.add_argument("--size", required=True, type=_positive_int, help="its size in bytes")
+        if name == "restore":
+            command.add_argument("--database", required=True, help="the database to restore into")
+            command.add_argument("--clean", action="store_true",
+                                 help="InPlace: drop the existing objects first (--clean --if-exists)")
+            command.add_argument("--jobs", type=_positive_int, default=2, help="parallel pg_restore jobs")
     return runner
 
 
@@ -79,6 +97,8 @@ def run(args: argparse.Namespace) -> int:
     """Run the `walwarden runner` subcommand that `args` names; returns the process's exit status."""
     if args.runner_command == "backup":
         return _report(lambda: _backup(args))
+    if args.runner_command in ("verify", "restore"):
+        return _report(lambda: _verify_or_restore(args))
     raise ValueError(f"unknown runner command {args.runner_command!r}")
 
 
@@ -91,6 +111,19 @@ def _backup(args: argparse.Namespace) -> None:
         endpoint=args.endpoint, force_path_style=args.force_path_style, emp=args.emp,
         backup=BackupIdentity(namespace=args.backup_namespace, name=args.backup_name, uid=args.backup_uid),
         expected_bytes=args.expected_bytes))
+
+
+def _verify_or_restore(args: argparse.Namespace) -> None:
+    from walwarden.runner.restore import Artifact, run_restore, run_verify
+
+    url = os.environ.get(args.url_env)
+    if not url:
+        raise InvalidArguments(f"the environment variable {args.url_env} with the artifact's URL is not set")
+    artifact = Artifact(url=url, sha256=args.sha256.lower(), size=args.size)
+    if args.runner_command == "verify":
+        run_verify(artifact)
+    else:
+        run_restore(artifact, args.database, clean=args.clean, jobs=args.jobs)
 
 
 def _interrupted(signum, frame) -> NoReturn:

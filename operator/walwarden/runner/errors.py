@@ -9,6 +9,9 @@ to do; they never carry a password, a DSN with a password or a secret value.
 from __future__ import annotations
 
 ERROR_PREFIX = "walwarden-error: "
+# Kubernetes keeps at most 2048 bytes of the log as the termination message: a longer line would
+# lose its start, the prefix the operator looks for.
+MAX_MESSAGE_CHARS = 1500
 
 
 class RunnerError(Exception):
@@ -23,8 +26,10 @@ class RunnerError(Exception):
     def error_line(self) -> str:
         """The one line the operator parses: no newline inside, whatever the message (and any note
         added on the way out, e.g. a failed clean-up) holds."""
-        text = " ".join([self.message, *getattr(self, "__notes__", [])])
-        return f"{ERROR_PREFIX}{self.reason}: {' '.join(text.split())}"
+        text = " ".join(" ".join([self.message, *getattr(self, "__notes__", [])]).split())
+        if len(text) > MAX_MESSAGE_CHARS:
+            text = text[:MAX_MESSAGE_CHARS - 1] + "…"
+        return f"{ERROR_PREFIX}{self.reason}: {text}"
 
 
 class InvalidArguments(RunnerError):

@@ -53,7 +53,8 @@ class EncryptorEntry(EncryptorFingerprint):
 
 class Manifest(_ManifestModel):
     format_version: Literal[1] = FORMAT_VERSION
-    created_at: str = Field(description="RFC 3339: when the first database's snapshot was taken")
+    created_at: str = Field(description="RFC 3339: when the backup started, just before the first snapshot; "
+                            "a data-loss window counted from it is never too short")
     completed_at: str = Field(description="RFC 3339: when the last dump's upload completed")
     backup: BackupIdentity = Field(default_factory=BackupIdentity)
     pg_dump_version: str

@@ -114,7 +114,7 @@ class MultipartUpload:
         self._failure: BaseException | None = None
         self._completed = False
 
-    def __enter__(self) -> "MultipartUpload":
+    def __enter__(self) -> MultipartUpload:
         self.upload_id = self.client.create_multipart_upload(
             Bucket=self.bucket, Key=self.key, ContentType=self.content_type)["UploadId"]
         self._pool = ThreadPoolExecutor(self._workers, thread_name_prefix="upload-part")
@@ -130,7 +130,8 @@ class MultipartUpload:
                 raise
             # The failure that stopped the upload is the one to report; S3's lifecycle rule
             # (AbortIncompleteMultipartUpload) is the safety net for the parts left behind.
-            exc.add_note(f"aborting the multipart upload {self.upload_id} of {self.key} failed too: {abort_error}")
+            exc.add_note(f"(aborting the multipart upload of {self.key} failed too, so its parts wait for the "
+                         f"bucket's AbortIncompleteMultipartUpload rule: {abort_error})")
 
     @property
     def part_count(self) -> int:

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from walwarden.api import BackupRequestSpec
-from walwarden.backup.job import artifact_prefix, backup_job, job_name
+from walwarden.backup.job import artifact_prefix, backup_job
+from walwarden.kube.runner_job import job_name
 from walwarden.config import OperatorConfig
 
 SPEC = BackupRequestSpec.model_validate({
@@ -58,5 +59,5 @@ def test_runner_pod_labels_reach_the_pod_only():
 
 
 def test_names_fit_kubernetes_limits():
-    assert len(job_name("n" * 253, UID)) <= 63
+    assert len(job_name("n" * 253, UID, "backup")) <= 63
     assert artifact_prefix(SPEC, "vault", "nightly", UID).startswith("prod/vault/")

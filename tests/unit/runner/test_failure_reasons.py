@@ -5,7 +5,6 @@ from __future__ import annotations
 import psycopg
 import pytest
 from botocore.exceptions import ClientError, EndpointConnectionError, NoCredentialsError
-
 from walwarden.runner.backup import _major, connection_error, storage_error
 
 SERVER = 'connection failed: connection to server at "10.0.0.5", port 5432 failed: '

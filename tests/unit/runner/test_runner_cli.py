@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 
 import pytest
-
 from walwarden.runner import cli
 from walwarden.runner.errors import AuthenticationFailed, DumpFailed, RunnerError
 
@@ -73,3 +72,8 @@ def test_every_reason_is_a_runner_error():
     assert reasons == {"RunnerError", "InvalidArguments", "AuthenticationFailed", "DatabaseUnreachable",
                        "DatabaseNotFound", "PgDumpTooOld", "DumpFailed", "BucketNotFound", "StorageAccessDenied",
                        "UploadFailed"}
+
+
+def test_a_long_message_is_cut_to_fit_the_termination_message():
+    line = DumpFailed("x" * 5000).error_line()
+    assert line.startswith("walwarden-error: DumpFailed: xxx") and len(line.encode()) < 2048

@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import pytest
-
 from walwarden.security.signing import canonical_json, sign, verify
 
 

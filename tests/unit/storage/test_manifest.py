@@ -6,7 +6,6 @@ import json
 
 import pytest
 from pydantic import ValidationError
-
 from walwarden.security.fingerprints import fingerprint
 from walwarden.storage.manifest import (
     DatabaseDump,

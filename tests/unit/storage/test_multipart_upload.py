@@ -8,7 +8,6 @@ import threading
 import time
 
 import pytest
-
 from walwarden.storage.s3 import MultipartUpload
 
 
@@ -68,27 +67,24 @@ def test_add_part_blocks_while_workers_plus_queued_parts_are_pending():
 
 def test_a_failed_part_stops_the_upload_and_aborts_it():
     s3 = FakeS3(fail_part=2)
-    with pytest.raises(ConnectionError, match="part 2 lost"):
-        with MultipartUpload(s3, "b", "k") as upload:
-            for _ in range(100):
-                upload.add_part(b"x")
-                time.sleep(0.001)
-            upload.complete()
+    with pytest.raises(ConnectionError, match="part 2 lost"), MultipartUpload(s3, "b", "k") as upload:
+        for _ in range(100):
+            upload.add_part(b"x")
+            time.sleep(0.001)
+        upload.complete()
     assert s3.aborted and s3.completed is None
 
 
 def test_leaving_without_completing_aborts():
     s3 = FakeS3()
-    with pytest.raises(RuntimeError):
-        with MultipartUpload(s3, "b", "k") as upload:
-            upload.add_part(b"x")
-            raise RuntimeError("pg_dump failed")
+    with pytest.raises(RuntimeError), MultipartUpload(s3, "b", "k") as upload:
+        upload.add_part(b"x")
+        raise RuntimeError("pg_dump failed")
     assert s3.aborted and s3.completed is None
 
 
 def test_an_upload_without_parts_is_not_completed():
     s3 = FakeS3()
-    with pytest.raises(ValueError):
-        with MultipartUpload(s3, "b", "k") as upload:
-            upload.complete()
+    with pytest.raises(ValueError), MultipartUpload(s3, "b", "k") as upload:
+        upload.complete()
     assert s3.aborted

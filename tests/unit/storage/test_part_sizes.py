@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import pytest
-
 from walwarden.storage.s3 import (
     DEFAULT_PART_SIZE,
     MAX_PART_SIZE,
     MAX_PARTS,
     MIN_PART_SIZE,
-    MiB,
     GiB,
+    MiB,
     base_part_size,
     capacity,
     part_size,

@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import pytest
-
 from walwarden.storage.s3 import parse_s3_uri, s3_uri
 
 

@@ -1,0 +1,49 @@
+"""The RestoreRequest workflow: the vault's restore runbook as one ordered table of steps.
+
+    Validate      the source backup, target, secrets, services and approval token are right
+    Plan          what will happen: services and replicas, secrets, data-loss window (a dry run ends here)
+    AcquireLock   one backup or restore at a time per namespace
+    Preflight     a Job downloads the artifact and checks its sha256; target reachable; EMP matches
+                  (any failure here ends with every service untouched)
+    SafetyBackup  InPlace: a BackupRequest of the target, so a failed restore can be undone
+    ScaleDown     stop wallet → policy nodes → nats, each tier gone; no application sessions left
+    Restore       a Job verifies the sha256 again, then pg_restore --exit-on-error
+    Reconfigure   Redirected: snapshot and repoint every db-info secret; restart orchestrator
+    ScaleUp       start nats → policy nodes → wallet with their original replica counts
+    Verify        pods Ready, wallet /health, /api/v2/accounts has data, row counts match
+    Rollback      only after a failure: original secrets, safety backup (by policy), services
+    ReleaseLock   always
+"""
+
+from __future__ import annotations
+
+from walwarden.common_steps import acquire_lock, release_lock
+from walwarden.engine import Run, Step
+from walwarden.restore import steps
+
+
+def acquire_lock_unless_dry_run(run: Run) -> str:
+    steps.not_in_dry_run(run)
+    return acquire_lock(run)
+
+
+RESTORE_STEPS = [
+    Step("Validate", steps.validate),
+    Step("Plan", steps.plan),
+    Step("AcquireLock", acquire_lock_unless_dry_run),
+    Step("Preflight", steps.preflight),
+    Step("SafetyBackup", steps.safety_backup),
+    Step("ScaleDown", steps.scale_down),
+    Step("Restore", steps.restore),
+    Step("Reconfigure", steps.reconfigure),
+    Step("ScaleUp", steps.scale_up),
+    Step("Verify", steps.verify),
+    Step("Rollback", steps.rollback, only_on_failure=True),
+    Step("ReleaseLock", release_lock, always=True),
+]
+
+
+def failed_phase(run: Run) -> str:
+    """RolledBack when the world had been touched and was put back; Failed otherwise."""
+    rollback = next((s for s in run.status.get("steps", []) if s["name"] == "Rollback"), {})
+    return "RolledBack" if rollback.get("state") == "Succeeded" else "Failed"

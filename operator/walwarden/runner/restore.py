@@ -1,0 +1,230 @@
+"""The restore side of the runner: `walwarden runner verify` and `walwarden runner restore`.
+
+Both read the artifact through a presigned GET URL (from an environment variable: the Job holds no
+object-store credentials) and check its size and sha256 against the manifest's before anything
+else. `restore` touches the database only after that check passed:
+
+- with room on the staging disk, the artifact is downloaded once into a file (hashed on the way)
+  and pg_restore runs in parallel (-j) from it;
+- without room, a first pass only hashes, and a second pass streams into a single pg_restore
+  (hashed again: a changed object fails the restore, never succeeds it).
+
+pg_restore runs with --exit-on-error: any non-zero exit is a failure, never a partial success.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+import tempfile
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO, Callable
+
+import psycopg
+from psycopg import sql
+
+from walwarden.runner import errors
+from walwarden.runner.streams import Progress
+
+CHUNK = 1024 * 1024
+STAGING_HEADROOM = 1.05  # keep a little room beyond the artifact's size
+
+
+class DownloadFailed(errors.StorageError):
+    reason = "DownloadFailed"
+
+
+class UrlExpired(errors.StorageError):
+    reason = "UrlExpired"
+
+
+class ChecksumMismatch(errors.RunnerError):
+    reason = "ChecksumMismatch"
+
+
+class SizeMismatch(errors.RunnerError):
+    reason = "SizeMismatch"
+
+
+class ArchiveUnreadable(errors.RunnerError):
+    reason = "ArchiveUnreadable"
+
+
+class RestoreFailed(errors.RunnerError):
+    reason = "RestoreFailed"
+
+
+@dataclass(frozen=True)
+class Artifact:
+    url: str
+    sha256: str
+    size: int
+
+
+def open_url(url: str) -> BinaryIO:
+    try:
+        return urllib.request.urlopen(url, timeout=60)
+    except urllib.error.HTTPError as error:
+        if error.code == 403:
+            raise UrlExpired("the object store refused the presigned URL (HTTP 403): it expired or its signature "
+                             "is wrong; run the request again to get a fresh one") from None
+        if error.code == 404:
+            raise DownloadFailed("the artifact does not exist in the object store (HTTP 404)") from None
+        raise DownloadFailed(f"downloading the artifact failed: HTTP {error.code}") from None
+    except OSError as error:
+        raise DownloadFailed(f"cannot reach the object store: {type(error).__name__}") from None
+
+
+def copy_verified(artifact: Artifact, sink: Callable[[bytes], None], label: str) -> None:
+    """Stream the artifact into `sink`, then fail unless its size and sha256 are the manifest's."""
+    digest, size = hashlib.sha256(), 0
+    progress = Progress(label)
+    with open_url(artifact.url) as response:
+        while True:
+            try:
+                chunk = response.read(CHUNK)
+            except OSError as error:
+                raise DownloadFailed(f"the download broke off after {size} bytes: {type(error).__name__}") from None
+            if not chunk:
+                break
+            digest.update(chunk)
+            size += len(chunk)
+            sink(chunk)
+            progress.update(size)
+    progress.done(size)
+    if size != artifact.size:
+        raise SizeMismatch(f"the artifact is {size} bytes, the manifest says {artifact.size}: it is truncated or "
+                           "was replaced; it is not restored")
+    if digest.hexdigest() != artifact.sha256:
+        raise ChecksumMismatch(f"the artifact's sha256 is {digest.hexdigest()}, the manifest says {artifact.sha256}: "
+                               "it is corrupt or was replaced; it is not restored")
+
+
+def staging_dir() -> Path:
+    return Path(os.environ.get("WALWARDEN_STAGING_DIR") or tempfile.gettempdir())
+
+
+def has_room(artifact: Artifact, directory: Path) -> bool:
+    return shutil.disk_usage(directory).free > artifact.size * STAGING_HEADROOM
+
+
+def stage(artifact: Artifact, directory: Path) -> Path:
+    """Download into a file in `directory`, verified; the caller removes it."""
+    handle, name = tempfile.mkstemp(prefix="artifact-", suffix=".dump", dir=directory)
+    path = Path(name)
+    try:
+        with os.fdopen(handle, "wb") as file:
+            copy_verified(artifact, file.write, "download")
+    except BaseException:
+        path.unlink(missing_ok=True)
+        raise
+    return path
+
+
+def list_archive(path: Path) -> str:
+    """pg_restore --list: proves our pg_restore can read the archive's version and table of contents."""
+    result = subprocess.run(["pg_restore", "--list", str(path)], capture_output=True, text=True)
+    if result.returncode != 0:
+        raise ArchiveUnreadable(f"pg_restore --list cannot read the archive: {_last_lines(result.stderr)}; if it "
+                                "names an unsupported version, use a runner image with newer PostgreSQL tools")
+    header = [line[2:] for line in result.stdout.splitlines() if line.startswith("; Dump") or
+              line.startswith("; Format")]
+    return "; ".join(header)
+
+
+def _last_lines(text: str, count: int = 3) -> str:
+    return " | ".join(line.strip() for line in text.strip().splitlines()[-count:])
+
+
+def run_verify(artifact: Artifact) -> None:
+    """Download, check size and sha256, and check pg_restore can read it; no database is touched."""
+    directory = staging_dir()
+    if not has_room(artifact, directory):
+        copy_verified(artifact, lambda chunk: None, "verify")
+        print("not enough staging space for pg_restore --list; the checksum was verified", flush=True)
+        return
+    path = stage(artifact, directory)
+    try:
+        print(f"archive readable: {list_archive(path)}", flush=True)
+    finally:
+        path.unlink(missing_ok=True)
+
+
+def _admin_connection(dbname: str) -> psycopg.Connection:
+    try:
+        return psycopg.connect(dbname=dbname, autocommit=True, connect_timeout=10,
+                               application_name="walwarden-runner")
+    except psycopg.OperationalError as error:
+        text = str(error)
+        if "password authentication failed" in text:
+            raise errors.AuthenticationFailed(f"password authentication failed for user "
+                                              f"{os.environ.get('PGUSER')!r}") from None
+        if "does not exist" in text:
+            raise errors.DatabaseNotFound(f"database {dbname!r} does not exist") from None
+        raise errors.DatabaseUnreachable(f"cannot connect to {os.environ.get('PGHOST')}:"
+                                         f"{os.environ.get('PGPORT', '5432')}") from None
+
+
+def ensure_database(database: str) -> None:
+    """Redirected restores may target a fresh instance: create the database when missing."""
+    with _admin_connection("postgres") as connection:
+        if connection.execute("SELECT 1 FROM pg_database WHERE datname = %s", (database,)).fetchone() is None:
+            connection.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(database)))
+            print(f"created database {database}", flush=True)
+
+
+def pg_restore_command(database: str, clean: bool, jobs: int | None, path: Path | None) -> list[str]:
+    command = ["pg_restore", "--exit-on-error", "--no-password", "-d", database]
+    if clean:
+        command += ["--clean", "--if-exists"]
+    if jobs and jobs > 1 and path is not None:
+        command += ["--jobs", str(jobs)]  # parallel restore needs a seekable file
+    if path is not None:
+        command.append(str(path))
+    return command
+
+
+def run_restore(artifact: Artifact, database: str, clean: bool, jobs: int) -> None:
+    # Reachability and credentials first: a wrong password must not cost a download.
+    if clean:
+        _admin_connection(database).close()
+    else:
+        ensure_database(database)
+    directory = staging_dir()
+    if has_room(artifact, directory):
+        path = stage(artifact, directory)  # verified before the database is touched
+        try:
+            _pg_restore(pg_restore_command(database, clean, jobs, path))
+        finally:
+            path.unlink(missing_ok=True)
+        return
+    print("not enough staging space: verifying first, then streaming into pg_restore", flush=True)
+    copy_verified(artifact, lambda chunk: None, "verify")
+    process = subprocess.Popen(pg_restore_command(database, clean, None, None), stdin=subprocess.PIPE,
+                               stderr=subprocess.PIPE)
+    try:
+        copy_verified(artifact, process.stdin.write, "restore")
+        process.stdin.close()
+    except BrokenPipeError:
+        pass  # pg_restore stopped early: its exit status says why
+    except BaseException:
+        process.kill()
+        raise
+    finally:
+        stderr = process.stderr.read().decode(errors="replace")
+        code = process.wait()
+    if code != 0:
+        raise RestoreFailed(f"pg_restore exited {code}: {_last_lines(stderr)}")
+
+
+def _pg_restore(command: list[str]) -> None:
+    print("running " + " ".join(command[:-1] + ["<staged artifact>"]), flush=True)
+    result = subprocess.run(command, capture_output=True, text=True)
+    if result.returncode != 0:
+        raise RestoreFailed(f"pg_restore exited {result.returncode}: {_last_lines(result.stderr)}")
+    print("pg_restore finished", flush=True)

@@ -1,0 +1,318 @@
+"""RestoreRequest end to end on the real local stack: operator, runner Jobs and a stand-in wallet
+run for real (local pod executor), PostgreSQL and MinIO. Order is observed from the API server."""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+import urllib.request
+from dataclasses import dataclass, field
+
+import pytest
+
+from devstack import vaultdb, wallet
+from devstack.observe import PodObserver, assert_tiers_in_order
+from devstack.operator_process import OperatorProcess
+from devstack.pytest_kube import wait_for
+from devstack.vault import DEFAULT_SERVICES, DatabaseInfo, deploy_vault, ready_replicas, workload
+from walwarden.security.tokens import issue_token
+
+pytestmark = pytest.mark.integration
+
+ENVIRONMENT = "test"
+STOP_TIERS = [["wallet"], ["policy-node0", "policy-node1", "policy-node2"], ["nats"]]
+DB_SERVICES = ["orchestrator", "policy-node0", "policy-node1", "policy-node2", "wallet"]
+EXEC = {"devstack.walwarden.io/exec": "true"}
+
+
+@dataclass
+class Vault:
+    cluster: object
+    namespace: str
+    postgres: object
+    s3: object
+    bucket: str
+    operator: OperatorProcess
+    database: str
+    wallet_url: str
+    replicas: dict[str, int] = field(default_factory=dict)
+
+    def apply(self, manifest: dict) -> None:
+        self.cluster.kubectl(["apply", "-n", self.namespace, "-f", "-"], stdin=json.dumps(manifest))
+
+    def get(self, plural: str, name: str) -> dict:
+        return self.cluster.kubectl_json(["get", plural, name, "-n", self.namespace])
+
+    def wait_finished(self, plural: str, name: str, timeout: float = 240) -> dict:
+        wait_for(lambda: (self.get(plural, name).get("status") or {}).get("phase") in
+                 ("Succeeded", "Failed", "RolledBack"), timeout, f"{plural}/{name} to finish\n")
+        return self.get(plural, name)
+
+    def describe(self, plural: str, name: str) -> str:
+        return json.dumps(self.get(plural, name).get("status"), indent=1) + "\n" + self.operator.log()
+
+    def admin_secret(self, name: str, password: str | None = None) -> None:
+        self.apply({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name}, "stringData": {
+            "host": "127.0.0.1", "port": str(self.postgres.port), "user": self.postgres.superuser,
+            "password": password or self.postgres.password, "sslmode": "disable"}})
+
+    def backup(self, name: str = "nightly", **spec) -> dict:
+        self.apply({"apiVersion": "walwarden.io/v1alpha1", "kind": "BackupRequest", "metadata": {"name": name},
+                    "spec": {"database": {"secretRef": {"name": "vault-db-admin"}, "databases": [self.database]},
+                             "storage": self.storage(), **spec}})
+        backup = self.wait_finished("backuprequests", name)
+        assert backup["status"]["phase"] == "Succeeded", self.describe("backuprequests", name)
+        return backup
+
+    def storage(self) -> dict:
+        return {"s3": {"bucket": self.bucket, "endpoint": self.s3.endpoint, "forcePathStyle": True,
+                       "credentialsSecretRef": {"name": "s3-credentials"}}}
+
+    def restore_request(self, name: str, **spec) -> dict:
+        body = {"mode": "InPlace", "source": {"backupRef": {"name": "nightly"}},
+                "verify": {"healthUrl": f"{self.wallet_url}/health", "accountsUrl": f"{self.wallet_url}/api/v2/accounts",
+                           "timeoutSeconds": 60},
+                "sessionPolicy": {"onRemaining": "Terminate", "waitSeconds": 3}}
+        body.update(spec)
+        return {"apiVersion": "walwarden.io/v1alpha1", "kind": "RestoreRequest", "metadata": {"name": name},
+                "spec": body}
+
+    def wallet_accounts(self) -> list[dict]:
+        with urllib.request.urlopen(f"{self.wallet_url}/api/v2/accounts?limit=1000", timeout=5) as response:
+            return json.loads(response.read())["accounts"]
+
+    def db_info(self, service: str) -> dict:
+        return self.cluster.kubectl_json(["get", "secret", f"{ENVIRONMENT}.{self.namespace}.{service}.db-info",
+                                          "-n", self.namespace])["data"]
+
+
+def account_names(dsn: str) -> list[str]:
+    import psycopg
+    with psycopg.connect(dsn) as connection:
+        return [row[0] for row in connection.execute("SELECT name FROM accounts ORDER BY id")]
+
+
+@pytest.fixture
+def vault(cluster, namespace, operator, postgres_server, s3_server, s3_bucket, vault_db) -> Vault:
+    if not cluster.local:
+        pytest.skip("the stand-in wallet runs on the local stack's pod executor only")
+    address = f"127.3.{random.randint(0, 255)}.{random.randint(1, 254)}"
+    result = Vault(cluster, namespace, postgres_server, s3_server, s3_bucket, operator, vault_db.name,
+                   f"http://{address}:8080")
+    result.admin_secret("vault-db-admin")
+    result.apply(s3_server.credentials_secret("s3-credentials"))
+    info = DatabaseInfo("127.0.0.1", postgres_server.port, postgres_server.superuser, postgres_server.password,
+                        vault_db.name)
+    wallet_deployment = workload("wallet", "Deployment", 1, EXEC, wallet.container(
+        f"{ENVIRONMENT}.{namespace}.wallet.db-info", bind=address))
+    deploy_vault(cluster, namespace, ENVIRONMENT, info, overrides={"wallet": wallet_deployment})
+    result.replicas = {name: replicas for name, (_, replicas, _) in DEFAULT_SERVICES.items()}
+    result.replicas["wallet"] = 1
+    wait_for(lambda: ready_replicas(cluster, namespace) == result.replicas, 90, "the vault to be Ready")
+    return result
+
+
+def test_in_place_restore_brings_the_backed_up_accounts_back(vault):
+    vault.backup()
+    original = account_names(vault.postgres.dsn(vault.database))
+    vaultdb.mutate_accounts(vault.postgres.dsn(vault.database))
+    assert account_names(vault.postgres.dsn(vault.database)) != original
+    with PodObserver(vault.cluster, vault.namespace) as observer:
+        vault.apply(vault.restore_request("in-place"))
+        restore = vault.wait_finished("restorerequests", "in-place")
+    status = restore["status"]
+    assert status["phase"] == "Succeeded", vault.describe("restorerequests", "in-place")
+    assert account_names(vault.postgres.dsn(vault.database)) == original
+    assert [a["name"] for a in vault.wallet_accounts()] == original[:len(vault.wallet_accounts())]
+    assert ready_replicas(vault.cluster, vault.namespace) == vault.replicas
+    # Order, from the API server: stops tier by tier, starts in reverse, tiers never overlapping.
+    assert_tiers_in_order(observer, "deleted", STOP_TIERS)
+    assert_tiers_in_order(observer, "ready", list(reversed(STOP_TIERS)))
+    assert max(observer.times("deleted", sum(STOP_TIERS, []))) < min(observer.times("ready", sum(STOP_TIERS, [])))
+    steps = {s["name"]: s["state"] for s in status["steps"]}
+    assert steps["SafetyBackup"] == "Succeeded" and steps["Reconfigure"] == "Skipped"
+    assert steps["Rollback"] == "Skipped"
+    assert status["downtimeSeconds"] > 0 and status["dataLossWindow"]["seconds"] >= 0
+    assert status["originalReplicas"] == {k: v for k, v in vault.replicas.items() if k != "orchestrator"}
+    restore_jobs = vault.cluster.kubectl_json(["get", "jobs", "-n", vault.namespace, "-l", "walwarden.io/role=restore"])
+    assert len(restore_jobs["items"]) == 1
+
+
+def test_redirected_restore_repoints_every_secret_and_leaves_the_original_alone(vault):
+    vault.backup()
+    vaultdb.mutate_accounts(vault.postgres.dsn(vault.database))
+    mutated = account_names(vault.postgres.dsn(vault.database))
+    new_database = f"{vault.database}_redirected"
+    vault.admin_secret("new-db-admin")
+    vault.apply(vault.restore_request(
+        "redirected", mode="Redirected", target={"secretRef": {"name": "new-db-admin"}, "database": new_database},
+        redirect={"dbHost": "127.0.0.1", "dbName": new_database, "environment": ENVIRONMENT}))
+    restore = vault.wait_finished("restorerequests", "redirected")
+    assert restore["status"]["phase"] == "Succeeded", vault.describe("restorerequests", "redirected")
+    import base64
+    for service in DB_SERVICES:
+        assert base64.b64decode(vault.db_info(service)["DB_NAME"]).decode() == new_database
+    restored = account_names(vault.postgres.dsn(new_database))
+    assert not any(name.startswith("MUTATED") for name in restored)
+    assert [a["name"] for a in vault.wallet_accounts()] == restored[:len(vault.wallet_accounts())]
+    assert account_names(vault.postgres.dsn(vault.database)) == mutated  # the original is untouched
+    assert restore["status"]["plan"]["secrets"] == [
+        f"{ENVIRONMENT}.{vault.namespace}.{service}.db-info" for service in DB_SERVICES]
+    orchestrator = vault.get("deployments", "orchestrator")
+    assert "kubectl.kubernetes.io/restartedAt" in orchestrator["spec"]["template"]["metadata"].get("annotations", {})
+    vault.postgres.drop_database(new_database)
+
+
+def test_corrupted_artifact_fails_in_preflight_with_every_service_untouched(vault):
+    backup = vault.backup()
+    bucket, key = backup["status"]["artifact"]["uri"].removeprefix("s3://").split("/", 1)
+    s3 = vault.s3.client()
+    body = bytearray(s3.get_object(Bucket=bucket, Key=key)["Body"].read())
+    body[len(body) // 2] ^= 0xFF
+    s3.put_object(Bucket=bucket, Key=key, Body=bytes(body))
+    with PodObserver(vault.cluster, vault.namespace) as observer:
+        vault.apply(vault.restore_request("corrupt", safetyBackup=False))
+        restore = vault.wait_finished("restorerequests", "corrupt")
+    status = restore["status"]
+    assert status["phase"] == "Failed", vault.describe("restorerequests", "corrupt")
+    assert status["currentStep"] == "Preflight"
+    assert [c["reason"] for c in status["conditions"] if c["type"] == "Failed"] == ["ChecksumMismatch"]
+    assert "every service is still running" in status["message"]
+    assert not observer.times("deleted", sum(STOP_TIERS, []))
+    assert ready_replicas(vault.cluster, vault.namespace) == vault.replicas
+
+
+def test_truncated_artifact_fails_in_preflight(vault):
+    backup = vault.backup()
+    bucket, key = backup["status"]["artifact"]["uri"].removeprefix("s3://").split("/", 1)
+    s3 = vault.s3.client()
+    body = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+    s3.put_object(Bucket=bucket, Key=key, Body=body[: len(body) // 2])
+    vault.apply(vault.restore_request("truncated", safetyBackup=False))
+    status = vault.wait_finished("restorerequests", "truncated")["status"]
+    assert status["phase"] == "Failed" and status["currentStep"] == "Preflight"
+    assert [c["reason"] for c in status["conditions"] if c["type"] == "Failed"] == ["SizeMismatch"]
+
+
+def test_emp_mismatch_is_refused_before_anything_is_touched(vault):
+    vault.apply({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "emp"},
+                 "stringData": {"password": "the-backup-environment-emp"}})
+    vault.backup(encryptorSecrets=[{"name": "emp"}])
+    vault.apply({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "other-emp"},
+                 "stringData": {"password": "a-different-emp"}})
+    vault.apply(vault.restore_request("emp", encryptorSecrets=[{"name": "other-emp"}], safetyBackup=False))
+    status = vault.wait_finished("restorerequests", "emp")["status"]
+    assert status["phase"] == "Failed", vault.describe("restorerequests", "emp")
+    assert [c["reason"] for c in status["conditions"] if c["type"] == "Failed"] in (
+        ["EncryptorMismatch"],)
+    assert "irrecoverable" in status["message"]
+    assert "a-different-emp" not in json.dumps(status) and "the-backup-environment-emp" not in json.dumps(status)
+    assert ready_replicas(vault.cluster, vault.namespace) == vault.replicas
+
+
+def test_pg_restore_failure_rolls_back_to_the_original_world(vault):
+    vault.backup()
+    dsn = vault.postgres.dsn(vault.database)
+    vaultdb.mutate_accounts(dsn)
+    before = account_names(dsn)
+    import psycopg
+    with psycopg.connect(dsn, autocommit=True) as connection:
+        # Not in the backup, so pg_restore --clean cannot drop the table it depends on: a real failure.
+        connection.execute("CREATE VIEW blocker AS SELECT id FROM accounts")
+    vault.apply(vault.restore_request("fails"))
+    restore = vault.wait_finished("restorerequests", "fails", timeout=300)
+    status = restore["status"]
+    assert status["phase"] == "RolledBack", vault.describe("restorerequests", "fails")
+    assert [c["reason"] for c in status["conditions"] if c["type"] == "Failed"] == ["RestoreFailed"]
+    assert "cannot drop" in status["message"] or "depend" in status["message"]
+    assert account_names(dsn) == before  # the safety backup put the database back
+    wait_for(lambda: ready_replicas(vault.cluster, vault.namespace) == vault.replicas, 60, "services back")
+    assert [a["name"] for a in vault.wallet_accounts()] == before[:len(vault.wallet_accounts())]
+
+
+def test_restarted_operator_resumes_every_step_without_repeating_one(vault, tmp_path):
+    vault.backup()
+    vaultdb.mutate_accounts(vault.postgres.dsn(vault.database))
+    vault.apply(vault.restore_request("resumed"))
+    killed_in, operator = set(), vault.operator
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        status = vault.get("restorerequests", "resumed").get("status") or {}
+        if status.get("phase") in ("Succeeded", "Failed", "RolledBack"):
+            break
+        step = status.get("currentStep")
+        if step and step not in killed_in:
+            killed_in.add(step)
+            operator.process.stop(timeout=0.1)  # killed in the middle of this step
+            operator = OperatorProcess(vault.cluster, vault.namespace, tmp_path / f"operator-{step}.log",
+                                       {"WALWARDEN_POLL_SECONDS": "1"}).start()
+        time.sleep(0.3)
+    operator.stop()
+    status = vault.get("restorerequests", "resumed")["status"]
+    assert status["phase"] == "Succeeded", json.dumps(status, indent=1)
+    assert {"ScaleDown", "Restore", "ScaleUp"} <= killed_in
+    for role in ("restore", "verify"):
+        jobs = vault.cluster.kubectl_json(["get", "jobs", "-n", vault.namespace, "-l", f"walwarden.io/role={role}"])
+        assert len(jobs["items"]) == 1 and jobs["items"][0]["status"].get("succeeded") == 1
+    backups = vault.cluster.kubectl_json(["get", "backuprequests", "-n", vault.namespace])["items"]
+    assert len([b for b in backups if "safety" in b["metadata"]["name"]]) == 1
+    assert ready_replicas(vault.cluster, vault.namespace) == vault.replicas
+
+
+def test_dry_run_publishes_the_plan_and_changes_nothing(vault):
+    vault.backup()
+    with PodObserver(vault.cluster, vault.namespace) as observer:
+        vault.apply(vault.restore_request("dry", dryRun=True))
+        status = vault.wait_finished("restorerequests", "dry")["status"]
+    assert status["phase"] == "Succeeded" and "dry run" in status["message"]
+    plan = status["plan"]
+    assert [s["name"] for s in plan["services"]] == sum(STOP_TIERS, [])
+    assert {s["name"]: s["replicas"] for s in plan["services"]}["nats"] == 3
+    assert plan["dataLossWindow"]["backupTime"]
+    assert not observer.events
+    assert not vault.cluster.kubectl_json(["get", "jobs", "-n", vault.namespace, "-l", "walwarden.io/role=verify"])[
+        "items"]
+
+
+@pytest.fixture
+def approvals(vault, tmp_path) -> bytes:
+    """Restart the operator with approvals required and its key in a Secret."""
+    key = b"approval-key-for-tests-0123456789"
+    vault.apply({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "walwarden-approval-key"},
+                 "stringData": {"key": key.decode()}})
+    vault.operator.stop()
+    vault.operator = OperatorProcess(vault.cluster, vault.namespace, tmp_path / "operator-approvals.log", {
+        "WALWARDEN_POLL_SECONDS": "1", "WALWARDEN_APPROVALS_REQUIRED": "true",
+        "WALWARDEN_OPERATOR_NAMESPACE": vault.namespace}).start()
+    yield key
+    vault.operator.stop()
+
+
+def failure_reason(status: dict) -> list[str]:
+    return [c["reason"] for c in status["conditions"] if c["type"] == "Failed"]
+
+
+def test_approval_tokens_are_required_single_use_and_expire(vault, approvals):
+    backup = vault.backup()
+    sha256 = backup["status"]["artifact"]["sha256"]
+    vault.apply(vault.restore_request("no-token", safetyBackup=False))
+    assert failure_reason(vault.wait_finished("restorerequests", "no-token")["status"]) == ["ApprovalRequired"]
+
+    expired = issue_token(approvals, backup="nightly", sha256=sha256, mode="InPlace", namespace=vault.namespace,
+                          ttl_seconds=1)
+    time.sleep(2)
+    vault.apply(vault.restore_request("expired", safetyBackup=False, approvalToken=expired))
+    assert failure_reason(vault.wait_finished("restorerequests", "expired")["status"]) == ["TokenExpired"]
+
+    wrong_mode = issue_token(approvals, backup="nightly", sha256=sha256, mode="Redirected",
+                             namespace=vault.namespace, ttl_seconds=600)
+    vault.apply(vault.restore_request("mismatch", safetyBackup=False, approvalToken=wrong_mode))
+    assert failure_reason(vault.wait_finished("restorerequests", "mismatch")["status"]) == ["TokenMismatch"]
+
+    token = issue_token(approvals, backup="nightly", sha256=sha256, mode="InPlace", namespace=vault.namespace,
+                        ttl_seconds=600)
+    vault.apply(vault.restore_request("approved", safetyBackup=False, approvalToken=token))
+    assert vault.wait_finished("restorerequests", "approved")["status"]["phase"] == "Succeeded"
+    vault.apply(vault.restore_request("replayed", safetyBackup=False, approvalToken=token))
+    assert failure_reason(vault.wait_finished("restorerequests", "replayed")["status"]) == ["TokenReused"]
