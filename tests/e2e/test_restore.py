@@ -17,6 +17,7 @@ from devstack.operator_process import OperatorProcess
 from devstack.pytest_kube import wait_for
 from devstack.vault import DEFAULT_SERVICES, DatabaseInfo, deploy_vault, ready_replicas, workload
 from walwarden.security.tokens import issue_token
+from walwarden.storage.audit import verify_chain
 
 pytestmark = pytest.mark.integration
 
@@ -137,6 +138,16 @@ def test_in_place_restore_brings_the_backed_up_accounts_back(vault):
     assert status["originalReplicas"] == {k: v for k, v in vault.replicas.items() if k != "orchestrator"}
     restore_jobs = vault.cluster.kubectl_json(["get", "jobs", "-n", vault.namespace, "-l", "walwarden.io/role=restore"])
     assert len(restore_jobs["items"]) == 1
+    # The audit chain beside the artifact holds the backup's and the restore's transitions, unbroken.
+    manifest_uri = vault.get("backuprequests", "nightly")["status"]["artifact"]["manifestUri"]
+    bucket, key = manifest_uri.removeprefix("s3://").split("/", 1)
+    text = vault.s3.client().get_object(Bucket=bucket, Key=key.rpartition("/")[0] + "/audit.log")["Body"].read().decode()
+    verify_chain(text)
+    records = [json.loads(line) for line in text.splitlines()]
+    assert [r["reason"] for r in records if r["name"] == "in-place"][-1] == "Succeeded"
+    assert {"DumpSucceeded", "ScaleDownStarted", "RestoreSucceeded", "ScaleUpSucceeded", "VerifySucceeded"} <= {
+        r["reason"] for r in records}
+    assert vault.postgres.password not in text
 
 
 def test_redirected_restore_repoints_every_secret_and_leaves_the_original_alone(vault):

@@ -23,6 +23,7 @@ from walwarden.kube import jobs
 from walwarden.kube import runner_job
 from walwarden.kube.api import owner_reference
 from walwarden.kube.secrets import ensure_secret, read_secret
+from walwarden.storage import audit
 from walwarden.storage import manifest as manifests
 from walwarden.storage import s3 as storage
 from walwarden import tiers
@@ -134,3 +135,11 @@ BACKUP_STEPS = [
     Step("Resume", resume, always=True),
     Step("ReleaseLock", release_lock, always=True),
 ]
+
+
+def audit_location(run: Run):
+    """Where this backup's transitions are logged: beside its artifact."""
+    spec = _spec(run)
+    namespace, name, uid = meta(run)
+    prefix = backup_job.artifact_prefix(spec, namespace, name, uid)
+    return s3_client(run, spec.storage.s3), spec.storage.s3.bucket, audit.audit_key(prefix)

@@ -10,8 +10,11 @@ from walwarden.api import backup as backup_api
 from walwarden.api import restore as restore_api
 from walwarden.api.common import GROUP, VERSION, format_timestamp, parse_timestamp, utcnow
 from walwarden.backup.workflow import BACKUP_STEPS
+from walwarden.backup.workflow import audit_location as backup_audit_location
 from walwarden.restore.workflow import RESTORE_STEPS
+from walwarden.restore.workflow import audit_location as restore_audit_location
 from walwarden.restore.workflow import failed_phase as restore_failed_phase
+from walwarden.storage import audit
 from walwarden.engine import Run, advance
 from walwarden.handlers.common import InvalidSpec, announce, parse, record_failure
 
@@ -69,12 +72,34 @@ def finish(run: Run, succeeded: bool, failed_phase: str = "Failed") -> None:
     run.event(status["phase"], status["message"], warning=not succeeded)
 
 
-def drive(kind: str, steps, request, body: kopf.Body, status, patch: kopf.Patch, memo,
-          failed_phase=lambda run: "Failed") -> None:
+def write_audit(run: Run, audit_location, logger) -> None:
+    """Append this pass's transitions to the hash-chained log beside the artifact. A log that
+    cannot be written is reported loudly but does not stop a restore half-way."""
+    if not run.events:
+        return
+    metadata = run.body["metadata"]
+    now = format_timestamp(utcnow())
+    records = [{"time": now, "kind": run.kind, "namespace": metadata["namespace"], "name": metadata["name"],
+                "uid": metadata["uid"], "reason": reason, "type": "Warning" if warning else "Normal"}
+               for reason, _, warning in run.events]
+    try:
+        location = audit_location(run)
+        if location is not None:
+            audit.append(*location, records)
+    except Exception as error:
+        logger.warning("audit log not written: %s", type(error).__name__)
+        run.event("AuditLogUnavailable", f"the audit log beside the artifact could not be written "
+                                         f"({type(error).__name__}); Events and status still record this request",
+                  warning=True)
+
+
+def drive(kind: str, steps, request, body: kopf.Body, status, patch: kopf.Patch, memo, logger,
+          audit_location, failed_phase=lambda run: "Failed") -> None:
     run = Run(kind, body, request.spec, dict(status), memo.context)
     outcome = advance(steps, run)
     if outcome.finished:
         finish(run, outcome.succeeded, failed_phase(run))
+    write_audit(run, audit_location, logger)
     run.status["observedGeneration"] = run.generation
     for key, value in run.status.items():
         patch.status[key] = value
@@ -92,7 +117,8 @@ def on_backup_request(body, status, patch, memo, logger, **_):
         return
     request = accept(backup_api.KIND, BackupRequest, body, status, patch, logger)
     if request is not None:
-        drive(backup_api.KIND, BACKUP_STEPS, request, body, {**status, **patch.status}, patch, memo)
+        drive(backup_api.KIND, BACKUP_STEPS, request, body, {**status, **patch.status}, patch, memo, logger,
+              audit_location=backup_audit_location)
 
 
 @kopf.on.create(GROUP, VERSION, restore_api.PLURAL, id="restore", backoff=ERROR_BACKOFF)
@@ -102,5 +128,5 @@ def on_restore_request(body, status, patch, memo, logger, **_):
         return
     request = accept(restore_api.KIND, RestoreRequest, body, status, patch, logger)
     if request is not None:
-        drive(restore_api.KIND, RESTORE_STEPS, request, body, {**status, **patch.status}, patch, memo,
-              failed_phase=restore_failed_phase)
+        drive(restore_api.KIND, RESTORE_STEPS, request, body, {**status, **patch.status}, patch, memo, logger,
+              audit_location=restore_audit_location, failed_phase=restore_failed_phase)

@@ -18,8 +18,9 @@
 from __future__ import annotations
 
 from walwarden.common_steps import acquire_lock, release_lock
-from walwarden.engine import Run, Step
+from walwarden.engine import Run, Step, StepFailed, Wait
 from walwarden.restore import steps
+from walwarden.storage import audit
 
 
 def acquire_lock_unless_dry_run(run: Run) -> str:
@@ -47,3 +48,12 @@ def failed_phase(run: Run) -> str:
     """RolledBack when the world had been touched and was put back; Failed otherwise."""
     rollback = next((s for s in run.status.get("steps", []) if s["name"] == "Rollback"), {})
     return "RolledBack" if rollback.get("state") == "Succeeded" else "Failed"
+
+
+def audit_location(run: Run):
+    """Where this restore's transitions are logged: beside the artifact it restores."""
+    try:
+        found = steps.source(run)
+    except (StepFailed, Wait):
+        return None  # no artifact to log beside (yet); the Events and status still record it
+    return steps.s3_client(run, found.storage), found.bucket, audit.audit_key(found.prefix)

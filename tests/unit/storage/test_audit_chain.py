@@ -1,0 +1,32 @@
+"""The audit log's hash chain: extending it keeps it valid; editing or dropping a line breaks it."""
+
+import pytest
+
+from walwarden.storage.audit import GENESIS, AuditChainBroken, _line, verify_chain
+
+
+def chain(records):
+    previous, lines = GENESIS, []
+    for record in records:
+        line, previous = _line(previous, record)
+        lines.append(line)
+    return "\n".join(lines) + "\n", previous
+
+
+def test_a_chain_verifies_to_its_last_hash():
+    text, last = chain([{"reason": "A"}, {"reason": "B"}, {"reason": "C"}])
+    assert verify_chain(text) == last
+    assert verify_chain("") == GENESIS
+
+
+def test_an_edited_line_breaks_the_chain():
+    text, _ = chain([{"reason": "A"}, {"reason": "B"}, {"reason": "C"}])
+    with pytest.raises(AuditChainBroken):
+        verify_chain(text.replace('"reason":"A"', '"reason":"X"'))
+
+
+def test_a_dropped_line_breaks_the_chain():
+    text, _ = chain([{"reason": "A"}, {"reason": "B"}, {"reason": "C"}])
+    lines = text.splitlines()
+    with pytest.raises(AuditChainBroken):
+        verify_chain("\n".join([lines[0], lines[2]]))
