@@ -39,6 +39,8 @@ from pathlib import Path
 from kubernetes import client, config, watch
 from kubernetes.client.rest import ApiException
 
+from devstack.processes import die_with_parent
+
 EXEC_LABEL = "devstack.walwarden.io/exec"
 # Exec pods get their own loopback address, so servers in them bind like pods on a real network.
 POD_IP_NETWORK = ipaddress.ip_network("127.2.0.0/16")
@@ -334,7 +336,7 @@ class Executor:
         with open(run.log_path, "ab") as log_file:
             run.process = subprocess.Popen(argv, env=env, cwd=run.workdir, stdout=log_file,
                                            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                           start_new_session=True)
+                                           start_new_session=True, preexec_fn=die_with_parent)
         run.started_at = now()
         log.info("started %s/%s pid %d: %s", run.namespace, run.name, run.process.pid, argv[0])
 
@@ -463,6 +465,19 @@ class Executor:
                 log.warning("status of %s/%s not written: %s", run.namespace, run.name, error.reason)
 
 
+    def stop_all(self) -> None:
+        """The executor is stopping (the cluster is going down): no pod process may outlive it."""
+        with self.lock:
+            runs = list(self.runs.values())
+        for run in runs:
+            run.stopping = True
+            if run.process and run.process.poll() is None:
+                try:
+                    os.killpg(run.process.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--kubeconfig", required=True)
@@ -471,7 +486,14 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     config.load_kube_config(args.kubeconfig)
     args.state_dir.mkdir(parents=True, exist_ok=True)
-    Executor(client.CoreV1Api(), args.state_dir).serve()
+    executor = Executor(client.CoreV1Api(), args.state_dir)
+
+    def terminate(signum, frame):
+        executor.stop_all()
+        os._exit(0)
+
+    signal.signal(signal.SIGTERM, terminate)
+    executor.serve()
 
 
 if __name__ == "__main__":

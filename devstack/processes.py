@@ -14,7 +14,7 @@ from typing import Callable
 _PR_SET_PDEATHSIG = 1
 
 
-def _die_with_parent() -> None:
+def die_with_parent() -> None:
     # If the test session is killed, its servers must not outlive it and hold ports or files.
     try:
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
@@ -63,7 +63,7 @@ class ManagedProcess:
         log = open(self.log_path, "ab")
         self.popen = subprocess.Popen(
             self.argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            env=self.env, cwd=self.cwd, start_new_session=True, preexec_fn=_die_with_parent,
+            env=self.env, cwd=self.cwd, start_new_session=True, preexec_fn=die_with_parent,
         )
         log.close()
         return self

@@ -27,8 +27,12 @@ class OperatorConfig:
     # Name of the Secret (in the operator's namespace) holding the approval-token HMAC key.
     approval_key_secret: str = "walwarden-approval-key"
     operator_namespace: str = "walwarden-system"
-    # Prometheus metrics and health endpoints (0 disables).
+    # Prometheus metrics (/metrics) and liveness (/healthz) endpoints; 0 disables each.
     metrics_port: int = 0
+    health_port: int = 0
+    listen_address: str = "0.0.0.0"
+    # Logs as JSON lines (for log pipelines) instead of plain text.
+    log_json: bool = False
     # How often a waiting step looks at the world again (seconds).
     poll_seconds: float = 5.0
 
@@ -43,6 +47,9 @@ class OperatorConfig:
             approval_key_secret=os.environ.get("WALWARDEN_APPROVAL_KEY_SECRET", cls.approval_key_secret),
             operator_namespace=os.environ.get("WALWARDEN_OPERATOR_NAMESPACE", cls.operator_namespace),
             metrics_port=int(os.environ.get("WALWARDEN_METRICS_PORT", "0")),
+            health_port=int(os.environ.get("WALWARDEN_HEALTH_PORT", "0")),
+            listen_address=os.environ.get("WALWARDEN_LISTEN_ADDRESS", cls.listen_address),
+            log_json=os.environ.get("WALWARDEN_LOG_FORMAT", "").lower() == "json",
             poll_seconds=float(os.environ.get("WALWARDEN_POLL_SECONDS", cls.poll_seconds)),
         )
         values.update({k: v for k, v in overrides.items() if v is not None})

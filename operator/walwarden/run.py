@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 
 import kopf
 
@@ -11,14 +10,16 @@ from walwarden.config import OperatorConfig
 
 
 def run_operator(config: OperatorConfig, kubeconfig: str | None = None, verbose: bool = False) -> None:
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
-                        format="%(asctime)s %(levelname)s [%(name)s] %(message)s")
+    # kopf's own logging setup: plain text, or JSON lines when asked (WALWARDEN_LOG_FORMAT=json).
+    kopf.configure(verbose=verbose, log_format=kopf.LogFormat.JSON if config.log_json else kopf.LogFormat.FULL)
     import walwarden.handlers  # noqa: F401  (registers the handlers)
 
     memo = kopf.Memo(config=config, kubeconfig=kubeconfig)  # read by the login handler
+    liveness = f"http://{config.listen_address}:{config.health_port}/healthz" if config.health_port else None
     asyncio.run(kopf.operator(
         clusterwide=not config.namespaces,
         namespaces=list(config.namespaces),
         memo=memo,
         standalone=True,  # one replica; no kopf peering objects to install
+        liveness_endpoint=liveness,
     ))

@@ -327,3 +327,18 @@ def test_approval_tokens_are_required_single_use_and_expire(vault, approvals):
     assert vault.wait_finished("restorerequests", "approved")["status"]["phase"] == "Succeeded"
     vault.apply(vault.restore_request("replayed", safetyBackup=False, approvalToken=token))
     assert failure_reason(vault.wait_finished("restorerequests", "replayed")["status"]) == ["TokenReused"]
+
+
+def test_two_restores_in_one_namespace_are_serialized(vault):
+    vault.backup()
+    vault.apply({"apiVersion": "v1", "kind": "List", "items": [
+        vault.restore_request("first", safetyBackup=False), vault.restore_request("second", safetyBackup=False)]})
+    first, second = (vault.wait_finished("restorerequests", name) for name in ("first", "second"))
+    assert first["status"]["phase"] == second["status"]["phase"] == "Succeeded", vault.describe("restorerequests", "second")
+
+    def lock_window(restore):
+        steps = {s["name"]: s for s in restore["status"]["steps"]}
+        return steps["AcquireLock"]["finishedAt"], steps["ReleaseLock"]["finishedAt"]
+
+    (_, first_end), (second_start, _) = sorted([lock_window(first), lock_window(second)])
+    assert first_end <= second_start, "two restores held the namespace lock at once"

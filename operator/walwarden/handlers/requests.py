@@ -14,6 +14,7 @@ from walwarden.backup.workflow import audit_location as backup_audit_location
 from walwarden.restore.workflow import RESTORE_STEPS
 from walwarden.restore.workflow import audit_location as restore_audit_location
 from walwarden.restore.workflow import failed_phase as restore_failed_phase
+from walwarden import metrics
 from walwarden.storage import audit
 from walwarden.engine import Run, advance
 from walwarden.handlers.common import InvalidSpec, announce, parse, record_failure
@@ -99,6 +100,7 @@ def drive(kind: str, steps, request, body: kopf.Body, status, patch: kopf.Patch,
     outcome = advance(steps, run)
     if outcome.finished:
         finish(run, outcome.succeeded, failed_phase(run))
+        metrics.record_finished(kind, body["metadata"]["namespace"], run.status)
     write_audit(run, audit_location, logger)
     run.status["observedGeneration"] = run.generation
     for key, value in run.status.items():

@@ -9,6 +9,7 @@ import kopf
 import kubernetes
 
 from walwarden.api.common import GROUP
+from walwarden import metrics
 from walwarden.context import OperatorContext
 from walwarden.kube.api import Kube
 
@@ -16,6 +17,8 @@ from walwarden.kube.api import Kube
 @kopf.on.startup(id="settings")
 def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_):
     memo.context = OperatorContext(kube=Kube.connect(memo.get("kubeconfig")), config=memo.config)
+    if memo.config.metrics_port:
+        metrics.serve(memo.config.metrics_port, memo.config.listen_address)
     # Our own finalizer and annotation prefix, so nothing collides with other kopf operators.
     settings.persistence.finalizer = f"{GROUP}/finalizer"
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)

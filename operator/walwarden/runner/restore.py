@@ -61,9 +61,20 @@ class RestoreFailed(errors.RunnerError):
 
 @dataclass(frozen=True)
 class Artifact:
-    url: str
+    # The presigned GET URL; or, where the caller holds the object-store credentials (the local
+    # `walwarden restore`), a function signing a fresh one for each download: without staging
+    # room the artifact is downloaded twice, and the second may start after a first URL expired.
+    url: str | Callable[[], str]
     sha256: str
     size: int
+
+    def download_url(self) -> str:
+        return self.url() if callable(self.url) else self.url
+
+
+# Makes the progress reporter of one pass over the artifact, given its label ("download",
+# "verify", "restore"): the Jobs print lines to their log; the local CLI draws a bar.
+ProgressFactory = Callable[[str], Progress]
 
 
 def open_url(url: str) -> BinaryIO:
@@ -80,11 +91,12 @@ def open_url(url: str) -> BinaryIO:
         raise DownloadFailed(f"cannot reach the object store: {type(error).__name__}") from None
 
 
-def copy_verified(artifact: Artifact, sink: Callable[[bytes], None], label: str) -> None:
+def copy_verified(artifact: Artifact, sink: Callable[[bytes], None], label: str,
+                  progress: ProgressFactory = Progress) -> None:
     """Stream the artifact into `sink`, then fail unless its size and sha256 are the manifest's."""
     digest, size = hashlib.sha256(), 0
-    progress = Progress(label)
-    with open_url(artifact.url) as response:
+    reporter = progress(label)
+    with open_url(artifact.download_url()) as response:
         while True:
             try:
                 chunk = response.read(CHUNK)
@@ -95,8 +107,8 @@ def copy_verified(artifact: Artifact, sink: Callable[[bytes], None], label: str)
             digest.update(chunk)
             size += len(chunk)
             sink(chunk)
-            progress.update(size)
-    progress.done(size)
+            reporter.update(size)
+    reporter.done(size)
     if size != artifact.size:
         raise SizeMismatch(f"the artifact is {size} bytes, the manifest says {artifact.size}: it is truncated or "
                            "was replaced; it is not restored")
@@ -113,13 +125,13 @@ def has_room(artifact: Artifact, directory: Path) -> bool:
     return shutil.disk_usage(directory).free > artifact.size * STAGING_HEADROOM
 
 
-def stage(artifact: Artifact, directory: Path) -> Path:
+def stage(artifact: Artifact, directory: Path, progress: ProgressFactory = Progress) -> Path:
     """Download into a file in `directory`, verified; the caller removes it."""
     handle, name = tempfile.mkstemp(prefix="artifact-", suffix=".dump", dir=directory)
     path = Path(name)
     try:
         with os.fdopen(handle, "wb") as file:
-            copy_verified(artifact, file.write, "download")
+            copy_verified(artifact, file.write, "download", progress)
     except BaseException:
         path.unlink(missing_ok=True)
         raise
@@ -189,7 +201,8 @@ def pg_restore_command(database: str, clean: bool, jobs: int | None, path: Path 
     return command
 
 
-def run_restore(artifact: Artifact, database: str, clean: bool, jobs: int) -> None:
+def run_restore(artifact: Artifact, database: str, clean: bool, jobs: int,
+                progress: ProgressFactory = Progress) -> None:
     # Reachability and credentials first: a wrong password must not cost a download.
     if clean:
         _admin_connection(database).close()
@@ -197,18 +210,18 @@ def run_restore(artifact: Artifact, database: str, clean: bool, jobs: int) -> No
         ensure_database(database)
     directory = staging_dir()
     if has_room(artifact, directory):
-        path = stage(artifact, directory)  # verified before the database is touched
+        path = stage(artifact, directory, progress)  # verified before the database is touched
         try:
             _pg_restore(pg_restore_command(database, clean, jobs, path))
         finally:
             path.unlink(missing_ok=True)
         return
     print("not enough staging space: verifying first, then streaming into pg_restore", flush=True)
-    copy_verified(artifact, lambda chunk: None, "verify")
+    copy_verified(artifact, lambda chunk: None, "verify", progress)
     process = subprocess.Popen(pg_restore_command(database, clean, None, None), stdin=subprocess.PIPE,
                                stderr=subprocess.PIPE)
     try:
-        copy_verified(artifact, process.stdin.write, "restore")
+        copy_verified(artifact, process.stdin.write, "restore", progress)
         process.stdin.close()
     except BrokenPipeError:
         pass  # pg_restore stopped early: its exit status says why

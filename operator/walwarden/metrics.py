@@ -1,0 +1,39 @@
+"""Prometheus metrics of the operator (served on WALWARDEN_METRICS_PORT at /metrics).
+
+Recorded when a request finishes, from what its status says, so the numbers are the ones users
+see in `kubectl get`: results by kind, step durations, restore downtime, backup size, and the
+time of the last successful backup per namespace (alert when it gets old).
+"""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram, start_http_server
+
+from walwarden.api import parse_timestamp
+
+REQUESTS = Counter("walwarden_requests_total", "Finished requests, by kind and result (phase)",
+                   ["kind", "namespace", "result"])
+STEP_SECONDS = Histogram("walwarden_step_duration_seconds", "Duration of workflow steps", ["kind", "step"],
+                         buckets=(0.5, 1, 2, 5, 10, 30, 60, 120, 300, 600, 1800, 3600, 7200))
+DOWNTIME_SECONDS = Histogram("walwarden_restore_downtime_seconds", "Seconds the vault's services were stopped "
+                             "by a restore", ["namespace"], buckets=(1, 2, 5, 10, 20, 30, 60, 120, 300, 600, 1800))
+BACKUP_BYTES = Gauge("walwarden_backup_size_bytes", "Size of the last successful backup", ["namespace"])
+LAST_BACKUP = Gauge("walwarden_last_successful_backup_timestamp_seconds",
+                    "Unix time of the last successful backup", ["namespace"])
+
+
+def serve(port: int, address: str) -> None:
+    start_http_server(port, addr=address)
+
+
+def record_finished(kind: str, namespace: str, status: dict) -> None:
+    REQUESTS.labels(kind, namespace, status.get("phase", "Unknown")).inc()
+    for step in status.get("steps", []):
+        if step.get("startedAt") and step.get("finishedAt") and step.get("state") != "Skipped":
+            seconds = (parse_timestamp(step["finishedAt"]) - parse_timestamp(step["startedAt"])).total_seconds()
+            STEP_SECONDS.labels(kind, step["name"]).observe(seconds)
+    if status.get("downtimeSeconds") is not None:
+        DOWNTIME_SECONDS.labels(namespace).observe(status["downtimeSeconds"])
+    if kind == "BackupRequest" and status.get("phase") == "Succeeded":
+        BACKUP_BYTES.labels(namespace).set(status["artifact"]["sizeBytes"])
+        LAST_BACKUP.labels(namespace).set(parse_timestamp(status["completedAt"]).timestamp())
