@@ -44,11 +44,13 @@ class Measurement:
 
 
 def _children(pid: int) -> list[int]:
-    try:
-        with open(f"/proc/{pid}/task/{pid}/children") as f:
-            return [int(child) for child in f.read().split()]
-    except OSError:
-        return []
+    children = []
+    for listing in Path(f"/proc/{pid}/task").glob("*/children"):  # every thread's: any may start one
+        try:
+            children += [int(child) for child in listing.read_text().split()]
+        except OSError:  # the thread or the process ended meanwhile
+            pass
+    return children
 
 
 def _peak_rss(pid: int) -> int:

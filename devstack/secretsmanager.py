@@ -42,7 +42,7 @@ class SecretsManagerServer:
         self.port = 0
         self.process: ManagedProcess | None = None
 
-    def __enter__(self) -> "SecretsManagerServer":
+    def __enter__(self) -> SecretsManagerServer:
         return self.start()
 
     def __exit__(self, *exc) -> None:
@@ -52,7 +52,7 @@ class SecretsManagerServer:
     def endpoint(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self) -> "SecretsManagerServer":
+    def start(self) -> SecretsManagerServer:
         self.port = free_port()
         self.workdir.mkdir(parents=True, exist_ok=True)
         env = {key: value for key, value in os.environ.items() if not key.startswith("AWS_")}

@@ -4,4 +4,5 @@ pytest_plugins = [
     "devstack.pytest_kube",
     "devstack.pytest_s3",
     "devstack.pytest_operator",
+    "devstack.pytest_secretsmanager",
 ]

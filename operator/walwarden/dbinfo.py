@@ -28,7 +28,8 @@ from __future__ import annotations
 import base64
 import json
 import re
-from typing import Any, Iterable, Mapping, Protocol, runtime_checkable
+from collections.abc import Iterable, Mapping
+from typing import Any, Protocol, runtime_checkable
 
 # The keys a db-info secret holds (DESIGN §1). Other keys are kept untouched.
 DB_INFO_KEYS = ("DB_HOST", "DB_PORT", "DB_USER", "DB_PASSWORD", "DB_NAME")
@@ -275,7 +276,9 @@ class AwsSecretsManager:
 
     `update` reads the current version (AWSCURRENT), merges the given keys into it and writes the
     result with PutSecretValue, which becomes the new AWSCURRENT (the previous one stays as
-    AWSPREVIOUS). Nothing is written when the secret already holds the values.
+    AWSPREVIOUS). Nothing is written when the secret already holds the values. Secrets Manager has
+    no compare-and-swap: a change another writer makes to the secret between the read and the
+    write is replaced (only seconds apart; db-info secrets are not rotated during a restore).
     """
 
     kind = "AWS Secrets Manager secret"
@@ -311,8 +314,14 @@ class AwsSecretsManager:
         return getattr(getattr(self.client, "meta", None), "region_name", None) or "ambient region"
 
     def _call(self, verb: str, name: str, secrets: Iterable[str], function, missing_ok: bool = False):
-        from botocore.exceptions import (BotoCoreError, ClientError, ConnectTimeoutError,
-                                         EndpointConnectionError, NoCredentialsError, ReadTimeoutError)
+        from botocore.exceptions import (
+            BotoCoreError,
+            ClientError,
+            ConnectTimeoutError,
+            EndpointConnectionError,
+            NoCredentialsError,
+            ReadTimeoutError,
+        )
 
         where = f"AWS Secrets Manager secret {name}"
         secrets = list(secrets)

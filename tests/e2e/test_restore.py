@@ -342,3 +342,37 @@ def test_two_restores_in_one_namespace_are_serialized(vault):
 
     (_, first_end), (second_start, _) = sorted([lock_window(first), lock_window(second)])
     assert first_end <= second_start, "two restores held the namespace lock at once"
+
+
+def test_redirected_restore_with_aws_secrets_manager_repoints_the_source_of_truth(vault, secrets_manager, tmp_path):
+    vault.backup()
+    names = [f"{ENVIRONMENT}.{vault.namespace}.{service}.db-info" for service in DB_SERVICES]
+    for name in names:  # the source of truth; the Kubernetes Secrets of the same name are its synced copies
+        secrets_manager.create_secret(name, {"DB_HOST": "127.0.0.1", "DB_PORT": str(vault.postgres.port),
+                                             "DB_USER": vault.postgres.superuser,
+                                             "DB_PASSWORD": vault.postgres.password, "DB_NAME": vault.database})
+    vault.operator.stop()
+    vault.operator = OperatorProcess(vault.cluster, vault.namespace, tmp_path / "operator-aws.log", {
+        "WALWARDEN_POLL_SECONDS": "1", "AWS_ACCESS_KEY_ID": secrets_manager.access_key,
+        "AWS_SECRET_ACCESS_KEY": secrets_manager.secret_key, "AWS_EC2_METADATA_DISABLED": "true"}).start()
+    new_database = f"{vault.database}_aws"
+    vault.admin_secret("new-db-admin")
+    vault.apply(vault.restore_request(
+        "redirected-aws", mode="Redirected",
+        target={"secretRef": {"name": "new-db-admin"}, "database": new_database},
+        redirect={"dbHost": "127.0.0.1", "dbName": new_database, "environment": ENVIRONMENT,
+                  "secretBackend": "AWSSecretsManager",
+                  "aws": {"region": secrets_manager.region, "endpoint": secrets_manager.endpoint}}))
+    restore = vault.wait_finished("restorerequests", "redirected-aws")
+    vault.operator.stop()
+    assert restore["status"]["phase"] == "Succeeded", vault.describe("restorerequests", "redirected-aws")
+    import base64
+    client = secrets_manager.client()
+    for name in names:
+        stored = json.loads(client.get_secret_value(SecretId=name)["SecretString"])
+        assert stored["DB_NAME"] == new_database and stored["DB_USER"] == vault.postgres.superuser
+        copy = vault.cluster.kubectl_json(["get", "secret", name, "-n", vault.namespace])["data"]
+        assert base64.b64decode(copy["DB_NAME"]).decode() == new_database
+    assert [a["name"] for a in vault.wallet_accounts()] == account_names(vault.postgres.dsn(new_database))[
+        :len(vault.wallet_accounts())]
+    vault.postgres.drop_database(new_database)

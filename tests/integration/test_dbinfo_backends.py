@@ -8,10 +8,15 @@ import secrets
 
 import pytest
 from kubernetes import client as k8s
+from walwarden.dbinfo import (
+    AwsSecretsManager,
+    DbInfoBackend,
+    DbInfoError,
+    KubernetesSecrets,
+    make_aws_client,
+    refresh_synced_copy,
+)
 
-from devstack.pytest_secretsmanager import secrets_manager  # noqa: F401  (until tests/conftest.py lists it)
-from walwarden.dbinfo import (AwsSecretsManager, DbInfoBackend, DbInfoError, KubernetesSecrets, make_aws_client,
-                              refresh_synced_copy)
 
 pytestmark = pytest.mark.integration
 
@@ -31,7 +36,7 @@ def core(cluster) -> k8s.CoreV1Api:
 
 
 @pytest.fixture
-def aws_backend(secrets_manager) -> AwsSecretsManager:  # noqa: F811
+def aws_backend(secrets_manager) -> AwsSecretsManager:
     return AwsSecretsManager(make_aws_client(secrets_manager.region, secrets_manager.endpoint,
                                              secrets_manager.access_key, secrets_manager.secret_key))
 
@@ -42,7 +47,7 @@ def create_kube_secret(core, namespace: str, name: str, values: dict[str, str]) 
 
 
 @pytest.fixture(params=["Kubernetes", "AWSSecretsManager"])
-def backend_and_create(request, secrets_manager, aws_backend):  # noqa: F811
+def backend_and_create(request, secrets_manager, aws_backend):
     """Each backend, with a function that creates a secret in it the way its owner would."""
     if request.param == "Kubernetes":
         core = k8s.CoreV1Api(request.getfixturevalue("cluster").api_client())
@@ -98,12 +103,12 @@ def test_missing_secret_reads_as_none_and_is_never_created(backend_and_create):
 
 # -- AWS Secrets Manager -------------------------------------------------------------------------------
 
-def _version_ids(secrets_manager, name: str) -> dict[str, list[str]]:  # noqa: F811
+def _version_ids(secrets_manager, name: str) -> dict[str, list[str]]:
     versions = secrets_manager.client().list_secret_version_ids(SecretId=name)["Versions"]
     return {version["VersionId"]: version.get("VersionStages", []) for version in versions}
 
 
-def test_aws_update_makes_one_new_current_version_and_keeps_the_previous(secrets_manager, aws_backend):  # noqa: F811
+def test_aws_update_makes_one_new_current_version_and_keeps_the_previous(secrets_manager, aws_backend):
     name = secret_name()
     secrets_manager.create_secret(name, {**ORIGINAL, "DB_PORT": 5432, "POOL": {"max": 10}})
     aws_backend.update(name, {"DB_HOST": "new-db.vault.internal"})
@@ -120,7 +125,7 @@ def test_aws_update_makes_one_new_current_version_and_keeps_the_previous(secrets
     assert _version_ids(secrets_manager, name) == versions
 
 
-def test_aws_region_is_honoured(secrets_manager):  # noqa: F811
+def test_aws_region_is_honoured(secrets_manager):
     name = secret_name()
     secrets_manager.create_secret(name, ORIGINAL)
     elsewhere = AwsSecretsManager(make_aws_client("us-east-2", secrets_manager.endpoint,
@@ -129,7 +134,7 @@ def test_aws_region_is_honoured(secrets_manager):  # noqa: F811
 
 
 @pytest.mark.parametrize("text", [PASSWORD, json.dumps([PASSWORD, "x"]), "{\"DB_PASSWORD\": \"" + PASSWORD])
-def test_aws_secret_that_is_not_a_json_object(secrets_manager, aws_backend, text):  # noqa: F811
+def test_aws_secret_that_is_not_a_json_object(secrets_manager, aws_backend, text):
     name = secret_name()
     secrets_manager.create_secret(name, text)
     for action in (lambda: aws_backend.read(name), lambda: aws_backend.update(name, {"DB_HOST": "h"})):
@@ -140,7 +145,7 @@ def test_aws_secret_that_is_not_a_json_object(secrets_manager, aws_backend, text
     assert secrets_manager.client().get_secret_value(SecretId=name)["SecretString"] == text  # untouched
 
 
-def test_aws_access_denied_is_clear_and_holds_no_values(secrets_manager):  # noqa: F811
+def test_aws_access_denied_is_clear_and_holds_no_values(secrets_manager):
     name = secret_name()
     secrets_manager.create_secret(name, ORIGINAL)
     read_only = secrets_manager.restricted_credentials(["secretsmanager:GetSecretValue"])
@@ -184,7 +189,7 @@ def test_aws_unreachable_endpoint_is_retryable():
 
 # -- the synced Kubernetes copy ------------------------------------------------------------------------
 
-def test_refresh_synced_copy_after_a_secrets_manager_update(secrets_manager, aws_backend, core, namespace):  # noqa: F811
+def test_refresh_synced_copy_after_a_secrets_manager_update(secrets_manager, aws_backend, core, namespace):
     kube = KubernetesSecrets(core, namespace)
     synced, unsynced = secret_name(namespace=namespace), secret_name(namespace=namespace)
     for name in (synced, unsynced):

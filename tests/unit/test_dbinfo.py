@@ -11,10 +11,19 @@ import pytest
 from botocore.exceptions import EndpointConnectionError, NoCredentialsError, ParamValidationError
 from botocore.stub import Stubber
 from kubernetes.client.rest import ApiException
-
-from walwarden.dbinfo import (AwsSecretsManager, DbInfoBackend, DbInfoError, KubernetesSecrets, as_strings,
-                              changed_keys, make_aws_client, merge_values, parse_secret_string,
-                              refresh_synced_copy, scrub)
+from walwarden.dbinfo import (
+    AwsSecretsManager,
+    DbInfoBackend,
+    DbInfoError,
+    KubernetesSecrets,
+    as_strings,
+    changed_keys,
+    make_aws_client,
+    merge_values,
+    parse_secret_string,
+    refresh_synced_copy,
+    scrub,
+)
 
 PASSWORD = "s3cr3t-Pa55word!"
 CURRENT = {"DB_HOST": "old-db.internal", "DB_PORT": 5432, "DB_USER": "wallet", "DB_PASSWORD": PASSWORD,

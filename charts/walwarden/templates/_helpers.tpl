@@ -1,10 +1,116 @@
+{{/* The name of every object of the release: the release name unless fullnameOverride. */}}
 {{- define "walwarden.fullname" -}}
-{{- printf "%s" .Release.Name | trunc 63 | trimSuffix "-" -}}
+{{- default .Release.Name .Values.fullnameOverride | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{- define "walwarden.selectorLabels" -}}
+app.kubernetes.io/name: walwarden
+app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end -}}
 
 {{- define "walwarden.labels" -}}
-app.kubernetes.io/name: walwarden
-app.kubernetes.io/instance: {{ .Release.Name }}
+{{ include "walwarden.selectorLabels" . }}
 app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
 app.kubernetes.io/managed-by: {{ .Release.Service }}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end -}}
+
+{{/* The operator's image; the runner Jobs use the same one unless operator.runnerImage is set. */}}
+{{- define "walwarden.image" -}}
+{{- printf "%s:%s" .Values.image.repository (.Values.image.tag | default .Chart.AppVersion) -}}
+{{- end -}}
+
+{{- define "walwarden.runnerImage" -}}
+{{- .Values.operator.runnerImage | default (include "walwarden.image" .) -}}
+{{- end -}}
+
+{{/* Comma-separated namespaces the operator watches: empty (cluster-wide) with rbac.scope cluster. */}}
+{{- define "walwarden.watchNamespaces" -}}
+{{- if eq .Values.rbac.scope "namespaces" -}}
+{{- join "," .Values.watchNamespaces -}}
+{{- end -}}
+{{- end -}}
+
+{{/* Cross-field checks JSON Schema cannot word clearly: fail the render with a readable message. */}}
+{{- define "walwarden.validate" -}}
+{{- if and (eq .Values.rbac.scope "namespaces") (empty .Values.watchNamespaces) -}}
+{{- fail "rbac.scope is namespaces: list the namespaces to watch in watchNamespaces" -}}
+{{- end -}}
+{{- if and (eq .Values.rbac.scope "cluster") (not (empty .Values.watchNamespaces)) -}}
+{{- fail "watchNamespaces is only used with rbac.scope: namespaces (rbac.scope cluster watches every namespace)" -}}
+{{- end -}}
+{{- if and .Values.metrics.serviceMonitor.enabled (not .Values.metrics.enabled) -}}
+{{- fail "metrics.serviceMonitor.enabled needs metrics.enabled: true" -}}
+{{- end -}}
+{{- if and .Values.metrics.enabled (eq (int .Values.metrics.port) (int .Values.operator.healthPort)) -}}
+{{- fail "metrics.port and operator.healthPort must differ" -}}
+{{- end -}}
+{{- end -}}
+
+{{/*
+What the operator does with the API in a namespace it watches, and nothing more. The same rules
+go into the ClusterRole (rbac.scope cluster) or into a Role in each watched namespace.
+*/}}
+{{- define "walwarden.rules" -}}
+# kopf watches both kinds (list + watch) to run new requests and resume unfinished ones after a
+# restart, and patches them to keep its progress annotations (walwarden.io/...). The operator
+# gets requests by name: the namespace lock checks whether its holder still runs, a
+# RestoreRequest reads its source BackupRequest. It creates one kind of object only: the safety
+# BackupRequest an InPlace restore takes of its target before overwriting it.
+- apiGroups: ["walwarden.io"]
+  resources: ["backuprequests"]
+  verbs: ["get", "list", "watch", "patch", "create"]
+- apiGroups: ["walwarden.io"]
+  resources: ["restorerequests"]
+  verbs: ["get", "list", "watch", "patch"]
+# kopf writes status (phase, steps, conditions) through the status subresource.
+- apiGroups: ["walwarden.io"]
+  resources: ["backuprequests/status", "restorerequests/status"]
+  verbs: ["patch"]
+# An Event on the request for every transition (the audit trail in `kubectl describe`).
+- apiGroups: [""]
+  resources: ["events"]
+  verbs: ["create"]
+# Secrets, always by name (never list): get — a request's admin connection, S3 credentials,
+# Encryptor Master Passwords, db-info and the auth header; create — the per-backup manifest
+# signing key, the presigned-URL Secrets the runner Jobs read, the db-info snapshot of a
+# Redirected restore; delete — a presigned-URL Secret is replaced by a fresh one before each
+# Job; patch — a Redirected restore repoints each db-info Secret (and rollback puts it back).
+- apiGroups: [""]
+  resources: ["secrets"]
+  verbs: ["get", "create", "delete", "patch"]
+# Single-use approval tokens: the ledger ConfigMap walwarden-approvals (restore/steps.py
+# USED_TOKENS_CONFIGMAP) is read and replaced; created the first time.
+- apiGroups: [""]
+  resources: ["configmaps"]
+  resourceNames: ["walwarden-approvals"]
+  verbs: ["get", "update"]
+- apiGroups: [""]
+  resources: ["configmaps"]
+  verbs: ["create"]
+# One backup or restore at a time per namespace: the Lease walwarden-lock (kube/locks.py
+# LOCK_NAME) is read, taken over (update) and released (delete); created the first time.
+- apiGroups: ["coordination.k8s.io"]
+  resources: ["leases"]
+  resourceNames: ["walwarden-lock"]
+  verbs: ["get", "update", "delete"]
+- apiGroups: ["coordination.k8s.io"]
+  resources: ["leases"]
+  verbs: ["create"]
+# Runner Jobs (dump, verify, restore, rollback): created once, then read for their outcome.
+# Requests own them, so the garbage collector deletes them with the request.
+- apiGroups: ["batch"]
+  resources: ["jobs"]
+  verbs: ["get", "create"]
+# Pods, by label: ScaleDown waits until a tier's pods are gone; a failed Job's pod carries the
+# runner's reason in its termination message.
+- apiGroups: [""]
+  resources: ["pods"]
+  verbs: ["list"]
+# The vault's services, found by name: get — replicas, Ready count, the original-replicas
+# annotation; patch — scale to 0 and back (with that annotation), and the restart annotation
+# that rolls consumers after a Redirected restore. No scale subresource, no delete.
+- apiGroups: ["apps"]
+  resources: ["deployments", "statefulsets"]
+  verbs: ["get", "patch"]
 {{- end -}}

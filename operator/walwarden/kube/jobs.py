@@ -5,10 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from walwarden.kube.api import Conflict, Kube, call
-
 # The runner's last line on failure, which the pod's termination message carries
 # (terminationMessagePolicy FallbackToLogsOnError): "walwarden-error: <Reason>: <message>".
-ERROR_PREFIX = "walwarden-error: "
+from walwarden.runner.errors import ERROR_PREFIX
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass
 
-from walwarden import database, tiers
+from walwarden import database, dbinfo, tiers
 from walwarden.api import (
     DEFAULT_TOPOLOGY,
     RestoreMode,
@@ -160,11 +160,12 @@ def validate(run: Run) -> str:
         raise StepFailed("ServiceNotFound", f"no Deployment or StatefulSet named {', '.join(missing)} in namespace "
                                             f"{namespace}; fix spec.topology to name the vault's services")
     if spec.mode == RestoreMode.REDIRECTED:
-        if spec.redirect.secret_backend != SecretBackend.KUBERNETES:
-            raise StepFailed("SecretBackendNotSupported", "secretBackend AWSSecretsManager is not supported by "
-                                                          "this operator version; use Kubernetes")
+        backend, _ = db_info_backends(run)
         for name in db_info_secret_names(run):
-            require_secret_keys(run, name, ("DB_HOST",), "a service's db-info")
+            values = _db_info(lambda: backend.read(name))
+            if not values or not values.get("DB_HOST"):
+                raise StepFailed("SecretNotFound", f"db-info secret {name} does not exist in "
+                                                   f"{spec.redirect.secret_backend} or has no DB_HOST")
     check_approval(run, found)
     return f"source {found.label} ({found.dump.name}, {found.dump.size_bytes} bytes) and target checked"
 
@@ -437,9 +438,10 @@ def reconfigure(run: Run) -> str:
     if spec.mode != RestoreMode.REDIRECTED:
         raise Skip("InPlace: the services keep their database")
     namespace, kube = meta(run)[0], run.context.kube
+    backend, synced = db_info_backends(run)
     names = db_info_secret_names(run)
     # The originals are kept once, before the first patch; a second pass reuses that snapshot.
-    current = {name: read_secret(kube, namespace, name) or {} for name in names}
+    current = {name: _db_info(lambda name=name: backend.read(name)) or {} for name in names}
     snapshot = {f"{name}.{key}": current[name][key] for name in names for key in DB_INFO_KEYS if key in current[name]}
     ensure_secret(kube, namespace, snapshot_secret_name(run), snapshot, owner_reference(run.body),
                   labels={"walwarden.io/snapshot-of": meta(run)[1]})
@@ -449,11 +451,44 @@ def reconfigure(run: Run) -> str:
     if spec.redirect.db_name:
         new["DB_NAME"] = spec.redirect.db_name
     run.status["secretsRepointed"] = True
-    for name in names:
-        if any(current[name].get(key) != value for key, value in new.items()):
-            kube.core.patch_namespaced_secret(name, namespace, {"stringData": new})
+    not_synced = write_db_info(backend, synced, names, lambda name: new)
     restarted = restart_consumers(run)
-    return f"repointed {len(names)} db-info secrets to {spec.redirect.db_host}; restarted {restarted or 'nothing'}"
+    waiting = f"; no synced Kubernetes copy yet of {', '.join(not_synced)}" if not_synced else ""
+    return (f"repointed {len(names)} db-info secrets ({spec.redirect.secret_backend}) to {spec.redirect.db_host}"
+            f"{waiting}; restarted {restarted or 'nothing'}")
+
+
+def db_info_backends(run: Run) -> tuple[dbinfo.DbInfoBackend, dbinfo.KubernetesSecrets | None]:
+    """Where the db-info secrets are written, and the synced Kubernetes copy (AWS only)."""
+    spec, namespace = spec_of(run), meta(run)[0]
+    kubernetes_secrets = dbinfo.KubernetesSecrets(run.context.kube.core, namespace)
+    if spec.redirect.secret_backend == SecretBackend.AWS_SECRETS_MANAGER:
+        aws = spec.redirect.aws
+        client = _db_info(lambda: dbinfo.make_aws_client(aws.region if aws else None, aws.endpoint if aws else None))
+        return dbinfo.AwsSecretsManager(client), kubernetes_secrets
+    return kubernetes_secrets, None
+
+
+def _db_info(action):
+    """Run a db-info backend call; its errors become a wait (retryable) or a failure."""
+    try:
+        return action()
+    except dbinfo.DbInfoError as error:
+        if error.retryable:
+            raise Wait(f"db-info backend: {error.message}", delay=5) from None
+        raise StepFailed(error.reason, error.message) from None
+
+
+def write_db_info(backend, synced, names: list[str], values_for) -> list[str]:
+    """Write each secret's values (idempotent), and refresh its synced Kubernetes copy at once
+    so restarted consumers read the change; returns the names that have no synced copy yet."""
+    not_synced = []
+    for name in names:
+        values = values_for(name)
+        _db_info(lambda: backend.update(name, values))
+        if synced is not None and not _db_info(lambda: dbinfo.refresh_synced_copy(synced, name, values)):
+            not_synced.append(name)
+    return not_synced
 
 
 def restart_consumers(run: Run, services: list[str] | None = None, marker: str = "reconfigure") -> str:
@@ -556,11 +591,9 @@ def rollback(run: Run) -> str:
     done = []
     if run.status.get("secretsRepointed"):
         snapshot = read_secret(kube, namespace, snapshot_secret_name(run)) or {}
-        for name in db_info_secret_names(run):
-            original = {key: snapshot[f"{name}.{key}"] for key in DB_INFO_KEYS if f"{name}.{key}" in snapshot}
-            current = read_secret(kube, namespace, name) or {}
-            if any(current.get(k) != v for k, v in original.items()):
-                kube.core.patch_namespaced_secret(name, namespace, {"stringData": original})
+        backend, synced = db_info_backends(run)
+        write_db_info(backend, synced, db_info_secret_names(run), lambda name: {
+            key: snapshot[f"{name}.{key}"] for key in DB_INFO_KEYS if f"{name}.{key}" in snapshot})
         done.append("db-info secrets restored from the snapshot")
     if run.status.get("databaseModified") and spec.mode == RestoreMode.IN_PLACE:
         done.append(_restore_safety_backup(run))

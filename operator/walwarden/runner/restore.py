@@ -29,6 +29,7 @@ import psycopg
 from psycopg import sql
 
 from walwarden.runner import errors
+from walwarden.runner.backup import connect
 from walwarden.runner.streams import Progress
 
 CHUNK = 1024 * 1024
@@ -168,18 +169,7 @@ def run_verify(artifact: Artifact) -> None:
 
 
 def _admin_connection(dbname: str) -> psycopg.Connection:
-    try:
-        return psycopg.connect(dbname=dbname, autocommit=True, connect_timeout=10,
-                               application_name="walwarden-runner")
-    except psycopg.OperationalError as error:
-        text = str(error)
-        if "password authentication failed" in text:
-            raise errors.AuthenticationFailed(f"password authentication failed for user "
-                                              f"{os.environ.get('PGUSER')!r}") from None
-        if "does not exist" in text:
-            raise errors.DatabaseNotFound(f"database {dbname!r} does not exist") from None
-        raise errors.DatabaseUnreachable(f"cannot connect to {os.environ.get('PGHOST')}:"
-                                         f"{os.environ.get('PGPORT', '5432')}") from None
+    return connect(dbname, autocommit=True)
 
 
 def ensure_database(database: str) -> None:
