@@ -376,3 +376,22 @@ def test_redirected_restore_with_aws_secrets_manager_repoints_the_source_of_trut
     assert [a["name"] for a in vault.wallet_accounts()] == account_names(vault.postgres.dsn(new_database))[
         :len(vault.wallet_accounts())]
     vault.postgres.drop_database(new_database)
+
+
+def test_deleting_a_restore_mid_flight_starts_the_services_again(vault):
+    import psycopg
+    vault.backup()
+    # A client that stays connected holds the restore in ScaleDown, services stopped: mid-flight.
+    with psycopg.connect(vault.postgres.dsn(vault.database), application_name="straggler") as straggler:
+        vault.apply(vault.restore_request("abandoned", safetyBackup=False,
+                                          sessionPolicy={"onRemaining": "Wait", "waitSeconds": 300}))
+        wait_for(lambda: "straggler" in ((vault.get("restorerequests", "abandoned").get("status") or {})
+                                         .get("message") or ""), 120, "the restore to report the straggler")
+        assert ready_replicas(vault.cluster, vault.namespace)["wallet"] == 0
+        vault.cluster.kubectl(["delete", "restorerequest", "abandoned", "-n", vault.namespace, "--timeout=120s"])
+        straggler.execute("SELECT 1")
+    wait_for(lambda: ready_replicas(vault.cluster, vault.namespace) == vault.replicas, 60, "services back")
+    assert vault.cluster.kubectl(["get", "lease", "walwarden-lock", "-n", vault.namespace], check=False).returncode
+    events = vault.cluster.kubectl_json(["get", "events", "-n", vault.namespace,
+                                         "--field-selector", "involvedObject.name=abandoned"])["items"]
+    assert "ServicesRestarted" in {e["reason"] for e in events}

@@ -16,7 +16,10 @@ from walwarden.restore.workflow import audit_location as restore_audit_location
 from walwarden.restore.workflow import failed_phase as restore_failed_phase
 from walwarden import metrics
 from walwarden.storage import audit
-from walwarden.engine import Run, advance
+from walwarden import tiers
+from walwarden.api import DEFAULT_TOPOLOGY
+from walwarden.common_steps import release_lock
+from walwarden.engine import Run, Wait, advance
 from walwarden.handlers.common import InvalidSpec, announce, parse, record_failure
 
 
@@ -132,3 +135,33 @@ def on_restore_request(body, status, patch, memo, logger, **_):
     if request is not None:
         drive(restore_api.KIND, RESTORE_STEPS, request, body, {**status, **patch.status}, patch, memo, logger,
               audit_location=restore_audit_location, failed_phase=restore_failed_phase)
+
+
+def put_back_on_delete(kind: str, model, body: kopf.Body, status, memo, logger) -> None:
+    """A request deleted mid-flight must not leave the vault stopped: start what it stopped (in
+    start order) and free the lock before the deletion completes (kopf holds a finalizer)."""
+    if is_finished(status.get("phase")):
+        return
+    run = Run(kind, body, model.model_validate(dict(body)).spec, dict(status), memo.context)
+    if run.status.get("originalReplicas"):
+        topology = run.spec.topology or DEFAULT_TOPOLOGY
+        try:
+            tiers.start_in_order(run, memo.context.kube, body["metadata"]["namespace"], topology,
+                                 memo.context.config.poll_seconds)
+        except Wait as wait:
+            raise kopf.TemporaryError(f"deleted mid-flight; restarting the services first: {wait.message}",
+                                      delay=wait.delay)
+        announce(body, "ServicesRestarted", f"{kind} deleted mid-flight: the services it had stopped were started "
+                                            "again with their original replica counts", warning=True)
+    release_lock(run)
+    logger.warning("%s deleted before it finished; services and lock put back", kind)
+
+
+@kopf.on.delete(GROUP, VERSION, backup_api.PLURAL, id="backup-delete", backoff=ERROR_BACKOFF)
+def on_backup_deleted(body, status, memo, logger, **_):
+    put_back_on_delete(backup_api.KIND, BackupRequest, body, status, memo, logger)
+
+
+@kopf.on.delete(GROUP, VERSION, restore_api.PLURAL, id="restore-delete", backoff=ERROR_BACKOFF)
+def on_restore_deleted(body, status, memo, logger, **_):
+    put_back_on_delete(restore_api.KIND, RestoreRequest, body, status, memo, logger)
