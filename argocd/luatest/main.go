@@ -159,10 +159,11 @@ func restrictOs(state *lua.LState) {
 		}
 	}
 	state.SetGlobal(lua.OsLibName, safe)
-	state.PreloadModule(lua.OsLibName, func(l *lua.LState) int {
-		l.Push(safe)
-		return 1
-	})
+	if pkg, ok := state.GetGlobal(lua.LoadLibName).(*lua.LTable); ok {
+		if loaded, ok := pkg.RawGetString("loaded").(*lua.LTable); ok {
+			loaded.RawSetString(lua.OsLibName, safe)
+		}
+	}
 }
 
 // toLua converts a decoded JSON value into the Lua value Argo CD hands a health script.

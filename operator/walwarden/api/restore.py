@@ -334,7 +334,7 @@ class PlannedService(StatusModel):
     """A service the restore stops and starts again."""
 
     name: ServiceName = Field(description="Deployment or StatefulSet name.")
-    tier: int = Field(ge=0, description="Stop tier, 0 stops first.")
+    tier: int = Field(ge=1, description="Stop tier, 1 stops first (and starts last).")
     replicas: int = Field(ge=0, description="Replicas now, restored after the restore.")
 
 

@@ -39,6 +39,7 @@ DB_SECRET_KEYS = ("host", "port", "user", "password")
 DB_INFO_KEYS = ("DB_HOST", "DB_PORT", "DB_NAME")
 PRESIGNED_URL_SECONDS = 15 * 60
 USED_TOKENS_CONFIGMAP = "walwarden-approvals"
+RECONNECT_GRACE_SECONDS = 30  # after the first termination, how long reconnecting clients are tolerated
 
 
 def spec_of(run: Run) -> RestoreRequestSpec:
@@ -189,6 +190,9 @@ def check_approval(run: Run, found: Source) -> None:
                                      sha256=found.dump.sha256, mode=str(spec.mode), namespace=namespace)
     except tokens.TokenError as error:
         raise StepFailed(str(error.reason), f"approval token refused: {error.message}") from None
+    except ValueError as error:  # e.g. a key too short to be safe
+        raise StepFailed("ApprovalKeyInvalid", f"the approval key in Secret {config.operator_namespace}/"
+                                               f"{config.approval_key_secret} is not usable: {error}") from None
     if not spec.dry_run:
         _consume_token(run, claims)
     run.status["approvalTokenId"] = claims.token_id
@@ -397,6 +401,11 @@ def check_sessions(run: Run) -> str:
     if policy.on_remaining == "Wait":
         raise StepFailed("SessionsRemain", f"{len(sessions)} session(s) still connected to {dbname} after "
                                            f"{policy.wait_seconds}s: {listed}")
+    if waited > policy.wait_seconds + RECONNECT_GRACE_SECONDS:
+        # Terminated and back again: a client that was not stopped keeps reconnecting. Never loop.
+        raise StepFailed("SessionsRemain", f"clients keep reconnecting to {dbname} after being terminated: "
+                                           f"{listed}. Stop them (add their service to spec.topology's stop "
+                                           "tiers) and create a new request")
     database.terminate_sessions(secret, sessions)
     run.event("SessionsTerminated", f"terminated {len(sessions)} session(s) on {dbname}: {listed}", warning=True)
     raise Wait(f"terminated {len(sessions)} session(s); checking again", delay=1)
@@ -422,7 +431,28 @@ def restore(run: Run) -> str:
     outcome = _run_job(run, manifest, start, f"pg_restore of {found.dump.name} into {target_database(run)}")
     if outcome.state == "Failed":
         raise StepFailed(outcome.reason or "RestoreFailed", f"pg_restore failed: {outcome.message}")
-    return f"Job {manifest['metadata']['name']} restored {found.dump.size_bytes} bytes into {target_database(run)}"
+    restored = f"Job {manifest['metadata']['name']} restored {found.dump.size_bytes} bytes into {target_database(run)}"
+    return "; ".join([restored, *compare_row_counts(run)])
+
+
+def compare_row_counts(run: Run) -> list[str]:
+    """Row counts against the manifest, while the services are still stopped (their writes after
+    start-up would make any comparison meaningless)."""
+    spec = spec_of(run)
+    checks: list[str] = []
+    if spec.verify.compare_row_counts and source(run).dump.row_counts:
+        expected = source(run).dump.row_counts
+        try:
+            actual = database.row_counts(target_secret(run), target_database(run), list(expected))
+        except database.DatabaseError as error:
+            raise StepFailed(error.reason, f"cannot count rows on the target: {error.message}") from None
+        different = {table: (count, actual.get(table)) for table, count in expected.items()
+                     if actual.get(table) != count}
+        if different:
+            listed = ", ".join(f"{t}: {a} rows, manifest {e}" for t, (e, a) in list(different.items())[:5])
+            raise StepFailed("RowCountMismatch", f"the restored database differs from the backup: {listed}")
+        checks.append(f"row counts of {len(expected)} tables match the manifest")
+    return checks
 
 
 # -- Reconfigure ----------------------------------------------------------------------------------------
@@ -568,18 +598,6 @@ def verify(run: Run) -> str:
                 raise StepFailed("VerifyFailed", f"{problem} after {spec.verify.timeout_seconds}s")
             raise Wait(problem, delay=poll(run))
         checks.append(f"{what} OK")
-    if spec.verify.compare_row_counts and source(run).dump.row_counts:
-        expected = source(run).dump.row_counts
-        try:
-            actual = database.row_counts(target_secret(run), target_database(run), list(expected))
-        except database.DatabaseError as error:
-            raise StepFailed(error.reason, f"cannot count rows on the target: {error.message}") from None
-        different = {table: (count, actual.get(table)) for table, count in expected.items()
-                     if actual.get(table) != count}
-        if different:
-            listed = ", ".join(f"{t}: {a} rows, manifest {e}" for t, (e, a) in list(different.items())[:5])
-            raise StepFailed("RowCountMismatch", f"the restored database differs from the backup: {listed}")
-        checks.append(f"row counts of {len(expected)} tables match the manifest")
     return "; ".join(["pods Ready", *checks])
 
 

@@ -7,10 +7,11 @@
                   (any failure here ends with every service untouched)
     SafetyBackup  InPlace: a BackupRequest of the target, so a failed restore can be undone
     ScaleDown     stop wallet → policy nodes → nats, each tier gone; no application sessions left
-    Restore       a Job verifies the sha256 again, then pg_restore --exit-on-error
+    Restore       a Job verifies the sha256 again, then pg_restore --exit-on-error; row counts
+                  match the manifest (checked while the services are still stopped)
     Reconfigure   Redirected: snapshot and repoint every db-info secret; restart orchestrator
     ScaleUp       start nats → policy nodes → wallet with their original replica counts
-    Verify        pods Ready, wallet /health, /api/v2/accounts has data, row counts match
+    Verify        pods Ready, wallet /health, /api/v2/accounts has data
     Rollback      only after a failure: original secrets, safety backup (by policy), services
     ReleaseLock   always
 """

@@ -352,7 +352,7 @@ FULL_RESTORE = RestoreRequest.model_validate(
             },
             "plan": {
                 "steps": ["Validate"],
-                "services": [{"name": "wallet", "tier": 0, "replicas": 2}],
+                "services": [{"name": "wallet", "tier": 1, "replicas": 2}],
                 "secrets": ["a"],
             },
         },

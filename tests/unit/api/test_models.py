@@ -241,7 +241,7 @@ def test_restore_status_round_trips_steps_plan_and_replicas():
             "originalReplicas": {"wallet": 2, "nats": 3},
             "plan": {
                 "steps": ["Validate", "Preflight"],
-                "services": [{"name": "wallet", "tier": 0, "replicas": 2}],
+                "services": [{"name": "wallet", "tier": 1, "replicas": 2}],
                 "secrets": ["prod.vault.wallet.db-info"],
                 "dataLossWindow": {"backupTime": "2025-03-01T00:00:00Z", "seconds": 43200.0},
             },
