@@ -21,11 +21,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     commands.add_parser("crds", help="print the CustomResourceDefinitions generated from the API models")
 
+    from walwarden import local_restore
     from walwarden.runner import cli as runner_cli
     from walwarden.security import token_cli
 
     runner_cli.add_runner_parser(commands)
     token_cli.add_token_parser(commands)
+    local_restore.add_restore_parser(commands)
     return parser
 
 
@@ -47,6 +49,10 @@ def main(argv: list[str] | None = None) -> int:
         from walwarden.security import token_cli
 
         return token_cli.run(args)
+    if args.command == "restore":
+        from walwarden import local_restore
+
+        return local_restore.run(args)
     if args.command == "crds":
         from walwarden.api.crdgen import build_crds, to_yaml
 

@@ -31,6 +31,9 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_):
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
     settings.networking.request_timeout = 60
+    # No cluster-wide scans of namespaces and CRDs: least-privilege RBAC does not grant them, and
+    # kopf would retry them for a minute at start-up.
+    settings.scanning.disabled = True
 
 
 @kopf.on.login(id="login")
@@ -42,7 +45,9 @@ def login(memo: kopf.Memo, logger, **kwargs):
         return kopf.login_with_service_account(**kwargs)
     configuration = kubernetes.client.Configuration()
     kubernetes.config.load_kube_config(config_file=kubeconfig, client_configuration=configuration)
-    token = (configuration.api_key or {}).get("authorization", "").removeprefix("Bearer ").strip() or None
+    # The client keeps a token kubeconfig's (or exec plugin's) token under "BearerToken".
+    api_key = configuration.api_key or {}
+    token = (api_key.get("BearerToken") or api_key.get("authorization") or "").removeprefix("Bearer ").strip() or None
     return kopf.ConnectionInfo(
         server=configuration.host,
         ca_path=configuration.ssl_ca_cert,
