@@ -115,8 +115,8 @@ def add_restore_parser(subparsers) -> argparse.ArgumentParser:
                              "restore into another database, created when missing (default: InPlace)")
     parser.add_argument("--jobs", type=_positive_int, default=2, help="parallel pg_restore jobs (default: 2)")
     parser.add_argument("--endpoint", help="URL of an S3-compatible server")
-    parser.add_argument("--region", help="the bucket's region (default: your AWS configuration, else the bucket's "
-                                         "own region as S3 reports it)")
+    parser.add_argument("--region", help="the bucket's region, which presigned URLs are signed for (default: the "
+                                         "bucket's own, as S3 reports it)")
     parser.add_argument("--force-path-style", action="store_true", help="path-style bucket addressing")
     parser.add_argument("--yes", action="store_true", help="do not ask before an InPlace restore")
     return parser
@@ -169,11 +169,12 @@ class Target:
 
     def describe(self) -> str:
         """For the confirmation prompt: where, never the password."""
-        env = self.environment
-        where = f"{env.get('PGHOST') or os.environ.get('PGHOST') or 'localhost'}:" \
-                f"{env.get('PGPORT') or os.environ.get('PGPORT') or '5432'}"
-        user = env.get("PGUSER") or os.environ.get("PGUSER")
-        return f"database {self.database!r} on {where}" + (f" as {user}" if user else "")
+        def setting(variable: str, default: str = "") -> str:  # as libpq sees it: the DSN, else the environment
+            return self.environment.get(variable) or os.environ.get(variable) or default
+
+        user = setting("PGUSER")
+        return (f"database {self.database!r} on {setting('PGHOST', 'localhost')}:{setting('PGPORT', '5432')}"
+                + (f" as {user}" if user else ""))
 
 
 def restore(args: argparse.Namespace) -> None:

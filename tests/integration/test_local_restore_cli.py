@@ -75,8 +75,11 @@ class LocalRestore:
         return outcome
 
     def pg_restore_calls(self) -> list[str]:
-        """What the pg_restore wrapper recorded: its arguments, one per line, then 'PGPASSWORD set'."""
-        return self.pg_restore_log.read_text().splitlines() if self.pg_restore_log.exists() else []
+        """What the pg_restore wrapper recorded: its arguments, one per line, then 'PGPASSWORD set'.
+        Neither the password nor a DSN is ever among the arguments."""
+        calls = self.pg_restore_log.read_text().splitlines() if self.pg_restore_log.exists() else []
+        assert not any(self.postgres.password in arg or "postgresql://" in arg for arg in calls), calls
+        return calls
 
 
 @pytest.fixture
