@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from walwarden.api import ConditionType, S3Storage
+from walwarden.api import ConditionType, S3Storage, Topology
 from walwarden.engine import Run, StepFailed, Wait
 from walwarden.kube import locks
 from walwarden.kube.secrets import read_secret
@@ -68,3 +68,8 @@ def s3_client(run: Run, s3: S3Storage):
         access_key, secret_key = data.get("accessKeyId"), data.get("secretAccessKey")
     return storage.make_client(region=s3.region, endpoint=s3.endpoint, force_path_style=s3.force_path_style,
                                access_key=access_key, secret_key=secret_key)
+
+
+def topology_of(run: Run) -> Topology:
+    """The request's services: its spec.topology, else the operator's default profile."""
+    return run.spec.topology or run.context.config.default_topology

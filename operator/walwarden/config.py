@@ -7,10 +7,18 @@ import json
 import os
 from dataclasses import dataclass, field
 
+from walwarden.api import DEFAULT_TOPOLOGY, SecretBackend, Topology
+
 
 def _env_bool(name: str, default: bool) -> bool:
     value = os.environ.get(name)
     return default if value is None else value.strip().lower() in ("1", "true", "yes", "on")
+
+
+def _topology(text: str | None) -> Topology:
+    """WALWARDEN_DEFAULT_TOPOLOGY, validated like a request's spec.topology; a bad value stops
+    the operator at start-up with the model's error rather than mid-restore."""
+    return Topology.model_validate_json(text) if text and text.strip() not in ("", "{}") else DEFAULT_TOPOLOGY
 
 
 @dataclass(frozen=True)
@@ -35,6 +43,10 @@ class OperatorConfig:
     log_json: bool = False
     # How often a waiting step looks at the world again (seconds).
     poll_seconds: float = 5.0
+    # The vault's services when a request has no spec.topology (JSON of the Topology model).
+    default_topology: Topology = DEFAULT_TOPOLOGY
+    # Where db-info secrets live when a Redirected request does not say (spec.redirect.secretBackend).
+    default_secret_backend: SecretBackend = SecretBackend.KUBERNETES
 
     @classmethod
     def from_environment(cls, **overrides) -> "OperatorConfig":
@@ -51,6 +63,9 @@ class OperatorConfig:
             listen_address=os.environ.get("WALWARDEN_LISTEN_ADDRESS", cls.listen_address),
             log_json=os.environ.get("WALWARDEN_LOG_FORMAT", "").lower() == "json",
             poll_seconds=float(os.environ.get("WALWARDEN_POLL_SECONDS", cls.poll_seconds)),
+            default_topology=_topology(os.environ.get("WALWARDEN_DEFAULT_TOPOLOGY")),
+            default_secret_backend=SecretBackend(
+                os.environ.get("WALWARDEN_DEFAULT_SECRET_BACKEND") or SecretBackend.KUBERNETES),
         )
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)

@@ -395,3 +395,16 @@ def test_deleting_a_restore_mid_flight_starts_the_services_again(vault):
     events = vault.cluster.kubectl_json(["get", "events", "-n", vault.namespace,
                                          "--field-selector", "involvedObject.name=abandoned"])["items"]
     assert "ServicesRestarted" in {e["reason"] for e in events}
+
+
+def test_the_operators_default_topology_applies_to_requests_without_one(vault, tmp_path):
+    vault.backup()
+    vault.operator.stop()
+    vault.operator = OperatorProcess(vault.cluster, vault.namespace, tmp_path / "operator-profile.log", {
+        "WALWARDEN_POLL_SECONDS": "1",
+        "WALWARDEN_DEFAULT_TOPOLOGY": json.dumps({"stopTiers": [["wallet"], ["nats"]]})}).start()
+    vault.apply(vault.restore_request("profile", dryRun=True))
+    status = vault.wait_finished("restorerequests", "profile")["status"]
+    vault.operator.stop()
+    assert status["phase"] == "Succeeded", json.dumps(status, indent=1)
+    assert [(s["name"], s["tier"]) for s in status["plan"]["services"]] == [("wallet", 1), ("nats", 2)]

@@ -181,11 +181,11 @@ class Redirect(SpecModel):
             "The <environment> part of the db-info secret names, <environment>.<namespace>.<service>.db-info."
         ),
     )
-    secret_backend: SecretBackend = Field(
-        SecretBackend.KUBERNETES,
+    secret_backend: SecretBackend | None = Field(
+        None,
         description=(
             "Where the db-info secrets are patched: Kubernetes Secrets or AWS Secrets Manager "
-            "(synced into the cluster)."
+            "(synced into the cluster). Unset: the operator's default (Kubernetes unless configured)."
         ),
     )
     aws: AwsSecretsManager | None = Field(

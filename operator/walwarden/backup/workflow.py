@@ -15,9 +15,9 @@ from __future__ import annotations
 
 import secrets
 
-from walwarden.api import DEFAULT_TOPOLOGY, BackupRequestSpec
+from walwarden.api import BackupRequestSpec
 from walwarden.backup import job as backup_job
-from walwarden.common_steps import acquire_lock, meta, release_lock, require_secret_keys, s3_client
+from walwarden.common_steps import acquire_lock, meta, release_lock, require_secret_keys, s3_client, topology_of
 from walwarden.engine import Run, Skip, Step, StepFailed, Wait
 from walwarden.kube import jobs
 from walwarden.kube import runner_job
@@ -45,7 +45,7 @@ def validate(run: Run) -> str:
     for emp in spec.encryptor_secrets:
         require_secret_keys(run, emp.name, (emp.key,), "an Encryptor Master Password")
     if spec.quiesce:
-        missing = tiers.missing_services(run.context.kube, meta(run)[0], spec.topology or DEFAULT_TOPOLOGY)
+        missing = tiers.missing_services(run.context.kube, meta(run)[0], topology_of(run))
         if missing:
             raise StepFailed("ServiceNotFound", f"quiesce needs the services {', '.join(missing)}, which this "
                                                 "namespace does not have; fix spec.topology or set quiesce: false")
@@ -56,7 +56,7 @@ def quiesce(run: Run) -> str:
     spec = _spec(run)
     if not spec.quiesce:
         raise Skip("spec.quiesce is false: services keep running during the dump")
-    return tiers.stop_in_order(run, run.context.kube, meta(run)[0], spec.topology or DEFAULT_TOPOLOGY,
+    return tiers.stop_in_order(run, run.context.kube, meta(run)[0], topology_of(run),
                                run.context.config.poll_seconds)
 
 
@@ -122,7 +122,7 @@ def resume(run: Run) -> str:
     spec = _spec(run)
     if not spec.quiesce:
         raise Skip("nothing was stopped")
-    return tiers.start_in_order(run, run.context.kube, meta(run)[0], spec.topology or DEFAULT_TOPOLOGY,
+    return tiers.start_in_order(run, run.context.kube, meta(run)[0], topology_of(run),
                                 run.context.config.poll_seconds)
 
 

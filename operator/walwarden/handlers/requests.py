@@ -17,8 +17,7 @@ from walwarden.restore.workflow import failed_phase as restore_failed_phase
 from walwarden import metrics
 from walwarden.storage import audit
 from walwarden import tiers
-from walwarden.api import DEFAULT_TOPOLOGY
-from walwarden.common_steps import release_lock
+from walwarden.common_steps import release_lock, topology_of
 from walwarden.engine import Run, Wait, advance
 from walwarden.handlers.common import InvalidSpec, announce, parse, record_failure
 
@@ -144,7 +143,7 @@ def put_back_on_delete(kind: str, model, body: kopf.Body, status, memo, logger) 
         return
     run = Run(kind, body, model.model_validate(dict(body)).spec, dict(status), memo.context)
     if run.status.get("originalReplicas"):
-        topology = run.spec.topology or DEFAULT_TOPOLOGY
+        topology = topology_of(run)
         try:
             tiers.start_in_order(run, memo.context.kube, body["metadata"]["namespace"], topology,
                                  memo.context.config.poll_seconds)

@@ -12,7 +12,6 @@ from dataclasses import dataclass
 
 from walwarden import database, dbinfo, tiers
 from walwarden.api import (
-    DEFAULT_TOPOLOGY,
     RestoreMode,
     RestoreRequestSpec,
     RollbackPolicy,
@@ -25,7 +24,7 @@ from walwarden.api import (
 )
 from walwarden.api.common import GROUP, VERSION
 from walwarden.backup.job import artifact_prefix
-from walwarden.common_steps import meta, require_secret_keys, s3_client
+from walwarden.common_steps import meta, require_secret_keys, s3_client, topology_of
 from walwarden.engine import Run, Skip, StepFailed, Wait
 from walwarden.kube import jobs, workloads
 from walwarden.kube.api import Conflict, call, owner_reference
@@ -47,7 +46,11 @@ def spec_of(run: Run) -> RestoreRequestSpec:
 
 
 def topology(run: Run) -> Topology:
-    return spec_of(run).topology or DEFAULT_TOPOLOGY
+    return topology_of(run)
+
+
+def secret_backend(run: Run) -> SecretBackend:
+    return spec_of(run).redirect.secret_backend or run.context.config.default_secret_backend
 
 
 def poll(run: Run) -> float:
@@ -166,7 +169,7 @@ def validate(run: Run) -> str:
             values = _db_info(lambda: backend.read(name))
             if not values or not values.get("DB_HOST"):
                 raise StepFailed("SecretNotFound", f"db-info secret {name} does not exist in "
-                                                   f"{spec.redirect.secret_backend} or has no DB_HOST")
+                                                   f"{secret_backend(run)} or has no DB_HOST")
     check_approval(run, found)
     return f"source {found.label} ({found.dump.name}, {found.dump.size_bytes} bytes) and target checked"
 
@@ -484,7 +487,7 @@ def reconfigure(run: Run) -> str:
     not_synced = write_db_info(backend, synced, names, lambda name: new)
     restarted = restart_consumers(run)
     waiting = f"; no synced Kubernetes copy yet of {', '.join(not_synced)}" if not_synced else ""
-    return (f"repointed {len(names)} db-info secrets ({spec.redirect.secret_backend}) to {spec.redirect.db_host}"
+    return (f"repointed {len(names)} db-info secrets ({secret_backend(run)}) to {spec.redirect.db_host}"
             f"{waiting}; restarted {restarted or 'nothing'}")
 
 
@@ -492,7 +495,7 @@ def db_info_backends(run: Run) -> tuple[dbinfo.DbInfoBackend, dbinfo.KubernetesS
     """Where the db-info secrets are written, and the synced Kubernetes copy (AWS only)."""
     spec, namespace = spec_of(run), meta(run)[0]
     kubernetes_secrets = dbinfo.KubernetesSecrets(run.context.kube.core, namespace)
-    if spec.redirect.secret_backend == SecretBackend.AWS_SECRETS_MANAGER:
+    if secret_backend(run) == SecretBackend.AWS_SECRETS_MANAGER:
         aws = spec.redirect.aws
         client = _db_info(lambda: dbinfo.make_aws_client(aws.region if aws else None, aws.endpoint if aws else None))
         return dbinfo.AwsSecretsManager(client), kubernetes_secrets
