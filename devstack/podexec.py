@@ -24,6 +24,7 @@ import datetime as dt
 import ipaddress
 import logging
 import os
+import random
 import re
 import shlex
 import shutil
@@ -206,7 +207,8 @@ class Executor:
         self.state_dir = state_dir
         self.runs: dict[str, PodRun] = {}
         self.lock = threading.Lock()
-        self._next_ip = 1
+        # A random start: two local stacks on one machine must not hand out the same pod IPs.
+        self._next_ip = random.randint(1, POD_IP_NETWORK.num_addresses // 2)
         self.base_path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
 
     # The watch loop and periodic resync both funnel into `observe`.
@@ -312,6 +314,14 @@ class Executor:
             if volume is None:
                 raise ConfigError(f"volumeMount {mount.name} has no volume")
             files = resolver.volume_files(volume)
+            if self._would_hide_the_stack(run, mount.mount_path):
+                if files is None:
+                    # An emptyDir at e.g. /tmp would hide the clone, the venv or the pod's own
+                    # directory when they live there: the process uses the host directory instead.
+                    log.info("%s/%s: emptyDir %s not mounted (it would hide this machine's %s)",
+                             run.namespace, run.name, mount.name, mount.mount_path)
+                    continue
+                raise ConfigError(f"volume {mount.name} at {mount.mount_path} would hide the local stack's files")
             host_dir = run.workdir / "volumes" / mount.name
             host_dir.mkdir(parents=True, exist_ok=True)
             for relative, content in (files or {}).items():
@@ -321,6 +331,12 @@ class Executor:
                 target.chmod(0o400)
             mounts.append((host_dir, mount.mount_path))
         return mounts
+
+    @staticmethod
+    def _would_hide_the_stack(run: PodRun, mount_path: str) -> bool:
+        target = Path(mount_path)
+        needed = [run.workdir, Path(sys.prefix), Path(sys.executable).resolve(), Path(__file__).resolve()]
+        return any(path == target or target in path.parents for path in needed)
 
     @staticmethod
     def _in_mount_namespace(mounts: list[tuple[Path, str]], argv: list[str]) -> list[str]:
