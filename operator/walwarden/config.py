@@ -43,6 +43,9 @@ class OperatorConfig:
     log_json: bool = False
     # How often a waiting step looks at the world again (seconds).
     poll_seconds: float = 5.0
+    # How long one pass keeps looking (every 0.1–1 s) at a step that is already waiting, before it
+    # hands back to the poll interval: stops, starts and Job ends are noticed at once (downtime).
+    settle_seconds: float = 5.0
     # The vault's services when a request has no spec.topology (JSON of the Topology model).
     default_topology: Topology = DEFAULT_TOPOLOGY
     # Where db-info secrets live when a Redirected request does not say (spec.redirect.secretBackend).
@@ -63,6 +66,7 @@ class OperatorConfig:
             listen_address=os.environ.get("WALWARDEN_LISTEN_ADDRESS", cls.listen_address),
             log_json=os.environ.get("WALWARDEN_LOG_FORMAT", "").lower() == "json",
             poll_seconds=float(os.environ.get("WALWARDEN_POLL_SECONDS", cls.poll_seconds)),
+            settle_seconds=float(os.environ.get("WALWARDEN_SETTLE_SECONDS", cls.settle_seconds)),
             default_topology=_topology(os.environ.get("WALWARDEN_DEFAULT_TOPOLOGY")),
             default_secret_backend=SecretBackend(
                 os.environ.get("WALWARDEN_DEFAULT_SECRET_BACKEND") or SecretBackend.KUBERNETES),

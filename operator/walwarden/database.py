@@ -13,6 +13,7 @@ from psycopg import sql
 
 CONNECT_TIMEOUT = 10
 APPLICATION_NAME = "walwarden-operator"
+RUNNER_APPLICATION_NAME = "walwarden-runner"  # runner/backup.py connect()
 
 
 class DatabaseError(Exception):
@@ -69,12 +70,14 @@ def database_exists(secret: dict[str, str], dbname: str) -> bool:
 
 
 def application_sessions(secret: dict[str, str], dbname: str) -> list[Session]:
-    """Client sessions on `dbname`, other than the operator's own."""
+    """Client sessions on `dbname`, other than Walwarden's own: the operator's, and the staged
+    restore Job's brief login check (application names walwarden-operator, walwarden-runner)."""
     with connect(secret, "postgres") as connection:
         rows = connection.execute(
             "SELECT pid, usename, application_name, coalesce(host(client_addr), '') FROM pg_stat_activity "
             "WHERE datname = %s AND pid <> pg_backend_pid() AND backend_type = 'client backend' "
-            "AND application_name <> %s ORDER BY pid", (dbname, APPLICATION_NAME)).fetchall()
+            "AND application_name NOT IN (%s, %s) ORDER BY pid", (dbname, APPLICATION_NAME, RUNNER_APPLICATION_NAME)
+        ).fetchall()
     return [Session(*row) for row in rows]
 
 

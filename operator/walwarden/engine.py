@@ -8,11 +8,19 @@ A step that fails puts the workflow into its failure path: the remaining ordinar
 skipped and only the `always` steps (put the world back: restart services, release the lock) run.
 Steps look at the world before acting, so running one again after an operator restart repeats
 nothing destructive.
+
+Settling: a step that is already known to be waiting (its Running state was written by an earlier
+pass) is looked at again within the same pass, quickly at first, for up to `settle_seconds`
+before the pass ends with a kopf retry. A tier that stops in two seconds or a Job that ends is
+then noticed within a fraction of a second instead of a whole poll interval — while the vault is
+down, that is downtime. A step's first wait always ends the pass at once, so `status.steps`
+shows it Running before the pass settles on it.
 """
 
 from __future__ import annotations
 
 import copy
+import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -110,7 +118,29 @@ def _finish(run: Run, entry: dict, state: StepState, message: str | None) -> Non
         entry["message"] = message
 
 
-def advance(steps: list[Step], run: Run) -> Outcome:
+# Settling re-checks a waiting step after these pauses (seconds), the last one repeating.
+SETTLE_PAUSES = (0.1, 0.2, 0.3, 0.5, 1.0)
+# How soon kopf calls again after a step's first wait (its Running state just written).
+FIRST_WAIT_DELAY = 0.2
+
+
+def _run_settling(step: Step, run: Run, settle_seconds: float, clock, sleep) -> str | None:
+    """Run `step`; while it waits, look again (shortly, then less often) until `settle_seconds`
+    have passed; the last Wait is raised."""
+    deadline = clock() + settle_seconds
+    for attempt in range(10_000):
+        try:
+            return step.run(run)
+        except Wait as wait:
+            pause = min(SETTLE_PAUSES[min(attempt, len(SETTLE_PAUSES) - 1)], wait.delay)
+            if clock() + pause > deadline:
+                raise
+            sleep(pause)
+    raise AssertionError("unreachable: the deadline ends the loop")
+
+
+def advance(steps: list[Step], run: Run, settle_seconds: float = 0.0, clock=time.monotonic,
+            sleep=time.sleep) -> Outcome:
     """Run the next unfinished steps; return whether the workflow has finished, or wait."""
     run.status = copy.deepcopy(run.status)
     run.status.setdefault("startedAt", _now())
@@ -124,16 +154,19 @@ def advance(steps: list[Step], run: Run) -> Outcome:
         if step.only_on_failure and not run.failed:
             _finish(run, entry, StepState.SKIPPED, "nothing failed")
             continue
-        if entry["state"] == StepState.PENDING:
+        started_now = entry["state"] == StepState.PENDING
+        if started_now:
             entry.update(state=StepState.RUNNING.value, startedAt=_now())
             entry.pop("message", None)
             run.event(f"{step.name}Started", f"step {step.name} started")
         run.status["currentStep"] = step.name
         try:
-            message = step.run(run)
+            message = step.run(run) if started_now else _run_settling(step, run, settle_seconds, clock, sleep)
         except Wait as wait:
             entry["message"] = wait.message
             run.status["message"] = f"{step.name}: {wait.message}"
+            if started_now and settle_seconds > 0:
+                wait = Wait(wait.message, delay=min(wait.delay, FIRST_WAIT_DELAY))
             return Outcome(finished=False, waiting=wait)
         except Skip as skip:
             _finish(run, entry, StepState.SKIPPED, str(skip) or "does not apply")

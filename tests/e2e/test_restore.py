@@ -88,6 +88,11 @@ class Vault:
                                           "-n", self.namespace])["data"]
 
 
+def parse_time(text: str) -> float:
+    from datetime import datetime
+    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+
+
 def account_names(dsn: str) -> list[str]:
     import psycopg
     with psycopg.connect(dsn) as connection:
@@ -138,6 +143,10 @@ def test_in_place_restore_brings_the_backed_up_accounts_back(vault):
     assert status["originalReplicas"] == {k: v for k, v in vault.replicas.items() if k != "orchestrator"}
     restore_jobs = vault.cluster.kubectl_json(["get", "jobs", "-n", vault.namespace, "-l", "walwarden.io/role=restore"])
     assert len(restore_jobs["items"]) == 1
+    # Staged: the restore Job was there before the first service stopped, and pg_restore ran on the go.
+    job_created = restore_jobs["items"][0]["metadata"]["creationTimestamp"]
+    assert parse_time(job_created) <= parse_time(status["scaledDownAt"])
+    assert status["restoreGoAt"] and status["databaseModified"] is True
     # The audit chain beside the artifact holds the backup's and the restore's transitions, unbroken.
     manifest_uri = vault.get("backuprequests", "nightly")["status"]["artifact"]["manifestUri"]
     bucket, key = manifest_uri.removeprefix("s3://").split("/", 1)
@@ -240,6 +249,30 @@ def test_pg_restore_failure_rolls_back_to_the_original_world(vault):
     assert account_names(dsn) == before  # the safety backup put the database back
     wait_for(lambda: ready_replicas(vault.cluster, vault.namespace) == vault.replicas, 60, "services back")
     assert [a["name"] for a in vault.wallet_accounts()] == before[:len(vault.wallet_accounts())]
+
+
+def test_a_failure_while_stopping_calls_the_staged_restore_off_before_it_touches_the_database(vault):
+    import psycopg
+    vault.backup()
+    dsn = vault.postgres.dsn(vault.database)
+    vaultdb.mutate_accounts(dsn)
+    before = account_names(dsn)
+    # A client that stays connected fails ScaleDown (policy Fail), after the restore Job was staged.
+    with psycopg.connect(dsn, application_name="straggler") as straggler:
+        vault.apply(vault.restore_request("called-off", safetyBackup=False, sessionPolicy={"onRemaining": "Fail"}))
+        status = vault.wait_finished("restorerequests", "called-off")["status"]
+        straggler.execute("SELECT 1")  # never terminated
+    assert status["phase"] == "RolledBack", vault.describe("restorerequests", "called-off")
+    assert [c["reason"] for c in status["conditions"] if c["type"] == "Failed"] == ["SessionsRemain"]
+    assert "straggler" in status["message"] and "called off" in status["message"]
+    assert not status.get("databaseModified") and not status.get("restoreGoAt")
+    assert account_names(dsn) == before  # pg_restore never ran
+    job = f"{status['restoreJob']}"
+    wait_for(lambda: vault.get("jobs", job).get("status", {}).get("failed") == 1, 60, "the staged Job to end")
+    pods = vault.cluster.kubectl_json(["get", "pods", "-n", vault.namespace, "-l", f"job-name={job}"])["items"]
+    terminated = pods[0]["status"]["containerStatuses"][0]["state"]["terminated"]
+    assert "RestoreCalledOff" in terminated["message"], terminated
+    wait_for(lambda: ready_replicas(vault.cluster, vault.namespace) == vault.replicas, 60, "services back")
 
 
 def test_restarted_operator_resumes_every_step_without_repeating_one(vault, tmp_path):

@@ -307,6 +307,22 @@ def test_a_rolled_back_restore_is_degraded_and_says_what_was_put_back(luatest, m
         "status": "Degraded", "message": f"{RESTORE_FAILED} — rolled back: {ROLLED_BACK}"}
 
 
+def test_a_failed_rollback_is_loud_in_the_message_and_a_condition_of_its_own(luatest, monkeypatch):
+    rollback_failed = ("restoring the safety backup vault-restore-2025-06-01-safety-0a1b2c3d failed: pg_restore "
+                       "exited 1. The services are stopped; restore it by hand, then scale them up")
+    obj = drive(monkeypatch, "RestoreRequest", restore_steps(restore=fails("RestoreFailed", RESTORE_FAILED),
+                                                             rollback=fails("RollbackFailed", rollback_failed)),
+                finished=True)
+    status = obj["status"]
+    message = f"{RESTORE_FAILED} — ROLLBACK FAILED, the vault is not back to normal: {rollback_failed}"
+    assert status["phase"] == "Failed" and status["message"] == message
+    conditions = {c["type"]: c for c in status["conditions"]}
+    assert conditions["Failed"]["reason"] == "RestoreFailed"  # the first failure stays the reason
+    assert (conditions["VaultNotRestored"]["status"], conditions["VaultNotRestored"]["reason"]) == (
+        "True", "RollbackFailed")
+    assert health(luatest, "RestoreRequest", obj) == {"status": "Degraded", "message": message}
+
+
 @pytest.mark.parametrize("kind", KINDS)
 def test_a_failure_without_a_status_message_falls_back_to_the_failed_condition(luatest, kind):
     conditions = set_condition(None, ConditionType.FAILED, True, "InvalidSpec", "invalid request: spec.mode", 1)

@@ -111,3 +111,66 @@ def test_rollback_steps_run_only_when_something_failed():
     run = make_run()
     advance(failing, run)
     assert log == ["A", "Rollback"] and states(run)["Rollback"] == "Succeeded"
+
+
+class FakeClock:
+    def __init__(self):
+        self.now, self.sleeps = 0.0, []
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.now += seconds
+
+
+def waits_then_finishes(log: list[str], waits: int):
+    def run(_run):
+        log.append("B")
+        if len(log) <= waits:
+            raise Wait("not yet", delay=5)
+        return "done"
+    return run
+
+
+def test_a_first_wait_ends_the_pass_at_once_so_status_shows_the_step_running():
+    log, clock = [], FakeClock()
+    run = make_run()
+    outcome = advance([Step("B", waits_then_finishes(log, 3))], run, settle_seconds=5, clock=clock, sleep=clock.sleep)
+    assert not outcome.finished and log == ["B"] and clock.sleeps == []
+    assert outcome.waiting.delay == pytest.approx(0.2)  # come back soon: the pass only wrote status
+    assert states(run) == {"B": "Running"}
+
+
+def two_passes(waits: int, settle_seconds: float):
+    """A step that waits `waits` times: a first pass (it starts), then a second (it settles)."""
+    log, clock = [], FakeClock()
+    step = Step("B", waits_then_finishes(log, waits))
+    first = make_run()
+    advance([step], first, settle_seconds=settle_seconds, clock=clock, sleep=clock.sleep)
+    second = make_run(first.status)
+    outcome = advance([step], second, settle_seconds=settle_seconds, clock=clock, sleep=clock.sleep)
+    return outcome, second, log, clock
+
+
+def test_a_step_already_running_is_looked_at_again_within_the_pass_until_it_finishes():
+    outcome, second, log, clock = two_passes(waits=3, settle_seconds=5)
+    assert outcome.finished and outcome.succeeded
+    assert log == ["B", "B", "B", "B"] and clock.sleeps == [0.1, 0.2]  # noticed within 0.3 s, not 5
+    assert states(second) == {"B": "Succeeded"}
+
+
+def test_settling_ends_the_pass_with_the_steps_own_delay_when_the_window_is_used_up():
+    outcome, _, _, clock = two_passes(waits=1000, settle_seconds=3)
+    assert not outcome.finished and outcome.waiting.delay == 5
+    assert sum(clock.sleeps) <= 3 and len(clock.sleeps) >= 4
+
+
+def test_without_a_settle_window_every_wait_ends_the_pass_with_its_delay():
+    log = []
+    first = make_run()
+    step = Step("B", waits_then_finishes(log, 2))
+    assert advance([step], first).waiting.delay == 5
+    assert advance([step], make_run(first.status)).waiting.delay == 5
+    assert log == ["B", "B"]

@@ -345,6 +345,9 @@ class ConditionType(StrEnum):
     FAILED = "Failed"
     PROGRESSING = "Progressing"
     WAITING = "Waiting"  # for the namespace lock held by another request
+    # The vault was NOT put back after a failure (Rollback failed): services may be stopped, the
+    # database half-restored, db-info secrets repointed. Someone has to act.
+    VAULT_NOT_RESTORED = "VaultNotRestored"
 
 
 class ConditionStatus(StrEnum):

@@ -360,7 +360,7 @@ class RestoreRequestStatus(RequestStatus):
     downtime_seconds: float | None = Field(None, description="Seconds the services were stopped.")
     scaled_down_at: Timestamp | None = Field(None, description="When the first service was stopped (RFC 3339).")
     database_modified: bool | None = Field(
-        None, description="True once pg_restore started on the target: from then on, rollback means a restore."
+        None, description="True once the restore Job was told to go: from then on, rollback means a restore."
     )
     sessions_seen_at: Timestamp | None = Field(
         None, description="When application sessions were first seen after scale-down (RFC 3339)."
@@ -368,7 +368,12 @@ class RestoreRequestStatus(RequestStatus):
     secrets_repointed: bool | None = Field(None, description="True once the db-info secrets were patched.")
     safety_backup: str | None = Field(None, description="Name of the BackupRequest taken of the target first.")
     approval_token_id: str | None = Field(None, description="Id of the approval token this request consumed.")
-    restore_job: str | None = Field(None, description="Name of the Job that runs pg_restore.")
+    restore_job: str | None = Field(
+        None, description="Name of the Job that runs pg_restore (started in step Stage, before the services stop)."
+    )
+    restore_go_at: Timestamp | None = Field(
+        None, description="When the restore Job was told to go, the services stopped (RFC 3339)."
+    )
     data_loss_window: DataLossWindow | None = Field(
         None, description="History lost: from the backup's time to the restore."
     )

@@ -67,9 +67,13 @@ def finish(run: Run, succeeded: bool, failed_phase: str = "Failed") -> None:
         status["currentStep"] = next((s["name"] for s in status["steps"] if s["state"] == "Failed"),
                                      status.get("currentStep"))
         status["message"] = failed.message if failed else "failed"
+        rollback = next((s for s in status["steps"] if s["name"] == "Rollback"), {})
         if status["phase"] == "RolledBack":
-            status["message"] += " — rolled back: " + next(
-                (s.get("message", "") for s in status["steps"] if s["name"] == "Rollback"), "")
+            status["message"] += " — rolled back: " + rollback.get("message", "")
+        elif rollback.get("state") == "Failed":
+            # Loud: the first failure stays the reason, but nobody may read this as "nothing happened".
+            status["message"] += " — ROLLBACK FAILED, the vault is not back to normal: " + rollback.get("message", "")
+            run.condition(ConditionType.VAULT_NOT_RESTORED, True, "RollbackFailed", rollback.get("message", ""))
         run.condition(ConditionType.READY, False, "Failed", status["message"])
     run.condition(ConditionType.PROGRESSING, False, status["phase"], status["message"])
     run.event(status["phase"], status["message"], warning=not succeeded)
@@ -99,7 +103,7 @@ def write_audit(run: Run, audit_location, logger) -> None:
 def drive(kind: str, steps, request, body: kopf.Body, status, patch: kopf.Patch, memo, logger,
           audit_location, failed_phase=lambda run: "Failed") -> None:
     run = Run(kind, body, request.spec, dict(status), memo.context)
-    outcome = advance(steps, run)
+    outcome = advance(steps, run, settle_seconds=memo.context.config.settle_seconds)
     if outcome.finished:
         finish(run, outcome.succeeded, failed_phase(run))
         metrics.record_finished(kind, body["metadata"]["namespace"], run.status)

@@ -41,7 +41,16 @@ def job_outcome(kube: Kube, namespace: str, name: str) -> JobOutcome | None:
             reason, message = runner_failure(kube, namespace, name)
             return JobOutcome("Failed", reason or condition.reason or "JobFailed",
                               message or condition.message or "the runner Job failed")
+    if _runner_pod_succeeded(kube, namespace, name):
+        # Our Jobs run one pod, once: its exit 0 is the Job's success. The Job controller marks
+        # the Job Complete a moment later; while the vault is down, that moment is downtime.
+        return JobOutcome("Succeeded")
     return JobOutcome("Running")
+
+
+def _runner_pod_succeeded(kube: Kube, namespace: str, job_name: str) -> bool:
+    pods = kube.core.list_namespaced_pod(namespace, label_selector=f"job-name={job_name}").items
+    return any(pod.status and pod.status.phase == "Succeeded" for pod in pods)
 
 
 def runner_failure(kube: Kube, namespace: str, job_name: str) -> tuple[str, str]:

@@ -4,6 +4,7 @@ after the operator was restarted — repeats nothing destructive."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import secrets as random
 import urllib.error
@@ -30,6 +31,7 @@ from walwarden.kube import jobs, workloads
 from walwarden.kube.api import Conflict, call, owner_reference
 from walwarden.kube.secrets import ensure_secret, read_secret
 from walwarden.restore import job as restore_jobs
+from walwarden.runner import restore as restore_runner
 from walwarden.security import fingerprints, tokens
 from walwarden.storage import manifest as manifests
 from walwarden.storage import s3 as storage
@@ -258,18 +260,19 @@ def plan(run: Run) -> str:
 
 # -- Preflight ----------------------------------------------------------------------------------------
 
-def _url_secret(run: Run, role: str, bucket: str, key: str, storage_spec: S3Storage) -> None:
-    """A fresh short-lived presigned GET URL in a Secret the runner Job reads."""
+def _url_secret(run: Run, role: str, bucket: str, key: str, storage_spec: S3Storage,
+                extra: dict[str, str] | None = None, expires: int = PRESIGNED_URL_SECONDS) -> None:
+    """A fresh short-lived presigned GET URL in a Secret the runner Job reads (with `extra` keys)."""
     namespace, name, uid = meta(run)
     url = s3_client(run, storage_spec).generate_presigned_url(
-        "get_object", Params={"Bucket": bucket, "Key": key}, ExpiresIn=PRESIGNED_URL_SECONDS)
+        "get_object", Params={"Bucket": bucket, "Key": key}, ExpiresIn=expires)
     secret_name = restore_jobs.url_secret_name(name, uid, role)
     core = run.context.kube.core
     call(core.delete_namespaced_secret, secret_name, namespace)
     call(core.create_namespaced_secret, namespace, {
         "apiVersion": "v1", "kind": "Secret", "type": "Opaque",
         "metadata": {"name": secret_name, "ownerReferences": [owner_reference(run.body)]},
-        "stringData": {"url": url}})
+        "stringData": {"url": url, **(extra or {})}})
 
 
 def _run_job(run: Run, manifest: dict, start, what: str) -> jobs.JobOutcome:
@@ -414,27 +417,100 @@ def check_sessions(run: Run) -> str:
     raise Wait(f"terminated {len(sessions)} session(s); checking again", delay=1)
 
 
+# -- Stage ----------------------------------------------------------------------------------------------
+#
+# The restore Job starts before the services stop: while they stop, it downloads the artifact and
+# checks its sha256 again; then it waits for the operator's go object (GoSignal in
+# runner/restore.py), which Restore writes once ScaleDown is done. Downloading costs no downtime.
+
+GO_TIMEOUT_SECONDS = 2 * 3600  # covers the longest ScaleDown: sessionPolicy.waitSeconds ≤ 3600
+GO_CONTENT_KEY = "goContent"   # in the restore URL Secret: what the go object must hold
+ABORT_CONTENT = restore_runner.ABORT_CONTENT
+
+
+def go_key(run: Run) -> str:
+    """Beside the artifact, one per request; kept afterwards like audit.log (a record, no secret)."""
+    return f"{source(run).prefix.strip('/')}/restore-signals/{meta(run)[2]}"
+
+
+def restore_job_manifest(run: Run, go_sha256: str | None = None) -> dict:
+    spec, found = spec_of(run), source(run)
+    namespace, name, uid = meta(run)
+    return restore_jobs.restore_job(
+        name=name, namespace=namespace, uid=uid, owner=owner_reference(run.body), config=run.context.config,
+        sha256=found.dump.sha256, size=found.dump.size_bytes, target_secret=target_secret_name(run),
+        database=target_database(run), clean=spec.mode == RestoreMode.IN_PLACE, go_sha256=go_sha256,
+        go_timeout_seconds=GO_TIMEOUT_SECONDS)
+
+
+def stage(run: Run) -> str:
+    not_in_dry_run(run)
+    found = source(run)
+    namespace = meta(run)[0]
+    name = restore_job_manifest(run)["metadata"]["name"]
+    if jobs.job_outcome(run.context.kube, namespace, name) is None:
+        content = random.token_hex(32)
+        go_url = s3_client(run, found.storage).generate_presigned_url(
+            "get_object", Params={"Bucket": found.bucket, "Key": go_key(run)}, ExpiresIn=GO_TIMEOUT_SECONDS + 600)
+        # The artifact URL must outlive the wait: without staging room the runner streams it after the go.
+        _url_secret(run, "restore", found.bucket, found.dump.key, found.storage,
+                    extra={"go": go_url, GO_CONTENT_KEY: content}, expires=PRESIGNED_URL_SECONDS + GO_TIMEOUT_SECONDS)
+        jobs.ensure_job(run.context.kube, namespace,
+                        restore_job_manifest(run, hashlib.sha256(content.encode()).hexdigest()))
+    run.status["restoreJob"] = name
+    return (f"Job {name} downloads and verifies the artifact while the services stop; it restores only on the "
+            "operator's go, after ScaleDown")
+
+
+def _go_content(run: Run) -> str:
+    """What the go object must hold: kept in the restore Job's URL Secret since Stage."""
+    namespace, name, uid = meta(run)
+    secret = read_secret(run.context.kube, namespace, restore_jobs.url_secret_name(name, uid, "restore")) or {}
+    content = secret.get(GO_CONTENT_KEY)
+    if not content:
+        raise StepFailed("GoSignalLost", "the restore Job's Secret with its go signal is gone, so it cannot be "
+                                         "told to start; nothing was restored. Create a new RestoreRequest")
+    return content
+
+
+def _signal_restore_job(run: Run, content: str) -> None:
+    """Write the go object (the go content, or the abort)."""
+    found = source(run)
+    s3_client(run, found.storage).put_object(Bucket=found.bucket, Key=go_key(run), Body=content.encode())
+
+
+def _go_was_given(run: Run) -> bool:
+    """The world's answer (an operator may have died between writing the go and recording it)."""
+    found = source(run)
+    try:
+        body = s3_client(run, found.storage).get_object(Bucket=found.bucket, Key=go_key(run))["Body"].read()
+    except Exception:
+        return False  # no go object: never given
+    return body.decode(errors="replace") == _go_content(run)
+
+
 # -- Restore --------------------------------------------------------------------------------------------
 
 def restore(run: Run) -> str:
     not_in_dry_run(run)
-    spec, found = spec_of(run), source(run)
-    namespace, name, uid = meta(run)
-    manifest = restore_jobs.restore_job(
-        name=name, namespace=namespace, uid=uid, owner=owner_reference(run.body), config=run.context.config,
-        sha256=found.dump.sha256, size=found.dump.size_bytes, target_secret=target_secret_name(run),
-        database=target_database(run), clean=spec.mode == RestoreMode.IN_PLACE)
-    run.status["restoreJob"] = manifest["metadata"]["name"]
-
-    def start():
+    found = source(run)
+    name = run.status.get("restoreJob") or restore_job_manifest(run)["metadata"]["name"]
+    outcome = jobs.job_outcome(run.context.kube, meta(run)[0], name)
+    if outcome is None:
+        raise StepFailed("RestoreJobMissing", f"the restore Job {name} is gone (deleted by hand?); nothing was "
+                                              "restored. Create a new RestoreRequest")
+    if not run.status.get("restoreGoAt") and (outcome.state == "Running" or _go_was_given(run)):
         # From here on the database may change: rollback has to restore, not just restart.
         run.status["databaseModified"] = True
-        _url_secret(run, "restore", found.bucket, found.dump.key, found.storage)
-
-    outcome = _run_job(run, manifest, start, f"pg_restore of {found.dump.name} into {target_database(run)}")
+        if outcome.state == "Running":
+            _signal_restore_job(run, _go_content(run))
+        run.status["restoreGoAt"] = format_timestamp(utcnow())
+        run.event("RestoreGo", f"services stopped: Job {name} may now run pg_restore into {target_database(run)}")
+    if outcome.state == "Running":
+        raise Wait(f"Job {name}: pg_restore of {found.dump.name} into {target_database(run)}", delay=poll(run))
     if outcome.state == "Failed":
         raise StepFailed(outcome.reason or "RestoreFailed", f"pg_restore failed: {outcome.message}")
-    restored = f"Job {manifest['metadata']['name']} restored {found.dump.size_bytes} bytes into {target_database(run)}"
+    restored = f"Job {name} restored {found.dump.size_bytes} bytes into {target_database(run)}"
     return "; ".join([restored, *compare_row_counts(run)])
 
 
@@ -610,6 +686,10 @@ def rollback(run: Run) -> str:
     """Put the world back: secrets, the database (by policy), then the services in start order."""
     spec, namespace, kube = spec_of(run), meta(run)[0], run.context.kube
     done = []
+    if run.status.get("restoreJob") and not run.status.get("restoreGoAt"):
+        # Staged, never told to go: tell it to stop, so it does not sit waiting for a go signal.
+        _signal_restore_job(run, ABORT_CONTENT)
+        done.append("the staged restore Job was called off before it touched the database")
     if run.status.get("secretsRepointed"):
         snapshot = read_secret(kube, namespace, snapshot_secret_name(run)) or {}
         backend, synced = db_info_backends(run)

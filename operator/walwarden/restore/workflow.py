@@ -6,8 +6,10 @@
     Preflight     a Job downloads the artifact and checks its sha256; target reachable; EMP matches
                   (any failure here ends with every service untouched)
     SafetyBackup  InPlace: a BackupRequest of the target, so a failed restore can be undone
+    Stage         the restore Job starts: it downloads and verifies the artifact while the services
+                  stop, then waits for the operator's go (no download inside the downtime)
     ScaleDown     stop wallet → policy nodes → nats, each tier gone; no application sessions left
-    Restore       a Job verifies the sha256 again, then pg_restore --exit-on-error; row counts
+    Restore       the go: the staged Job runs pg_restore --exit-on-error; row counts
                   match the manifest (checked while the services are still stopped)
     Reconfigure   Redirected: snapshot and repoint every db-info secret; restart orchestrator
     ScaleUp       start nats → policy nodes → wallet with their original replica counts
@@ -35,6 +37,7 @@ RESTORE_STEPS = [
     Step("AcquireLock", acquire_lock_unless_dry_run),
     Step("Preflight", steps.preflight),
     Step("SafetyBackup", steps.safety_backup),
+    Step("Stage", steps.stage),
     Step("ScaleDown", steps.scale_down),
     Step("Restore", steps.restore),
     Step("Reconfigure", steps.reconfigure),

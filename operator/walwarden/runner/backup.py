@@ -34,6 +34,7 @@ from botocore.exceptions import BotoCoreError, ClientError, EndpointConnectionEr
 from psycopg import IsolationLevel, sql
 
 from walwarden.api.common import format_timestamp, utcnow
+from walwarden.database import RUNNER_APPLICATION_NAME
 from walwarden.runner.errors import (
     AuthenticationFailed,
     BucketNotFound,
@@ -169,7 +170,7 @@ def connect(database: str, **kwargs) -> psycopg.Connection:
     """A connection to `database` with the environment's PG* settings, its failure told precisely."""
     timeout = os.environ.get("PGCONNECT_TIMEOUT") or CONNECT_TIMEOUT_SECONDS
     try:
-        return psycopg.connect(dbname=database, connect_timeout=int(timeout), application_name="walwarden-runner",
+        return psycopg.connect(dbname=database, connect_timeout=int(timeout), application_name=RUNNER_APPLICATION_NAME,
                                **kwargs)
     except psycopg.OperationalError as error:
         raise connection_error(database, error) from None

@@ -90,6 +90,13 @@ def add_runner_parser(subparsers) -> argparse.ArgumentParser:
             command.add_argument("--clean", action="store_true",
                                  help="InPlace: drop the existing objects first (--clean --if-exists)")
             command.add_argument("--jobs", type=_positive_int, default=2, help="parallel pg_restore jobs")
+            command.add_argument("--go-url-env", metavar="VAR",
+                                 help="environment variable holding a presigned GET URL of the go object: when "
+                                      "given, pg_restore waits, after the artifact was verified, until that "
+                                      "object exists and its sha256 is --go-sha256")
+            command.add_argument("--go-sha256", help="sha256 of the go object's content")
+            command.add_argument("--go-timeout", type=_positive_int, default=3600, metavar="SECONDS",
+                                 help="how long to wait for the go object (default 3600)")
     return runner
 
 
@@ -123,7 +130,18 @@ def _verify_or_restore(args: argparse.Namespace) -> None:
     if args.runner_command == "verify":
         run_verify(artifact)
     else:
-        run_restore(artifact, args.database, clean=args.clean, jobs=args.jobs)
+        run_restore(artifact, args.database, clean=args.clean, jobs=args.jobs, go=_go_signal(args))
+
+
+def _go_signal(args: argparse.Namespace):
+    from walwarden.runner.restore import GoSignal
+
+    if not args.go_url_env:
+        return None
+    url = os.environ.get(args.go_url_env)
+    if not url or not args.go_sha256:
+        raise InvalidArguments(f"--go-url-env needs the environment variable {args.go_url_env} set and --go-sha256")
+    return GoSignal(url=url, sha256=args.go_sha256.lower(), timeout_seconds=args.go_timeout)
 
 
 def _interrupted(signum, frame) -> NoReturn:

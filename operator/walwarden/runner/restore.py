@@ -10,6 +10,10 @@ else. `restore` touches the database only after that check passed:
   (hashed again: a changed object fails the restore, never succeeds it).
 
 pg_restore runs with --exit-on-error: any non-zero exit is a failure, never a partial success.
+
+A restore Job of the operator is started while the vault's services are still being stopped, so
+that downloading and checking the artifact costs no downtime: it is given a go signal to wait for
+(`GoSignal`) between the check and pg_restore.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import os
 import shutil
 import subprocess
 import tempfile
+import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
@@ -60,6 +65,18 @@ class RestoreFailed(errors.RunnerError):
     reason = "RestoreFailed"
 
 
+class NoGoSignal(errors.RunnerError):
+    reason = "NoGoSignal"
+
+
+class GoSignalInvalid(errors.RunnerError):
+    reason = "GoSignalInvalid"
+
+
+class RestoreCalledOff(errors.RunnerError):
+    reason = "RestoreCalledOff"
+
+
 @dataclass(frozen=True)
 class Artifact:
     # The presigned GET URL; or, where the caller holds the object-store credentials (the local
@@ -71,6 +88,25 @@ class Artifact:
 
     def download_url(self) -> str:
         return self.url() if callable(self.url) else self.url
+
+
+@dataclass(frozen=True)
+class GoSignal:
+    """The operator's permission to touch the database, given once the services are stopped.
+
+    The operator writes a small object, whose content only it knows, after ScaleDown; the Job
+    reads it through a presigned GET URL (still no object-store credentials) and compares its
+    sha256 with the one it was given. Someone who can write to the bucket but cannot read the
+    operator's Secrets cannot start a restore under running services. The content ABORT_CONTENT
+    calls the restore off (the request failed before its go): the Job ends at once.
+    """
+    url: str
+    sha256: str
+    timeout_seconds: float
+
+
+GO_POLL_SECONDS = 0.25
+ABORT_CONTENT = "abort"
 
 
 # Makes the progress reporter of one pass over the artifact, given its label ("download",
@@ -191,23 +227,66 @@ def pg_restore_command(database: str, clean: bool, jobs: int | None, path: Path 
     return command
 
 
+def _read_go(url: str) -> bytes | None:
+    """The go object's content, or None while it does not exist (or the store is briefly away)."""
+    try:
+        with urllib.request.urlopen(url, timeout=10) as response:
+            return response.read(4096)
+    except urllib.error.HTTPError as error:
+        if error.code == 403:
+            raise UrlExpired("the object store refused the go signal's presigned URL (HTTP 403): it expired; "
+                             "the database was not touched") from None
+        return None
+    except OSError:
+        return None
+
+
+def wait_for_go(go: GoSignal, clock=time.monotonic, sleep=time.sleep) -> None:
+    print("artifact staged and verified; waiting for the operator's go (the services are being stopped)",
+          flush=True)
+    deadline = clock() + go.timeout_seconds
+    while (content := _read_go(go.url)) is None:
+        if clock() >= deadline:
+            raise NoGoSignal(f"no go signal from the operator within {go.timeout_seconds:g}s; the database was "
+                             "not touched")
+        sleep(GO_POLL_SECONDS)
+    if content.strip() == ABORT_CONTENT.encode():
+        raise RestoreCalledOff("the operator called the restore off before its go (the request failed while the "
+                               "services were stopping); the database was not touched")
+    if hashlib.sha256(content).hexdigest() != go.sha256:
+        raise GoSignalInvalid("the go object does not hold what the operator wrote: someone else wrote it; the "
+                              "database was not touched")
+    print("go: the services are stopped", flush=True)
+
+
+def check_reachable(database: str, clean: bool) -> None:
+    """Reachability and credentials, first: a wrong password must not cost a download."""
+    _admin_connection(database if clean else "postgres").close()
+
+
 def run_restore(artifact: Artifact, database: str, clean: bool, jobs: int,
-                progress: ProgressFactory = Progress) -> None:
-    # Reachability and credentials first: a wrong password must not cost a download.
-    if clean:
-        _admin_connection(database).close()
-    else:
-        ensure_database(database)
+                progress: ProgressFactory = Progress, go: GoSignal | None = None) -> None:
+    """Verify the artifact, wait for `go` when given, then restore. Nothing touches the database
+    (not even creating it) before both."""
+    check_reachable(database, clean)
     directory = staging_dir()
     if has_room(artifact, directory):
         path = stage(artifact, directory, progress)  # verified before the database is touched
         try:
+            if go:
+                wait_for_go(go)
+            if not clean:
+                ensure_database(database)
             _pg_restore(pg_restore_command(database, clean, jobs, path))
         finally:
             path.unlink(missing_ok=True)
         return
     print("not enough staging space: verifying first, then streaming into pg_restore", flush=True)
     copy_verified(artifact, lambda chunk: None, "verify", progress)
+    if go:
+        wait_for_go(go)
+    if not clean:
+        ensure_database(database)
     process = subprocess.Popen(pg_restore_command(database, clean, None, None), stdin=subprocess.PIPE,
                                stderr=subprocess.PIPE)
     try:

@@ -77,3 +77,20 @@ def test_every_reason_is_a_runner_error():
 def test_a_long_message_is_cut_to_fit_the_termination_message():
     line = DumpFailed("x" * 5000).error_line()
     assert line.startswith("walwarden-error: DumpFailed: xxx") and len(line.encode()) < 2048
+
+
+def test_restore_takes_an_optional_go_signal(monkeypatch):
+    base = ("restore", "--url-env", "URL", "--sha256", "AB" * 32, "--size", "10", "--database", "vault")
+    assert cli._go_signal(parse(*base)) is None  # the local CLI and rollback Jobs restore at once
+    monkeypatch.setenv("GO", "https://s3.example/go?X-Amz-Signature=x")
+    go = cli._go_signal(parse(*base, "--go-url-env", "GO", "--go-sha256", "CD" * 32, "--go-timeout", "30"))
+    assert (go.url, go.sha256, go.timeout_seconds) == ("https://s3.example/go?X-Amz-Signature=x", "cd" * 32, 30)
+
+
+@pytest.mark.parametrize("extra", [("--go-url-env", "UNSET_GO_URL", "--go-sha256", "cd"),
+                                   ("--go-url-env", "GO")])
+def test_a_go_signal_needs_its_url_and_sha256(monkeypatch, extra):
+    monkeypatch.setenv("GO", "https://s3.example/go")
+    args = parse("restore", "--url-env", "URL", "--sha256", "ab", "--size", "10", "--database", "vault", *extra)
+    with pytest.raises(cli.InvalidArguments):
+        cli._go_signal(args)
