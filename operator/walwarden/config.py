@@ -46,6 +46,9 @@ class OperatorConfig:
     # How long one pass keeps looking (every 0.1–1 s) at a step that is already waiting, before it
     # hands back to the poll interval: stops, starts and Job ends are noticed at once (downtime).
     settle_seconds: float = 5.0
+    # ScaleDown (and a backup's Quiesce) fails after waiting this long for a tier's pods to go,
+    # rather than keep the vault half-stopped for ever; the services are then started again.
+    stop_timeout_seconds: float = 600.0
     # The vault's services when a request has no spec.topology (JSON of the Topology model).
     default_topology: Topology = DEFAULT_TOPOLOGY
     # Where db-info secrets live when a Redirected request does not say (spec.redirect.secretBackend).
@@ -67,6 +70,7 @@ class OperatorConfig:
             log_json=os.environ.get("WALWARDEN_LOG_FORMAT", "").lower() == "json",
             poll_seconds=float(os.environ.get("WALWARDEN_POLL_SECONDS", cls.poll_seconds)),
             settle_seconds=float(os.environ.get("WALWARDEN_SETTLE_SECONDS", cls.settle_seconds)),
+            stop_timeout_seconds=float(os.environ.get("WALWARDEN_STOP_TIMEOUT_SECONDS", cls.stop_timeout_seconds)),
             default_topology=_topology(os.environ.get("WALWARDEN_DEFAULT_TOPOLOGY")),
             default_secret_backend=SecretBackend(
                 os.environ.get("WALWARDEN_DEFAULT_SECRET_BACKEND") or SecretBackend.KUBERNETES),

@@ -29,6 +29,7 @@ from walwarden.api import (
     StepState,
     format_timestamp,
     get_condition,
+    parse_timestamp,
     set_condition,
     utcnow,
 )
@@ -82,6 +83,12 @@ class Run:
     def failed(self) -> bool:
         condition = get_condition(self.status.get("conditions"), ConditionType.FAILED)
         return condition is not None and condition.status == "True"
+
+    def seconds_in_current_step(self) -> float:
+        """How long the step running now has been running (0 before it was recorded)."""
+        entry = next((s for s in self.status.get("steps", []) if s["name"] == self.status.get("currentStep")), {})
+        started = entry.get("startedAt")
+        return (utcnow() - parse_timestamp(started)).total_seconds() if started else 0.0
 
     def event(self, reason: str, message: str, warning: bool = False) -> None:
         self.events.append((reason, message, warning))

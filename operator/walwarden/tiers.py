@@ -28,7 +28,23 @@ def missing_services(kube: Kube, namespace: str, topology: Topology) -> list[str
     return [name for name in names if workloads.find_workload(kube, namespace, name) is None]
 
 
-def stop_in_order(run: Run, kube: Kube, namespace: str, topology: Topology, poll: float) -> str:
+def stop_in_order(run: Run, kube: Kube, namespace: str, topology: Topology, poll: float,
+                  stuck_after: float | None = None) -> str:
+    """With `stuck_after`, a step that has waited that long for pods to go fails instead of
+    waiting for ever (a pod stuck Terminating: a finalizer, a node that is gone)."""
+    try:
+        return _stop_in_order(run, kube, namespace, topology, poll)
+    except Wait as wait:
+        if stuck_after is not None and run.seconds_in_current_step() > stuck_after:
+            raise StepFailed("ServicesStuckStopping",
+                             f"{wait.message} — for more than {stuck_after:g}s. A pod that does not go away may "
+                             "still hold the database; the stopped services are started again. Find out why the "
+                             "pods stay (kubectl describe pod: finalizers, an unreachable node), then create a "
+                             "new request") from None
+        raise
+
+
+def _stop_in_order(run: Run, kube: Kube, namespace: str, topology: Topology, poll: float) -> str:
     recorded = run.status.setdefault("originalReplicas", {})
     for index, tier in enumerate(topology.stop_tiers, start=1):
         remaining = []

@@ -441,3 +441,26 @@ def test_the_operators_default_topology_applies_to_requests_without_one(vault, t
     vault.operator.stop()
     assert status["phase"] == "Succeeded", json.dumps(status, indent=1)
     assert [(s["name"], s["tier"]) for s in status["plan"]["services"]] == [("wallet", 1), ("nats", 2)]
+
+
+def test_a_pod_that_never_goes_away_fails_scale_down_and_the_services_start_again(vault, tmp_path):
+    vault.backup()
+    vault.operator.stop()
+    vault.operator = OperatorProcess(vault.cluster, vault.namespace, tmp_path / "operator-stuck.log", {
+        "WALWARDEN_POLL_SECONDS": "1", "WALWARDEN_STOP_TIMEOUT_SECONDS": "5"}).start()
+    # A finalizer nobody removes keeps a policy node's pod Terminating: tier 2 never goes away.
+    [pod] = vault.cluster.kubectl_json(["get", "pods", "-n", vault.namespace, "-l",
+                                        "app.kubernetes.io/name=policy-node1"])["items"]
+    patch = json.dumps({"metadata": {"finalizers": ["walwarden.test/never"]}})
+    vault.cluster.kubectl(["patch", "pod", pod["metadata"]["name"], "-n", vault.namespace, "--type=merge", "-p", patch])
+    try:
+        vault.apply(vault.restore_request("stuck", safetyBackup=False))
+        status = vault.wait_finished("restorerequests", "stuck")["status"]
+    finally:
+        vault.cluster.kubectl(["patch", "pod", pod["metadata"]["name"], "-n", vault.namespace, "--type=merge", "-p",
+                               json.dumps({"metadata": {"finalizers": None}})], check=False)
+    assert status["phase"] == "RolledBack", json.dumps(status, indent=1)
+    assert [c["reason"] for c in status["conditions"] if c["type"] == "Failed"] == ["ServicesStuckStopping"]
+    assert pod["metadata"]["name"] in status["message"] and "more than 5s" in status["message"]
+    assert not status.get("databaseModified")
+    wait_for(lambda: ready_replicas(vault.cluster, vault.namespace) == vault.replicas, 60, "services back")

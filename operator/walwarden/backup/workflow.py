@@ -57,7 +57,7 @@ def quiesce(run: Run) -> str:
     if not spec.quiesce:
         raise Skip("spec.quiesce is false: services keep running during the dump")
     return tiers.stop_in_order(run, run.context.kube, meta(run)[0], topology_of(run),
-                               run.context.config.poll_seconds)
+                               run.context.config.poll_seconds, stuck_after=run.context.config.stop_timeout_seconds)
 
 
 def dump(run: Run) -> str:

@@ -379,7 +379,8 @@ def safety_backup(run: Run) -> str:
 def scale_down(run: Run) -> str:
     not_in_dry_run(run)
     run.status.setdefault("scaledDownAt", format_timestamp(utcnow()))
-    stopped = tiers.stop_in_order(run, run.context.kube, meta(run)[0], topology(run), poll(run))
+    stopped = tiers.stop_in_order(run, run.context.kube, meta(run)[0], topology(run), poll(run),
+                                  stuck_after=run.context.config.stop_timeout_seconds)
     return f"{stopped}; {check_sessions(run)}"
 
 
