@@ -41,6 +41,10 @@ def test_metrics_health_and_json_logs_after_a_backup_and_a_restore(stack: Backup
                  "spec": {"mode": "InPlace", "source": {"backupRef": {"name": "nightly"}}, "safetyBackup": False}})
     wait_for(lambda: (stack.cluster.kubectl_json(["get", "restorerequest", "undo", "-n", stack.namespace])
                       .get("status") or {}).get("phase") in ("Succeeded", "Failed", "RolledBack"), 180, "the restore")
+    restore = stack.cluster.kubectl_json(["get", "restorerequest", "undo", "-n", stack.namespace])
+    verify = next(step for step in restore["status"]["steps"] if step["name"] == "Verify")
+    assert verify["message"] == ("pods Ready; health not checked (spec.verify.healthUrl is unset); accounts not "
+                                 "checked (spec.verify.accountsUrl is unset)"), verify  # said, not silently skipped
 
     samples = scrape(metrics_port)
     ns = stack.namespace

@@ -197,10 +197,11 @@ class Verify(SpecModel):
     """How the restored vault is checked before the restore counts as Succeeded."""
 
     health_url: HttpUrlStr | None = Field(
-        None, description="Wallet health URL. Unset: /health of the wallet Service."
+        None, description="Wallet health URL (must answer 200). Unset: not checked, and Verify says so in its message."
     )
     accounts_url: HttpUrlStr | None = Field(
-        None, description="URL that must answer with accounts. Unset: /api/v2/accounts of the wallet Service."
+        None, description="URL that must answer 200 with accounts, e.g. the wallet's /api/v2/accounts. Unset: not "
+        "checked, and Verify says so in its message."
     )
     auth_header_secret_ref: SecretKeyRef | None = Field(
         None, description="Secret key whose value is sent as the Authorization header to the accounts URL."

@@ -664,6 +664,7 @@ def verify(run: Run) -> str:
         spec.verify.timeout_seconds
     for url, what in ((spec.verify.health_url, "health"), (spec.verify.accounts_url, "accounts")):
         if not url:
+            checks.append(f"{what} not checked (spec.verify.{what}Url is unset)")
             continue
         headers = {}
         if what == "accounts" and spec.verify.auth_header_secret_ref:
