@@ -215,6 +215,32 @@ def test_truncated_artifact_fails_in_preflight(vault):
     assert [c["reason"] for c in status["conditions"] if c["type"] == "Failed"] == ["SizeMismatch"]
 
 
+@pytest.mark.parametrize("key_secret_kept, reason", [(True, "ManifestNotSigned"), (False, "ManifestChanged")])
+def test_an_artifact_replaced_together_with_its_manifest_is_refused(vault, key_secret_kept, reason):
+    """Someone with write access to the bucket swaps the dump and writes a manifest that matches it:
+    the checksum checks agree with that manifest, so it must be caught against the BackupRequest."""
+    import hashlib
+    from walwarden.backup.job import result_key_secret_name
+    backup = vault.backup()
+    bucket, key = backup["status"]["artifact"]["uri"].removeprefix("s3://").split("/", 1)
+    _, manifest_key = backup["status"]["artifact"]["manifestUri"].removeprefix("s3://").split("/", 1)
+    s3 = vault.s3.client()
+    forged = s3.get_object(Bucket=bucket, Key=key)["Body"].read() + b"\0"
+    manifest = json.loads(s3.get_object(Bucket=bucket, Key=manifest_key)["Body"].read())
+    manifest["databases"][0].update(sha256=hashlib.sha256(forged).hexdigest(), sizeBytes=len(forged))
+    s3.put_object(Bucket=bucket, Key=key, Body=forged)
+    s3.put_object(Bucket=bucket, Key=manifest_key, Body=json.dumps(manifest).encode())
+    if not key_secret_kept:
+        vault.cluster.kubectl(["delete", "secret", "-n", vault.namespace,
+                               result_key_secret_name("nightly", backup["metadata"]["uid"])])
+    vault.apply(vault.restore_request("forged", safetyBackup=False))
+    status = vault.wait_finished("restorerequests", "forged")["status"]
+    assert status["phase"] == "Failed" and status["currentStep"] == "Validate", json.dumps(status, indent=1)
+    assert [c["reason"] for c in status["conditions"] if c["type"] == "Failed"] == [reason]
+    assert "Nothing was touched" in status["message"]
+    assert ready_replicas(vault.cluster, vault.namespace) == vault.replicas
+
+
 def test_emp_mismatch_is_refused_before_anything_is_touched(vault):
     vault.apply({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "emp"},
                  "stringData": {"password": "the-backup-environment-emp"}})

@@ -24,7 +24,7 @@ from walwarden.api import (
     utcnow,
 )
 from walwarden.api.common import GROUP, VERSION
-from walwarden.backup.job import artifact_prefix
+from walwarden.backup.job import artifact_prefix, result_key_secret_name
 from walwarden.common_steps import meta, require_secret_keys, s3_client, topology_of
 from walwarden.engine import Run, Skip, StepFailed, Wait
 from walwarden.kube import jobs, workloads
@@ -125,7 +125,29 @@ def _resolve_source(run: Run) -> Source:
         dump = dumps.get(wanted) if wanted in dumps else manifest.databases[0]
     if dump is None:
         raise StepFailed("ArtifactNotInManifest", f"{spec.source.artifact} is not listed in its manifest")
+    if spec.source.backup_ref:
+        check_manifest_is_the_backups(run, backup, manifest, dump)
     return Source(label, storage_spec, bucket, manifest_key.rpartition("/")[0], manifest, dump, backup_secret)
+
+
+def check_manifest_is_the_backups(run: Run, backup: dict, manifest: manifests.Manifest,
+                                  dump: manifests.DatabaseDump) -> None:
+    """The manifest in S3 must still be the one the BackupRequest proved: signed with its key (while
+    that Secret lives) and with the sha256 and size it recorded. Otherwise someone rewrote the
+    artifact *and* its manifest, and the checksum checks against the manifest would prove nothing."""
+    namespace, name, uid = meta(run)[0], backup["metadata"]["name"], backup["metadata"]["uid"]
+    key = (read_secret(run.context.kube, namespace, result_key_secret_name(name, uid)) or {}).get("key")
+    if key and not manifests.signature_valid(manifest, key.encode()):
+        raise StepFailed("ManifestNotSigned", f"the manifest of BackupRequest {name} in S3 is no longer the one its "
+                                              "Job signed: the backup was replaced; do not restore it. Nothing was "
+                                              "touched")
+    recorded = next((f for f in backup["status"]["artifact"].get("files", []) if f.get("database") == dump.name),
+                    None)
+    if recorded and (recorded["sha256"], recorded["sizeBytes"]) != (dump.sha256, dump.size_bytes):
+        raise StepFailed("ManifestChanged", f"the manifest of BackupRequest {name} in S3 describes another "
+                                            f"{dump.name} dump (sha256 {dump.sha256[:12]}…) than the backup recorded "
+                                            f"({recorded['sha256'][:12]}…): the backup was replaced; do not restore "
+                                            "it. Nothing was touched")
 
 
 def target_secret_name(run: Run) -> str:
