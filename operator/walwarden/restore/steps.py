@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 import secrets as random
 import urllib.error
 import urllib.request
@@ -225,6 +226,15 @@ def check_approval(run: Run, found: Source) -> None:
     run.status["approvalTokenId"] = claims.token_id
 
 
+def prune_expired_tokens(used: dict[str, str], now: float) -> dict[str, str]:
+    """Used token ids whose token has expired can go: an expired token is refused anyway. Keeps the
+    ConfigMap from growing with every restore."""
+    def expired(record: str) -> bool:
+        _, _, expires = record.rpartition(" expires ")
+        return expires.isdigit() and int(expires) < now
+    return {token_id: record for token_id, record in used.items() if not expired(record)}
+
+
 def _consume_token(run: Run, claims) -> None:
     """Single use: the token id is recorded in a ConfigMap; a second request with it is refused."""
     core, namespace = run.context.kube.core, meta(run)[0]
@@ -232,7 +242,7 @@ def _consume_token(run: Run, claims) -> None:
     me = f"{run.kind}/{name}/{uid}"
     for _ in range(5):
         existing = call(core.read_namespaced_config_map, USED_TOKENS_CONFIGMAP, namespace)
-        used = dict(existing.data or {}) if existing else {}
+        used = prune_expired_tokens(dict(existing.data or {}) if existing else {}, time.time())
         user = used.get(claims.token_id)
         if user and not user.startswith(me):
             raise StepFailed("TokenReused", f"approval token {claims.token_id} was already used by {user.split()[0]}; "
