@@ -453,7 +453,33 @@ def test_deleting_a_restore_mid_flight_starts_the_services_again(vault):
     assert vault.cluster.kubectl(["get", "lease", "walwarden-lock", "-n", vault.namespace], check=False).returncode
     events = vault.cluster.kubectl_json(["get", "events", "-n", vault.namespace,
                                          "--field-selector", "involvedObject.name=abandoned"])["items"]
-    assert "ServicesRestarted" in {e["reason"] for e in events}
+    [deleted] = [e for e in events if e["reason"] == "DeletedMidFlight"]
+    assert "staged restore Job was called off" in deleted["message"] and "started again" in deleted["message"]
+
+
+def test_deleting_a_redirected_restore_after_reconfigure_puts_the_secrets_back(vault):
+    import base64
+    vault.backup()
+    original = {service: vault.db_info(service) for service in DB_SERVICES}
+    new_database = f"{vault.database}_abandoned"
+    vault.admin_secret("new-db-admin")
+    # Verify never passes (nothing listens there), so the request sits in Verify, secrets repointed.
+    vault.apply(vault.restore_request(
+        "redirected-abandoned", mode="Redirected", safetyBackup=False,
+        target={"secretRef": {"name": "new-db-admin"}, "database": new_database},
+        redirect={"dbHost": "127.0.0.1", "dbName": new_database, "environment": ENVIRONMENT},
+        verify={"healthUrl": "http://127.0.0.1:9/health", "timeoutSeconds": 600}))
+    wait_for(lambda: (vault.get("restorerequests", "redirected-abandoned").get("status") or {})
+             .get("currentStep") == "Verify", 180, "the restore to reach Verify")
+    assert base64.b64decode(vault.db_info("wallet")["DB_NAME"]).decode() == new_database
+    vault.cluster.kubectl(["delete", "restorerequest", "redirected-abandoned", "-n", vault.namespace,
+                           "--timeout=120s"])
+    assert {service: vault.db_info(service) for service in DB_SERVICES} == original
+    events = vault.cluster.kubectl_json(["get", "events", "-n", vault.namespace,
+                                         "--field-selector", "involvedObject.name=redirected-abandoned"])["items"]
+    [deleted] = [e for e in events if e["reason"] == "DeletedMidFlight"]
+    assert "db-info secrets restored from the snapshot" in deleted["message"]
+    vault.postgres.drop_database(new_database)
 
 
 def test_the_operators_default_topology_applies_to_requests_without_one(vault, tmp_path):

@@ -18,7 +18,8 @@ from walwarden import metrics
 from walwarden.storage import audit
 from walwarden import tiers
 from walwarden.common_steps import release_lock, topology_of
-from walwarden.engine import Run, Wait, advance
+from walwarden.engine import Run, StepFailed, Wait, advance
+from walwarden.restore import steps as restore_steps
 from walwarden.handlers.common import InvalidSpec, announce, parse, record_failure
 
 
@@ -140,24 +141,35 @@ def on_restore_request(body, status, patch, memo, logger, **_):
               audit_location=restore_audit_location, failed_phase=restore_failed_phase)
 
 
-def put_back_on_delete(kind: str, model, body: kopf.Body, status, memo, logger) -> None:
-    """A request deleted mid-flight must not leave the vault stopped: start what it stopped (in
-    start order) and free the lock before the deletion completes (kopf holds a finalizer)."""
+def put_back_on_delete(kind: str, model, body: kopf.Body, status, memo, logger, undo=None) -> None:
+    """A request deleted mid-flight must not leave the vault stopped: put back what `undo` says
+    (a restore's secrets and staged Job), start what it stopped (in start order) and free the lock
+    before the deletion completes (kopf holds a finalizer)."""
     if is_finished(status.get("phase")):
         return
     run = Run(kind, body, model.model_validate(dict(body)).spec, dict(status), memo.context)
-    if run.status.get("originalReplicas"):
-        topology = topology_of(run)
-        try:
+    try:
+        undone = undo(run) if undo else []
+        if run.status.get("originalReplicas"):
+            topology = topology_of(run)
             tiers.start_in_order(run, memo.context.kube, body["metadata"]["namespace"], topology,
                                  memo.context.config.poll_seconds)
-        except Wait as wait:
-            raise kopf.TemporaryError(f"deleted mid-flight; restarting the services first: {wait.message}",
-                                      delay=wait.delay)
-        announce(body, "ServicesRestarted", f"{kind} deleted mid-flight: the services it had stopped were started "
-                                            "again with their original replica counts", warning=True)
+            undone.append("the services it had stopped were started again with their original replica counts")
+        if run.status.get("secretsRepointed"):
+            # Running services may have read the new secrets: roll every database user once more.
+            restore_steps.restart_consumers(run, topology_of(run).database_services, marker="rollback")
+    except Wait as wait:
+        raise kopf.TemporaryError(f"deleted mid-flight; putting the vault back first: {wait.message}",
+                                  delay=wait.delay)
+    except StepFailed as failure:  # nothing more can be done here: say so loudly and let it go
+        undone = [f"putting the vault back failed ({failure.reason}): {failure.message}"]
+    if run.status.get("databaseModified") and getattr(run.spec, "mode", None) == "InPlace":
+        undone.append("the database may be half-restored: restore the safety backup "
+                      f"{run.status.get('safetyBackup') or '(none was taken)'} with a new RestoreRequest")
+    if undone:
+        announce(body, "DeletedMidFlight", f"{kind} deleted mid-flight: " + "; ".join(undone), warning=True)
     release_lock(run)
-    logger.warning("%s deleted before it finished; services and lock put back", kind)
+    logger.warning("%s deleted before it finished; the vault was put back as far as possible", kind)
 
 
 @kopf.on.delete(GROUP, VERSION, backup_api.PLURAL, id="backup-delete", backoff=ERROR_BACKOFF)
@@ -167,4 +179,5 @@ def on_backup_deleted(body, status, memo, logger, **_):
 
 @kopf.on.delete(GROUP, VERSION, restore_api.PLURAL, id="restore-delete", backoff=ERROR_BACKOFF)
 def on_restore_deleted(body, status, memo, logger, **_):
-    put_back_on_delete(restore_api.KIND, RestoreRequest, body, status, memo, logger)
+    put_back_on_delete(restore_api.KIND, RestoreRequest, body, status, memo, logger,
+                       undo=restore_steps.undo_before_restart)

@@ -716,20 +716,27 @@ def verify(run: Run) -> str:
 
 # -- Rollback (only after a failure) ----------------------------------------------------------------------
 
-def rollback(run: Run) -> str:
-    """Put the world back: secrets, the database (by policy), then the services in start order."""
-    spec, namespace, kube = spec_of(run), meta(run)[0], run.context.kube
+def undo_before_restart(run: Run) -> list[str]:
+    """What must be put back before any service starts again (also when a request is deleted
+    mid-flight): a staged restore Job called off, the db-info secrets as they were."""
     done = []
     if run.status.get("restoreJob") and not run.status.get("restoreGoAt"):
         # Staged, never told to go: tell it to stop, so it does not sit waiting for a go signal.
         _signal_restore_job(run, ABORT_CONTENT)
         done.append("the staged restore Job was called off before it touched the database")
     if run.status.get("secretsRepointed"):
-        snapshot = read_secret(kube, namespace, snapshot_secret_name(run)) or {}
+        snapshot = read_secret(run.context.kube, meta(run)[0], snapshot_secret_name(run)) or {}
         backend, synced = db_info_backends(run)
         write_db_info(backend, synced, db_info_secret_names(run), lambda name: {
             key: snapshot[f"{name}.{key}"] for key in DB_INFO_KEYS if f"{name}.{key}" in snapshot})
         done.append("db-info secrets restored from the snapshot")
+    return done
+
+
+def rollback(run: Run) -> str:
+    """Put the world back: secrets, the database (by policy), then the services in start order."""
+    spec, namespace, kube = spec_of(run), meta(run)[0], run.context.kube
+    done = undo_before_restart(run)
     if run.status.get("databaseModified") and spec.mode == RestoreMode.IN_PLACE:
         done.append(_restore_safety_backup(run))
     if run.status.get("scaledDownAt"):
