@@ -341,9 +341,25 @@ def preflight(run: Run) -> str:
             raise StepFailed("DatabaseNotFound", f"the InPlace target database {target_database(run)} does not exist")
     except database.DatabaseError as error:
         raise StepFailed(error.reason, f"the target database is not usable: {error.message}") from None
+    check_target_version(version, found.manifest.pg_server_version)
     check_encryptor_fingerprints(run, found)
     return (f"artifact sha256 verified by Job {manifest['metadata']['name']}; target PostgreSQL {version} "
             f"reachable; EMP fingerprints match")
+
+
+def major_version(version: str) -> int:
+    """16 of "16.4 (Debian 16.4-1.pgdg120+1)"; 0 when unreadable (then nothing is refused on it)."""
+    head = version.strip().split(".")[0].split()[0] if version.strip() else ""
+    return int(head) if head.isdigit() else 0
+
+
+def check_target_version(target: str, source: str) -> None:
+    target_major, source_major = major_version(target), major_version(source)
+    if target_major and source_major and target_major < source_major:
+        raise StepFailed("TargetServerTooOld", f"the backup is of a PostgreSQL {source} server, the target runs "
+                                               f"{target}: a dump restores into the same or a newer major version "
+                                               "only. Nothing was touched: restore into a server of that major "
+                                               "version or newer")
 
 
 def check_encryptor_fingerprints(run: Run, found: Source) -> None:
