@@ -34,6 +34,22 @@ def record_finished(kind: str, namespace: str, status: dict) -> None:
             STEP_SECONDS.labels(kind, step["name"]).observe(seconds)
     if status.get("downtimeSeconds") is not None:
         DOWNTIME_SECONDS.labels(namespace).observe(status["downtimeSeconds"])
-    if kind == "BackupRequest" and status.get("phase") == "Succeeded":
-        BACKUP_BYTES.labels(namespace).set(status["artifact"]["sizeBytes"])
-        LAST_BACKUP.labels(namespace).set(parse_timestamp(status["completedAt"]).timestamp())
+    if kind == "BackupRequest":
+        remember_backup(namespace, status)
+
+
+_latest_backup: dict[str, float] = {}  # namespace → completion time of the newest successful backup
+
+
+def remember_backup(namespace: str, status: dict) -> None:
+    """Set the backup gauges from a Succeeded BackupRequest unless a newer one is known. Also
+    called for the finished requests an operator finds at start-up, so a restart does not make the
+    'last successful backup' series vanish (an alert on its age would go silent)."""
+    if status.get("phase") != "Succeeded" or not status.get("completedAt") or not status.get("artifact"):
+        return
+    completed = parse_timestamp(status["completedAt"]).timestamp()
+    if completed < _latest_backup.get(namespace, 0):
+        return
+    _latest_backup[namespace] = completed
+    BACKUP_BYTES.labels(namespace).set(status["artifact"]["sizeBytes"])
+    LAST_BACKUP.labels(namespace).set(completed)

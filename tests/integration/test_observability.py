@@ -16,9 +16,15 @@ from tests.integration.conftest import BackupStack, deploy_stand_in_vault, descr
 pytestmark = pytest.mark.integration
 
 
-def scrape(port: int) -> dict[str, float]:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
-        text = response.read().decode()
+def scrape(port: int, missing_ok: bool = False) -> dict[str, float]:
+    """The walwarden_ samples; with missing_ok, none while the endpoint is not up (yet)."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+            text = response.read().decode()
+    except OSError:
+        if missing_ok:
+            return {}
+        raise
     samples = {}
     for line in text.splitlines():
         match = re.match(r"^(walwarden_[^ ]+) ([0-9.e+-]+)$", line)
@@ -60,3 +66,12 @@ def test_metrics_health_and_json_logs_after_a_backup_and_a_restore(stack: Backup
     lines = [line for line in (tmp_path / "observed.log").read_text().splitlines() if line.startswith("{")]
     assert lines and all(json.loads(line)["message"] is not None for line in lines)
     assert stack.postgres.password not in (tmp_path / "observed.log").read_text()
+
+    # A restarted operator knows the last successful backup again (from the finished request it
+    # finds), so an alert on that timestamp's age neither goes silent nor fires falsely.
+    stack.operator.stop()
+    stack.operator = OperatorProcess(stack.cluster, stack.namespace, tmp_path / "restarted.log", {
+        "WALWARDEN_METRICS_PORT": str(metrics_port), "WALWARDEN_LISTEN_ADDRESS": "127.0.0.1"}).start()
+    last_backup = f'walwarden_last_successful_backup_timestamp_seconds{{namespace="{ns}"}}'
+    wait_for(lambda: last_backup in scrape(metrics_port, missing_ok=True), 30, "the restarted operator's backup gauge")
+    assert scrape(metrics_port)[last_backup] == samples[last_backup]

@@ -123,6 +123,7 @@ def drive(kind: str, steps, request, body: kopf.Body, status, patch: kopf.Patch,
 @kopf.on.resume(GROUP, VERSION, backup_api.PLURAL, id="backup-resume", backoff=ERROR_BACKOFF)
 def on_backup_request(body, status, patch, memo, logger, **_):
     if is_finished(status.get("phase")):
+        metrics.remember_backup(body["metadata"]["namespace"], status)  # found again at start-up
         return
     request = accept(backup_api.KIND, BackupRequest, body, status, patch, logger)
     if request is not None:
