@@ -24,8 +24,10 @@ def build_parser() -> argparse.ArgumentParser:
     from walwarden import local_restore
     from walwarden.runner import cli as runner_cli
     from walwarden.security import token_cli
+    from walwarden.storage import audit_cli
 
     runner_cli.add_runner_parser(commands)
+    audit_cli.add_audit_parser(commands)
     token_cli.add_token_parser(commands)
     local_restore.add_restore_parser(commands)
     return parser
@@ -49,6 +51,10 @@ def main(argv: list[str] | None = None) -> int:
         from walwarden.security import token_cli
 
         return token_cli.run(args)
+    if args.command == "audit":
+        from walwarden.storage import audit_cli
+
+        return audit_cli.run(args)
     if args.command == "restore":
         from walwarden import local_restore
 

@@ -93,6 +93,16 @@ def parse_time(text: str) -> float:
     return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
 
 
+def audit_verify(vault: Vault, uri: str, heads: list[str]):
+    import os
+    import subprocess
+    import sys
+    env = {**os.environ, "AWS_ACCESS_KEY_ID": vault.s3.access_key, "AWS_SECRET_ACCESS_KEY": vault.s3.secret_key}
+    args = [sys.executable, "-m", "walwarden", "audit", "verify", uri, "--endpoint", vault.s3.endpoint,
+            "--force-path-style", *[arg for head in heads for arg in ("--expect-head", head)]]
+    return subprocess.run(args, env=env, capture_output=True, text=True, timeout=60)
+
+
 def account_names(dsn: str) -> list[str]:
     import psycopg
     with psycopg.connect(dsn) as connection:
@@ -157,6 +167,17 @@ def test_in_place_restore_brings_the_backed_up_accounts_back(vault):
     assert {"DumpSucceeded", "ScaleDownStarted", "RestoreSucceeded", "ScaleUpSucceeded", "VerifySucceeded"} <= {
         r["reason"] for r in records}
     assert vault.postgres.password not in text
+    # Each request anchors the log in its status; `walwarden audit verify` checks the log still holds
+    # those heads, so a log cut short (a valid chain, just shorter) is caught.
+    log_uri = status["audit"]["log"]
+    assert log_uri == f"s3://{bucket}/{key.rpartition('/')[0]}/audit.log"
+    heads = [status["audit"]["chainHead"], vault.get("backuprequests", "nightly")["status"]["audit"]["chainHead"]]
+    assert audit_verify(vault, log_uri, heads).returncode == 0
+    s3 = vault.s3.client()
+    s3.put_object(Bucket=bucket, Key=key.rpartition("/")[0] + "/audit.log",
+                  Body=("\n".join(text.splitlines()[:-1]) + "\n").encode())
+    cut = audit_verify(vault, log_uri, heads)
+    assert cut.returncode == 1 and "cut short or rewritten" in cut.stderr, cut.stderr
 
 
 def test_redirected_restore_repoints_every_secret_and_leaves_the_original_alone(vault):

@@ -401,6 +401,14 @@ class StepStatus(StatusModel):
     message: str | None = Field(None, description="What the step did or why it failed.")
 
 
+class AuditAnchor(StatusModel):
+    """Where this request's transitions were logged, and the log's last line after them."""
+
+    log: str = Field(description="s3:// URI of the hash-chained audit.log beside the artifact.")
+    chain_head: str = Field(description="sha256 of the log's last line after this request's last append; "
+                            "`walwarden audit verify --expect-head` checks the log still holds it.")
+
+
 class RequestStatus(StatusModel):
     """What both kinds' statuses have in common (their phases and steps differ)."""
 
@@ -422,6 +430,7 @@ class RequestStatus(StatusModel):
     original_replicas: dict[str, int] = Field(
         default_factory=dict, description="Replica count of each service before scale-down, restored after."
     )
+    audit: AuditAnchor | None = Field(None, description="The audit log this request wrote to, and its head.")
 
 
 # Phases after which a request is never run again (one-shot, DESIGN §2).

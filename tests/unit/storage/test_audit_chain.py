@@ -30,3 +30,16 @@ def test_a_dropped_line_breaks_the_chain():
     lines = text.splitlines()
     with pytest.raises(AuditChainBroken):
         verify_chain("\n".join([lines[0], lines[2]]))
+
+
+def test_heads_recorded_by_requests_must_still_be_in_the_log():
+    first, head_a = chain([{"reason": "A"}, {"reason": "B"}])
+    full, head_c = chain([{"reason": "A"}, {"reason": "B"}, {"reason": "C"}])
+    assert verify_chain(full, expect_heads=[head_a, head_c]) == head_c
+    # Cut short to before C: still a valid chain, but the head the last request recorded is gone.
+    with pytest.raises(AuditChainBroken, match="cut short or rewritten"):
+        verify_chain(first, expect_heads=[head_c])
+    # Rewritten whole with other records: valid chain, none of the recorded heads.
+    forged, _ = chain([{"reason": "X"}])
+    with pytest.raises(AuditChainBroken):
+        verify_chain(forged, expect_heads=[head_a])
