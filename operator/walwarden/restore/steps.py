@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import time
 import secrets as random
+import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
+
+from botocore.exceptions import ClientError
 
 from walwarden import database, dbinfo, tiers
 from walwarden.api import (
@@ -533,8 +535,11 @@ def _go_was_given(run: Run) -> bool:
     found = source(run)
     try:
         body = s3_client(run, found.storage).get_object(Bucket=found.bucket, Key=go_key(run))["Body"].read()
-    except Exception:
-        return False  # no go object: never given
+    except ClientError as error:
+        if error.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
+            return False  # no go object: never given
+        raise Wait(f"cannot tell whether the restore Job was told to go ({type(error).__name__}); "
+                   "looking again", delay=poll(run)) from None
     return body.decode(errors="replace") == _go_content(run)
 
 
