@@ -43,7 +43,7 @@ class OperatorConfig:
     log_json: bool = False
     # How often a waiting step looks at the world again (seconds).
     poll_seconds: float = 5.0
-    # How long one pass keeps looking (every 0.1–1 s) at a step that is already waiting, before it
+    # How long one pass keeps looking (every 0.1–0.5 s) at a step that is already waiting, before it
     # hands back to the poll interval: stops, starts and Job ends are noticed at once (downtime).
     settle_seconds: float = 5.0
     # ScaleDown (and a backup's Quiesce) fails after waiting this long for a tier's pods to go,

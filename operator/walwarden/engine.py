@@ -125,8 +125,9 @@ def _finish(run: Run, entry: dict, state: StepState, message: str | None) -> Non
         entry["message"] = message
 
 
-# Settling re-checks a waiting step after these pauses (seconds), the last one repeating.
-SETTLE_PAUSES = (0.1, 0.2, 0.3, 0.5, 1.0)
+# Settling re-checks a waiting step after these pauses (seconds), the last one repeating: a Job
+# that ends is noticed within half a second (two cheap reads a second while a step settles).
+SETTLE_PAUSES = (0.1, 0.2, 0.3, 0.5)
 # How soon kopf calls again after a step's first wait (its Running state just written).
 FIRST_WAIT_DELAY = 0.2
 
