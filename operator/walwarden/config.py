@@ -48,6 +48,7 @@ class OperatorConfig:
     settle_seconds: float = 5.0
     # ScaleDown (and a backup's Quiesce) fails after waiting this long for a tier's pods to go,
     # rather than keep the vault half-stopped for ever; the services are then started again.
+    # Starting that takes this long raises the condition ServicesNotReady (and keeps waiting).
     stop_timeout_seconds: float = 600.0
     # The vault's services when a request has no spec.topology (JSON of the Topology model).
     default_topology: Topology = DEFAULT_TOPOLOGY

@@ -7,7 +7,7 @@ Both are steps of the engine: they look at the world, act where it is not yet ri
 
 from __future__ import annotations
 
-from walwarden.api import Topology
+from walwarden.api import ConditionType, Topology, get_condition
 from walwarden.engine import Run, StepFailed, Wait
 from walwarden.kube import workloads
 from walwarden.kube.api import Kube
@@ -60,7 +60,34 @@ def _stop_in_order(run: Run, kube: Kube, namespace: str, topology: Topology, pol
     return "stopped " + " → ".join("/".join(tier) for tier in topology.stop_tiers)
 
 
-def start_in_order(run: Run, kube: Kube, namespace: str, topology: Topology, poll: float) -> str:
+def start_in_order(run: Run, kube: Kube, namespace: str, topology: Topology, poll: float,
+                   loud_after: float | None = None) -> str:
+    """With `loud_after`, services that are still not Ready after that long in the step raise the
+    condition ServicesNotReady (and one Warning Event): the step keeps waiting, since failing would
+    not bring them up, but nobody can miss that the vault is not back."""
+    try:
+        started = _start_in_order(run, kube, namespace, topology, poll)
+    except Wait as wait:
+        if loud_after is not None and run.seconds_in_current_step() > loud_after:
+            _say_services_not_ready(run, f"{wait.message} — for more than {loud_after:g}s")
+        raise
+    if _services_not_ready(run):
+        run.condition(ConditionType.SERVICES_NOT_READY, False, "ServicesReady", "every service is Ready again")
+    return started
+
+
+def _services_not_ready(run: Run) -> bool:
+    condition = get_condition(run.status.get("conditions"), ConditionType.SERVICES_NOT_READY)
+    return condition is not None and condition.status == "True"
+
+
+def _say_services_not_ready(run: Run, message: str) -> None:
+    if not _services_not_ready(run):
+        run.event("ServicesNotReady", message, warning=True)
+    run.condition(ConditionType.SERVICES_NOT_READY, True, "StartTooSlow", message)
+
+
+def _start_in_order(run: Run, kube: Kube, namespace: str, topology: Topology, poll: float) -> str:
     recorded = run.status.get("originalReplicas") or {}
     started = []
     for index, tier in enumerate(topology.start_tiers(), start=1):

@@ -537,3 +537,35 @@ def test_a_pod_that_never_goes_away_fails_scale_down_and_the_services_start_agai
     assert pod["metadata"]["name"] in status["message"] and "more than 5s" in status["message"]
     assert not status.get("databaseModified")
     wait_for(lambda: ready_replicas(vault.cluster, vault.namespace) == vault.replicas, 60, "services back")
+
+
+def test_services_that_do_not_become_ready_raise_a_loud_condition_until_they_are(vault, tmp_path):
+    vault.backup()
+    vault.operator.stop()
+    vault.operator = OperatorProcess(vault.cluster, vault.namespace, tmp_path / "operator-slow.log", {
+        "WALWARDEN_POLL_SECONDS": "1", "WALWARDEN_STOP_TIMEOUT_SECONDS": "5"}).start()
+
+    def readiness_path(path: str) -> None:
+        patch = [{"op": "replace", "path": "/spec/template/spec/containers/0/readinessProbe/httpGet/path",
+                  "value": path}]
+        vault.cluster.kubectl(["patch", "deployment", "wallet", "-n", vault.namespace, "--type=json",
+                               "-p", json.dumps(patch)])
+
+    readiness_path("/never-ready")  # the wallet started by ScaleUp will not become Ready
+    vault.apply(vault.restore_request("slow-start", safetyBackup=False))
+
+    def not_ready_condition() -> dict:
+        status = vault.get("restorerequests", "slow-start").get("status") or {}
+        return next((c for c in status.get("conditions", []) if c["type"] == "ServicesNotReady"), {})
+
+    wait_for(lambda: not_ready_condition().get("status") == "True", 120, "the ServicesNotReady condition")
+    status = vault.get("restorerequests", "slow-start")["status"]
+    assert status["phase"] == "Running" and status["currentStep"] == "ScaleUp"
+    assert "wallet 0/1" in not_ready_condition()["message"] and "more than 5s" in not_ready_condition()["message"]
+    readiness_path("/health")
+    status = vault.wait_finished("restorerequests", "slow-start")["status"]
+    assert status["phase"] == "Succeeded", json.dumps(status, indent=1)
+    assert (not_ready_condition()["status"], not_ready_condition()["reason"]) == ("False", "ServicesReady")
+    events = vault.cluster.kubectl_json(["get", "events", "-n", vault.namespace,
+                                         "--field-selector", "involvedObject.name=slow-start"])["items"]
+    assert [e["type"] for e in events if e["reason"] == "ServicesNotReady"] == ["Warning"]

@@ -348,6 +348,9 @@ class ConditionType(StrEnum):
     # The vault was NOT put back after a failure (Rollback failed): services may be stopped, the
     # database half-restored, db-info secrets repointed. Someone has to act.
     VAULT_NOT_RESTORED = "VaultNotRestored"
+    # Services started again are still not Ready long after (WALWARDEN_STOP_TIMEOUT_SECONDS): the
+    # step keeps waiting, and this says loudly that the vault is not back yet.
+    SERVICES_NOT_READY = "ServicesNotReady"
 
 
 class ConditionStatus(StrEnum):

@@ -123,7 +123,7 @@ def resume(run: Run) -> str:
     if not spec.quiesce:
         raise Skip("nothing was stopped")
     return tiers.start_in_order(run, run.context.kube, meta(run)[0], topology_of(run),
-                                run.context.config.poll_seconds)
+                                run.context.config.poll_seconds, loud_after=run.context.config.stop_timeout_seconds)
 
 
 BACKUP_STEPS = [

@@ -676,7 +676,8 @@ def restart_consumers(run: Run, services: list[str] | None = None, marker: str =
 
 def scale_up(run: Run) -> str:
     not_in_dry_run(run)
-    started = tiers.start_in_order(run, run.context.kube, meta(run)[0], topology(run), poll(run))
+    started = tiers.start_in_order(run, run.context.kube, meta(run)[0], topology(run), poll(run),
+                                   loud_after=run.context.config.stop_timeout_seconds)
     if run.status.get("scaledDownAt"):
         run.status["downtimeSeconds"] = round(
             (utcnow() - parse_timestamp(run.status["scaledDownAt"])).total_seconds(), 1)
@@ -761,7 +762,8 @@ def rollback(run: Run) -> str:
     if run.status.get("databaseModified") and spec.mode == RestoreMode.IN_PLACE:
         done.append(_restore_safety_backup(run))
     if run.status.get("scaledDownAt"):
-        done.append(tiers.start_in_order(run, kube, namespace, topology(run), poll(run)))
+        done.append(tiers.start_in_order(run, kube, namespace, topology(run), poll(run),
+                                         loud_after=run.context.config.stop_timeout_seconds))
         if run.status.get("secretsRepointed"):
             # Whatever runs now may have read the new secrets: roll every database user once more.
             restart_consumers(run, topology(run).database_services, marker="rollback")
