@@ -13,7 +13,7 @@ import jsonschema
 import pytest
 import yaml
 
-from devstack.binaries import ensure_binaries
+from devstack.binaries import ensure_binaries, read_versions
 from walwarden.api import crdgen
 
 REPO = Path(__file__).resolve().parents[2]
@@ -59,6 +59,20 @@ def run_helm(helm: Path, *args: str, check: bool = True) -> subprocess.Completed
 def render(helm: Path, *args: str) -> list[dict]:
     out = run_helm(helm, "template", RELEASE, str(CHART), "--namespace", RELEASE_NS, *args).stdout
     return [doc for doc in yaml.safe_load_all(out) if doc]
+
+
+def test_helm_reports_its_pinned_version_and_a_current_kubernetes(helm, tmp_path):
+    """Built with helm's release ldflags: without them it says "v3.19" and renders for Kubernetes
+    v1.20 (.Capabilities.KubeVersion of `helm template`)."""
+    assert run_helm(helm, "version", "--template", "{{.Version}}").stdout == read_versions()["HELM_VERSION"]
+    chart = tmp_path / "probe"
+    (chart / "templates").mkdir(parents=True)
+    (chart / "Chart.yaml").write_text("apiVersion: v2\nname: probe\nversion: 0.1.0\n")
+    (chart / "templates" / "kube.yaml").write_text(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: probe}\n"
+        "data: {minor: {{ .Capabilities.KubeVersion.Minor | quote }}}\n")
+    [probe] = yaml.safe_load_all(run_helm(helm, "template", "probe", str(chart)).stdout)
+    assert int(probe["data"]["minor"]) >= 30, probe  # helm's client-go minor (v0.34 → 1.34)
 
 
 def render_error(helm: Path, *args: str) -> str:
