@@ -20,7 +20,8 @@ from walwarden.storage.s3 import s3_uri
 from walwarden import tiers
 from walwarden.common_steps import release_lock, topology_of
 from walwarden.engine import Run, StepFailed, Wait, advance
-from walwarden.restore import steps as restore_steps
+from walwarden.restore.reconfigure import restart_consumers
+from walwarden.restore.rollback import undo_before_restart
 from walwarden.handlers.common import InvalidSpec, announce, parse, record_failure
 
 
@@ -162,7 +163,7 @@ def put_back_on_delete(kind: str, model, body: kopf.Body, status, memo, logger, 
             undone.append("the services it had stopped were started again with their original replica counts")
         if run.status.get("secretsRepointed"):
             # Running services may have read the new secrets: roll every database user once more.
-            restore_steps.restart_consumers(run, topology_of(run).database_services, marker="rollback")
+            restart_consumers(run, topology_of(run).database_services, marker="rollback")
     except Wait as wait:
         raise kopf.TemporaryError(f"deleted mid-flight; putting the vault back first: {wait.message}",
                                   delay=wait.delay)
@@ -185,4 +186,4 @@ def on_backup_deleted(body, status, memo, logger, **_):
 @kopf.on.delete(GROUP, VERSION, restore_api.PLURAL, id="restore-delete", backoff=ERROR_BACKOFF)
 def on_restore_deleted(body, status, memo, logger, **_):
     put_back_on_delete(restore_api.KIND, RestoreRequest, body, status, memo, logger,
-                       undo=restore_steps.undo_before_restart)
+                       undo=undo_before_restart)

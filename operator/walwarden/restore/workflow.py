@@ -20,44 +20,50 @@
 
 from __future__ import annotations
 
-from walwarden.common_steps import acquire_lock, release_lock
+from walwarden.common_steps import acquire_lock, release_lock, s3_client
 from walwarden.engine import Run, Step, StepFailed, Wait
-from walwarden.restore import steps
+from walwarden.restore.checks import plan, preflight, validate
+from walwarden.restore.common import not_in_dry_run, source
+from walwarden.restore.reconfigure import reconfigure
+from walwarden.restore.rollback import rollback
+from walwarden.restore.staging import restore, stage
+from walwarden.restore.starting import scale_up, verify
+from walwarden.restore.stopping import safety_backup, scale_down
 from walwarden.storage import audit
 
 
 def acquire_lock_unless_dry_run(run: Run) -> str:
-    steps.not_in_dry_run(run)
+    not_in_dry_run(run)
     return acquire_lock(run)
 
 
 RESTORE_STEPS = [
-    Step("Validate", steps.validate),
-    Step("Plan", steps.plan),
+    Step("Validate", validate),
+    Step("Plan", plan),
     Step("AcquireLock", acquire_lock_unless_dry_run),
-    Step("Preflight", steps.preflight),
-    Step("SafetyBackup", steps.safety_backup),
-    Step("Stage", steps.stage),
-    Step("ScaleDown", steps.scale_down),
-    Step("Restore", steps.restore),
-    Step("Reconfigure", steps.reconfigure),
-    Step("ScaleUp", steps.scale_up),
-    Step("Verify", steps.verify),
-    Step("Rollback", steps.rollback, only_on_failure=True),
+    Step("Preflight", preflight),
+    Step("SafetyBackup", safety_backup),
+    Step("Stage", stage),
+    Step("ScaleDown", scale_down),
+    Step("Restore", restore),
+    Step("Reconfigure", reconfigure),
+    Step("ScaleUp", scale_up),
+    Step("Verify", verify),
+    Step("Rollback", rollback, only_on_failure=True),
     Step("ReleaseLock", release_lock, always=True),
 ]
 
 
 def failed_phase(run: Run) -> str:
     """RolledBack when the world had been touched and was put back; Failed otherwise."""
-    rollback = next((s for s in run.status.get("steps", []) if s["name"] == "Rollback"), {})
-    return "RolledBack" if rollback.get("state") == "Succeeded" else "Failed"
+    rollback_step = next((s for s in run.status.get("steps", []) if s["name"] == "Rollback"), {})
+    return "RolledBack" if rollback_step.get("state") == "Succeeded" else "Failed"
 
 
 def audit_location(run: Run):
     """Where this restore's transitions are logged: beside the artifact it restores."""
     try:
-        found = steps.source(run)
+        found = source(run)
     except (StepFailed, Wait):
         return None  # no artifact to log beside (yet); the Events and status still record it
-    return steps.s3_client(run, found.storage), found.bucket, audit.audit_key(found.prefix)
+    return s3_client(run, found.storage), found.bucket, audit.audit_key(found.prefix)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from walwarden.engine import StepFailed
-from walwarden.restore.steps import check_target_version, major_version
+from walwarden.restore.checks import check_target_version, major_version
 
 
 @pytest.mark.parametrize("text, major", [("16.4", 16), ("15.18 (Debian 15.18-0+deb12u1)", 15), ("17beta2", 0),
