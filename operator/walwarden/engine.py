@@ -81,7 +81,11 @@ class Run:
 
     @property
     def failed(self) -> bool:
-        condition = get_condition(self.status.get("conditions"), ConditionType.FAILED)
+        return self.has_condition(ConditionType.FAILED)
+
+    def has_condition(self, type: str) -> bool:
+        """True when the condition `type` is set and True."""
+        condition = get_condition(self.status.get("conditions"), type)
         return condition is not None and condition.status == "True"
 
     def seconds_in_current_step(self) -> float:
@@ -136,15 +140,15 @@ def _run_settling(step: Step, run: Run, settle_seconds: float, clock, sleep) -> 
     """Run `step`; while it waits, look again (shortly, then less often) until `settle_seconds`
     have passed; the last Wait is raised."""
     deadline = clock() + settle_seconds
-    for attempt in range(10_000):
+    pauses = iter(SETTLE_PAUSES)
+    while True:
         try:
             return step.run(run)
         except Wait as wait:
-            pause = min(SETTLE_PAUSES[min(attempt, len(SETTLE_PAUSES) - 1)], wait.delay)
+            pause = min(next(pauses, SETTLE_PAUSES[-1]), wait.delay)
             if clock() + pause > deadline:
                 raise
             sleep(pause)
-    raise AssertionError("unreachable: the deadline ends the loop")
 
 
 def advance(steps: list[Step], run: Run, settle_seconds: float = 0.0, clock=time.monotonic,

@@ -7,7 +7,7 @@ Both are steps of the engine: they look at the world, act where it is not yet ri
 
 from __future__ import annotations
 
-from walwarden.api import ConditionType, Topology, get_condition
+from walwarden.api import ConditionType, Topology
 from walwarden.engine import Run, StepFailed, Wait
 from walwarden.kube import workloads
 from walwarden.kube.api import Kube
@@ -71,18 +71,13 @@ def start_in_order(run: Run, kube: Kube, namespace: str, topology: Topology, pol
         if loud_after is not None and run.seconds_in_current_step() > loud_after:
             _say_services_not_ready(run, f"{wait.message} — for more than {loud_after:g}s")
         raise
-    if _services_not_ready(run):
+    if run.has_condition(ConditionType.SERVICES_NOT_READY):
         run.condition(ConditionType.SERVICES_NOT_READY, False, "ServicesReady", "every service is Ready again")
     return started
 
 
-def _services_not_ready(run: Run) -> bool:
-    condition = get_condition(run.status.get("conditions"), ConditionType.SERVICES_NOT_READY)
-    return condition is not None and condition.status == "True"
-
-
 def _say_services_not_ready(run: Run, message: str) -> None:
-    if not _services_not_ready(run):
+    if not run.has_condition(ConditionType.SERVICES_NOT_READY):
         run.event("ServicesNotReady", message, warning=True)
     run.condition(ConditionType.SERVICES_NOT_READY, True, "StartTooSlow", message)
 

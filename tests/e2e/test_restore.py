@@ -500,6 +500,12 @@ def test_deleting_a_redirected_restore_after_reconfigure_puts_the_secrets_back(v
                                          "--field-selector", "involvedObject.name=redirected-abandoned"])["items"]
     [deleted] = [e for e in events if e["reason"] == "DeletedMidFlight"]
     assert "db-info secrets restored from the snapshot" in deleted["message"]
+    # Every database user was rolled so that none keeps the new host it may have read.
+    for service in DB_SERVICES:
+        template = vault.get("deployments" if service in ("wallet", "orchestrator") else "statefulsets", service)
+        restarted = template["spec"]["template"]["metadata"].get("annotations", {}).get(
+            "kubectl.kubernetes.io/restartedAt", "")
+        assert restarted.startswith("walwarden-rollback-"), (service, restarted)
     vault.postgres.drop_database(new_database)
 
 

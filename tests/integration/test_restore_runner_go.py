@@ -1,7 +1,7 @@
 """`walwarden runner restore` with a go signal, as the operator's restore Job runs it: started while
 the services are still stopping, it downloads and verifies the artifact, then waits for the
 operator's go object before it touches the database (not even creating it). Real PostgreSQL,
-real MinIO, presigned URLs only."""
+real MinIO, presigned URLs only; with and without room to stage the artifact."""
 
 from __future__ import annotations
 
@@ -69,8 +69,16 @@ def staged(postgres_server, s3_server, s3_bucket, vault_db, tmp_path):
     env.pop("PGDATABASE")
     output = tmp_path / "runner.log"
 
-    def start(go_timeout: int = 120) -> StagedRestore:
-        args = [sys.executable, "-m", "walwarden", "runner", "restore", "--url-env", "WALWARDEN_ARTIFACT_URL",
+    def start(go_timeout: int = 120, staging_room: str | None = None) -> StagedRestore:
+        """staging_room: the size of a tmpfs the runner stages into (its own mount namespace)."""
+        wrapper = []
+        if staging_room:
+            staging = tmp_path / "staging"
+            staging.mkdir()
+            env["WALWARDEN_STAGING_DIR"] = str(staging)
+            wrapper = ["unshare", "--mount", "--map-root-user", "sh", "-c",
+                       f'mount -t tmpfs -o size={staging_room} tmpfs "{staging}" && exec "$@"', "sh"]
+        args = [*wrapper, sys.executable, "-m", "walwarden", "runner", "restore", "--url-env", "WALWARDEN_ARTIFACT_URL",
                 "--sha256", hashlib.sha256(dump.read_bytes()).hexdigest(), "--size", str(dump.stat().st_size),
                 "--database", target, "--go-url-env", "WALWARDEN_GO_URL",
                 "--go-sha256", hashlib.sha256(GO_CONTENT.encode()).hexdigest(), "--go-timeout", str(go_timeout)]
@@ -118,3 +126,15 @@ def test_no_go_within_the_timeout_ends_it_untouched(staged, postgres_server):
     code, output = run.finish()
     assert code != 0 and last_error(output).startswith("walwarden-error: NoGoSignal: "), output
     assert not database_exists(postgres_server, run.database)
+
+
+def test_without_staging_room_it_verifies_first_then_streams_into_pg_restore(staged, postgres_server, vault_db):
+    run = staged(staging_room="64k")  # far smaller than the dump
+    run.wait_until_waiting_for_go()
+    assert "not enough staging space: verifying first" in run.text()
+    assert not database_exists(postgres_server, run.database)
+    run.put_go(GO_CONTENT)
+    code, output = run.finish()
+    assert code == 0, output
+    assert "pg_restore finished" not in output  # the staged path's line: this one streamed
+    assert vaultdb.row_counts(postgres_server.dsn(run.database)) == vault_db.row_counts

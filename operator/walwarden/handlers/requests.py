@@ -20,8 +20,7 @@ from walwarden.storage.s3 import s3_uri
 from walwarden import tiers
 from walwarden.common_steps import release_lock, topology_of
 from walwarden.engine import Run, StepFailed, Wait, advance
-from walwarden.restore.reconfigure import restart_consumers
-from walwarden.restore.rollback import undo_before_restart
+from walwarden.restore.rollback import undo_when_deleted
 from walwarden.handlers.common import InvalidSpec, announce, parse, record_failure
 
 
@@ -148,9 +147,9 @@ def on_restore_request(body, status, patch, memo, logger, **_):
 
 
 def put_back_on_delete(kind: str, model, body: kopf.Body, status, memo, logger, undo=None) -> None:
-    """A request deleted mid-flight must not leave the vault stopped: put back what `undo` says
-    (a restore's secrets and staged Job), start what it stopped (in start order) and free the lock
-    before the deletion completes (kopf holds a finalizer)."""
+    """A request deleted mid-flight must not leave the vault stopped: put back what the kind's
+    `undo` puts back (a restore's staged Job and secrets), start what it stopped (in start order)
+    and free the lock before the deletion completes (kopf holds a finalizer)."""
     if is_finished(status.get("phase")):
         return
     run = Run(kind, body, model.model_validate(dict(body)).spec, dict(status), memo.context)
@@ -161,17 +160,11 @@ def put_back_on_delete(kind: str, model, body: kopf.Body, status, memo, logger, 
             tiers.start_in_order(run, memo.context.kube, body["metadata"]["namespace"], topology,
                                  memo.context.config.poll_seconds)
             undone.append("the services it had stopped were started again with their original replica counts")
-        if run.status.get("secretsRepointed"):
-            # Running services may have read the new secrets: roll every database user once more.
-            restart_consumers(run, topology_of(run).database_services, marker="rollback")
     except Wait as wait:
         raise kopf.TemporaryError(f"deleted mid-flight; putting the vault back first: {wait.message}",
                                   delay=wait.delay)
     except StepFailed as failure:  # nothing more can be done here: say so loudly and let it go
         undone = [f"putting the vault back failed ({failure.reason}): {failure.message}"]
-    if run.status.get("databaseModified") and getattr(run.spec, "mode", None) == "InPlace":
-        undone.append("the database may be half-restored: restore the safety backup "
-                      f"{run.status.get('safetyBackup') or '(none was taken)'} with a new RestoreRequest")
     if undone:
         announce(body, "DeletedMidFlight", f"{kind} deleted mid-flight: " + "; ".join(undone), warning=True)
     release_lock(run)
@@ -186,4 +179,4 @@ def on_backup_deleted(body, status, memo, logger, **_):
 @kopf.on.delete(GROUP, VERSION, restore_api.PLURAL, id="restore-delete", backoff=ERROR_BACKOFF)
 def on_restore_deleted(body, status, memo, logger, **_):
     put_back_on_delete(restore_api.KIND, RestoreRequest, body, status, memo, logger,
-                       undo=undo_before_restart)
+                       undo=undo_when_deleted)

@@ -17,10 +17,13 @@ class JobOutcome:
     message: str = ""
 
 
+def job_exists(kube: Kube, namespace: str, name: str) -> bool:
+    return call(kube.batch.read_namespaced_job, name, namespace) is not None
+
+
 def ensure_job(kube: Kube, namespace: str, manifest: dict) -> None:
     """Create the Job unless it exists: a step run twice never starts a second runner."""
-    name = manifest["metadata"]["name"]
-    if call(kube.batch.read_namespaced_job, name, namespace) is not None:
+    if job_exists(kube, namespace, manifest["metadata"]["name"]):
         return
     try:
         call(kube.batch.create_namespaced_job, namespace, manifest)
@@ -48,14 +51,17 @@ def job_outcome(kube: Kube, namespace: str, name: str) -> JobOutcome | None:
     return JobOutcome("Running")
 
 
+def _job_pods(kube: Kube, namespace: str, job_name: str) -> list:
+    return kube.core.list_namespaced_pod(namespace, label_selector=f"job-name={job_name}").items
+
+
 def _runner_pod_succeeded(kube: Kube, namespace: str, job_name: str) -> bool:
-    pods = kube.core.list_namespaced_pod(namespace, label_selector=f"job-name={job_name}").items
-    return any(pod.status and pod.status.phase == "Succeeded" for pod in pods)
+    return any(pod.status and pod.status.phase == "Succeeded" for pod in _job_pods(kube, namespace, job_name))
 
 
 def runner_failure(kube: Kube, namespace: str, job_name: str) -> tuple[str, str]:
     """The runner's own account of why it failed, from its pod's termination message."""
-    pods = kube.core.list_namespaced_pod(namespace, label_selector=f"job-name={job_name}").items
+    pods = _job_pods(kube, namespace, job_name)
     for pod in sorted(pods, key=lambda p: p.metadata.creation_timestamp, reverse=True):
         for status in (pod.status.container_statuses or []) if pod.status else []:
             terminated = status.state.terminated if status.state else None

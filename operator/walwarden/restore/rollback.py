@@ -37,8 +37,9 @@ from walwarden.storage import s3 as storage
 # -- Rollback (only after a failure) ----------------------------------------------------------------------
 
 def undo_before_restart(run: Run) -> list[str]:
-    """What must be put back before any service starts again (also when a request is deleted
-    mid-flight): a staged restore Job called off, the db-info secrets as they were."""
+    """What must be put back before any service starts again: a staged restore Job called off, the
+    db-info secrets as they were (and every database user rolled, since running ones may have read
+    the new values)."""
     done = []
     if run.status.get("restoreJob") and not run.status.get("restoreGoAt"):
         # Staged, never told to go: tell it to stop, so it does not sit waiting for a go signal.
@@ -49,7 +50,18 @@ def undo_before_restart(run: Run) -> list[str]:
         backend, synced = db_info_backends(run)
         write_db_info(backend, synced, db_info_secret_names(run), lambda name: {
             key: snapshot[f"{name}.{key}"] for key in DB_INFO_KEYS if f"{name}.{key}" in snapshot})
+        restart_consumers(run, topology(run).database_services, marker="rollback")
         done.append("db-info secrets restored from the snapshot")
+    return done
+
+
+def undo_when_deleted(run: Run) -> list[str]:
+    """A request deleted mid-flight: undo what can be undone at once (the services are started by
+    the delete handler); a database under way is not restored, but said."""
+    done = undo_before_restart(run)
+    if run.status.get("databaseModified") and spec_of(run).mode == RestoreMode.IN_PLACE:
+        done.append("the database may be half-restored: restore the safety backup "
+                    f"{run.status.get('safetyBackup') or '(none was taken)'} with a new RestoreRequest")
     return done
 
 
@@ -62,9 +74,6 @@ def rollback(run: Run) -> str:
     if run.status.get("scaledDownAt"):
         done.append(tiers.start_in_order(run, kube, namespace, topology(run), poll(run),
                                          loud_after=run.context.config.stop_timeout_seconds))
-        if run.status.get("secretsRepointed"):
-            # Whatever runs now may have read the new secrets: roll every database user once more.
-            restart_consumers(run, topology(run).database_services, marker="rollback")
         run.status["downtimeSeconds"] = round(
             (utcnow() - parse_timestamp(run.status["scaledDownAt"])).total_seconds(), 1)
     if not done:

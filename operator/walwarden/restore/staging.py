@@ -15,6 +15,7 @@ from walwarden.common_steps import meta, s3_client
 from walwarden.engine import Run, StepFailed, Wait
 from walwarden.kube import jobs
 from walwarden.kube.api import owner_reference
+from walwarden.kube.runner_job import job_name
 from walwarden.kube.secrets import read_secret
 from walwarden.restore import job as restore_jobs
 from walwarden.restore.common import (
@@ -60,9 +61,9 @@ def restore_job_manifest(run: Run, go_sha256: str | None = None) -> dict:
 def stage(run: Run) -> str:
     not_in_dry_run(run)
     found = source(run)
-    namespace = meta(run)[0]
-    name = restore_job_manifest(run)["metadata"]["name"]
-    if jobs.job_outcome(run.context.kube, namespace, name) is None:
+    namespace, request, uid = meta(run)
+    name = job_name(request, uid, "restore")
+    if not jobs.job_exists(run.context.kube, namespace, name):
         content = random.token_hex(32)
         go_url = s3_client(run, found.storage).generate_presigned_url(
             "get_object", Params={"Bucket": found.bucket, "Key": go_key(run)}, ExpiresIn=GO_TIMEOUT_SECONDS + 600)
@@ -111,7 +112,7 @@ def _go_was_given(run: Run) -> bool:
 def restore(run: Run) -> str:
     not_in_dry_run(run)
     found = source(run)
-    name = run.status.get("restoreJob") or restore_job_manifest(run)["metadata"]["name"]
+    name = run.status.get("restoreJob") or job_name(meta(run)[1], meta(run)[2], "restore")
     outcome = jobs.job_outcome(run.context.kube, meta(run)[0], name)
     if outcome is None:
         raise StepFailed("RestoreJobMissing", f"the restore Job {name} is gone (deleted by hand?); nothing was "

@@ -230,16 +230,12 @@ def pg_restore_command(database: str, clean: bool, jobs: int | None, path: Path 
 
 
 def _read_go(url: str) -> bytes | None:
-    """The go object's content, or None while it does not exist (or the store is briefly away)."""
+    """The go object's content, or None while it does not exist (or the store is briefly away).
+    An expired URL (UrlExpired) ends the wait."""
     try:
-        with urllib.request.urlopen(url, timeout=10) as response:
+        with open_url(url) as response:
             return response.read(4096)
-    except urllib.error.HTTPError as error:
-        if error.code == 403:
-            raise UrlExpired("the object store refused the go signal's presigned URL (HTTP 403): it expired; "
-                             "the database was not touched") from None
-        return None
-    except OSError:
+    except DownloadFailed:
         return None
 
 
@@ -271,25 +267,25 @@ def run_restore(artifact: Artifact, database: str, clean: bool, jobs: int,
                 progress: ProgressFactory = Progress, go: GoSignal | None = None) -> None:
     """Verify the artifact, wait for `go` when given, then restore. Nothing touches the database
     (not even creating it) before both."""
+    def verified_and_allowed() -> None:
+        if go:
+            wait_for_go(go)
+        if not clean:
+            ensure_database(database)
+
     check_reachable(database, clean)
     directory = staging_dir()
     if has_room(artifact, directory):
         path = stage(artifact, directory, progress)  # verified before the database is touched
         try:
-            if go:
-                wait_for_go(go)
-            if not clean:
-                ensure_database(database)
+            verified_and_allowed()
             _pg_restore(pg_restore_command(database, clean, jobs, path))
         finally:
             path.unlink(missing_ok=True)
         return
     print("not enough staging space: verifying first, then streaming into pg_restore", flush=True)
     copy_verified(artifact, lambda chunk: None, "verify", progress)
-    if go:
-        wait_for_go(go)
-    if not clean:
-        ensure_database(database)
+    verified_and_allowed()
     process = subprocess.Popen(pg_restore_command(database, clean, None, None), stdin=subprocess.PIPE,
                                stderr=subprocess.PIPE)
     try:
