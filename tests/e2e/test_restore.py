@@ -93,6 +93,20 @@ def parse_time(text: str) -> float:
     return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
 
 
+def status_updates(vault: Vault, plural: str, name: str, timeout: float):
+    """Each status of the request as the API server stores it, in order, until `timeout`."""
+    from kubernetes import client, watch
+    api = client.CustomObjectsApi(vault.cluster.api_client())
+    deadline, resource_version = time.monotonic() + timeout, None
+    while (left := deadline - time.monotonic()) > 0:
+        stream = watch.Watch().stream(api.list_namespaced_custom_object, "walwarden.io", "v1alpha1",
+                                      vault.namespace, plural, field_selector=f"metadata.name={name}",
+                                      resource_version=resource_version, timeout_seconds=max(1, int(left)))
+        for event in stream:
+            resource_version = event["object"]["metadata"]["resourceVersion"]
+            yield event["object"].get("status") or {}
+
+
 def audit_verify(vault: Vault, uri: str, heads: list[str]):
     import os
     import subprocess
@@ -327,9 +341,9 @@ def test_restarted_operator_resumes_every_step_without_repeating_one(vault, tmp_
     vaultdb.mutate_accounts(vault.postgres.dsn(vault.database))
     vault.apply(vault.restore_request("resumed"))
     killed_in, operator = set(), vault.operator
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline:
-        status = vault.get("restorerequests", "resumed").get("status") or {}
+    # Every status the operator writes, from a watch (polling could miss a step that lasts a
+    # fraction of a second); each step that waits writes its Running state at least once.
+    for status in status_updates(vault, "restorerequests", "resumed", timeout=300):
         if status.get("phase") in ("Succeeded", "Failed", "RolledBack"):
             break
         step = status.get("currentStep")
@@ -338,7 +352,6 @@ def test_restarted_operator_resumes_every_step_without_repeating_one(vault, tmp_
             operator.process.stop(timeout=0.1)  # killed in the middle of this step
             operator = OperatorProcess(vault.cluster, vault.namespace, tmp_path / f"operator-{step}.log",
                                        {"WALWARDEN_POLL_SECONDS": "1"}).start()
-        time.sleep(0.3)
     operator.stop()
     status = vault.get("restorerequests", "resumed")["status"]
     assert status["phase"] == "Succeeded", json.dumps(status, indent=1)
