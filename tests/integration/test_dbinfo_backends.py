@@ -8,7 +8,7 @@ import secrets
 
 import pytest
 from kubernetes import client as k8s
-from walwarden.dbinfo import (
+from walwarden.secretstores import (
     AwsSecretsManager,
     DbInfoBackend,
     DbInfoError,

@@ -23,7 +23,7 @@ from types import SimpleNamespace
 import pytest
 import yaml
 
-from walwarden import common_steps
+from walwarden.workflow import steps as common_steps
 from walwarden.api import (
     BackupRequest,
     BackupRequestStatus,
@@ -32,9 +32,9 @@ from walwarden.api import (
     RestoreRequestStatus,
     set_condition,
 )
-from walwarden.config import OperatorConfig
-from walwarden.engine import Run, Skip, Step, StepFailed, Wait, advance
-from walwarden.kube import locks
+from walwarden.settings import OperatorConfig
+from walwarden.workflow.engine import Run, Skip, Step, StepFailed, Wait, advance
+from walwarden.kube import leases as locks
 
 REPO = Path(__file__).resolve().parents[2]
 HEALTH_DIR = REPO / "argocd" / "health"

@@ -4,7 +4,7 @@ import pydantic
 import pytest
 
 from walwarden.api import DEFAULT_TOPOLOGY, SecretBackend
-from walwarden.config import OperatorConfig
+from walwarden.settings import OperatorConfig
 
 
 def test_defaults(monkeypatch):

@@ -11,7 +11,7 @@ import pytest
 from botocore.exceptions import EndpointConnectionError, NoCredentialsError, ParamValidationError
 from botocore.stub import Stubber
 from kubernetes.client.rest import ApiException
-from walwarden.dbinfo import (
+from walwarden.secretstores import (
     AwsSecretsManager,
     DbInfoBackend,
     DbInfoError,

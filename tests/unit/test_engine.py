@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from walwarden.engine import Run, Skip, Step, StepFailed, Wait, advance
+from walwarden.workflow.engine import Run, Skip, Step, StepFailed, Wait, advance
 
 
 def make_run(status=None) -> Run:

@@ -8,8 +8,8 @@ import io
 from urllib.parse import quote
 
 import pytest
-from walwarden import local_restore
-from walwarden.local_restore import (
+from walwarden.cli import restore as local_restore
+from walwarden.cli.restore import (
     Cancelled,
     ProgressBar,
     Target,

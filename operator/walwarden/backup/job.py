@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from walwarden.api import BackupRequestSpec
-from walwarden.config import OperatorConfig
+from walwarden.settings import OperatorConfig
 from walwarden.kube.runner_job import (
     database_env,
     job_name,

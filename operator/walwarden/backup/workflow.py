@@ -17,8 +17,8 @@ import secrets
 
 from walwarden.api import BackupRequestSpec
 from walwarden.backup import job as backup_job
-from walwarden.common_steps import acquire_lock, meta, release_lock, require_secret_keys, s3_client, topology_of
-from walwarden.engine import Run, Skip, Step, StepFailed, Wait
+from walwarden.workflow.steps import acquire_lock, meta, release_lock, require_secret_keys, s3_client, topology_of
+from walwarden.workflow.engine import Run, Skip, Step, StepFailed, Wait
 from walwarden.kube import jobs
 from walwarden.kube import runner_job
 from walwarden.kube.api import owner_reference
@@ -26,7 +26,7 @@ from walwarden.kube.secrets import ensure_secret, read_secret
 from walwarden.storage import audit
 from walwarden.storage import manifest as manifests
 from walwarden.storage import s3 as storage
-from walwarden import tiers
+from walwarden.workflow import tiers
 
 DB_SECRET_KEYS = ("host", "port", "user", "password")
 S3_SECRET_KEYS = ("accessKeyId", "secretAccessKey")

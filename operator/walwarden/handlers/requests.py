@@ -14,12 +14,12 @@ from walwarden.backup.workflow import audit_location as backup_audit_location
 from walwarden.restore.workflow import RESTORE_STEPS
 from walwarden.restore.workflow import audit_location as restore_audit_location
 from walwarden.restore.workflow import failed_phase as restore_failed_phase
-from walwarden import metrics
+from walwarden.handlers import metrics
 from walwarden.storage import audit
 from walwarden.storage.s3 import s3_uri
-from walwarden import tiers
-from walwarden.common_steps import release_lock, topology_of
-from walwarden.engine import Run, StepFailed, Wait, advance
+from walwarden.workflow import tiers
+from walwarden.workflow.steps import release_lock, topology_of
+from walwarden.workflow.engine import Run, StepFailed, Wait, advance
 from walwarden.restore.rollback import undo_when_deleted
 from walwarden.handlers.common import InvalidSpec, announce, parse, record_failure
 

@@ -9,8 +9,8 @@ import kopf
 import kubernetes
 
 from walwarden.api.common import GROUP
-from walwarden import metrics
-from walwarden.context import OperatorContext
+from walwarden.handlers import metrics
+from walwarden.workflow.context import OperatorContext
 from walwarden.kube.api import Kube
 
 

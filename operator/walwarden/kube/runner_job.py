@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from walwarden.config import OperatorConfig
+from walwarden.settings import OperatorConfig
 
 RUNNER_UID = 10001
 REQUEST_LABEL = "walwarden.io/request"

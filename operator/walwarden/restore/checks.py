@@ -6,10 +6,11 @@ from __future__ import annotations
 
 import time
 
-from walwarden import database, tiers
+from walwarden import postgres as database
+from walwarden.workflow import tiers
 from walwarden.api import RestoreMode, format_timestamp, parse_timestamp, utcnow
-from walwarden.common_steps import meta, require_secret_keys
-from walwarden.engine import Run, StepFailed, Wait
+from walwarden.workflow.steps import meta, require_secret_keys
+from walwarden.workflow.engine import Run, StepFailed, Wait
 from walwarden.kube import workloads
 from walwarden.kube.api import Conflict, call, owner_reference
 from walwarden.kube.secrets import read_secret

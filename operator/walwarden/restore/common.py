@@ -9,8 +9,8 @@ from dataclasses import dataclass
 from walwarden.api import RestoreRequestSpec, S3Storage, SecretBackend, Topology
 from walwarden.api.common import GROUP, VERSION
 from walwarden.backup.job import result_key_secret_name
-from walwarden.common_steps import meta, require_secret_keys, s3_client, topology_of
-from walwarden.engine import Run, Skip, StepFailed, Wait
+from walwarden.workflow.steps import meta, require_secret_keys, s3_client, topology_of
+from walwarden.workflow.engine import Run, Skip, StepFailed, Wait
 from walwarden.kube import jobs
 from walwarden.kube.api import call, owner_reference
 from walwarden.kube.secrets import read_secret

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from walwarden.config import OperatorConfig
+from walwarden.settings import OperatorConfig
 from walwarden.kube.runner_job import database_env, job_name, runner_job, runner_labels, secret_env, short_uid
 
 URL_ENV = "WALWARDEN_ARTIFACT_URL"

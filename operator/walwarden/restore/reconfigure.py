@@ -3,10 +3,10 @@ Secrets Manager, and restart the consumers that kept running."""
 
 from __future__ import annotations
 
-from walwarden import dbinfo
+from walwarden import secretstores as dbinfo
 from walwarden.api import RestoreMode, SecretBackend
-from walwarden.common_steps import meta
-from walwarden.engine import Run, Skip, StepFailed, Wait
+from walwarden.workflow.steps import meta
+from walwarden.workflow.engine import Run, Skip, StepFailed, Wait
 from walwarden.kube import workloads
 from walwarden.kube.api import owner_reference
 from walwarden.kube.secrets import ensure_secret

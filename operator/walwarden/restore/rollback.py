@@ -4,11 +4,11 @@ the services started again."""
 
 from __future__ import annotations
 
-from walwarden import tiers
+from walwarden.workflow import tiers
 from walwarden.api import RestoreMode, RollbackPolicy, S3Storage, parse_timestamp, utcnow
 from walwarden.api.common import GROUP, VERSION
-from walwarden.common_steps import meta
-from walwarden.engine import Run, Skip, StepFailed
+from walwarden.workflow.steps import meta
+from walwarden.workflow.engine import Run, Skip, StepFailed
 from walwarden.kube import jobs
 from walwarden.kube.api import call, owner_reference
 from walwarden.kube.secrets import read_secret

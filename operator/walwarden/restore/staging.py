@@ -9,10 +9,10 @@ import secrets as random
 
 from botocore.exceptions import ClientError
 
-from walwarden import database
+from walwarden import postgres as database
 from walwarden.api import RestoreMode, format_timestamp, utcnow
-from walwarden.common_steps import meta, s3_client
-from walwarden.engine import Run, StepFailed, Wait
+from walwarden.workflow.steps import meta, s3_client
+from walwarden.workflow.engine import Run, StepFailed, Wait
 from walwarden.kube import jobs
 from walwarden.kube.api import owner_reference
 from walwarden.kube.runner_job import job_name

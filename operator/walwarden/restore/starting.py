@@ -7,10 +7,10 @@ import json
 import urllib.error
 import urllib.request
 
-from walwarden import tiers
+from walwarden.workflow import tiers
 from walwarden.api import parse_timestamp, utcnow
-from walwarden.common_steps import meta, require_secret_keys
-from walwarden.engine import Run, StepFailed, Wait
+from walwarden.workflow.steps import meta, require_secret_keys
+from walwarden.workflow.engine import Run, StepFailed, Wait
 from walwarden.restore.common import not_in_dry_run, poll, spec_of, topology
 
 

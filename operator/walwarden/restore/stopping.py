@@ -3,11 +3,12 @@ stopped tier by tier and no application session left on the target."""
 
 from __future__ import annotations
 
-from walwarden import database, tiers
+from walwarden import postgres as database
+from walwarden.workflow import tiers
 from walwarden.api import format_timestamp, parse_timestamp, utcnow
 from walwarden.api.common import GROUP, VERSION
-from walwarden.common_steps import meta
-from walwarden.engine import Run, Skip, StepFailed, Wait
+from walwarden.workflow.steps import meta
+from walwarden.workflow.engine import Run, Skip, StepFailed, Wait
 from walwarden.kube.api import Conflict, call, owner_reference
 from walwarden.restore.common import (
     RECONNECT_GRACE_SECONDS,

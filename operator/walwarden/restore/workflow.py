@@ -20,8 +20,8 @@
 
 from __future__ import annotations
 
-from walwarden.common_steps import acquire_lock, release_lock, s3_client
-from walwarden.engine import Run, Step, StepFailed, Wait
+from walwarden.workflow.steps import acquire_lock, release_lock, s3_client
+from walwarden.workflow.engine import Run, Step, StepFailed, Wait
 from walwarden.restore.checks import plan, preflight, validate
 from walwarden.restore.common import not_in_dry_run, source
 from walwarden.restore.reconfigure import reconfigure

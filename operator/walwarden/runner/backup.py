@@ -34,7 +34,7 @@ from botocore.exceptions import BotoCoreError, ClientError, EndpointConnectionEr
 from psycopg import IsolationLevel, sql
 
 from walwarden.api.common import format_timestamp, utcnow
-from walwarden.database import RUNNER_APPLICATION_NAME
+from walwarden.postgres import RUNNER_APPLICATION_NAME
 from walwarden.runner.errors import (
     AuthenticationFailed,
     BucketNotFound,

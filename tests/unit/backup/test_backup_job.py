@@ -5,7 +5,7 @@ from __future__ import annotations
 from walwarden.api import BackupRequestSpec
 from walwarden.backup.job import artifact_prefix, backup_job
 from walwarden.kube.runner_job import job_name
-from walwarden.config import OperatorConfig
+from walwarden.settings import OperatorConfig
 
 SPEC = BackupRequestSpec.model_validate({
     "database": {"secretRef": {"name": "vault-db-admin"}, "databases": ["vault", "audit"]},

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from walwarden.engine import StepFailed
+from walwarden.workflow.engine import StepFailed
 from walwarden.restore.checks import check_target_version, major_version
 
 

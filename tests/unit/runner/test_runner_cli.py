@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 import pytest
-from walwarden.runner import cli
+from walwarden.cli import runner as cli
 from walwarden.runner.errors import AuthenticationFailed, DumpFailed, RunnerError
 
 

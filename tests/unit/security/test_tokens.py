@@ -11,7 +11,7 @@ import re
 
 import pytest
 
-from walwarden.security import token_cli
+from walwarden.cli import token as token_cli
 from walwarden.security.tokens import (
     MAX_TTL_SECONDS,
     TokenClaims,

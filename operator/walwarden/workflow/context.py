@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from walwarden.config import OperatorConfig
+from walwarden.settings import OperatorConfig
 from walwarden.kube.api import Kube
 
 

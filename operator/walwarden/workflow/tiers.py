@@ -8,7 +8,7 @@ Both are steps of the engine: they look at the world, act where it is not yet ri
 from __future__ import annotations
 
 from walwarden.api import ConditionType, Topology
-from walwarden.engine import Run, StepFailed, Wait
+from walwarden.workflow.engine import Run, StepFailed, Wait
 from walwarden.kube import workloads
 from walwarden.kube.api import Kube
 

@@ -7,7 +7,7 @@ import logging
 
 import kopf
 
-from walwarden.config import OperatorConfig
+from walwarden.settings import OperatorConfig
 
 
 class WaitsAreNotErrors(logging.Filter):

@@ -21,10 +21,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     commands.add_parser("crds", help="print the CustomResourceDefinitions generated from the API models")
 
-    from walwarden import local_restore
-    from walwarden.runner import cli as runner_cli
-    from walwarden.security import token_cli
-    from walwarden.storage import audit_cli
+    from walwarden.cli import audit as audit_cli
+    from walwarden.cli import restore as local_restore
+    from walwarden.cli import runner as runner_cli
+    from walwarden.cli import token as token_cli
 
     runner_cli.add_runner_parser(commands)
     audit_cli.add_audit_parser(commands)
@@ -36,27 +36,27 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "run":
-        from walwarden.config import OperatorConfig
-        from walwarden.run import run_operator
+        from walwarden.settings import OperatorConfig
+        from walwarden.cli.operator import run_operator
 
         config = OperatorConfig.from_environment(
             namespaces=tuple(args.namespaces) if args.namespaces else None)
         run_operator(config, kubeconfig=args.kubeconfig, verbose=args.verbose)
         return 0
     if args.command == "runner":
-        from walwarden.runner import cli as runner_cli
+        from walwarden.cli import runner as runner_cli
 
         return runner_cli.run(args)
     if args.command == "token":
-        from walwarden.security import token_cli
+        from walwarden.cli import token as token_cli
 
         return token_cli.run(args)
     if args.command == "audit":
-        from walwarden.storage import audit_cli
+        from walwarden.cli import audit as audit_cli
 
         return audit_cli.run(args)
     if args.command == "restore":
-        from walwarden import local_restore
+        from walwarden.cli import restore as local_restore
 
         return local_restore.run(args)
     if args.command == "crds":

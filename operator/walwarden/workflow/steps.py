@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from walwarden.api import ConditionType, S3Storage, Topology
-from walwarden.engine import Run, StepFailed, Wait
-from walwarden.kube import locks
+from walwarden.workflow.engine import Run, StepFailed, Wait
+from walwarden.kube import leases as locks
 from walwarden.kube.secrets import read_secret
 from walwarden.storage import s3 as storage
 
