@@ -11,9 +11,10 @@ from typing import Iterator
 import psycopg
 from psycopg import sql
 
+from walwarden.runner.contract import OPERATOR_APPLICATION_NAME, RUNNER_APPLICATION_NAME
+
 CONNECT_TIMEOUT = 10
-APPLICATION_NAME = "walwarden-operator"
-RUNNER_APPLICATION_NAME = "walwarden-runner"  # runner/backup.py connect()
+APPLICATION_NAME = OPERATOR_APPLICATION_NAME
 
 
 class DatabaseError(Exception):

@@ -1,11 +1,14 @@
-"""The backup runner's Job, built from the request (pure: no API calls, easy to test)."""
+"""The backup runner's Job, built from the request (pure: no API calls, easy to test).
+
+Its arguments and environment names come from runner/contract.py, which `walwarden runner backup`
+parses with: the two sides cannot spell a flag differently.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
 from walwarden.api import BackupRequestSpec
-from walwarden.settings import OperatorConfig
 from walwarden.kube.runner_job import (
     database_env,
     job_name,
@@ -15,6 +18,12 @@ from walwarden.kube.runner_job import (
     short_uid,
     storage_env,
 )
+from walwarden.runner.contract import Command, Env, Flag, emp_argument, emp_env
+from walwarden.settings import OperatorConfig
+
+ROLE = "backup"  # the Job's role label and name part (the operator's word, not the subcommand)
+# The key of the result key Secret (result_key_secret_name) that holds the manifest's signing key.
+RESULT_KEY_SECRET_KEY = "key"
 
 
 def result_key_secret_name(name: str, uid: str) -> str:
@@ -30,21 +39,20 @@ def artifact_prefix(spec: BackupRequestSpec, namespace: str, name: str, uid: str
 def backup_job(*, spec: BackupRequestSpec, namespace: str, name: str, uid: str, owner: dict,
                config: OperatorConfig) -> dict[str, Any]:
     s3 = spec.storage.s3
-    args = ["backup", "--bucket", s3.bucket, "--prefix", artifact_prefix(spec, namespace, name, uid),
-            "--region", s3.region, "--backup-namespace", namespace, "--backup-name", name, "--backup-uid", uid]
+    args = [Command.BACKUP, Flag.BUCKET, s3.bucket, Flag.PREFIX, artifact_prefix(spec, namespace, name, uid),
+            Flag.REGION, s3.region, Flag.BACKUP_NAMESPACE, namespace, Flag.BACKUP_NAME, name, Flag.BACKUP_UID, uid]
     if s3.endpoint:
-        args += ["--endpoint", s3.endpoint]
+        args += [Flag.ENDPOINT, s3.endpoint]
     if s3.force_path_style:
-        args.append("--force-path-style")
+        args.append(Flag.FORCE_PATH_STYLE)
     for database in spec.database.databases:
-        args += ["--database", database]
+        args += [Flag.DATABASE, database]
     env = [*database_env(spec.database.secret_ref.name),
            *storage_env(s3.credentials_secret_ref.name if s3.credentials_secret_ref else None),
-           secret_env("WALWARDEN_RESULT_KEY", result_key_secret_name(name, uid), "key")]
+           secret_env(Env.RESULT_KEY, result_key_secret_name(name, uid), RESULT_KEY_SECRET_KEY)]
     for index, emp in enumerate(spec.encryptor_secrets):
-        variable = f"WALWARDEN_EMP_{index}"
+        variable = emp_env(index)
         env.append(secret_env(variable, emp.name, emp.key))
-        args += ["--emp", f"{emp.name}/{emp.key}={variable}"]
-    return runner_job(name=job_name(name, uid, "backup"), namespace=namespace, labels=runner_labels(name, "backup"),
-                      owner=owner, config=config,
-                      args=args, env=env, deadline_seconds=spec.active_deadline_seconds)
+        args += [Flag.EMP, emp_argument(f"{emp.name}/{emp.key}", variable)]
+    return runner_job(name=job_name(name, uid, ROLE), namespace=namespace, labels=runner_labels(name, ROLE),
+                      owner=owner, config=config, args=args, env=env, deadline_seconds=spec.active_deadline_seconds)

@@ -2,6 +2,7 @@
 
 Arguments carry no secrets: the database login comes from libpq's PG* variables, the object-store
 keys from AWS_* (or the ambient identity), each EMP value from a variable named by --emp.
+Every name the operator's Jobs spell (subcommands, flags, variables) comes from runner/contract.py.
 On failure the last line on stderr is `walwarden-error: <Reason>: <message>` (runner/errors.py).
 """
 
@@ -13,12 +14,27 @@ import signal
 import sys
 import traceback
 from collections.abc import Callable
-from typing import NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
+from walwarden.runner.contract import (
+    DEFAULT_GO_TIMEOUT_SECONDS,
+    DEFAULT_PARALLEL_JOBS,
+    DEFAULT_REGION,
+    EMP_SEPARATOR,
+    EXIT_FAILED,
+    EXIT_INVALID_ARGUMENTS,
+    EXIT_SUCCEEDED,
+    RUNNER_SUBCOMMAND,
+    Command,
+    Env,
+    Flag,
+    emp_argument,
+    emp_env,
+)
 from walwarden.runner.errors import DumpFailed, InvalidArguments, RunnerError
 
-EXIT_FAILED = 1
-EXIT_INVALID_ARGUMENTS = 2  # argparse's own convention
+if TYPE_CHECKING:  # imported where used: `walwarden token` and the rest need no psycopg
+    from walwarden.runner.restore import Artifact, GoSignal
 
 
 class _RunnerArgumentParser(argparse.ArgumentParser):
@@ -29,11 +45,23 @@ class _RunnerArgumentParser(argparse.ArgumentParser):
         print(InvalidArguments(f"{self.prog}: {message}").error_line(), file=sys.stderr, flush=True)
         sys.exit(EXIT_INVALID_ARGUMENTS)
 
+    def parse_known_args(self, args: list[str] | None = None,
+                         namespace: argparse.Namespace | None = None) -> tuple[argparse.Namespace, list[str]]:
+        # A subcommand's unknown arguments would otherwise go back up to the `walwarden` parser,
+        # whose error is no walwarden-error line: a flag the operator has and the runner lacks
+        # would fail the Job without a reason.
+        parsed, extras = super().parse_known_args(args, namespace)
+        if extras:
+            self.error(f"unrecognized arguments: {' '.join(extras)}")
+        return parsed, extras
+
 
 def _emp(text: str) -> tuple[str, str]:
-    name, separator, variable = text.rpartition("=")
+    """NAME=ENVVAR (contract.emp_argument), split at the last '='."""
+    name, separator, variable = text.rpartition(EMP_SEPARATOR)
     if not separator or not name or not variable:
-        raise argparse.ArgumentTypeError(f"expected NAME=ENVVAR (e.g. emp/password=WALWARDEN_EMP_0), got {text!r}")
+        raise argparse.ArgumentTypeError(f"expected NAME=ENVVAR (e.g. {emp_argument('emp/password', emp_env(0))}), "
+                                         f"got {text!r}")
     return name, variable
 
 
@@ -43,68 +71,77 @@ def _positive_int(text: str) -> int:
     except ValueError:
         value = 0
     if value <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive number of bytes, got {text!r}")
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
     return value
 
 
-def add_runner_parser(subparsers) -> argparse.ArgumentParser:
-    """Add `runner` and its subcommands to the `walwarden` command's subparsers."""
-    runner = subparsers.add_parser("runner", help="run a backup or restore step (inside the operator's Jobs)")
+def add_runner_parser(subparsers: Any) -> argparse.ArgumentParser:  # argparse's _SubParsersAction is private
+    """Add `runner` and its subcommands to the `walwarden` command's subparsers. Every flag names
+    its `dest`, so the attributes read below stay put whatever the contract calls the flag."""
+    runner = subparsers.add_parser(RUNNER_SUBCOMMAND, help="run a backup or restore step (inside the operator's Jobs)")
     commands = runner.add_subparsers(dest="runner_command", required=True, parser_class=_RunnerArgumentParser)
 
     backup = commands.add_parser(
-        "backup", help="pg_dump databases into S3 with a manifest beside them",
+        Command.BACKUP, help="pg_dump databases into S3 with a manifest beside them",
         description="Stream pg_dump --format=custom of each database into an S3 multipart upload, then write "
                     "<prefix>/manifest.json. The admin connection comes from PGHOST, PGPORT, PGUSER, PGPASSWORD "
                     "(and PGSSLMODE); object-store keys from AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or the ambient "
-                    "identity; WALWARDEN_RESULT_KEY, when set, signs the manifest.")
-    backup.add_argument("--database", action="append", required=True, metavar="NAME",
+                    f"identity; {Env.RESULT_KEY}, when set, signs the manifest.")
+    backup.add_argument(Flag.DATABASE, dest="database", action="append", required=True, metavar="NAME",
                         help="a database to dump (repeatable)")
-    backup.add_argument("--bucket", required=True)
-    backup.add_argument("--prefix", required=True,
+    backup.add_argument(Flag.BUCKET, dest="bucket", required=True)
+    backup.add_argument(Flag.PREFIX, dest="prefix", required=True,
                         help="object-key folder of this backup: <prefix>/<database>.dump and <prefix>/manifest.json")
-    backup.add_argument("--region", default="us-east-1")
-    backup.add_argument("--endpoint", help="URL of an S3-compatible server")
-    backup.add_argument("--force-path-style", action="store_true", help="path-style bucket addressing")
-    backup.add_argument("--emp", action="append", type=_emp, default=[], metavar="NAME=ENVVAR",
+    backup.add_argument(Flag.REGION, dest="region", default=DEFAULT_REGION)
+    backup.add_argument(Flag.ENDPOINT, dest="endpoint", help="URL of an S3-compatible server")
+    backup.add_argument(Flag.FORCE_PATH_STYLE, dest="force_path_style", action="store_true",
+                        help="path-style bucket addressing")
+    backup.add_argument(Flag.EMP, dest="emp", action="append", type=_emp, default=[], metavar="NAME=ENVVAR",
                         help="an Encryptor Master Password secret (e.g. emp/password) whose value is in the "
                              "environment variable ENVVAR; its fingerprint goes into the manifest (repeatable)")
-    backup.add_argument("--backup-namespace", default="", help="namespace of the BackupRequest (manifest only)")
-    backup.add_argument("--backup-name", default="", help="name of the BackupRequest (manifest only)")
-    backup.add_argument("--backup-uid", default="", help="uid of the BackupRequest (manifest only)")
-    backup.add_argument("--expected-bytes", type=_positive_int, metavar="N",
-                        help="expected dump size, to choose the part size (default: pg_database_size)")
+    backup.add_argument(Flag.BACKUP_NAMESPACE, dest="backup_namespace", default="",
+                        help="namespace of the BackupRequest (manifest only)")
+    backup.add_argument(Flag.BACKUP_NAME, dest="backup_name", default="",
+                        help="name of the BackupRequest (manifest only)")
+    backup.add_argument(Flag.BACKUP_UID, dest="backup_uid", default="", help="uid of the BackupRequest (manifest only)")
+    backup.add_argument(Flag.EXPECTED_BYTES, dest="expected_bytes", type=_positive_int, metavar="N",
+                        help="expected dump size in bytes, to choose the part size (default: pg_database_size)")
 
-    for name, summary in (("verify", "download an artifact, check its size and sha256, and that pg_restore "
-                                     "can read it (no database is touched)"),
-                          ("restore", "download and verify an artifact, then pg_restore it into a database")):
+    summaries = {
+        Command.VERIFY: "download an artifact, check its size and sha256, and that pg_restore can read it (no "
+                        "database is touched)",
+        Command.RESTORE: "download and verify an artifact, then pg_restore it into a database",
+    }
+    for name, summary in summaries.items():
         command = commands.add_parser(name, help=summary, description=summary + ". The presigned URL comes from "
-                                      "the environment variable named by --url-env; the admin connection from "
+                                      f"the environment variable named by {Flag.URL_ENV}; the admin connection from "
                                       "PGHOST, PGPORT, PGUSER, PGPASSWORD (and PGSSLMODE).")
-        command.add_argument("--url-env", required=True, metavar="VAR",
+        command.add_argument(Flag.URL_ENV, dest="url_env", required=True, metavar="VAR",
                              help="environment variable holding the presigned GET URL of the artifact")
-        command.add_argument("--sha256", required=True, help="the artifact's sha256 from its manifest")
-        command.add_argument("--size", required=True, type=_positive_int, help="its size in bytes")
-        if name == "restore":
-            command.add_argument("--database", required=True, help="the database to restore into")
-            command.add_argument("--clean", action="store_true",
+        command.add_argument(Flag.SHA256, dest="sha256", required=True, help="the artifact's sha256 from its manifest")
+        command.add_argument(Flag.SIZE, dest="size", required=True, type=_positive_int, help="its size in bytes")
+        if name == Command.RESTORE:
+            command.add_argument(Flag.DATABASE, dest="database", required=True, help="the database to restore into")
+            command.add_argument(Flag.CLEAN, dest="clean", action="store_true",
                                  help="InPlace: drop the existing objects first (--clean --if-exists)")
-            command.add_argument("--jobs", type=_positive_int, default=2, help="parallel pg_restore jobs")
-            command.add_argument("--go-url-env", metavar="VAR",
+            command.add_argument(Flag.JOBS, dest="jobs", type=_positive_int, default=DEFAULT_PARALLEL_JOBS,
+                                 help=f"parallel pg_restore jobs (default {DEFAULT_PARALLEL_JOBS})")
+            command.add_argument(Flag.GO_URL_ENV, dest="go_url_env", metavar="VAR",
                                  help="environment variable holding a presigned GET URL of the go object: when "
                                       "given, pg_restore waits, after the artifact was verified, until that "
-                                      "object exists and its sha256 is --go-sha256")
-            command.add_argument("--go-sha256", help="sha256 of the go object's content")
-            command.add_argument("--go-timeout", type=_positive_int, default=3600, metavar="SECONDS",
-                                 help="how long to wait for the go object (default 3600)")
+                                      f"object exists and its sha256 is {Flag.GO_SHA256}")
+            command.add_argument(Flag.GO_SHA256, dest="go_sha256", help="sha256 of the go object's content")
+            command.add_argument(Flag.GO_TIMEOUT, dest="go_timeout", type=_positive_int,
+                                 default=DEFAULT_GO_TIMEOUT_SECONDS, metavar="SECONDS",
+                                 help=f"how long to wait for the go object (default {DEFAULT_GO_TIMEOUT_SECONDS})")
     return runner
 
 
 def run(args: argparse.Namespace) -> int:
     """Run the `walwarden runner` subcommand that `args` names; returns the process's exit status."""
-    if args.runner_command == "backup":
+    if args.runner_command == Command.BACKUP:
         return _report(lambda: _backup(args))
-    if args.runner_command in ("verify", "restore"):
+    if args.runner_command in (Command.VERIFY, Command.RESTORE):
         return _report(lambda: _verify_or_restore(args))
     raise ValueError(f"unknown runner command {args.runner_command!r}")
 
@@ -121,26 +158,32 @@ def _backup(args: argparse.Namespace) -> None:
 
 
 def _verify_or_restore(args: argparse.Namespace) -> None:
-    from walwarden.runner.restore import Artifact, run_restore, run_verify
+    from walwarden.runner.restore import run_restore, run_verify
+
+    if args.runner_command == Command.VERIFY:
+        run_verify(_artifact(args))
+    else:
+        run_restore(_artifact(args), args.database, clean=args.clean, jobs=args.jobs, go=_go_signal(args))
+
+
+def _artifact(args: argparse.Namespace) -> Artifact:
+    from walwarden.runner.restore import Artifact
 
     url = os.environ.get(args.url_env)
     if not url:
         raise InvalidArguments(f"the environment variable {args.url_env} with the artifact's URL is not set")
-    artifact = Artifact(url=url, sha256=args.sha256.lower(), size=args.size)
-    if args.runner_command == "verify":
-        run_verify(artifact)
-    else:
-        run_restore(artifact, args.database, clean=args.clean, jobs=args.jobs, go=_go_signal(args))
+    return Artifact(url=url, sha256=args.sha256.lower(), size=args.size)
 
 
-def _go_signal(args: argparse.Namespace):
+def _go_signal(args: argparse.Namespace) -> GoSignal | None:
     from walwarden.runner.restore import GoSignal
 
     if not args.go_url_env:
         return None
     url = os.environ.get(args.go_url_env)
     if not url or not args.go_sha256:
-        raise InvalidArguments(f"--go-url-env needs the environment variable {args.go_url_env} set and --go-sha256")
+        raise InvalidArguments(f"{Flag.GO_URL_ENV} needs the environment variable {args.go_url_env} set and "
+                               f"{Flag.GO_SHA256}")
     return GoSignal(url=url, sha256=args.go_sha256.lower(), timeout_seconds=args.go_timeout)
 
 
@@ -157,12 +200,12 @@ def _report(action: Callable[[], None]) -> int:
     previous = signal.signal(signal.SIGTERM, _interrupted)
     try:
         action()
-        return 0
+        return EXIT_SUCCEEDED
     except RunnerError as error:
         failure = error
     except KeyboardInterrupt:
         failure = DumpFailed("interrupted (SIGINT); nothing was finished")
-    except Exception as error:  # a bug: the traceback for us, the line for the operator
+    except Exception as error:  # noqa: BLE001 -- a bug: the traceback for us, the line for the operator
         traceback.print_exc()
         failure = DumpFailed(f"unexpected {type(error).__name__}: {error} (see the log above)")
     finally:

@@ -5,9 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from walwarden.kube.api import Conflict, Kube, call
+
 # The runner's last line on failure, which the pod's termination message carries
 # (terminationMessagePolicy FallbackToLogsOnError): "walwarden-error: <Reason>: <message>".
-from walwarden.runner.errors import ERROR_PREFIX
+# The operator side reads the runner's contract only, never the runner itself.
+from walwarden.runner.contract import parse_error_line
 
 
 @dataclass(frozen=True)
@@ -71,9 +73,10 @@ def runner_failure(kube: Kube, namespace: str, job_name: str) -> tuple[str, str]
 
 
 def parse_runner_error(text: str) -> tuple[str, str]:
-    for line in reversed(text.strip().splitlines()):
-        if line.startswith(ERROR_PREFIX):
-            reason, _, message = line[len(ERROR_PREFIX):].partition(": ")
-            return reason.strip(), message.strip()
-    last = text.strip().splitlines()[-1] if text.strip() else ""
-    return "", last
+    """(reason, message) of the last error line in `text`; without one (a crash before the runner
+    could say why), no reason and the last line as the message."""
+    lines = text.strip().splitlines()
+    for line in reversed(lines):
+        if (parsed := parse_error_line(line)) is not None:
+            return parsed
+    return "", lines[-1] if lines else ""

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from walwarden.runner.contract import RUNNER_COMMAND, Env
 from walwarden.settings import OperatorConfig
 
 RUNNER_UID = 10001
@@ -28,16 +29,16 @@ def secret_env(name: str, secret: str, key: str, optional: bool = False) -> dict
 
 def database_env(secret: str) -> list[dict[str, Any]]:
     """libpq's own variables, from the admin connection Secret's keys."""
-    return [secret_env("PGHOST", secret, "host"), secret_env("PGPORT", secret, "port"),
-            secret_env("PGUSER", secret, "user"), secret_env("PGPASSWORD", secret, "password"),
-            secret_env("PGSSLMODE", secret, "sslmode", optional=True)]
+    return [secret_env(Env.PG_HOST, secret, "host"), secret_env(Env.PG_PORT, secret, "port"),
+            secret_env(Env.PG_USER, secret, "user"), secret_env(Env.PG_PASSWORD, secret, "password"),
+            secret_env(Env.PG_SSLMODE, secret, "sslmode", optional=True)]
 
 
 def storage_env(credentials_secret: str | None) -> list[dict[str, Any]]:
     if not credentials_secret:
         return []  # the ambient identity (IRSA, instance profile)
-    return [secret_env("AWS_ACCESS_KEY_ID", credentials_secret, "accessKeyId"),
-            secret_env("AWS_SECRET_ACCESS_KEY", credentials_secret, "secretAccessKey")]
+    return [secret_env(Env.AWS_ACCESS_KEY_ID, credentials_secret, "accessKeyId"),
+            secret_env(Env.AWS_SECRET_ACCESS_KEY, credentials_secret, "secretAccessKey")]
 
 
 def runner_job(*, name: str, namespace: str, labels: dict[str, str], owner: dict, config: OperatorConfig,
@@ -61,7 +62,7 @@ def runner_job(*, name: str, namespace: str, labels: dict[str, str], owner: dict
                     "containers": [{
                         "name": "runner",
                         "image": config.runner_image,
-                        "command": ["walwarden", "runner"],
+                        "command": list(RUNNER_COMMAND),
                         "args": args,
                         "env": [*env, {"name": "HOME", "value": "/tmp"}],
                         "terminationMessagePolicy": "FallbackToLogsOnError",

@@ -3,18 +3,20 @@ and `restore` (the same checks, then pg_restore into the target). Pure builders.
 
 The Jobs hold no object-store credentials: the artifact comes through a short-lived presigned
 GET URL, and even that is passed through a Secret (it is a bearer credential while it lives).
+Arguments and environment names come from runner/contract.py, which the runner parses with.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from walwarden.settings import OperatorConfig
 from walwarden.kube.runner_job import database_env, job_name, runner_job, runner_labels, secret_env, short_uid
+from walwarden.runner.contract import DEFAULT_GO_TIMEOUT_SECONDS, DEFAULT_PARALLEL_JOBS, Command, Env, Flag
+from walwarden.settings import OperatorConfig
 
-URL_ENV = "WALWARDEN_ARTIFACT_URL"
-GO_URL_ENV = "WALWARDEN_GO_URL"
-PARALLEL_JOBS = 2
+# The keys of the URL Secret (url_secret_name) the Jobs read their presigned URLs from.
+URL_SECRET_URL_KEY = "url"  # the artifact's
+URL_SECRET_GO_KEY = "go"    # the go object's (a staged restore Job's only)
 
 
 def url_secret_name(name: str, uid: str, role: str) -> str:
@@ -22,29 +24,32 @@ def url_secret_name(name: str, uid: str, role: str) -> str:
 
 
 def _artifact_args(sha256: str, size: int) -> list[str]:
-    return ["--url-env", URL_ENV, "--sha256", sha256, "--size", str(size)]
+    return [Flag.URL_ENV, Env.ARTIFACT_URL, Flag.SHA256, sha256, Flag.SIZE, str(size)]
 
 
 def verify_job(*, name: str, namespace: str, uid: str, owner: dict, config: OperatorConfig, sha256: str,
                size: int, deadline_seconds: int = 3600) -> dict[str, Any]:
-    env = [secret_env(URL_ENV, url_secret_name(name, uid, "verify"), "url")]
-    return runner_job(name=job_name(name, uid, "verify"), namespace=namespace, labels=runner_labels(name, "verify"),
-                      owner=owner, config=config, args=["verify", *_artifact_args(sha256, size)], env=env,
+    role = "verify"  # the Job's role label and name part (the operator's word, not the subcommand)
+    env = [secret_env(Env.ARTIFACT_URL, url_secret_name(name, uid, role), URL_SECRET_URL_KEY)]
+    return runner_job(name=job_name(name, uid, role), namespace=namespace, labels=runner_labels(name, role),
+                      owner=owner, config=config, args=[Command.VERIFY, *_artifact_args(sha256, size)], env=env,
                       deadline_seconds=deadline_seconds)
 
 
 def restore_job(*, name: str, namespace: str, uid: str, owner: dict, config: OperatorConfig, sha256: str,
                 size: int, target_secret: str, database: str, clean: bool, role: str = "restore",
-                go_sha256: str | None = None, go_timeout_seconds: int = 3600,
+                go_sha256: str | None = None, go_timeout_seconds: int = DEFAULT_GO_TIMEOUT_SECONDS,
                 deadline_seconds: int = 6 * 3600) -> dict[str, Any]:
     """With `go_sha256`, the Job is started before the services stop: it stages and verifies the
     artifact, then waits for the operator's go object (its URL under the Secret's key `go`)."""
-    args = ["restore", *_artifact_args(sha256, size), "--database", database, "--jobs", str(PARALLEL_JOBS)]
+    args = [Command.RESTORE, *_artifact_args(sha256, size), Flag.DATABASE, database,
+            Flag.JOBS, str(DEFAULT_PARALLEL_JOBS)]
     if clean:
-        args.append("--clean")  # InPlace: pg_restore --clean --if-exists over the existing database
-    env = [secret_env(URL_ENV, url_secret_name(name, uid, role), "url"), *database_env(target_secret)]
+        args.append(Flag.CLEAN)  # InPlace: pg_restore --clean --if-exists over the existing database
+    env = [secret_env(Env.ARTIFACT_URL, url_secret_name(name, uid, role), URL_SECRET_URL_KEY),
+           *database_env(target_secret)]
     if go_sha256:
-        args += ["--go-url-env", GO_URL_ENV, "--go-sha256", go_sha256, "--go-timeout", str(go_timeout_seconds)]
-        env.append(secret_env(GO_URL_ENV, url_secret_name(name, uid, role), "go"))
+        args += [Flag.GO_URL_ENV, Env.GO_URL, Flag.GO_SHA256, go_sha256, Flag.GO_TIMEOUT, str(go_timeout_seconds)]
+        env.append(secret_env(Env.GO_URL, url_secret_name(name, uid, role), URL_SECRET_GO_KEY))
     return runner_job(name=job_name(name, uid, role), namespace=namespace, labels=runner_labels(name, role),
                       owner=owner, config=config, args=args, env=env, deadline_seconds=deadline_seconds)

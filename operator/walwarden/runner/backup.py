@@ -34,7 +34,7 @@ from botocore.exceptions import BotoCoreError, ClientError, EndpointConnectionEr
 from psycopg import IsolationLevel, sql
 
 from walwarden.api.common import format_timestamp, utcnow
-from walwarden.postgres import RUNNER_APPLICATION_NAME
+from walwarden.runner.contract import RUNNER_APPLICATION_NAME, Env
 from walwarden.runner.errors import (
     AuthenticationFailed,
     BucketNotFound,
@@ -52,7 +52,6 @@ from walwarden.security.fingerprints import fingerprint
 from walwarden.storage import manifest as manifests
 from walwarden.storage import s3 as storage
 
-RESULT_KEY_ENV = "WALWARDEN_RESULT_KEY"
 CONNECT_TIMEOUT_SECONDS = 15  # libpq waits forever by default; PGCONNECT_TIMEOUT overrides this
 PIPE_SIZE = MiB  # Linux's default 64 KiB pipe makes pg_dump wait on every small hiccup of ours
 STDERR_TAIL_LINES = 20
@@ -111,7 +110,7 @@ def run_backup(options: BackupOptions, say: Say = _say) -> manifests.Manifest:
             created_at=created_at, completed_at=format_timestamp(utcnow()), backup=options.backup,
             pg_dump_version=dump_version, pg_server_version=server_version, databases=dumps,
             encryptor_fingerprints=fingerprints)
-        if result_key := os.environ.get(RESULT_KEY_ENV):
+        if result_key := os.environ.get(Env.RESULT_KEY):
             manifest = manifests.sign_manifest(manifest, result_key.encode())
         with _storage_errors(f"writing {storage.s3_uri(options.bucket, options.manifest_key)}", options.bucket):
             manifests.write_manifest(client, options.bucket, options.manifest_key, manifest)
@@ -168,7 +167,7 @@ def _major(version: str) -> tuple[int, ...]:
 
 def connect(database: str, **kwargs) -> psycopg.Connection:
     """A connection to `database` with the environment's PG* settings, its failure told precisely."""
-    timeout = os.environ.get("PGCONNECT_TIMEOUT") or CONNECT_TIMEOUT_SECONDS
+    timeout = os.environ.get(Env.PG_CONNECT_TIMEOUT) or CONNECT_TIMEOUT_SECONDS
     try:
         return psycopg.connect(dbname=database, connect_timeout=int(timeout), application_name=RUNNER_APPLICATION_NAME,
                                **kwargs)
@@ -181,7 +180,7 @@ def connection_error(database: str, error: psycopg.OperationalError) -> RunnerEr
     connection, so this reads the (English) message; anything unrecognised counts as unreachable."""
     detail = " ".join(str(error).split())
     lowered = detail.lower()
-    where = f"{os.environ.get('PGHOST', 'localhost')}:{os.environ.get('PGPORT', '5432')}"
+    where = f"{os.environ.get(Env.PG_HOST, 'localhost')}:{os.environ.get(Env.PG_PORT, '5432')}"
     if re.search(r'database ".*" does not exist', lowered):
         return DatabaseNotFound(f"database {database!r} does not exist on {where}: check the database names of the "
                                 f"request ({detail})")

@@ -1,17 +1,15 @@
 """The runner's failures, each with the reason the operator reads from the Job's last log line.
 
-On failure the runner prints, as the last line on stderr, `walwarden-error: <Reason>: <message>`;
-the pod's termination message (terminationMessagePolicy FallbackToLogsOnError) carries it to the
-operator, which puts the reason in the request's conditions. Messages say what happened and what
-to do; they never carry a password, a DSN with a password or a secret value.
+On failure the runner prints, as the last line on stderr, `walwarden-error: <Reason>: <message>`
+(runner/contract.py formats it); the pod's termination message (terminationMessagePolicy
+FallbackToLogsOnError) carries it to the operator, which puts the reason in the request's
+conditions. Messages say what happened, what state it left behind and what to do; they never carry
+a password, a DSN with a password or a secret value.
 """
 
 from __future__ import annotations
 
-ERROR_PREFIX = "walwarden-error: "
-# Kubernetes keeps at most 2048 bytes of the log as the termination message: a longer line would
-# lose its start, the prefix the operator looks for.
-MAX_MESSAGE_CHARS = 1500
+from walwarden.runner.contract import format_error_line
 
 
 class RunnerError(Exception):
@@ -26,10 +24,8 @@ class RunnerError(Exception):
     def error_line(self) -> str:
         """The one line the operator parses: no newline inside, whatever the message (and any note
         added on the way out, e.g. a failed clean-up) holds."""
-        text = " ".join(" ".join([self.message, *getattr(self, "__notes__", [])]).split())
-        if len(text) > MAX_MESSAGE_CHARS:
-            text = text[:MAX_MESSAGE_CHARS - 1] + "…"
-        return f"{ERROR_PREFIX}{self.reason}: {text}"
+        return format_error_line(self.reason, " ".join([self.message, *getattr(self, "__notes__", [])]))
+
 
 
 class InvalidArguments(RunnerError):

@@ -33,7 +33,7 @@ from typing import BinaryIO, Callable
 import psycopg
 from psycopg import sql
 
-from walwarden.runner import errors
+from walwarden.runner import contract, errors
 from walwarden.runner.backup import connect
 from walwarden.runner.streams import Progress
 
@@ -108,7 +108,7 @@ class GoSignal:
 # The go comes once the services are gone, usually within seconds, and every fraction of a second
 # until it is seen is downtime: look often at first, then rarely (a long ScaleDown costs few GETs).
 GO_POLL_SECONDS, GO_POLL_SLOW_SECONDS, GO_POLL_FAST_FOR = 0.1, 1.0, 120
-ABORT_CONTENT = "abort"
+ABORT_CONTENT = contract.GO_ABORT_CONTENT  # kept for restore/staging.py; read contract.GO_ABORT_CONTENT
 
 
 # Makes the progress reporter of one pass over the artifact, given its label ("download",
@@ -157,7 +157,7 @@ def copy_verified(artifact: Artifact, sink: Callable[[bytes], None], label: str,
 
 
 def staging_dir() -> Path:
-    return Path(os.environ.get("WALWARDEN_STAGING_DIR") or tempfile.gettempdir())
+    return Path(os.environ.get(contract.Env.STAGING_DIR) or tempfile.gettempdir())
 
 
 def has_room(artifact: Artifact, directory: Path) -> bool:
@@ -249,7 +249,7 @@ def wait_for_go(go: GoSignal, clock=time.monotonic, sleep=time.sleep) -> None:
             raise NoGoSignal(f"no go signal from the operator within {go.timeout_seconds:g}s; the database was "
                              "not touched")
         sleep(GO_POLL_SECONDS if waited < GO_POLL_FAST_FOR else GO_POLL_SLOW_SECONDS)
-    if content.strip() == ABORT_CONTENT.encode():
+    if content.strip() == contract.GO_ABORT_CONTENT.encode():
         raise RestoreCalledOff("the operator called the restore off before its go (the request failed while the "
                                "services were stopping); the database was not touched")
     if hashlib.sha256(content).hexdigest() != go.sha256:
