@@ -1,12 +1,19 @@
 """What the operator itself asks the target database: is it reachable, who is still connected,
 and how many rows do the restored tables hold. Credentials come from a Secret's values, held
-in memory only; connection errors are reported by class, never with the DSN."""
+in memory only; connection errors are reported by class, never with the DSN.
+
+Also what both the operator and the runner need to read PostgreSQL's answers the same way: which
+kind of failure a refused connection is (`classify_connection_error`) and the major version of a
+version string (`major_version`).
+"""
 
 from __future__ import annotations
 
+import re
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Iterator
+from enum import StrEnum
 
 import psycopg
 from psycopg import sql
@@ -15,6 +22,50 @@ from walwarden.runner.contract import OPERATOR_APPLICATION_NAME, RUNNER_APPLICAT
 
 CONNECT_TIMEOUT = 10
 APPLICATION_NAME = OPERATOR_APPLICATION_NAME
+
+
+class ConnectionFailure(StrEnum):
+    """Why a connection was refused; the values are the reasons both sides put in conditions."""
+
+    AUTHENTICATION_FAILED = "AuthenticationFailed"  # the server refused this login: user, password, pg_hba.conf
+    DATABASE_NOT_FOUND = "DatabaseNotFound"
+    DATABASE_UNREACHABLE = "DatabaseUnreachable"    # anything else: host, port, network, TLS, a starting server
+
+
+# libpq reports no SQLSTATE for a failed connection, only its (English) message: these are what
+# libpq and the server say when they refuse a login, rather than cannot be reached.
+_LOGIN_REFUSED = ("authentication failed", "password", 'role "', "no pg_hba.conf entry", "permission denied",
+                  "scram")
+# `[^"]*`, not `.*`: a message naming a database in one place and a missing role in another
+# ('... database "vault" ... role "ghost" does not exist') is a refused login.
+_DATABASE_MISSING = re.compile(r'database "[^"]*" does not exist')
+
+
+def classify_connection_error(error: psycopg.OperationalError | str) -> ConnectionFailure:
+    """Which kind of failure a failed psycopg.connect() is. Anything unrecognised counts as
+    unreachable: the one of the three that asks to check the path to the server, and to retry."""
+    text = " ".join(str(error).split()).lower()
+    if _DATABASE_MISSING.search(text):
+        return ConnectionFailure.DATABASE_NOT_FOUND
+    if any(words in text for words in _LOGIN_REFUSED):
+        return ConnectionFailure.AUTHENTICATION_FAILED
+    return ConnectionFailure.DATABASE_UNREACHABLE
+
+
+_VERSION = re.compile(r"\s*(\d+)(?:\.(\d+))?")
+
+
+def major_version(text: str) -> tuple[int, ...]:
+    """The major version of what a server or a client tool reports, comparable as a tuple:
+    '16.4 (Debian 16.4-1.pgdg120+1)' -> (16,), '16beta2' -> (16,), '9.6.24' -> (9, 6) (before 10,
+    the major version had two numbers), () when unreadable (callers then refuse nothing on it)."""
+    match = _VERSION.match(text)
+    if match is None:
+        return ()
+    major = int(match[1])
+    if major >= 10 or match[2] is None:
+        return (major,)
+    return (major, int(match[2]))
 
 
 class DatabaseError(Exception):
@@ -42,22 +93,32 @@ def _conninfo(secret: dict[str, str], dbname: str) -> dict[str, str]:
 
 @contextmanager
 def connect(secret: dict[str, str], dbname: str) -> Iterator[psycopg.Connection]:
+    """An autocommit connection to `dbname` with the Secret's login; a refusal as DatabaseError,
+    whose message names the host and user but never carries the password."""
     try:
         connection = psycopg.connect(**_conninfo(secret, dbname), autocommit=True)
     except psycopg.OperationalError as error:
-        text = str(error)
-        if "password authentication failed" in text or "no password supplied" in text:
-            raise DatabaseError("AuthenticationFailed", f"password authentication failed for user "
-                                                        f"{secret.get('user')!r}; check the admin Secret") from None
-        if "does not exist" in text and "database" in text:
-            raise DatabaseError("DatabaseNotFound", f"database {dbname!r} does not exist on "
-                                                    f"{secret.get('host')}") from None
-        raise DatabaseError("DatabaseUnreachable", f"cannot connect to {secret.get('host')}:"
-                                                   f"{secret.get('port', '5432')}") from None
+        raise _connection_error(error, secret, dbname) from None
     try:
         yield connection
     finally:
         connection.close()
+
+
+def _connection_error(error: psycopg.OperationalError, secret: dict[str, str], dbname: str) -> DatabaseError:
+    failure = classify_connection_error(error)
+    where = f"{secret.get('host')}:{secret.get('port', '5432')}"
+    if failure is ConnectionFailure.AUTHENTICATION_FAILED:
+        # libpq's words tell a wrong password from a pg_hba.conf rule or a missing role; they
+        # name the user and host, never the password.
+        said = " ".join(str(error).split()).rpartition("failed: ")[2] or "login refused"
+        message = (f"{said} (user {secret.get('user')!r}, database {dbname!r} on {where}); check the admin Secret "
+                   "and the server's pg_hba.conf")
+    elif failure is ConnectionFailure.DATABASE_NOT_FOUND:
+        message = f"database {dbname!r} does not exist on {secret.get('host')}"
+    else:
+        message = f"cannot connect to {where}"
+    return DatabaseError(failure.value, message)
 
 
 def server_version(secret: dict[str, str], dbname: str = "postgres") -> str:

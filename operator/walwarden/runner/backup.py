@@ -28,12 +28,15 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import Any, Self
 
 import psycopg
+from botocore.client import BaseClient
 from botocore.exceptions import BotoCoreError, ClientError, EndpointConnectionError, NoCredentialsError
 from psycopg import IsolationLevel, sql
 
 from walwarden.api.common import format_timestamp, utcnow
+from walwarden.postgres import ConnectionFailure, classify_connection_error, major_version
 from walwarden.runner.contract import RUNNER_APPLICATION_NAME, Env
 from walwarden.runner.errors import (
     AuthenticationFailed,
@@ -91,9 +94,7 @@ def run_backup(options: BackupOptions, say: Say = _say) -> manifests.Manifest:
     pg_dump = _find_pg_dump()
     dump_version = _pg_dump_version(pg_dump)
     server_version, sizes = _check_databases(options.databases)
-    if _major(dump_version) < _major(server_version):
-        raise PgDumpTooOld(f"pg_dump {dump_version} cannot dump a PostgreSQL {server_version} server: use a pg_dump "
-                           f"(a runner image) of major version {'.'.join(map(str, _major(server_version)))} or newer")
+    _check_pg_dump_version(dump_version, server_version)
     client = storage.make_client(region=options.region, endpoint=options.endpoint,
                                  force_path_style=options.force_path_style)
     _check_bucket(client, options)
@@ -159,13 +160,16 @@ def _pg_dump_version(pg_dump: str) -> str:
     return match[1]
 
 
-def _major(version: str) -> tuple[int, ...]:
-    """The major version as a comparable tuple: '15.18' -> (15,), '9.6.24' -> (9, 6)."""
-    numbers = [int(part) for part in re.findall(r"\d+", version.split()[0])]
-    return tuple(numbers[:1]) if numbers[0] >= 10 else tuple(numbers[:2])
+def _check_pg_dump_version(dump_version: str, server_version: str) -> None:
+    """pg_dump refuses a server of a newer major version than its own: say so before anything starts.
+    An unreadable version (()) refuses nothing: pg_dump itself then has the last word."""
+    dump_major, server_major = major_version(dump_version), major_version(server_version)
+    if dump_major and server_major and dump_major < server_major:
+        raise PgDumpTooOld(f"pg_dump {dump_version} cannot dump a PostgreSQL {server_version} server: use a pg_dump "
+                           f"(a runner image) of major version {'.'.join(map(str, server_major))} or newer")
 
 
-def connect(database: str, **kwargs) -> psycopg.Connection:
+def connect(database: str, **kwargs: Any) -> psycopg.Connection:
     """A connection to `database` with the environment's PG* settings, its failure told precisely."""
     timeout = os.environ.get(Env.PG_CONNECT_TIMEOUT) or CONNECT_TIMEOUT_SECONDS
     try:
@@ -176,24 +180,19 @@ def connect(database: str, **kwargs) -> psycopg.Connection:
 
 
 def connection_error(database: str, error: psycopg.OperationalError) -> RunnerError:
-    """Which of our reasons a failed connection is. libpq reports no SQLSTATE for a failed
-    connection, so this reads the (English) message; anything unrecognised counts as unreachable."""
+    """Our reason for a failed connection (postgres.classify_connection_error, which the operator
+    uses too), with libpq's own words: they name the host and user, never the password."""
     detail = " ".join(str(error).split())
-    lowered = detail.lower()
     where = f"{os.environ.get(Env.PG_HOST, 'localhost')}:{os.environ.get(Env.PG_PORT, '5432')}"
-    if re.search(r'database ".*" does not exist', lowered):
+    failure = classify_connection_error(error)
+    if failure is ConnectionFailure.DATABASE_NOT_FOUND:
         return DatabaseNotFound(f"database {database!r} does not exist on {where}: check the database names of the "
                                 f"request ({detail})")
-    if any(words in lowered for words in _LOGIN_FAILURES):
+    if failure is ConnectionFailure.AUTHENTICATION_FAILED:
         return AuthenticationFailed(f"cannot log in to database {database!r} on {where}: check the user and "
                                     f"password of the admin connection Secret ({detail})")
     return DatabaseUnreachable(f"cannot reach PostgreSQL at {where} (database {database!r}): check the host and "
                                f"port of the admin connection Secret and the network path from the Job ({detail})")
-
-
-# What libpq and the server say when they refuse a login (rather than cannot be reached).
-_LOGIN_FAILURES = ("authentication failed", "password", 'role "', "no pg_hba.conf entry", "permission denied",
-                   "scram")
 
 
 def _check_databases(databases: list[str]) -> tuple[str, dict[str, int]]:
@@ -238,7 +237,7 @@ def _storage_errors(what: str, bucket: str) -> Iterator[None]:
         raise failure from error
 
 
-def _check_bucket(client, options: BackupOptions) -> None:
+def _check_bucket(client: BaseClient, options: BackupOptions) -> None:
     with _storage_errors(f"checking bucket {options.bucket!r}", options.bucket):
         client.head_bucket(Bucket=options.bucket)
     uri = storage.s3_uri(options.bucket, options.manifest_key)
@@ -256,7 +255,7 @@ def _check_bucket(client, options: BackupOptions) -> None:
 # --- one database --------------------------------------------------------------------------
 
 
-def _dump_database(client, options: BackupOptions, database: str, pg_dump: str, expected_bytes: int,
+def _dump_database(client: BaseClient, options: BackupOptions, database: str, pg_dump: str, expected_bytes: int,
                    say: Say) -> manifests.DatabaseDump:
     key = options.dump_key(database)
     uri = storage.s3_uri(options.bucket, key)
@@ -348,7 +347,7 @@ class _PgDump:
         self._stderr_thread = threading.Thread(target=self._read_stderr, name="pg_dump-stderr", daemon=True)
         self._stderr_thread.start()
 
-    def __enter__(self) -> _PgDump:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
@@ -383,7 +382,7 @@ def _widen_pipe(pipe) -> None:
         pass
 
 
-def _delete_quietly(client, bucket: str, keys: list[str]) -> None:
+def _delete_quietly(client: BaseClient, bucket: str, keys: list[str]) -> None:
     """Remove dumps completed by a run that failed later: without a manifest they are no backup."""
     for key in keys:
         try:

@@ -1,11 +1,12 @@
-"""Which reason a failed connection, object-store request or version check is."""
+"""Which reason a failed connection or object-store request of the runner is."""
 
 from __future__ import annotations
 
 import psycopg
 import pytest
 from botocore.exceptions import ClientError, EndpointConnectionError, NoCredentialsError
-from walwarden.runner.backup import _major, connection_error, storage_error
+from walwarden.runner.backup import _check_pg_dump_version, connection_error, storage_error
+from walwarden.runner.errors import PgDumpTooOld
 
 SERVER = 'connection failed: connection to server at "10.0.0.5", port 5432 failed: '
 
@@ -46,8 +47,22 @@ def test_storage_failures(error, reason):
     assert storage_error(error, "uploading s3://b/k", "b").reason == reason
 
 
-def test_major_versions_compare_across_the_old_numbering():
-    assert _major("15.18") == (15,) and _major("16beta2") == (16,)
-    assert _major("9.6.24") == (9, 6)
-    assert _major("15.18 (Debian 15.18-0+deb12u1)") == (15,)
-    assert _major("9.6.24") < _major("10.1") < _major("15.2") <= _major("15.18")
+@pytest.mark.parametrize("error, reason", [
+    (client_error("NoSuchUpload", "UploadPart"), "UploadFailed"),  # an aborted upload: no missing bucket
+    (client_error("ExpiredToken", "PutObject"), "StorageAccessDenied"),
+])
+def test_storage_failures_that_name_neither_a_bucket_nor_a_key(error, reason):
+    assert storage_error(error, "writing s3://b/k", "b").reason == reason
+
+
+@pytest.mark.parametrize("dump, server", [("15.18", "15.2"), ("16.1", "15.18"), ("10.23", "9.6.24"),
+                                          ("9.6.24", "9.6.2"), ("16.4", "unreadable")])
+def test_a_pg_dump_of_the_same_or_a_newer_major_version_may_dump(dump, server):
+    _check_pg_dump_version(dump, server)
+
+
+@pytest.mark.parametrize("dump, server, needed", [("15.18", "16.4", "16"), ("9.5.25", "9.6.24", "9.6"),
+                                                  ("9.6.24", "10.1", "10")])
+def test_an_older_pg_dump_is_refused_before_anything_is_written(dump, server, needed):
+    with pytest.raises(PgDumpTooOld, match=f"major version {needed} or newer"):
+        _check_pg_dump_version(dump, server)
