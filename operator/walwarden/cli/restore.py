@@ -33,6 +33,7 @@ from typing import TextIO
 
 import boto3
 import psycopg
+from botocore.client import BaseClient
 from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 from psycopg.conninfo import conninfo_to_dict
 from pydantic import ValidationError
@@ -253,7 +254,7 @@ def _bucket_region(client, bucket: str) -> str | None:
     return metadata.get("HTTPHeaders", {}).get("x-amz-bucket-region")
 
 
-def read_dump_entry(client, bucket: str, key: str) -> tuple[manifests.Manifest, manifests.DatabaseDump]:
+def read_dump_entry(client: BaseClient, bucket: str, key: str) -> tuple[manifests.Manifest, manifests.DatabaseDump]:
     """The manifest beside the artifact, and its entry for the artifact."""
     folder = key.rpartition("/")[0]
     manifest_key = manifests.manifest_key(folder) if folder else manifests.MANIFEST_NAME
@@ -265,13 +266,12 @@ def read_dump_entry(client, bucket: str, key: str) -> tuple[manifests.Manifest, 
                                          "AWS_SECRET_ACCESS_KEY, or AWS_PROFILE, or log in (aws sso login)") from None
     except ClientError as error:
         code = storage.error_code(error)
-        if code in ("NoSuchKey", "404", "NotFound"):
+        if storage.is_bucket_not_found(error):  # before is_not_found, which counts a missing bucket too
+            raise errors.BucketNotFound(f"bucket {bucket!r} does not exist") from None
+        if storage.is_not_found(error):
             raise ManifestMissing(f"{where} does not exist: without the manifest the artifact cannot be verified, so "
                                   "it is not restored") from None
-        if code in ("NoSuchBucket",):
-            raise errors.BucketNotFound(f"bucket {bucket!r} does not exist") from None
-        if code in ("AccessDenied", "403", "Forbidden", "InvalidAccessKeyId", "SignatureDoesNotMatch",
-                    "ExpiredToken", "InvalidToken"):
+        if storage.is_access_denied(error):
             raise errors.StorageAccessDenied(f"reading {where}: access denied ({code}): your AWS identity needs "
                                              f"s3:GetObject on bucket {bucket!r} (or the manifest does not exist)") \
                 from None

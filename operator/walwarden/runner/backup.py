@@ -216,10 +216,11 @@ def storage_error(error: BaseException, what: str, bucket: str) -> RunnerError:
         return UploadFailed(f"{what}: cannot reach the object store ({error})")
     if isinstance(error, ClientError):
         code = storage.error_code(error)
-        if code in ("NoSuchBucket", "404", "NotFound"):
+        # The backup reads no key but its manifest's (_check_bucket, which tells a 404 apart
+        # itself): what is not found by any other of its requests is the bucket.
+        if storage.is_not_found(error):
             return BucketNotFound(f"bucket {bucket!r} does not exist: create it or fix spec.storage.s3.bucket")
-        if code in ("AccessDenied", "403", "Forbidden", "SignatureDoesNotMatch", "InvalidAccessKeyId",
-                    "InvalidToken", "ExpiredToken", "AllAccessDisabled", "AccountProblem"):
+        if storage.is_access_denied(error):
             return StorageAccessDenied(f"{what}: access denied ({code}): check the object-store credentials and "
                                        f"that they may read and write bucket {bucket!r}")
         return UploadFailed(f"{what}: the object store answered {code}: {error}")
@@ -245,7 +246,7 @@ def _check_bucket(client: BaseClient, options: BackupOptions) -> None:
         exists = storage.object_size(client, options.bucket, options.manifest_key) is not None
     except ClientError as error:
         # Without s3:ListBucket, S3 answers 403 for a missing key: we cannot tell, so go on.
-        if storage.error_code(error) not in ("403", "AccessDenied"):
+        if not storage.is_access_denied(error):
             raise storage_error(error, f"checking {uri}", options.bucket) from error
         exists = False
     if exists:

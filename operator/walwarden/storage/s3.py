@@ -5,9 +5,10 @@ from __future__ import annotations
 import math
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any
+from typing import Any, Self
 
 import boto3
+from botocore.client import BaseClient
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
@@ -58,12 +59,39 @@ def error_code(error: ClientError) -> str:
     return str(error.response.get("Error", {}).get("Code", ""))
 
 
-def object_size(client, bucket: str, key: str) -> int | None:
+# What S3 and S3-compatible servers answer when the key or the bucket does not exist. A HEAD
+# request gets no body, so botocore gives its bare HTTP status ('404') and cannot tell which.
+# NoSuchUpload (an aborted multipart upload) is left out: that is no missing object or bucket.
+NOT_FOUND_CODES = frozenset({"404", "NotFound", "NoSuchKey", "NoSuchBucket"})
+BUCKET_NOT_FOUND_CODES = frozenset({"NoSuchBucket"})
+# Refused for the caller's identity or rights; a HEAD request's refusals all read '403'.
+ACCESS_DENIED_CODES = frozenset({"403", "AccessDenied", "Forbidden", "SignatureDoesNotMatch", "InvalidAccessKeyId",
+                                 "InvalidToken", "ExpiredToken", "AllAccessDisabled", "AccountProblem"})
+
+
+def is_not_found(error: BaseException) -> bool:
+    """The request's key, or its bucket, does not exist (is_bucket_not_found tells the bucket
+    apart where S3 can: not on HEAD requests)."""
+    return isinstance(error, ClientError) and error_code(error) in NOT_FOUND_CODES
+
+
+def is_bucket_not_found(error: BaseException) -> bool:
+    """S3 said the bucket does not exist (requests with a body only; HEAD says just '404')."""
+    return isinstance(error, ClientError) and error_code(error) in BUCKET_NOT_FOUND_CODES
+
+
+def is_access_denied(error: BaseException) -> bool:
+    """S3 refused the caller: missing rights, or keys it does not accept. Without s3:ListBucket,
+    S3 answers a missing key with this too (403, not 404)."""
+    return isinstance(error, ClientError) and error_code(error) in ACCESS_DENIED_CODES
+
+
+def object_size(client: BaseClient, bucket: str, key: str) -> int | None:
     """The object's size in bytes, or None when there is no such object."""
     try:
         return client.head_object(Bucket=bucket, Key=key)["ContentLength"]
     except ClientError as error:
-        if error_code(error) in ("404", "NoSuchKey", "NotFound"):
+        if is_not_found(error):
             return None
         raise
 
@@ -114,7 +142,7 @@ class MultipartUpload:
         self._failure: BaseException | None = None
         self._completed = False
 
-    def __enter__(self) -> MultipartUpload:
+    def __enter__(self) -> Self:
         self.upload_id = self.client.create_multipart_upload(
             Bucket=self.bucket, Key=self.key, ContentType=self.content_type)["UploadId"]
         self._pool = ThreadPoolExecutor(self._workers, thread_name_prefix="upload-part")
