@@ -3,7 +3,9 @@
 Arguments carry no secrets: the database login comes from libpq's PG* variables, the object-store
 keys from AWS_* (or the ambient identity), each EMP value from a variable named by --emp.
 Every name the operator's Jobs spell (subcommands, flags, variables) comes from runner/contract.py.
-On failure the last line on stderr is `walwarden-error: <Reason>: <message>` (runner/errors.py).
+On failure the last line on stderr is `walwarden-error: <Reason>: <message>`, and the message says
+what the failure left behind: an interruption or a bug is explained per command and per moment
+(`Explanation`), since only this module sees them.
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ import signal
 import sys
 import traceback
 from collections.abc import Callable
+from dataclasses import dataclass
+from types import FrameType
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from walwarden.runner.contract import (
@@ -31,10 +35,10 @@ from walwarden.runner.contract import (
     emp_argument,
     emp_env,
 )
-from walwarden.runner.errors import DumpFailed, InvalidArguments, RunnerError
+from walwarden.runner.errors import DumpFailed, InvalidArguments, RunnerError, UnexpectedError
 
 if TYPE_CHECKING:  # imported where used: `walwarden token` and the rest need no psycopg
-    from walwarden.runner.restore import Artifact, GoSignal
+    from walwarden.runner.restore import Artifact, GoSignal, TargetState
 
 
 class _RunnerArgumentParser(argparse.ArgumentParser):
@@ -137,12 +141,46 @@ def add_runner_parser(subparsers: Any) -> argparse.ArgumentParser:  # argparse's
     return runner
 
 
+@dataclass(frozen=True)
+class Explanation:
+    """What an interruption (SIGTERM: the Job's deadline or deletion; Ctrl-C) or a bug means for
+    one command, given what happened ("interrupted by SIGTERM ..."). The restore's depends on the
+    moment, so it reads the TargetState the restore updates."""
+
+    interrupted: Callable[[str], RunnerError]
+    unexpected: Callable[[str], RunnerError]
+
+
+# The backup writes its manifest last and deletes the dumps of a failed run: nothing is finished.
+BACKUP_EXPLANATION = Explanation(interrupted=lambda what: DumpFailed(f"{what}; nothing was finished"),
+                                 unexpected=lambda what: DumpFailed(f"{what}; nothing was finished"))
+
+
+def _verify_explanation() -> Explanation:
+    from walwarden.runner.restore import NOT_TOUCHED, VerifyInterrupted
+
+    return Explanation(interrupted=lambda what: VerifyInterrupted(f"{what}; {NOT_TOUCHED}"),
+                       unexpected=lambda what: UnexpectedError(f"{what}; {NOT_TOUCHED}"))
+
+
+def _restore_explanation(target: TargetState) -> Explanation:
+    from walwarden.runner.restore import RestoreInterrupted
+
+    return Explanation(interrupted=lambda what: RestoreInterrupted(f"{what}; {target.describe()}"),
+                       unexpected=lambda what: UnexpectedError(f"{what}; {target.describe()}"))
+
+
 def run(args: argparse.Namespace) -> int:
     """Run the `walwarden runner` subcommand that `args` names; returns the process's exit status."""
     if args.runner_command == Command.BACKUP:
-        return _report(lambda: _backup(args))
-    if args.runner_command in (Command.VERIFY, Command.RESTORE):
-        return _report(lambda: _verify_or_restore(args))
+        return _report(lambda: _backup(args), BACKUP_EXPLANATION)
+    if args.runner_command == Command.VERIFY:
+        return _report(lambda: _verify(args), _verify_explanation())
+    if args.runner_command == Command.RESTORE:
+        from walwarden.runner.restore import TargetState
+
+        target = TargetState(args.database, clean=args.clean)
+        return _report(lambda: _restore(args, target), _restore_explanation(target))
     raise ValueError(f"unknown runner command {args.runner_command!r}")
 
 
@@ -157,13 +195,16 @@ def _backup(args: argparse.Namespace) -> None:
         expected_bytes=args.expected_bytes))
 
 
-def _verify_or_restore(args: argparse.Namespace) -> None:
-    from walwarden.runner.restore import run_restore, run_verify
+def _verify(args: argparse.Namespace) -> None:
+    from walwarden.runner.restore import run_verify
 
-    if args.runner_command == Command.VERIFY:
-        run_verify(_artifact(args))
-    else:
-        run_restore(_artifact(args), args.database, clean=args.clean, jobs=args.jobs, go=_go_signal(args))
+    run_verify(_artifact(args))
+
+
+def _restore(args: argparse.Namespace, target: TargetState) -> None:
+    from walwarden.runner.restore import run_restore
+
+    run_restore(_artifact(args), args.database, clean=args.clean, jobs=args.jobs, go=_go_signal(args), state=target)
 
 
 def _artifact(args: argparse.Namespace) -> Artifact:
@@ -187,15 +228,25 @@ def _go_signal(args: argparse.Namespace) -> GoSignal | None:
     return GoSignal(url=url, sha256=args.go_sha256.lower(), timeout_seconds=args.go_timeout)
 
 
-def _interrupted(signum, frame) -> NoReturn:
-    # Raised in the main thread wherever it is, so every `with` block on the way out cleans up:
-    # pg_dump killed, the multipart upload aborted. As PID 1 in a container, SIGTERM would
-    # otherwise be ignored and the Job killed without any of that at the grace period's end.
-    raise DumpFailed(f"interrupted by {signal.Signals(signum).name} (the Job's deadline, or its deletion); "
-                     "nothing was finished")
+def _with_notes(failure: RunnerError, cause: BaseException) -> RunnerError:
+    """Keep what the clean-up on the way out added (e.g. that aborting the upload failed too)."""
+    for note in getattr(cause, "__notes__", []):
+        failure.add_note(note)
+    return failure
 
 
-def _report(action: Callable[[], None]) -> int:
+class Interrupted(BaseException):
+    """SIGTERM, raised where the main thread is. A BaseException, like KeyboardInterrupt, so that no
+    `except Exception` on the way swallows it, while every `with` block and `finally` cleans up."""
+
+
+def _interrupted(signum: int, frame: FrameType | None) -> NoReturn:
+    # As PID 1 in a container, SIGTERM would otherwise be ignored and the Job killed at the grace
+    # period's end without any clean-up: pg_dump or pg_restore killed, the multipart upload aborted.
+    raise Interrupted(f"interrupted by {signal.Signals(signum).name} (the Job's deadline, or its deletion)")
+
+
+def _report(action: Callable[[], None], explanation: Explanation) -> int:
     """Run action; on failure make `walwarden-error: <Reason>: <message>` the last line on stderr."""
     previous = signal.signal(signal.SIGTERM, _interrupted)
     try:
@@ -203,11 +254,14 @@ def _report(action: Callable[[], None]) -> int:
         return EXIT_SUCCEEDED
     except RunnerError as error:
         failure = error
-    except KeyboardInterrupt:
-        failure = DumpFailed("interrupted (SIGINT); nothing was finished")
+    except Interrupted as interruption:
+        failure = _with_notes(explanation.interrupted(str(interruption)), interruption)
+    except KeyboardInterrupt as interruption:
+        failure = _with_notes(explanation.interrupted("interrupted (SIGINT)"), interruption)
     except Exception as error:  # noqa: BLE001 -- a bug: the traceback for us, the line for the operator
         traceback.print_exc()
-        failure = DumpFailed(f"unexpected {type(error).__name__}: {error} (see the log above)")
+        failure = _with_notes(explanation.unexpected(f"unexpected {type(error).__name__}: {error} (see the log "
+                                                     "above)"), error)
     finally:
         signal.signal(signal.SIGTERM, previous)
     sys.stdout.flush()  # the progress lines before it, so the error stays the last line of the log

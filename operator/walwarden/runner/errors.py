@@ -26,6 +26,17 @@ class RunnerError(Exception):
         added on the way out, e.g. a failed clean-up) holds."""
         return format_error_line(self.reason, " ".join([self.message, *getattr(self, "__notes__", [])]))
 
+    def add_consequence(self, consequence: str) -> None:
+        """Say what the failure left behind, which only a caller it passes through may know (the
+        restore knows whether the database was touched yet; the download that failed does not)."""
+        self.message = f"{self.message}; {consequence}"
+        self.args = (self.message,)
+
+
+class UnexpectedError(RunnerError):
+    """A failure nobody named (a bug): its traceback is in the log, above the error line."""
+
+    reason = "UnexpectedError"
 
 
 class InvalidArguments(RunnerError):

@@ -10,6 +10,8 @@ else. `restore` touches the database only after that check passed:
   (hashed again: a changed object fails the restore, never succeeds it).
 
 pg_restore runs with --exit-on-error: any non-zero exit is a failure, never a partial success.
+Every failure of `restore` says what it left behind (`TargetState`): until the go was given and
+the first write started, the database was not touched; from then on it may be partly restored.
 
 A restore Job of the operator is started while the vault's services are still being stopped, so
 that downloading and checking the artifact costs no downtime: it is given a go signal to wait for
@@ -26,9 +28,11 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Callable
+from typing import BinaryIO
 
 import psycopg
 from psycopg import sql
@@ -77,6 +81,49 @@ class RestoreCalledOff(errors.RunnerError):
     reason = "RestoreCalledOff"
 
 
+class VerifyInterrupted(errors.RunnerError):
+    """The verify Job was stopped (its deadline, its deletion) before it finished."""
+
+    reason = "VerifyInterrupted"
+
+
+class RestoreInterrupted(errors.RunnerError):
+    """The restore was stopped (the Job's deadline, its deletion, Ctrl-C) before it finished;
+    its message says whether pg_restore had started (TargetState)."""
+
+    reason = "RestoreInterrupted"
+
+
+NOT_TOUCHED = "the database was not touched"
+
+
+@dataclass
+class TargetState:
+    """How far a restore got, which is what any failure means for the target database.
+
+    Downloading, verifying and waiting for the go touch nothing; Redirected may then create the
+    (empty) database; from just before pg_restore starts, the database may be partly restored,
+    whatever ends the restore: pg_restore's error, a broken second download, a SIGTERM.
+    """
+
+    database: str
+    clean: bool              # InPlace: pg_restore --clean over the existing database
+    created: bool = False    # CREATE DATABASE ran (Redirected into a missing database)
+    restoring: bool = False  # pg_restore was started
+
+    def describe(self) -> str:
+        """What the database is left as, and what to do about it."""
+        if self.restoring and self.clean:
+            return (f"the target database {self.database!r} may be partly restored: restore again (InPlace "
+                    "replaces what is there) or roll back to the safety backup")
+        if self.restoring:
+            return (f"the target database {self.database!r} may be partly restored: drop it and restore again, or "
+                    "roll back (leave the services on the original database)")
+        if self.created:
+            return f"the database {self.database!r} was created, empty, and nothing was restored into it"
+        return NOT_TOUCHED
+
+
 @dataclass(frozen=True)
 class Artifact:
     # The presigned GET URL; or, where the caller holds the object-store credentials (the local
@@ -117,6 +164,8 @@ ProgressFactory = Callable[[str], Progress]
 
 
 def open_url(url: str) -> BinaryIO:
+    """The response to a GET of a presigned URL; its refusal as our reasons (never quoting the
+    URL, a bearer credential while it lives)."""
     try:
         return urllib.request.urlopen(url, timeout=60)
     except urllib.error.HTTPError as error:
@@ -132,7 +181,8 @@ def open_url(url: str) -> BinaryIO:
 
 def copy_verified(artifact: Artifact, sink: Callable[[bytes], None], label: str,
                   progress: ProgressFactory = Progress) -> None:
-    """Stream the artifact into `sink`, then fail unless its size and sha256 are the manifest's."""
+    """Stream the artifact into `sink`, then fail unless its size and sha256 are the manifest's.
+    The messages do not say whether anything was restored: when `sink` is pg_restore, it was."""
     digest, size = hashlib.sha256(), 0
     reporter = progress(label)
     with open_url(artifact.download_url()) as response:
@@ -150,10 +200,10 @@ def copy_verified(artifact: Artifact, sink: Callable[[bytes], None], label: str,
     reporter.done(size)
     if size != artifact.size:
         raise SizeMismatch(f"the artifact is {size} bytes, the manifest says {artifact.size}: it is truncated or "
-                           "was replaced; it is not restored")
+                           "was replaced")
     if digest.hexdigest() != artifact.sha256:
         raise ChecksumMismatch(f"the artifact's sha256 is {digest.hexdigest()}, the manifest says {artifact.sha256}: "
-                               "it is corrupt or was replaced; it is not restored")
+                               "it is corrupt or was replaced")
 
 
 def staging_dir() -> Path:
@@ -179,12 +229,11 @@ def stage(artifact: Artifact, directory: Path, progress: ProgressFactory = Progr
 
 def list_archive(path: Path) -> str:
     """pg_restore --list: proves our pg_restore can read the archive's version and table of contents."""
-    result = subprocess.run(["pg_restore", "--list", str(path)], capture_output=True, text=True)
+    result = subprocess.run(["pg_restore", "--list", str(path)], capture_output=True, text=True, check=False)
     if result.returncode != 0:
         raise ArchiveUnreadable(f"pg_restore --list cannot read the archive: {_last_lines(result.stderr)}; if it "
                                 "names an unsupported version, use a runner image with newer PostgreSQL tools")
-    header = [line[2:] for line in result.stdout.splitlines() if line.startswith("; Dump") or
-              line.startswith("; Format")]
+    header = [line[2:] for line in result.stdout.splitlines() if line.startswith(("; Dump", "; Format"))]
     return "; ".join(header)
 
 
@@ -210,15 +259,19 @@ def _admin_connection(dbname: str) -> psycopg.Connection:
     return connect(dbname, autocommit=True)
 
 
-def ensure_database(database: str) -> None:
-    """Redirected restores may target a fresh instance: create the database when missing."""
+def ensure_database(database: str) -> bool:
+    """Redirected restores may target a fresh instance: create the database when missing.
+    Returns whether it was created."""
     with _admin_connection("postgres") as connection:
-        if connection.execute("SELECT 1 FROM pg_database WHERE datname = %s", (database,)).fetchone() is None:
-            connection.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(database)))
-            print(f"created database {database}", flush=True)
+        if connection.execute("SELECT 1 FROM pg_database WHERE datname = %s", (database,)).fetchone() is not None:
+            return False
+        connection.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(database)))
+    print(f"created database {database}", flush=True)
+    return True
 
 
 def pg_restore_command(database: str, clean: bool, jobs: int | None, path: Path | None) -> list[str]:
+    """pg_restore into `database`, from `path` (else its stdin)."""
     command = ["pg_restore", "--exit-on-error", "--no-password", "-d", database]
     if clean:
         command += ["--clean", "--if-exists"]
@@ -239,22 +292,23 @@ def _read_go(url: str) -> bytes | None:
         return None
 
 
-def wait_for_go(go: GoSignal, clock=time.monotonic, sleep=time.sleep) -> None:
+def wait_for_go(go: GoSignal, clock: Callable[[], float] = time.monotonic,
+                sleep: Callable[[float], None] = time.sleep) -> None:
+    """Return once the go object holds what the operator wrote; raise when it calls the restore
+    off, holds anything else, or never comes. (run_restore adds that the database was not touched.)"""
     print("artifact staged and verified; waiting for the operator's go (the services are being stopped)",
           flush=True)
     started = clock()
     while (content := _read_go(go.url)) is None:
         waited = clock() - started
         if waited >= go.timeout_seconds:
-            raise NoGoSignal(f"no go signal from the operator within {go.timeout_seconds:g}s; the database was "
-                             "not touched")
+            raise NoGoSignal(f"no go signal from the operator within {go.timeout_seconds:g}s")
         sleep(GO_POLL_SECONDS if waited < GO_POLL_FAST_FOR else GO_POLL_SLOW_SECONDS)
     if content.strip() == contract.GO_ABORT_CONTENT.encode():
         raise RestoreCalledOff("the operator called the restore off before its go (the request failed while the "
-                               "services were stopping); the database was not touched")
+                               "services were stopping)")
     if hashlib.sha256(content).hexdigest() != go.sha256:
-        raise GoSignalInvalid("the go object does not hold what the operator wrote: someone else wrote it; the "
-                              "database was not touched")
+        raise GoSignalInvalid("the go object does not hold what the operator wrote: someone else wrote it")
     print("go: the services are stopped", flush=True)
 
 
@@ -264,29 +318,50 @@ def check_reachable(database: str, clean: bool) -> None:
 
 
 def run_restore(artifact: Artifact, database: str, clean: bool, jobs: int,
-                progress: ProgressFactory = Progress, go: GoSignal | None = None) -> None:
+                progress: ProgressFactory = Progress, go: GoSignal | None = None,
+                state: TargetState | None = None) -> None:
     """Verify the artifact, wait for `go` when given, then restore. Nothing touches the database
-    (not even creating it) before both."""
+    (not even creating it) before both. `state` (of the same database and clean) follows how far
+    it got, for a caller that explains interruptions; every RunnerError raised says what it left."""
+    state = state or TargetState(database, clean)
+    with _saying_what_is_left(state):
+        _restore(artifact, state, jobs, progress, go)
+
+
+@contextmanager
+def _saying_what_is_left(state: TargetState) -> Iterator[None]:
+    """Add to a failure what it left of the target, as of the moment it came (the failures
+    themselves, a download or pg_restore's exit, do not know whether the database was touched)."""
+    try:
+        yield
+    except errors.RunnerError as error:
+        error.add_consequence(state.describe())
+        raise
+
+
+def _restore(artifact: Artifact, state: TargetState, jobs: int, progress: ProgressFactory,
+             go: GoSignal | None) -> None:
     def verified_and_allowed() -> None:
         if go:
             wait_for_go(go)
-        if not clean:
-            ensure_database(database)
+        if not state.clean:
+            state.created = ensure_database(state.database)
 
-    check_reachable(database, clean)
+    check_reachable(state.database, state.clean)
     directory = staging_dir()
     if has_room(artifact, directory):
         path = stage(artifact, directory, progress)  # verified before the database is touched
         try:
             verified_and_allowed()
-            _pg_restore(pg_restore_command(database, clean, jobs, path))
+            _pg_restore(pg_restore_command(state.database, state.clean, jobs, path), state)
         finally:
             path.unlink(missing_ok=True)
         return
     print("not enough staging space: verifying first, then streaming into pg_restore", flush=True)
     copy_verified(artifact, lambda chunk: None, "verify", progress)
     verified_and_allowed()
-    process = subprocess.Popen(pg_restore_command(database, clean, None, None), stdin=subprocess.PIPE,
+    state.restoring = True  # from here a failure, even of the download, leaves a partly restored database
+    process = subprocess.Popen(pg_restore_command(state.database, state.clean, None, None), stdin=subprocess.PIPE,
                                stderr=subprocess.PIPE)
     try:
         copy_verified(artifact, process.stdin.write, "restore", progress)
@@ -303,9 +378,10 @@ def run_restore(artifact: Artifact, database: str, clean: bool, jobs: int,
         raise RestoreFailed(f"pg_restore exited {code}: {_last_lines(stderr)}")
 
 
-def _pg_restore(command: list[str]) -> None:
+def _pg_restore(command: list[str], state: TargetState) -> None:
     print("running " + " ".join(command[:-1] + ["<staged artifact>"]), flush=True)
-    result = subprocess.run(command, capture_output=True, text=True)
+    state.restoring = True
+    result = subprocess.run(command, capture_output=True, text=True, check=False)
     if result.returncode != 0:
         raise RestoreFailed(f"pg_restore exited {result.returncode}: {_last_lines(result.stderr)}")
     print("pg_restore finished", flush=True)

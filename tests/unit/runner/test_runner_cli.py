@@ -40,7 +40,7 @@ def test_a_failure_is_the_last_stderr_line_on_one_line(capsys):
         print("progress")
         raise AuthenticationFailed('password authentication failed\nfor user "postgres"')
 
-    assert cli._report(fail) == 1
+    assert cli._report(fail, cli.BACKUP_EXPLANATION) == 1
     out = capsys.readouterr()
     assert out.out == "progress\n"
     assert out.err.splitlines()[-1] == ('walwarden-error: AuthenticationFailed: password authentication failed '
@@ -58,10 +58,11 @@ def test_an_unexpected_exception_still_ends_with_a_reason(capsys):
     def bug():
         raise KeyError("x")
 
-    assert cli._report(bug) == 1
+    assert cli._report(bug, cli.BACKUP_EXPLANATION) == 1
     err = capsys.readouterr().err
     assert "Traceback" in err
     assert err.splitlines()[-1].startswith("walwarden-error: DumpFailed: unexpected KeyError")
+    assert err.splitlines()[-1].endswith("nothing was finished")
 
 
 def test_every_reason_is_a_runner_error():
@@ -71,12 +72,19 @@ def test_every_reason_is_a_runner_error():
                if isinstance(cls, type) and issubclass(cls, RunnerError) and "reason" in vars(cls)}
     assert reasons == {"RunnerError", "InvalidArguments", "AuthenticationFailed", "DatabaseUnreachable",
                        "DatabaseNotFound", "PgDumpTooOld", "DumpFailed", "BucketNotFound", "StorageAccessDenied",
-                       "UploadFailed"}
+                       "UploadFailed", "UnexpectedError"}
 
 
 def test_a_long_message_is_cut_to_fit_the_termination_message():
     line = DumpFailed("x" * 5000).error_line()
     assert line.startswith("walwarden-error: DumpFailed: xxx") and len(line.encode()) < 2048
+
+
+def test_a_consequence_is_added_to_the_message_and_its_line():
+    error = DumpFailed("pg_restore exited 1")
+    error.add_consequence("the database may be partly restored")
+    assert str(error) == error.message == "pg_restore exited 1; the database may be partly restored"
+    assert error.error_line() == "walwarden-error: DumpFailed: pg_restore exited 1; the database may be partly restored"
 
 
 def test_restore_takes_an_optional_go_signal(monkeypatch):
