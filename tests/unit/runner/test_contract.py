@@ -16,6 +16,23 @@ def test_the_contract_imports_the_standard_library_only():
     assert imported <= {"__future__", "typing"}
 
 
+OPERATOR_SIDE = ["kube/jobs.py", "kube/runner_job.py", "backup/job.py", "restore/job.py", "postgres.py"]
+
+
+@pytest.mark.parametrize("module", OPERATOR_SIDE)
+def test_the_operator_side_reads_the_contract_and_nothing_else_of_the_runner(module):
+    source = Path(contract.__file__).parents[1] / module
+    tree = ast.parse(source.read_text())
+    imported = {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module:
+            # `from walwarden.runner import contract` imports walwarden.runner.contract.
+            packages = ("walwarden", "walwarden.runner")
+            imported |= ({f"{node.module}.{alias.name}" for alias in node.names} if node.module in packages
+                         else {node.module})
+    assert {name for name in imported if name.startswith("walwarden.runner")} <= {"walwarden.runner.contract"}
+
+
 @pytest.mark.parametrize("reason, message", [
     ("AuthenticationFailed", 'password authentication failed for user "postgres"'),
     ("RestoreFailed", "pg_restore exited 1: ERROR: x; the target database may be partly restored"),
