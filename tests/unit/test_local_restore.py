@@ -162,7 +162,7 @@ def test_anything_else_cancels(monkeypatch, answer):
 
 def parse(*argv: str) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="walwarden")
-    local_restore.add_restore_parser(parser.add_subparsers(dest="command", required=True))
+    local_restore.register(parser.add_subparsers(dest="command", required=True))
     return parser.parse_args(["restore", *argv])
 
 
@@ -170,7 +170,7 @@ def test_in_place_without_yes_and_without_a_terminal_is_refused_before_anything_
     monkeypatch.setattr("sys.stdin", io.StringIO(""))
     args = parse("--artifact", "s3://bucket/backups/vault.dump", "--target-dsn",
                  f"postgresql://admin:{QUOTED}@192.0.2.1/vault")
-    assert local_restore.run(args) == 2
+    assert args.handler(args) == 2
     output = capsys.readouterr()
     assert output.err.strip().splitlines()[-1].startswith("walwarden-error: ConfirmationRequired: ")
     assert "s3cr3t" not in output.out + output.err

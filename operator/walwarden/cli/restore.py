@@ -95,7 +95,7 @@ class UnexpectedError(errors.RunnerError):
 # --- the command line ------------------------------------------------------------------------
 
 
-def add_restore_parser(subparsers) -> argparse.ArgumentParser:
+def register(subparsers) -> None:
     """Add `restore` to the `walwarden` command's subparsers."""
     parser = subparsers.add_parser(
         "restore", help="restore a backup from S3 into a database, from this machine",
@@ -119,7 +119,7 @@ def add_restore_parser(subparsers) -> argparse.ArgumentParser:
                                          "bucket's own, as S3 reports it)")
     parser.add_argument("--force-path-style", action="store_true", help="path-style bucket addressing")
     parser.add_argument("--yes", action="store_true", help="do not ask before an InPlace restore")
-    return parser
+    parser.set_defaults(handler=run)
 
 
 def _positive_int(text: str) -> int:

@@ -1,25 +1,22 @@
 """`walwarden token issue` and `walwarden token inspect`: the command-line side of approval tokens.
 
-walwarden/cli.py hooks these in:
-
-    add_token_parser(commands)                      # builds `walwarden token ...`
-    if args.command == "token": return run(args)    # 0 on success, 1 on a refused request
-
 `issue` prints only the token on stdout (so `$(walwarden token issue ...)` works) and a one-line
 summary on stderr. The key comes from a file, an environment variable or a Kubernetes Secret
-(through the current kubeconfig) and never appears in output.
+(through the current kubeconfig) and never appears in output. Each command exits 0 on success,
+1 on a refused request, with the reason on stderr as one sentence.
 """
 
 from __future__ import annotations
 
 import argparse
 import base64
+import functools
 import json
 import os
 import re
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from walwarden.api.backup import PLURAL as BACKUP_PLURAL
 from walwarden.api.backup import BackupPhase, BackupRequestStatus
@@ -60,7 +57,7 @@ def _duration_argument(text: str) -> int:
         raise argparse.ArgumentTypeError(str(error)) from None
 
 
-def add_token_parser(subparsers: Any) -> argparse.ArgumentParser:
+def register(subparsers: Any) -> None:
     """Add `token issue` and `token inspect` to the `walwarden` command's subparsers."""
     token = subparsers.add_parser(
         "token", help="issue or inspect approval tokens for RestoreRequests",
@@ -89,28 +86,29 @@ def add_token_parser(subparsers: Any) -> argparse.ArgumentParser:
                           "unless given), through the current kubeconfig")
     issue.add_argument("--kubeconfig", help="kubeconfig for --key-secret and the BackupRequest lookup "
                                             "(default: $KUBECONFIG or ~/.kube/config)")
+    issue.set_defaults(handler=issue_command)
 
     inspect = actions.add_parser("inspect", help="print a token's claims as JSON, WITHOUT verifying it",
                                  description="Decode a token and print its claims. The signature is not "
                                              "checked (that needs the key): only the operator verifies.")
     inspect.add_argument("token")
-    return token
+    inspect.set_defaults(handler=inspect_command)
 
 
-def run(args: argparse.Namespace) -> int:
-    """Carry out a parsed `walwarden token ...` command; errors go to stderr as one sentence."""
-    try:
-        if args.token_command == "issue":
-            return _issue(args)
-        if args.token_command == "inspect":
-            return _inspect(args)
-    except (TokenCliError, TokenError, ValueError) as error:
-        print(f"walwarden token {args.token_command}: {getattr(error, 'message', error)}", file=sys.stderr)
-        return 1
-    raise AssertionError(f"unknown token command {args.token_command!r}")
+def _one_sentence(command: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+    """A refused request ends with exit status 1 and its reason on stderr as one sentence."""
+    @functools.wraps(command)
+    def handler(args: argparse.Namespace) -> int:
+        try:
+            return command(args)
+        except (TokenCliError, TokenError, ValueError) as error:
+            print(f"walwarden token {args.token_command}: {getattr(error, 'message', error)}", file=sys.stderr)
+            return 1
+    return handler
 
 
-def _issue(args: argparse.Namespace) -> int:
+@_one_sentence
+def issue_command(args: argparse.Namespace) -> int:
     cluster = Cluster(args.kubeconfig)
     key = _read_key(args, cluster)
     sha256 = args.sha256 or backup_sha256(cluster, args.namespace, args.backup)
@@ -123,7 +121,8 @@ def _issue(args: argparse.Namespace) -> int:
     return 0
 
 
-def _inspect(args: argparse.Namespace) -> int:
+@_one_sentence
+def inspect_command(args: argparse.Namespace) -> int:
     claims = parse_unverified(args.token)
     print(json.dumps({
         "verified": False,  # said in the output itself, so nobody mistakes it for a check

@@ -253,8 +253,9 @@ def test_bad_durations(text):
 
 def run_cli(*argv: str) -> int:
     parser = argparse.ArgumentParser(prog="walwarden")
-    token_cli.add_token_parser(parser.add_subparsers(dest="command", required=True))
-    return token_cli.run(parser.parse_args(argv))
+    token_cli.register(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(argv)
+    return args.handler(args)
 
 
 def issue_argv(*key_args: str, **overrides: str) -> list[str]:
