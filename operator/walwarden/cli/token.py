@@ -9,7 +9,6 @@ summary on stderr. The key comes from a file, an environment variable or a Kuber
 from __future__ import annotations
 
 import argparse
-import base64
 import functools
 import json
 import os
@@ -167,7 +166,8 @@ def parse_secret_ref(text: str) -> tuple[str, str, str]:
 
 
 def secret_key(cluster: "Cluster", ref: str) -> bytes:
-    """The bytes stored under KEY in the Secret NAMESPACE/NAME[:KEY] (a key need not be text)."""
+    """The key stored under KEY in the Secret NAMESPACE/NAME[:KEY], as the bytes the operator signs
+    with: it reads the Secret as text (kube.secrets.read_secret) and encodes it."""
     namespace, name, key = parse_secret_ref(ref)
     data = cluster.secret_data(namespace, name)
     if data is None:
@@ -175,7 +175,7 @@ def secret_key(cluster: "Cluster", ref: str) -> bytes:
     if key not in data:  # key names are not secret: listing them helps fix a typo
         raise TokenCliError(f"the Secret {namespace}/{name} has no key {key!r} "
                             f"(it has: {', '.join(sorted(data)) or 'none'})")
-    return data[key]
+    return data[key].encode()
 
 
 # -- the BackupRequest ----------------------------------------------------------------------------
@@ -197,35 +197,43 @@ def backup_sha256(cluster: "Cluster", namespace: str, backup: str) -> str:
 
 
 class Cluster:
-    """The two reads `token issue` may need, through the current kubeconfig. It connects on first
-    use, so `--key-file ... --sha256 ...` works without any cluster; the kubernetes client is
-    imported only then, which keeps `walwarden --help` fast."""
+    """The two reads `token issue` may need, through the current kubeconfig (kube.api.Kube.connect).
+    It connects on first use, so `--key-file ... --sha256 ...` works without any cluster; the
+    kubernetes client is imported only then, which keeps `walwarden --help` fast."""
 
     def __init__(self, kubeconfig: str | None = None):
         self._kubeconfig = kubeconfig
         self._kube = None
 
-    def secret_data(self, namespace: str, name: str) -> dict[str, bytes] | None:
-        secret = self._call(f"the Secret {namespace}/{name}", "core", "read_namespaced_secret", name, namespace)
-        return None if secret is None else {k: base64.b64decode(v) for k, v in (secret.data or {}).items()}
+    def secret_data(self, namespace: str, name: str) -> dict[str, str] | None:
+        from walwarden.kube.secrets import read_secret
+
+        try:
+            return self._read(f"the Secret {namespace}/{name}", lambda kube: read_secret(kube, namespace, name))
+        except UnicodeDecodeError:
+            raise TokenCliError(f"the Secret {namespace}/{name} holds a value that is not UTF-8 text: the operator, "
+                                "which reads Secrets as text, could not verify a token signed with it (use a text "
+                                "key, e.g. from `openssl rand -hex 32`)") from None
 
     def backup_request(self, namespace: str, name: str) -> dict[str, Any] | None:
-        return self._call(f"the BackupRequest {namespace}/{name}", "custom", "get_namespaced_custom_object",
-                          GROUP, VERSION, namespace, BACKUP_PLURAL, name)
+        from walwarden.kube.api import call
 
-    def _call(self, what: str, api: str, method: str, *args: Any) -> Any:
-        """One API call: None when the object does not exist, else its result; what the cluster
+        return self._read(f"the BackupRequest {namespace}/{name}", lambda kube: call(
+            kube.custom.get_namespaced_custom_object, GROUP, VERSION, namespace, BACKUP_PLURAL, name))
+
+    def _read(self, what: str, read: Callable[[Any], Any]) -> Any:
+        """read(kube): None when the object does not exist, else what it read; what the cluster
         refused becomes one actionable sentence."""
         from kubernetes.client.rest import ApiException
         from kubernetes.config import ConfigException
         from urllib3.exceptions import HTTPError
 
-        from walwarden.kube.api import Kube, call
+        from walwarden.kube.api import Kube
 
         try:
             if self._kube is None:
                 self._kube = Kube.connect(self._kubeconfig)
-            return call(getattr(getattr(self._kube, api), method), *args)
+            return read(self._kube)
         except ConfigException as error:
             raise TokenCliError(f"cannot read {what}: no Kubernetes cluster configured ({error})") from None
         except ApiException as error:
