@@ -340,6 +340,8 @@ class ProgressBar:
     def __init__(self, label: str, total: int, stream: TextIO, mininterval: float = 0.2):
         from tqdm import tqdm  # only on a terminal
 
+        # Decimal units (MB = 10^6 bytes): tqdm scales its rate by 1000 whatever unit_divisor says,
+        # so binary sizes beside it would be mislabelled.
         self._bar = tqdm(desc=label, total=total, file=stream, unit="B", unit_scale=True, dynamic_ncols=True,
                          mininterval=mininterval)
 
