@@ -1,80 +1,129 @@
 """The operator's own settings, read once at start-up from `walwarden run` flags and environment
-variables (WALWARDEN_*), e.g. as the Helm chart sets them."""
+variables (WALWARDEN_*), e.g. as the Helm chart sets them.
+
+    settings = Settings.from_environment(namespaces=("vault",))   # flags win over the environment
+
+Each field is read from WALWARDEN_<FIELD NAME>, e.g. poll_seconds from WALWARDEN_POLL_SECONDS; an
+empty variable counts as unset. A bad value stops the operator at start-up with `InvalidSettings`,
+naming the variable, rather than mid-restore.
+"""
 
 from __future__ import annotations
 
 import json
-import os
-from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from walwarden.api import DEFAULT_TOPOLOGY, SecretBackend, Topology
 
-
-def _env_bool(name: str, default: bool) -> bool:
-    value = os.environ.get(name)
-    return default if value is None else value.strip().lower() in ("1", "true", "yes", "on")
+ENV_PREFIX = "WALWARDEN_"
 
 
-def _topology(text: str | None) -> Topology:
-    """WALWARDEN_DEFAULT_TOPOLOGY, validated like a request's spec.topology; a bad value stops
-    the operator at start-up with the model's error rather than mid-restore."""
-    return Topology.model_validate_json(text) if text and text.strip() not in ("", "{}") else DEFAULT_TOPOLOGY
+class InvalidSettings(ValueError):
+    """The environment holds a value the operator cannot run with; the message names each variable."""
 
 
-@dataclass(frozen=True)
-class OperatorConfig:
-    # Namespaces to watch; empty means cluster-wide.
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        frozen=True,
+        env_ignore_empty=True,  # e.g. WALWARDEN_NAMESPACES="" (the chart's cluster-wide) is the default
+        # The list and JSON values are parsed by the validators below, so that a bad one is a
+        # validation error naming its variable, like any other.
+        enable_decoding=False,
+        str_strip_whitespace=True,
+    )
+
+    # Namespaces to watch, comma-separated; empty means cluster-wide.
     namespaces: tuple[str, ...] = ()
     # Image of the backup/restore runner Jobs (the operator's own image by default).
     runner_image: str = "walwarden:latest"
-    # Extra labels on runner pods: network policies on a real cluster, or the local pod
-    # executor's label on the test stack.
-    runner_pod_labels: dict[str, str] = field(default_factory=dict)
+    # Extra labels on runner pods (JSON object): network policies on a real cluster, or the local
+    # pod executor's label on the test stack.
+    runner_pod_labels: dict[str, str] = Field(default_factory=dict)
     # Refuse RestoreRequests without a valid approval token (DESIGN §4).
     approvals_required: bool = False
     # Name of the Secret (in the operator's namespace) holding the approval-token HMAC key.
     approval_key_secret: str = "walwarden-approval-key"
     operator_namespace: str = "walwarden-system"
     # Prometheus metrics (/metrics) and liveness (/healthz) endpoints; 0 disables each.
-    metrics_port: int = 0
-    health_port: int = 0
+    metrics_port: int = Field(0, ge=0, le=65535)
+    health_port: int = Field(0, ge=0, le=65535)
     listen_address: str = "0.0.0.0"
-    # Logs as JSON lines (for log pipelines) instead of plain text.
-    log_json: bool = False
+    # Logs as JSON lines (for log pipelines) or plain text; see log_json.
+    log_format: Literal["json", "text"] = "text"
     # How often a waiting step looks at the world again (seconds).
-    poll_seconds: float = 5.0
+    poll_seconds: float = Field(5.0, gt=0)
     # How long one pass keeps looking (every 0.1–0.5 s) at a step that is already waiting, before it
     # hands back to the poll interval: stops, starts and Job ends are noticed at once (downtime).
-    settle_seconds: float = 5.0
+    settle_seconds: float = Field(5.0, ge=0)
     # ScaleDown (and a backup's Quiesce) fails after waiting this long for a tier's pods to go,
     # rather than keep the vault half-stopped for ever; the services are then started again.
     # Starting that takes this long raises the condition ServicesNotReady (and keeps waiting).
-    stop_timeout_seconds: float = 600.0
-    # The vault's services when a request has no spec.topology (JSON of the Topology model).
+    stop_timeout_seconds: float = Field(600.0, gt=0)
+    # The vault's services when a request has no spec.topology (JSON of the Topology model),
+    # validated like a request's spec.topology.
     default_topology: Topology = DEFAULT_TOPOLOGY
     # Where db-info secrets live when a Redirected request does not say (spec.redirect.secretBackend).
     default_secret_backend: SecretBackend = SecretBackend.KUBERNETES
 
+    @field_validator("namespaces", mode="before")
     @classmethod
-    def from_environment(cls, **overrides) -> "OperatorConfig":
-        namespaces = tuple(n for n in os.environ.get("WALWARDEN_NAMESPACES", "").split(",") if n)
-        values = dict(
-            namespaces=namespaces,
-            runner_image=os.environ.get("WALWARDEN_RUNNER_IMAGE", cls.runner_image),
-            runner_pod_labels=json.loads(os.environ.get("WALWARDEN_RUNNER_POD_LABELS", "{}")),
-            approvals_required=_env_bool("WALWARDEN_APPROVALS_REQUIRED", cls.approvals_required),
-            approval_key_secret=os.environ.get("WALWARDEN_APPROVAL_KEY_SECRET", cls.approval_key_secret),
-            operator_namespace=os.environ.get("WALWARDEN_OPERATOR_NAMESPACE", cls.operator_namespace),
-            metrics_port=int(os.environ.get("WALWARDEN_METRICS_PORT", "0")),
-            health_port=int(os.environ.get("WALWARDEN_HEALTH_PORT", "0")),
-            listen_address=os.environ.get("WALWARDEN_LISTEN_ADDRESS", cls.listen_address),
-            log_json=os.environ.get("WALWARDEN_LOG_FORMAT", "").lower() == "json",
-            poll_seconds=float(os.environ.get("WALWARDEN_POLL_SECONDS", cls.poll_seconds)),
-            settle_seconds=float(os.environ.get("WALWARDEN_SETTLE_SECONDS", cls.settle_seconds)),
-            stop_timeout_seconds=float(os.environ.get("WALWARDEN_STOP_TIMEOUT_SECONDS", cls.stop_timeout_seconds)),
-            default_topology=_topology(os.environ.get("WALWARDEN_DEFAULT_TOPOLOGY")),
-            default_secret_backend=SecretBackend(
-                os.environ.get("WALWARDEN_DEFAULT_SECRET_BACKEND") or SecretBackend.KUBERNETES),
-        )
-        values.update({k: v for k, v in overrides.items() if v is not None})
-        return cls(**values)
+    def _comma_separated(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return tuple(name.strip() for name in value.split(",") if name.strip())
+        return value
+
+    @field_validator("runner_pod_labels", "default_topology", mode="before")
+    @classmethod
+    def _json(cls, value: Any) -> Any:
+        if not isinstance(value, str):
+            return value
+        if not value.strip():
+            return {}  # Topology() is DEFAULT_TOPOLOGY
+        try:
+            return json.loads(value)
+        except json.JSONDecodeError as error:
+            raise ValueError(f"not JSON: {error}") from None
+
+    @field_validator("approvals_required", "log_format", mode="before")
+    @classmethod
+    def _case_and_spaces(cls, value: Any) -> Any:
+        return value.strip().lower() if isinstance(value, str) else value  # "True ", "JSON"
+
+    @property
+    def log_json(self) -> bool:
+        return self.log_format == "json"
+
+    @classmethod
+    def environment_variables(cls) -> dict[str, str]:
+        """Field name -> the environment variable it is read from."""
+        return {name: ENV_PREFIX + name.upper() for name in cls.model_fields}
+
+    @classmethod
+    def from_environment(cls, **overrides: Any) -> "Settings":
+        """The environment's settings, with the given overrides (e.g. command-line flags) winning;
+        an override of None is ignored. Raises InvalidSettings."""
+        try:
+            return cls(**{name: value for name, value in overrides.items() if value is not None})
+        except ValidationError as error:
+            raise InvalidSettings(_explain(error, cls.environment_variables())) from error
+
+
+def _explain(error: ValidationError, variables: dict[str, str]) -> str:
+    """One line per problem, named by its environment variable: 'WALWARDEN_METRICS_PORT: Input
+    should be a valid integer ...', 'WALWARDEN_DEFAULT_TOPOLOGY, at stopTiers: ...'."""
+    lines = []
+    for problem in error.errors(include_url=False):
+        field, *inner = problem["loc"] or ("",)
+        where = variables.get(str(field), str(field))
+        if inner:
+            where += ", at " + ".".join(str(part) for part in inner)
+        lines.append(f"{where}: {problem['msg'].removeprefix('Value error, ')}")
+    return "invalid settings:\n" + "\n".join(f"  {line}" for line in lines)
+
+
+# The name other modules still use; they move to Settings.
+OperatorConfig = Settings

@@ -216,8 +216,10 @@ def test_deployment_is_one_hardened_replica_with_health_probes(helm):
 
 
 def test_every_setting_the_operator_reads_is_set_from_values(helm):
-    """The chart sets each WALWARDEN_* variable settings.py reads (and nothing it does not read)."""
-    read = set(re.findall(r"WALWARDEN_[A-Z_]+", (REPO / "operator" / "walwarden" / "settings.py").read_text()))
+    """The chart sets each WALWARDEN_* variable the Settings model reads (and nothing it does not read)."""
+    from walwarden.settings import Settings
+
+    read = set(Settings.environment_variables().values())
     values = env(render(helm))
     assert {name for name in values if name.startswith("WALWARDEN_")} == read
     assert values["WALWARDEN_OPERATOR_NAMESPACE"] == {"fieldRef": {"fieldPath": "metadata.namespace"}}

@@ -13,12 +13,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from walwarden.storage import audit
-from walwarden.storage import s3 as storage
 
-
-def add_audit_parser(commands) -> None:
-    parser = commands.add_parser("audit", help="check a hash-chained audit.log beside an artifact")
+def register(subparsers) -> None:
+    parser = subparsers.add_parser("audit", help="check a hash-chained audit.log beside an artifact")
     verbs = parser.add_subparsers(dest="audit_command", required=True)
     verify = verbs.add_parser("verify", help="check the chain and the heads requests recorded",
                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -28,9 +25,13 @@ def add_audit_parser(commands) -> None:
     verify.add_argument("--endpoint", help="URL of an S3-compatible server")
     verify.add_argument("--region", default="us-east-1")
     verify.add_argument("--force-path-style", action="store_true", help="path-style bucket addressing")
+    verify.set_defaults(handler=verify_log)
 
 
-def run(args: argparse.Namespace) -> int:
+def verify_log(args: argparse.Namespace) -> int:
+    from walwarden.storage import audit
+    from walwarden.storage import s3 as storage
+
     try:
         bucket, key = storage.parse_s3_uri(args.uri)
     except ValueError as error:

@@ -1,13 +1,36 @@
-"""Running the operator: `walwarden run` (kopf under the hood) against a kubeconfig or in-cluster."""
+"""`walwarden run`: the operator (kopf under the hood) against a kubeconfig or in-cluster, with the
+settings of walwarden.settings (environment variables, the chart sets them) and its flags."""
 
 from __future__ import annotations
 
-import asyncio
+import argparse
 import logging
+import sys
+from typing import TYPE_CHECKING
 
-import kopf
+if TYPE_CHECKING:
+    from walwarden.settings import Settings
 
-from walwarden.settings import OperatorConfig
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser("run", help="run the operator")
+    parser.add_argument("--kubeconfig", help="kubeconfig to use (default: in-cluster, then $KUBECONFIG)")
+    parser.add_argument("--namespace", "-n", action="append", dest="namespaces",
+                        help="watch only this namespace (repeatable; default: cluster-wide)")
+    parser.add_argument("--verbose", "-v", action="store_true")
+    parser.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from walwarden.settings import InvalidSettings, Settings
+
+    try:
+        settings = Settings.from_environment(namespaces=tuple(args.namespaces) if args.namespaces else None)
+    except InvalidSettings as error:
+        print(f"walwarden run: {error}", file=sys.stderr)
+        return 2
+    run_operator(settings, kubeconfig=args.kubeconfig, verbose=args.verbose)
+    return 0
 
 
 class WaitsAreNotErrors(logging.Filter):
@@ -20,7 +43,11 @@ class WaitsAreNotErrors(logging.Filter):
         return True
 
 
-def run_operator(config: OperatorConfig, kubeconfig: str | None = None, verbose: bool = False) -> None:
+def run_operator(config: Settings, kubeconfig: str | None = None, verbose: bool = False) -> None:
+    import asyncio
+
+    import kopf
+
     # kopf's own logging setup: plain text, or JSON lines when asked (WALWARDEN_LOG_FORMAT=json).
     kopf.configure(verbose=verbose, log_format=kopf.LogFormat.JSON if config.log_json else kopf.LogFormat.FULL)
     logging.getLogger("kopf.objects").addFilter(WaitsAreNotErrors())

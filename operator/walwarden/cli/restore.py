@@ -8,8 +8,9 @@ The same pipeline as the operator's restore Job (walwarden.runner.restore), run 
 1. read <folder>/manifest.json beside the artifact with the user's own AWS credentials (boto3's
    default chain: AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, a profile, SSO, an instance role);
 2. InPlace: ask for confirmation (or --yes), since pg_restore --clean replaces the target's data;
-3. download through a short-lived presigned GET URL with a progress bar on stderr, checking the
-   size and sha256 against the manifest before the database is touched;
+3. download through a short-lived presigned GET URL with a progress bar on stderr (a line every
+   few seconds when stderr is not a terminal), checking the size and sha256 against the manifest
+   before the database is touched;
 4. pg_restore --exit-on-error (InPlace: --clean --if-exists; Redirected: the database is created
    when missing), in parallel from the staged file.
 
@@ -23,13 +24,12 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import signal
 import sys
 import time
 import traceback
 from dataclasses import dataclass
-from typing import TextIO
+from typing import Callable, TextIO
 
 import boto3
 import psycopg
@@ -96,7 +96,7 @@ class UnexpectedError(errors.RunnerError):
 # --- the command line ------------------------------------------------------------------------
 
 
-def add_restore_parser(subparsers) -> argparse.ArgumentParser:
+def register(subparsers) -> None:
     """Add `restore` to the `walwarden` command's subparsers."""
     parser = subparsers.add_parser(
         "restore", help="restore a backup from S3 into a database, from this machine",
@@ -120,7 +120,7 @@ def add_restore_parser(subparsers) -> argparse.ArgumentParser:
                                          "bucket's own, as S3 reports it)")
     parser.add_argument("--force-path-style", action="store_true", help="path-style bucket addressing")
     parser.add_argument("--yes", action="store_true", help="do not ask before an InPlace restore")
-    return parser
+    parser.set_defaults(handler=run)
 
 
 def _positive_int(text: str) -> int:
@@ -198,8 +198,11 @@ def restore(args: argparse.Namespace) -> None:
         "get_object", Params={"Bucket": bucket, "Key": key}, ExpiresIn=PRESIGNED_URL_SECONDS),
         sha256=dump.sha256, size=dump.size_bytes)
     started = time.monotonic()
-    run_restore(artifact, target.database, clean=in_place, jobs=args.jobs,
-                progress=lambda label: ProgressBar(label, dump.size_bytes))
+    progress = RestoreProgress(dump.size_bytes)
+    try:
+        run_restore(artifact, target.database, clean=in_place, jobs=args.jobs, progress=progress)
+    finally:
+        progress.close()
     print(f"restored {args.artifact} into {target.database!r} ({args.mode}) in "
           f"{format_duration(time.monotonic() - started)}", flush=True)
 
@@ -303,60 +306,85 @@ def confirm(target: Target) -> None:
 
 # --- progress ----------------------------------------------------------------------------------
 
+# How often a pass over the artifact says how far it is when stderr is not a terminal (CI, a log).
+PLAIN_LINE_SECONDS = 5.0
 
-class ProgressBar(Progress):
-    """A pass over the artifact against the manifest's size: on a terminal a bar redrawn in place;
-    otherwise (a log file, CI) a plain line every few seconds."""
 
-    def __init__(self, label: str, total: int, stream: TextIO | None = None, clock=time.monotonic):
-        self._stream = stream or sys.stderr
-        self._tty = self._stream.isatty()
+class RestoreProgress:
+    """The runner's ProgressFactory for `walwarden restore`: makes the reporter of each pass over the
+    artifact ("download", "verify", "restore") against the manifest's size. On a terminal that is a
+    tqdm bar; otherwise a plain line every few seconds. close() ends a bar that a failure cut
+    short, so that the error line starts a line of its own."""
+
+    def __init__(self, total: int, stream: TextIO | None = None, clock: Callable[[], float] = time.monotonic):
         self._total = total
-        super().__init__(label, interval=0.2 if self._tty else 5.0, say=self._write, clock=clock)
+        self._stream = stream or sys.stderr
+        self._clock = clock
+        self._bars: list[ProgressBar] = []
+
+    def __call__(self, label: str) -> Progress | ProgressBar:
+        if not self._stream.isatty():
+            return ProgressLines(label, self._total, self._stream, clock=self._clock)
+        bar = ProgressBar(label, self._total, self._stream)
+        self._bars.append(bar)
+        return bar
+
+    def close(self) -> None:
+        for bar in self._bars:
+            bar.close()
+
+
+class ProgressBar:
+    """A tqdm bar redrawn in place; update/done take the bytes done so far, like runner.streams.Progress."""
+
+    def __init__(self, label: str, total: int, stream: TextIO, mininterval: float = 0.2):
+        from tqdm import tqdm  # only on a terminal
+
+        # Decimal units (MB = 10^6 bytes): tqdm scales its rate by 1000 whatever unit_divisor says,
+        # so binary sizes beside it would be mislabelled.
+        self._bar = tqdm(desc=label, total=total, file=stream, unit="B", unit_scale=True, dynamic_ncols=True,
+                         mininterval=mininterval)
+
+    def update(self, size: int) -> None:
+        self._bar.update(size - self._bar.n)
 
     def done(self, size: int) -> None:
-        self._say(self._render(size, self._clock(), finished=True))
-        if self._tty:
-            self._stream.write("\n")
-            self._stream.flush()
+        self.update(size)
+        self.close()
+
+    def close(self) -> None:
+        self._bar.close()  # a second close does nothing
+
+
+class ProgressLines(Progress):
+    """Without a terminal: a plain line every PLAIN_LINE_SECONDS, and one at the end."""
+
+    def __init__(self, label: str, total: int, stream: TextIO, clock: Callable[[], float] = time.monotonic):
+        self._stream = stream
+        self._total = total
+        super().__init__(label, interval=PLAIN_LINE_SECONDS, say=self._write, clock=clock)
 
     def _line(self, size: int, now: float) -> str:
-        return self._render(size, now, finished=False)
+        return format_progress(self.label, size, self._total, now - self._started)
 
-    def _render(self, size: int, now: float, finished: bool) -> str:
-        width = bar_width(shutil.get_terminal_size().columns) if self._tty else None
-        return format_progress(self.label, size, self._total, now - self._started, width, finished)
+    def done(self, size: int) -> None:
+        self._say(format_progress(self.label, size, self._total, self._clock() - self._started, finished=True))
 
     def _write(self, line: str) -> None:
-        # On a terminal: back to the start of the line, draw, erase what a longer line left.
-        self._stream.write(f"\r{line}\033[K" if self._tty else line + "\n")
+        self._stream.write(line + "\n")
         self._stream.flush()
 
 
-def bar_width(columns: int) -> int:
-    """Room for the bar beside the figures (about 60 characters), at least 10."""
-    return max(10, min(40, columns - 62))
-
-
-def format_progress(label: str, size: int, total: int, elapsed: float, width: int | None = None,
-                    finished: bool = False) -> str:
-    """'download [#####-----]  50.0%  512.0/1,024.0 MiB  85.3 MiB/s  ETA 0:06', or without the bar
-    (width None) 'download: 50.0% of 1,024.0 MiB (512.0 MiB), 85.3 MiB/s, ETA 0:06'."""
+def format_progress(label: str, size: int, total: int, elapsed: float, finished: bool = False) -> str:
+    """'download: 50.0% of 1,024.0 MiB (512.0 MiB), 85.3 MiB/s, ETA 0:06' ('in 0:12' once finished)."""
     fraction = size / total if total > 0 else 1.0
     rate = size / elapsed if elapsed > 0 else 0.0
     if finished:
         timing = f"in {format_duration(elapsed)}"
-    elif size >= total:
-        timing = "ETA 0:00"
     else:
-        timing = f"ETA {format_duration((total - size) / rate)}" if rate > 0 else "ETA --:--"
-    speed = f"{rate / MiB:,.1f} MiB/s"
-    if width is None:
-        return (f"{label}: {fraction:.1%} of {total / MiB:,.1f} MiB ({size / MiB:,.1f} MiB), "
-                f"{speed}, {timing}")
-    filled = min(width, int(width * fraction))
-    return (f"{label} [{'#' * filled}{'-' * (width - filled)}] {fraction:6.1%}  "
-            f"{size / MiB:,.1f}/{total / MiB:,.1f} MiB  {speed}  {timing}")
+        timing = f"ETA {format_duration(max(0, total - size) / rate)}" if rate > 0 else "ETA --:--"
+    return (f"{label}: {fraction:.1%} of {total / MiB:,.1f} MiB ({size / MiB:,.1f} MiB), "
+            f"{rate / MiB:,.1f} MiB/s, {timing}")
 
 
 def format_duration(seconds: float) -> str:

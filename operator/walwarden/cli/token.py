@@ -1,25 +1,21 @@
 """`walwarden token issue` and `walwarden token inspect`: the command-line side of approval tokens.
 
-walwarden/cli.py hooks these in:
-
-    add_token_parser(commands)                      # builds `walwarden token ...`
-    if args.command == "token": return run(args)    # 0 on success, 1 on a refused request
-
 `issue` prints only the token on stdout (so `$(walwarden token issue ...)` works) and a one-line
 summary on stderr. The key comes from a file, an environment variable or a Kubernetes Secret
-(through the current kubeconfig) and never appears in output.
+(through the current kubeconfig) and never appears in output. Each command exits 0 on success,
+1 on a refused request, with the reason on stderr as one sentence.
 """
 
 from __future__ import annotations
 
 import argparse
-import base64
+import functools
 import json
 import os
 import re
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from walwarden.api.backup import PLURAL as BACKUP_PLURAL
 from walwarden.api.backup import BackupPhase, BackupRequestStatus
@@ -60,7 +56,7 @@ def _duration_argument(text: str) -> int:
         raise argparse.ArgumentTypeError(str(error)) from None
 
 
-def add_token_parser(subparsers: Any) -> argparse.ArgumentParser:
+def register(subparsers: Any) -> None:
     """Add `token issue` and `token inspect` to the `walwarden` command's subparsers."""
     token = subparsers.add_parser(
         "token", help="issue or inspect approval tokens for RestoreRequests",
@@ -89,28 +85,29 @@ def add_token_parser(subparsers: Any) -> argparse.ArgumentParser:
                           "unless given), through the current kubeconfig")
     issue.add_argument("--kubeconfig", help="kubeconfig for --key-secret and the BackupRequest lookup "
                                             "(default: $KUBECONFIG or ~/.kube/config)")
+    issue.set_defaults(handler=issue_command)
 
     inspect = actions.add_parser("inspect", help="print a token's claims as JSON, WITHOUT verifying it",
                                  description="Decode a token and print its claims. The signature is not "
                                              "checked (that needs the key): only the operator verifies.")
     inspect.add_argument("token")
-    return token
+    inspect.set_defaults(handler=inspect_command)
 
 
-def run(args: argparse.Namespace) -> int:
-    """Carry out a parsed `walwarden token ...` command; errors go to stderr as one sentence."""
-    try:
-        if args.token_command == "issue":
-            return _issue(args)
-        if args.token_command == "inspect":
-            return _inspect(args)
-    except (TokenCliError, TokenError, ValueError) as error:
-        print(f"walwarden token {args.token_command}: {getattr(error, 'message', error)}", file=sys.stderr)
-        return 1
-    raise AssertionError(f"unknown token command {args.token_command!r}")
+def _one_sentence(command: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+    """A refused request ends with exit status 1 and its reason on stderr as one sentence."""
+    @functools.wraps(command)
+    def handler(args: argparse.Namespace) -> int:
+        try:
+            return command(args)
+        except (TokenCliError, TokenError, ValueError) as error:
+            print(f"walwarden token {args.token_command}: {getattr(error, 'message', error)}", file=sys.stderr)
+            return 1
+    return handler
 
 
-def _issue(args: argparse.Namespace) -> int:
+@_one_sentence
+def issue_command(args: argparse.Namespace) -> int:
     cluster = Cluster(args.kubeconfig)
     key = _read_key(args, cluster)
     sha256 = args.sha256 or backup_sha256(cluster, args.namespace, args.backup)
@@ -123,7 +120,8 @@ def _issue(args: argparse.Namespace) -> int:
     return 0
 
 
-def _inspect(args: argparse.Namespace) -> int:
+@_one_sentence
+def inspect_command(args: argparse.Namespace) -> int:
     claims = parse_unverified(args.token)
     print(json.dumps({
         "verified": False,  # said in the output itself, so nobody mistakes it for a check
@@ -168,7 +166,8 @@ def parse_secret_ref(text: str) -> tuple[str, str, str]:
 
 
 def secret_key(cluster: "Cluster", ref: str) -> bytes:
-    """The bytes stored under KEY in the Secret NAMESPACE/NAME[:KEY] (a key need not be text)."""
+    """The key stored under KEY in the Secret NAMESPACE/NAME[:KEY], as the bytes the operator signs
+    with: it reads the Secret as text (kube.secrets.read_secret) and encodes it."""
     namespace, name, key = parse_secret_ref(ref)
     data = cluster.secret_data(namespace, name)
     if data is None:
@@ -176,7 +175,7 @@ def secret_key(cluster: "Cluster", ref: str) -> bytes:
     if key not in data:  # key names are not secret: listing them helps fix a typo
         raise TokenCliError(f"the Secret {namespace}/{name} has no key {key!r} "
                             f"(it has: {', '.join(sorted(data)) or 'none'})")
-    return data[key]
+    return data[key].encode()
 
 
 # -- the BackupRequest ----------------------------------------------------------------------------
@@ -198,35 +197,43 @@ def backup_sha256(cluster: "Cluster", namespace: str, backup: str) -> str:
 
 
 class Cluster:
-    """The two reads `token issue` may need, through the current kubeconfig. It connects on first
-    use, so `--key-file ... --sha256 ...` works without any cluster; the kubernetes client is
-    imported only then, which keeps `walwarden --help` fast."""
+    """The two reads `token issue` may need, through the current kubeconfig (kube.api.Kube.connect).
+    It connects on first use, so `--key-file ... --sha256 ...` works without any cluster; the
+    kubernetes client is imported only then, which keeps `walwarden --help` fast."""
 
     def __init__(self, kubeconfig: str | None = None):
         self._kubeconfig = kubeconfig
         self._kube = None
 
-    def secret_data(self, namespace: str, name: str) -> dict[str, bytes] | None:
-        secret = self._call(f"the Secret {namespace}/{name}", "core", "read_namespaced_secret", name, namespace)
-        return None if secret is None else {k: base64.b64decode(v) for k, v in (secret.data or {}).items()}
+    def secret_data(self, namespace: str, name: str) -> dict[str, str] | None:
+        from walwarden.kube.secrets import read_secret
+
+        try:
+            return self._read(f"the Secret {namespace}/{name}", lambda kube: read_secret(kube, namespace, name))
+        except UnicodeDecodeError:
+            raise TokenCliError(f"the Secret {namespace}/{name} holds a value that is not UTF-8 text: the operator, "
+                                "which reads Secrets as text, could not verify a token signed with it (use a text "
+                                "key, e.g. from `openssl rand -hex 32`)") from None
 
     def backup_request(self, namespace: str, name: str) -> dict[str, Any] | None:
-        return self._call(f"the BackupRequest {namespace}/{name}", "custom", "get_namespaced_custom_object",
-                          GROUP, VERSION, namespace, BACKUP_PLURAL, name)
+        from walwarden.kube.api import call
 
-    def _call(self, what: str, api: str, method: str, *args: Any) -> Any:
-        """One API call: None when the object does not exist, else its result; what the cluster
+        return self._read(f"the BackupRequest {namespace}/{name}", lambda kube: call(
+            kube.custom.get_namespaced_custom_object, GROUP, VERSION, namespace, BACKUP_PLURAL, name))
+
+    def _read(self, what: str, read: Callable[[Any], Any]) -> Any:
+        """read(kube): None when the object does not exist, else what it read; what the cluster
         refused becomes one actionable sentence."""
         from kubernetes.client.rest import ApiException
         from kubernetes.config import ConfigException
         from urllib3.exceptions import HTTPError
 
-        from walwarden.kube.api import Kube, call
+        from walwarden.kube.api import Kube
 
         try:
             if self._kube is None:
                 self._kube = Kube.connect(self._kubeconfig)
-            return call(getattr(getattr(self._kube, api), method), *args)
+            return read(self._kube)
         except ConfigException as error:
             raise TokenCliError(f"cannot read {what}: no Kubernetes cluster configured ({error})") from None
         except ApiException as error:

@@ -8,6 +8,7 @@ import hashlib
 import hmac
 import json
 import re
+import types
 
 import pytest
 
@@ -253,8 +254,9 @@ def test_bad_durations(text):
 
 def run_cli(*argv: str) -> int:
     parser = argparse.ArgumentParser(prog="walwarden")
-    token_cli.add_token_parser(parser.add_subparsers(dest="command", required=True))
-    return token_cli.run(parser.parse_args(argv))
+    token_cli.register(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(argv)
+    return args.handler(args)
 
 
 def issue_argv(*key_args: str, **overrides: str) -> list[str]:
@@ -316,7 +318,7 @@ def test_inspect_refuses_garbage(capsys):
 
 
 class FakeCluster:
-    """Stands in for token_cli.Cluster: only the pure logic around the two reads is tested here."""
+    """Stands in for token_cli.Cluster: the logic around its two reads."""
 
     def __init__(self, secrets=None, backups=None):
         self.secrets, self.backups = secrets or {}, backups or {}
@@ -342,9 +344,9 @@ def test_bad_secret_refs(ref):
         token_cli.parse_secret_ref(ref)
 
 
-def test_secret_key_reads_bytes_and_names_missing_keys():
-    cluster = FakeCluster(secrets={("ops", "approval"): {"key": b"\x00\xff" * 16, "other": b"x"}})
-    assert token_cli.secret_key(cluster, "ops/approval") == b"\x00\xff" * 16
+def test_secret_key_is_the_bytes_of_the_text_the_operator_reads_and_missing_keys_are_named():
+    cluster = FakeCluster(secrets={("ops", "approval"): {"key": "clé-" * 8, "other": "x"}})
+    assert token_cli.secret_key(cluster, "ops/approval") == ("clé-" * 8).encode()
     with pytest.raises(token_cli.TokenCliError, match=r"has no key 'hmac' \(it has: key, other\)"):
         token_cli.secret_key(cluster, "ops/approval:hmac")
     with pytest.raises(token_cli.TokenCliError, match="no Secret missing in namespace ops"):
@@ -373,3 +375,97 @@ def test_sha256_comes_from_a_succeeded_backup_request():
 def test_sha256_lookup_fails_clearly(backups, backup, message):
     with pytest.raises(token_cli.TokenCliError, match=re.escape(message)):
         token_cli.backup_sha256(FakeCluster(backups=backups), "vault", backup)
+
+
+# -- reading the cluster, through kube.api and kube.secrets, with a stand-in for the API server ------
+
+
+class FakeCoreApi:
+    def __init__(self, secrets: dict, error: Exception | None = None):
+        self.secrets, self.error = secrets, error
+
+    def read_namespaced_secret(self, name, namespace):
+        from kubernetes.client.rest import ApiException
+
+        if self.error:
+            raise self.error
+        if (namespace, name) not in self.secrets:
+            raise ApiException(status=404, reason="Not Found")
+        data = {key: base64.b64encode(value).decode() for key, value in self.secrets[(namespace, name)].items()}
+        return types.SimpleNamespace(data=data)
+
+
+class FakeCustomApi:
+    def __init__(self, objects: dict):
+        self.objects = objects
+
+    def get_namespaced_custom_object(self, group, version, namespace, plural, name):
+        from kubernetes.client.rest import ApiException
+
+        if (group, version, plural, namespace, name) not in self.objects:
+            raise ApiException(status=404, reason="Not Found")
+        return self.objects[(group, version, plural, namespace, name)]
+
+
+@pytest.fixture
+def api_server(monkeypatch):
+    """Kube.connect(kubeconfig) answers with these stand-ins; returns the kubeconfigs it was given."""
+    from walwarden.kube.api import Kube
+
+    connected, server = [], types.SimpleNamespace(core=FakeCoreApi({}), custom=FakeCustomApi({}))
+
+    def connect(kubeconfig=None):
+        connected.append(kubeconfig)
+        return Kube(core=server.core, apps=None, batch=None, coordination=None, custom=server.custom)
+
+    monkeypatch.setattr(Kube, "connect", staticmethod(connect))
+    server.connected = connected
+    return server
+
+
+def test_the_key_and_the_sha256_are_read_through_one_connection(api_server):
+    api_server.core.secrets[("ops", "approval")] = {"key": KEY}
+    api_server.custom.objects[("walwarden.io", "v1alpha1", "backuprequests", "vault", "nightly")] = \
+        backup_body("Succeeded", SHA)
+    cluster = token_cli.Cluster("/home/me/kubeconfig")
+    assert token_cli.secret_key(cluster, "ops/approval") == KEY
+    assert token_cli.backup_sha256(cluster, "vault", "nightly") == SHA
+    assert api_server.connected == ["/home/me/kubeconfig"]
+
+
+def test_a_missing_secret_and_backup_are_named(api_server):
+    cluster = token_cli.Cluster()
+    with pytest.raises(token_cli.TokenCliError, match="no Secret approval in namespace ops"):
+        token_cli.secret_key(cluster, "ops/approval")
+    with pytest.raises(token_cli.TokenCliError, match="no BackupRequest nightly in namespace vault"):
+        token_cli.backup_sha256(cluster, "vault", "nightly")
+
+
+def test_a_key_the_operator_could_not_read_is_refused(api_server):
+    api_server.core.secrets[("ops", "approval")] = {"key": b"\x00\xff" * 16}
+    with pytest.raises(token_cli.TokenCliError, match="not UTF-8 text: the operator"):
+        token_cli.secret_key(token_cli.Cluster(), "ops/approval")
+
+
+def test_what_the_api_server_refuses_is_one_sentence(api_server):
+    from kubernetes.client.rest import ApiException
+
+    api_server.core.error = ApiException(status=403, reason="Forbidden")
+    with pytest.raises(token_cli.TokenCliError) as raised:
+        token_cli.secret_key(token_cli.Cluster(), "ops/approval")
+    assert str(raised.value) == ("cannot read the Secret ops/approval: the Kubernetes API server answered 403 "
+                                 "Forbidden (may your kubeconfig's user read it?)")
+
+
+def test_without_a_cluster_the_error_says_so(monkeypatch):
+    from kubernetes.config import ConfigException
+
+    from walwarden.kube.api import Kube
+
+    def connect(kubeconfig=None):
+        raise ConfigException("Invalid kube-config file. No configuration found.")
+
+    monkeypatch.setattr(Kube, "connect", staticmethod(connect))
+    with pytest.raises(token_cli.TokenCliError, match="cannot read the Secret ops/approval: no Kubernetes cluster "
+                                                      "configured"):
+        token_cli.secret_key(token_cli.Cluster(), "ops/approval")
