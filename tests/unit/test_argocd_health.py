@@ -18,13 +18,13 @@ import json
 import subprocess
 import sys
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 import yaml
 
 from walwarden.workflow import steps as common_steps
 from walwarden.api import (
+    BackupArtifact,
     BackupRequest,
     BackupRequestStatus,
     ConditionType,
@@ -33,7 +33,7 @@ from walwarden.api import (
     set_condition,
 )
 from walwarden.settings import OperatorConfig
-from walwarden.workflow.engine import Run, Skip, Step, StepFailed, Wait, advance
+from walwarden.workflow.engine import Run, Skip, Step, StepFailed, StepTable, Wait, advance, finish
 from walwarden.kube import leases as locks
 
 REPO = Path(__file__).resolve().parents[2]
@@ -156,8 +156,8 @@ def skips(message: str):
 
 
 def with_artifact(run) -> str:
-    run.status["artifact"] = {"uri": ARTIFACT_URI, "manifestUri": ARTIFACT_URI.rsplit("/", 1)[0] + "/manifest.json",
-                              "sha256": "ab" * 32, "sizeBytes": 1048576}
+    run.status.artifact = BackupArtifact(uri=ARTIFACT_URI, manifest_uri=ARTIFACT_URI.rsplit("/", 1)[0] + "/manifest.json",
+                                         sha256="ab" * 32, size_bytes=1048576)
     return "1 dump(s) verified in S3 against the signed manifest"
 
 
@@ -167,17 +167,21 @@ def drive(monkeypatch, kind: str, steps: list[Step], finished: bool = False, loc
     monkeypatch.setattr(locks, "acquire", lambda kube, namespace, me, parent=None: lock_holder)
     obj = body(kind, **spec_changes)
     request = MODELS[kind].model_validate(obj)
-    context = SimpleNamespace(kube=None, config=OperatorConfig(poll_seconds=1))
-    run = Run(kind, obj, request.spec, accepted(kind), context)
-    outcome = advance(steps, run)
+    status = STATUS_MODELS[kind].model_validate(accepted(kind))
+    run = Run(kind=kind, namespace=NAMESPACE, name=obj["metadata"]["name"], uid=UID, generation=1, owner={},
+              spec=request.spec, status=status, kube=None, settings=OperatorConfig(poll_seconds=1),
+              dry_run=bool(getattr(request.spec, "dry_run", False)))
+    table = StepTable(tuple(steps))
+    outcome = advance(table, run)
     assert outcome.finished == finished
     if finished:
-        from walwarden.handlers.requests import finish
-        from walwarden.restore.workflow import failed_phase
+        finish(table, run, outcome.result)
+    return {**obj, "status": json.loads(json.dumps(run.status.to_dict()))}
 
-        finish(run, outcome.succeeded, failed_phase(run) if kind == "RestoreRequest" else "Failed")
-    STATUS_MODELS[kind].model_validate(run.status)  # shaped like a real status
-    return {**obj, "status": json.loads(json.dumps(run.status))}
+
+def undo_with(action):
+    """The Restore step's undo, as the Rollback step runs it: `action` says what it put back (or fails)."""
+    return lambda run, cause: action(run)
 
 
 LOCK = Step("AcquireLock", common_steps.acquire_lock)
@@ -199,8 +203,8 @@ ROLLED_BACK = ("database restored from the safety backup vault-restore-2025-06-0
 def backup_steps(dump) -> list[Step]:
     return [Step("Validate", ok("Secrets checked")), LOCK, Step("Quiesce", skips("spec.quiesce is false")),
             Step("Dump", dump), Step("VerifyArtifact", with_artifact),
-            Step("Resume", skips("nothing was stopped"), always=True),
-            Step("ReleaseLock", ok("namespace lock released"), always=True)]
+            Step("Resume", skips("nothing was stopped"), cleanup=True),
+            Step("ReleaseLock", ok("namespace lock released"), cleanup=True)]
 
 
 def restore_steps(preflight=None, scale_down=None, restore=None, rollback=None) -> list[Step]:
@@ -208,11 +212,12 @@ def restore_steps(preflight=None, scale_down=None, restore=None, rollback=None) 
             Step("Preflight", preflight or ok("artifact sha256 verified")),
             Step("SafetyBackup", ok("safety backup taken")),
             Step("ScaleDown", scale_down or ok("stopped wallet → nats")),
-            Step("Restore", restore or ok("Job restored 1048576 bytes into vault")),
+            Step("Restore", restore or ok("Job restored 1048576 bytes into vault"),
+                 undo=undo_with(rollback) if rollback else None),
             Step("Reconfigure", skips("InPlace: the services keep their database")),
             Step("ScaleUp", ok("started nats")), Step("Verify", ok("pods Ready; health OK; accounts OK")),
-            Step("Rollback", rollback or skips("nothing had been changed"), only_on_failure=True),
-            Step("ReleaseLock", ok("namespace lock released"), always=True)]
+            Step("Rollback", None, rollback=True),
+            Step("ReleaseLock", ok("namespace lock released"), cleanup=True)]
 
 
 # -- every phase, both kinds ------------------------------------------------------------------------
@@ -276,9 +281,9 @@ def test_a_succeeded_restore_is_healthy(luatest, monkeypatch):
 
 
 def test_a_finished_dry_run_is_healthy_and_points_at_the_plan(luatest, monkeypatch):
-    steps = [Step("Validate", ok("checked")), Step("Plan", ok("dry run: stops wallet×2")),
+    steps = [Step("Validate", ok("checked"), in_dry_run=True), Step("Plan", ok("dry run: stops wallet×2"), in_dry_run=True),
              Step("AcquireLock", skips("dry run: nothing changed")), Step("Preflight", skips("dry run: nothing changed")),
-             Step("ReleaseLock", ok("namespace lock released"), always=True)]
+             Step("ReleaseLock", ok("namespace lock released"), cleanup=True)]
     obj = drive(monkeypatch, "RestoreRequest", steps, finished=True, dryRun=True)
     assert obj["status"]["phase"] == "Succeeded"
     assert health(luatest, "RestoreRequest", obj) == {

@@ -7,12 +7,16 @@ them (`python -m walwarden.api.crdgen`), and handlers parse bodies with them, e.
 
 from walwarden.api.backup import (
     BackupArtifact,
+    BackupFile,
     BackupPhase,
     BackupRequest,
     BackupRequestSpec,
     BackupRequestStatus,
+    BackupStep,
 )
 from walwarden.api.common import (
+    AuditAnchor,
+    Result,
     API_VERSION,
     DEFAULT_TOPOLOGY,
     GROUP,
@@ -50,6 +54,7 @@ from walwarden.api.restore import (
     RestoreRequestSpec,
     RestoreRequestStatus,
     RestoreSource,
+    RestoreStep,
     RollbackPolicy,
     RestoreTarget,
     SecretBackend,
@@ -59,11 +64,16 @@ from walwarden.api.restore import (
 
 __all__ = [
     "API_VERSION",
+    "AuditAnchor",
+    "Result",
     "DEFAULT_TOPOLOGY",
     "GROUP",
     "VERSION",
     "AwsSecretsManager",
     "BackupArtifact",
+    "BackupFile",
+    "BackupStep",
+    "RestoreStep",
     "BackupPhase",
     "BackupRef",
     "BackupRequest",

@@ -24,6 +24,7 @@ from walwarden.api.common import (
     Timestamp,
     Topology,
     cel_validations,
+    short_uid,
 )
 
 KIND = "BackupRequest"
@@ -37,6 +38,18 @@ class BackupPhase(StrEnum):
     RUNNING = "Running"
     SUCCEEDED = "Succeeded"
     FAILED = "Failed"
+
+
+class BackupStep(StrEnum):
+    """The steps of a backup, as status.steps names them; their order is backup/table.py's."""
+
+    VALIDATE = "Validate"
+    ACQUIRE_LOCK = "AcquireLock"
+    QUIESCE = "Quiesce"
+    DUMP = "Dump"
+    VERIFY_ARTIFACT = "VerifyArtifact"
+    RESUME = "Resume"
+    RELEASE_LOCK = "ReleaseLock"
 
 
 class BackupRequestSpec(SpecModel):
@@ -107,13 +120,23 @@ class BackupRequestStatus(RequestStatus):
     """What the operator observed and did; written by the operator only."""
 
     phase: BackupPhase | None = Field(None, description="Pending, Running, Succeeded or Failed.")
-    started_at: Timestamp | None = Field(None, description="When the backup started running (RFC 3339).")
-    completed_at: Timestamp | None = Field(
-        None, description="When the backup finished, successfully or not (RFC 3339)."
-    )
-    duration_seconds: float | None = Field(None, description="Seconds from start to finish.")
     job_name: str | None = Field(None, description="Name of the Job that runs the dump.")
     artifact: BackupArtifact | None = Field(None, description="The artifact, once the backup has succeeded.")
+
+    def _set_phase(self, phase: str) -> None:
+        # A backup has nothing to roll back: a failed one that put the services back is Failed.
+        self.phase = BackupPhase.FAILED if phase == "RolledBack" else BackupPhase(phase)
+
+
+def signing_key_secret_name(name: str, uid: str) -> str:
+    """The Secret holding a BackupRequest's per-request HMAC key, which signs its manifest."""
+    return f"{name[:40]}-walwarden-{short_uid(uid)}"
+
+
+def artifact_prefix(storage_prefix: str, namespace: str, name: str, uid: str) -> str:
+    """The object-key folder of one backup: <storage prefix>/<namespace>/<name>-<uid8>."""
+    parts = [storage_prefix.strip("/"), namespace, f"{name}-{short_uid(uid)}"]
+    return "/".join(part for part in parts if part)
 
 
 class BackupRequest(ResourceModel):

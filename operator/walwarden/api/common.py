@@ -45,6 +45,11 @@ def parse_timestamp(text: str) -> datetime:
     return datetime.fromisoformat(text.replace("Z", "+00:00")).astimezone(UTC)
 
 
+def short_uid(uid: str) -> str:
+    """The first 8 hex digits of a uid: enough to tell one request's objects from another's."""
+    return uid.replace("-", "")[:8]
+
+
 # --- model bases --------------------------------------------------------------------------
 
 _BASE_CONFIG = ConfigDict(alias_generator=to_camel, populate_by_name=True)
@@ -394,6 +399,9 @@ class StepState(StrEnum):
     SKIPPED = "Skipped"
 
 
+DONE_STEP_STATES = frozenset({StepState.SUCCEEDED, StepState.FAILED, StepState.SKIPPED})
+
+
 class StepStatus(StatusModel):
     """One step of a request's workflow, as recorded by the workflow."""
 
@@ -402,6 +410,30 @@ class StepStatus(StatusModel):
     started_at: Timestamp | None = Field(None, description="When the step started (RFC 3339).")
     finished_at: Timestamp | None = Field(None, description="When the step finished (RFC 3339).")
     message: str | None = Field(None, description="What the step did or why it failed.")
+
+    @property
+    def done(self) -> bool:
+        """Succeeded, Failed or Skipped: the engine never runs it again."""
+        return self.state in DONE_STEP_STATES
+
+    @property
+    def started(self) -> bool:
+        """It ran, at least in part (Running, Succeeded or Failed): what it changed may need undoing."""
+        return self.state in (StepState.RUNNING, StepState.SUCCEEDED, StepState.FAILED)
+
+    def start(self, now: datetime | None = None) -> None:
+        self.state, self.started_at, self.message = StepState.RUNNING, format_timestamp(now or utcnow()), None
+
+    def finish(self, state: StepState, message: str | None, now: datetime | None = None) -> None:
+        self.state, self.finished_at = state, format_timestamp(now or utcnow())
+        if message:
+            self.message = message
+
+    def seconds_running(self, now: datetime | None = None) -> float:
+        """How long the step has been running (0 before it started)."""
+        if not self.started_at:
+            return 0.0
+        return ((now or utcnow()) - parse_timestamp(self.started_at)).total_seconds()
 
 
 class AuditAnchor(StatusModel):
@@ -412,8 +444,28 @@ class AuditAnchor(StatusModel):
                             "`walwarden audit verify --expect-head` checks the log still holds it.")
 
 
+class Result(StrEnum):
+    """How a finished request ended; each is also the phase it ends in."""
+
+    SUCCEEDED = "Succeeded"
+    FAILED = "Failed"
+    ROLLED_BACK = "RolledBack"  # restores only: the world had been touched and was put back
+
+
+# Phases after which a request is never run again (one-shot, DESIGN §2).
+FINISHED_PHASES = frozenset(result.value for result in Result)
+
+
+def is_finished(phase: str | None) -> bool:
+    """True when a request in `phase` is done for good (Succeeded, Failed or RolledBack)."""
+    return phase in FINISHED_PHASES
+
+
 class RequestStatus(StatusModel):
-    """What both kinds' statuses have in common (their phases and steps differ)."""
+    """What both kinds' statuses have in common, and the helpers that change it (the workflow
+    never writes a phase, a condition or a step state by hand: CloudNativePG's SetAsFailed style).
+
+    Each kind declares its own `phase` field (an enum of its phases); `_set_phase` names one."""
 
     conditions: list[Condition] = Field(
         default_factory=list,
@@ -426,6 +478,11 @@ class RequestStatus(StatusModel):
     observed_generation: int | None = Field(
         None, description="metadata.generation the status was written for."
     )
+    started_at: Timestamp | None = Field(None, description="When the request started running (RFC 3339).")
+    completed_at: Timestamp | None = Field(
+        None, description="When the request finished, whatever the outcome (RFC 3339)."
+    )
+    duration_seconds: float | None = Field(None, description="Seconds from start to finish.")
     current_step: str | None = Field(None, description="The step running now, or the last one run.")
     steps: list[StepStatus] = Field(
         default_factory=list, description="Every step run so far, in order: the audit trail."
@@ -435,14 +492,90 @@ class RequestStatus(StatusModel):
     )
     audit: AuditAnchor | None = Field(None, description="The audit log this request wrote to, and its head.")
 
+    # -- phase ---------------------------------------------------------------------------------
 
-# Phases after which a request is never run again (one-shot, DESIGN §2).
-FINISHED_PHASES = frozenset({"Succeeded", "Failed", "RolledBack"})
+    def _set_phase(self, phase: str) -> None:
+        """Set `phase` (one of the kind's phase names); each kind converts it to its enum."""
+        raise NotImplementedError
 
+    @property
+    def phase_name(self) -> str | None:
+        phase = getattr(self, "phase", None)
+        return None if phase is None else str(phase)
 
-def is_finished(phase: str | None) -> bool:
-    """True when a request in `phase` is done for good (Succeeded, Failed or RolledBack)."""
-    return phase in FINISHED_PHASES
+    @property
+    def finished(self) -> bool:
+        """Done for good: a finished request is never run again (DESIGN §2)."""
+        return is_finished(self.phase_name)
+
+    def mark_pending(self, message: str, generation: int | None) -> None:
+        """First sight of a valid request: it waits to run."""
+        self._set_phase("Pending")
+        self.message, self.observed_generation = message, generation
+        self.set_condition(ConditionType.PROGRESSING, True, "Accepted", message, generation)
+
+    def mark_running(self, message: str, generation: int | None) -> None:
+        self._set_phase("Running")
+        self.set_condition(ConditionType.PROGRESSING, True, "Running", message, generation)
+
+    def mark_invalid(self, reason: str, message: str, generation: int | None, now: datetime | None = None) -> None:
+        """A request that can never run as written: Failed, with what to change."""
+        self.set_condition(ConditionType.FAILED, True, reason, message, generation, now)
+        self._close(Result.FAILED, message, generation, now, reason=reason)
+
+    def mark_finished(self, result: Result, message: str, generation: int | None,
+                      now: datetime | None = None) -> None:
+        """The workflow is over: phase, Ready, Progressing, completion time and duration."""
+        self._close(result, message, generation, now)
+        if self.started_at:
+            self.duration_seconds = round(
+                (parse_timestamp(self.completed_at or "") - parse_timestamp(self.started_at)).total_seconds(), 1)
+
+    def _close(self, result: Result, message: str, generation: int | None, now: datetime | None,
+               reason: str | None = None) -> None:
+        moment = now or utcnow()
+        self._set_phase(result.value)
+        self.message, self.observed_generation = message, generation
+        self.completed_at = format_timestamp(moment)
+        ready_reason = reason or ("Succeeded" if result == Result.SUCCEEDED else "Failed")
+        self.set_condition(ConditionType.READY, result == Result.SUCCEEDED, ready_reason, message, generation, moment)
+        self.set_condition(ConditionType.PROGRESSING, False, reason or result.value, message, generation, moment)
+
+    # -- conditions ----------------------------------------------------------------------------
+
+    def condition(self, type: str) -> Condition | None:
+        return get_condition(self.conditions, type)
+
+    def condition_is_true(self, type: str) -> bool:
+        condition = self.condition(type)
+        return condition is not None and condition.status == ConditionStatus.TRUE
+
+    def set_condition(self, type: str, status: bool, reason: str, message: str = "",
+                      generation: int | None = None, now: datetime | None = None) -> None:
+        self.conditions = set_condition(self.conditions, type, status, reason, message, generation, now)
+
+    @property
+    def failure(self) -> Condition | None:
+        """The Failed condition when it is True: the first failure, the one the user acts on."""
+        condition = self.condition(ConditionType.FAILED)
+        return condition if condition is not None and condition.status == ConditionStatus.TRUE else None
+
+    # -- steps ---------------------------------------------------------------------------------
+
+    def step(self, name: str) -> StepStatus | None:
+        return next((entry for entry in self.steps if entry.name == name), None)
+
+    def step_record(self, name: str) -> StepStatus:
+        """The step's record, added as Pending the first time it is asked for."""
+        entry = self.step(name)
+        if entry is None:
+            entry = StepStatus(name=name, state=StepState.PENDING)
+            self.steps.append(entry)
+        return entry
+
+    def step_ran(self, name: str) -> bool:
+        entry = self.step(name)
+        return entry is not None and entry.started
 
 
 def _as_condition(item: Condition | Mapping[str, Any]) -> Condition:

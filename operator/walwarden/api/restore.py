@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from enum import StrEnum
 from typing import ClassVar, Literal
 
@@ -30,6 +31,8 @@ from walwarden.api.common import (
     Timestamp,
     Topology,
     cel_validations,
+    parse_timestamp,
+    utcnow,
 )
 
 KIND = "RestoreRequest"
@@ -44,6 +47,24 @@ class RestorePhase(StrEnum):
     SUCCEEDED = "Succeeded"
     FAILED = "Failed"
     ROLLED_BACK = "RolledBack"
+
+
+class RestoreStep(StrEnum):
+    """The steps of a restore, as status.steps names them; their order is restore/table.py's."""
+
+    VALIDATE = "Validate"
+    PLAN = "Plan"
+    ACQUIRE_LOCK = "AcquireLock"
+    PREFLIGHT = "Preflight"
+    SAFETY_BACKUP = "SafetyBackup"
+    STAGE = "Stage"
+    SCALE_DOWN = "ScaleDown"
+    RESTORE = "Restore"
+    RECONFIGURE = "Reconfigure"
+    SCALE_UP = "ScaleUp"
+    VERIFY = "Verify"
+    ROLLBACK = "Rollback"
+    RELEASE_LOCK = "ReleaseLock"
 
 
 class RestoreMode(StrEnum):
@@ -354,10 +375,6 @@ class RestoreRequestStatus(RequestStatus):
     """What the operator observed and did; written by the operator only."""
 
     phase: RestorePhase | None = Field(None, description="Pending, Running, Succeeded, Failed or RolledBack.")
-    started_at: Timestamp | None = Field(None, description="When the restore started running (RFC 3339).")
-    completed_at: Timestamp | None = Field(
-        None, description="When the restore finished, whatever the outcome (RFC 3339)."
-    )
     downtime_seconds: float | None = Field(None, description="Seconds the services were stopped.")
     scaled_down_at: Timestamp | None = Field(None, description="When the first service was stopped (RFC 3339).")
     database_modified: bool | None = Field(
@@ -375,12 +392,26 @@ class RestoreRequestStatus(RequestStatus):
     restore_go_at: Timestamp | None = Field(
         None, description="When the restore Job was told to go, the services stopped (RFC 3339)."
     )
+    staged_job_called_off: bool | None = Field(
+        None, description="True once a staged restore Job that never got its go was told to stop."
+    )
+    services_ready_at: Timestamp | None = Field(
+        None, description="When every service stopped by the restore was Ready again (RFC 3339)."
+    )
     data_loss_window: DataLossWindow | None = Field(
         None, description="History lost: from the backup's time to the restore."
     )
     plan: RestorePlan | None = Field(
         None, description="What the restore does; the whole result of a dry run."
     )
+
+    def _set_phase(self, phase: str) -> None:
+        self.phase = RestorePhase(phase)
+
+    def record_downtime(self, now: datetime | None = None) -> None:
+        """Seconds from the first service stopped to now (every service Ready again)."""
+        if self.scaled_down_at:
+            self.downtime_seconds = round(((now or utcnow()) - parse_timestamp(self.scaled_down_at)).total_seconds(), 1)
 
 
 class RestoreRequest(ResourceModel):

@@ -9,13 +9,13 @@ from __future__ import annotations
 from typing import Any
 
 from walwarden.api import BackupRequestSpec
+from walwarden.api import backup as backup_api
 from walwarden.kube.runner_job import (
     database_env,
     job_name,
     runner_job,
     runner_labels,
     secret_env,
-    short_uid,
     storage_env,
 )
 from walwarden.runner.contract import Command, Env, Flag, emp_argument, emp_env
@@ -27,13 +27,12 @@ RESULT_KEY_SECRET_KEY = "key"
 
 
 def result_key_secret_name(name: str, uid: str) -> str:
-    return f"{name[:40]}-walwarden-{short_uid(uid)}"
+    return backup_api.signing_key_secret_name(name, uid)
 
 
 def artifact_prefix(spec: BackupRequestSpec, namespace: str, name: str, uid: str) -> str:
     """The object-key folder of one backup: <prefix>/<namespace>/<name>-<uid8>."""
-    parts = [spec.storage.s3.prefix.strip("/"), namespace, f"{name}-{short_uid(uid)}"]
-    return "/".join(part for part in parts if part)
+    return backup_api.artifact_prefix(spec.storage.s3.prefix, namespace, name, uid)
 
 
 def backup_job(*, spec: BackupRequestSpec, namespace: str, name: str, uid: str, owner: dict,

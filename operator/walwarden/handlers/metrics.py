@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from prometheus_client import Counter, Gauge, Histogram, start_http_server
 
-from walwarden.api import parse_timestamp
+from walwarden.api import BackupPhase, BackupRequestStatus, RestoreRequestStatus, StepState, parse_timestamp
+from walwarden.api.common import RequestStatus
 
 REQUESTS = Counter("walwarden_requests_total", "Finished requests, by kind and result (phase)",
                    ["kind", "namespace", "result"])
@@ -26,30 +27,30 @@ def serve(port: int, address: str) -> None:
     start_http_server(port, addr=address)
 
 
-def record_finished(kind: str, namespace: str, status: dict) -> None:
-    REQUESTS.labels(kind, namespace, status.get("phase", "Unknown")).inc()
-    for step in status.get("steps", []):
-        if step.get("startedAt") and step.get("finishedAt") and step.get("state") != "Skipped":
-            seconds = (parse_timestamp(step["finishedAt"]) - parse_timestamp(step["startedAt"])).total_seconds()
-            STEP_SECONDS.labels(kind, step["name"]).observe(seconds)
-    if status.get("downtimeSeconds") is not None:
-        DOWNTIME_SECONDS.labels(namespace).observe(status["downtimeSeconds"])
-    if kind == "BackupRequest":
+def record_finished(kind: str, namespace: str, status: RequestStatus) -> None:
+    REQUESTS.labels(kind, namespace, status.phase_name or "Unknown").inc()
+    for step in status.steps:
+        if step.started_at and step.finished_at and step.state != StepState.SKIPPED:
+            seconds = (parse_timestamp(step.finished_at) - parse_timestamp(step.started_at)).total_seconds()
+            STEP_SECONDS.labels(kind, step.name).observe(seconds)
+    if isinstance(status, RestoreRequestStatus) and status.downtime_seconds is not None:
+        DOWNTIME_SECONDS.labels(namespace).observe(status.downtime_seconds)
+    if isinstance(status, BackupRequestStatus):
         remember_backup(namespace, status)
 
 
 _latest_backup: dict[str, float] = {}  # namespace → completion time of the newest successful backup
 
 
-def remember_backup(namespace: str, status: dict) -> None:
+def remember_backup(namespace: str, status: BackupRequestStatus) -> None:
     """Set the backup gauges from a Succeeded BackupRequest unless a newer one is known. Also
     called for the finished requests an operator finds at start-up, so a restart does not make the
     'last successful backup' series vanish (an alert on its age would go silent)."""
-    if status.get("phase") != "Succeeded" or not status.get("completedAt") or not status.get("artifact"):
+    if status.phase != BackupPhase.SUCCEEDED or not status.completed_at or status.artifact is None:
         return
-    completed = parse_timestamp(status["completedAt"]).timestamp()
+    completed = parse_timestamp(status.completed_at).timestamp()
     if completed < _latest_backup.get(namespace, 0):
         return
     _latest_backup[namespace] = completed
-    BACKUP_BYTES.labels(namespace).set(status["artifact"]["sizeBytes"])
+    BACKUP_BYTES.labels(namespace).set(status.artifact.size_bytes)
     LAST_BACKUP.labels(namespace).set(completed)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import StrEnum
 
 from walwarden.kube.api import Conflict, Kube, call
 
@@ -12,9 +13,15 @@ from walwarden.kube.api import Conflict, Kube, call
 from walwarden.runner.contract import parse_error_line
 
 
+class JobState(StrEnum):
+    RUNNING = "Running"
+    SUCCEEDED = "Succeeded"
+    FAILED = "Failed"
+
+
 @dataclass(frozen=True)
 class JobOutcome:
-    state: str               # Running, Succeeded or Failed
+    state: JobState
     reason: str = ""         # the runner's reason when it said one, else a Kubernetes reason
     message: str = ""
 
@@ -41,16 +48,16 @@ def job_outcome(kube: Kube, namespace: str, name: str) -> JobOutcome | None:
         if condition.status != "True":
             continue
         if condition.type == "Complete":
-            return JobOutcome("Succeeded")
+            return JobOutcome(JobState.SUCCEEDED)
         if condition.type == "Failed":
             reason, message = runner_failure(kube, namespace, name)
-            return JobOutcome("Failed", reason or condition.reason or "JobFailed",
+            return JobOutcome(JobState.FAILED, reason or condition.reason or "JobFailed",
                               message or condition.message or "the runner Job failed")
     if _runner_pod_succeeded(kube, namespace, name):
         # Our Jobs run one pod, once: its exit 0 is the Job's success. The Job controller marks
         # the Job Complete a moment later; while the vault is down, that moment is downtime.
-        return JobOutcome("Succeeded")
-    return JobOutcome("Running")
+        return JobOutcome(JobState.SUCCEEDED)
+    return JobOutcome(JobState.RUNNING)
 
 
 def _job_pods(kube: Kube, namespace: str, job_name: str) -> list:

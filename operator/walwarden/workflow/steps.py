@@ -1,75 +1,88 @@
-"""Steps both workflows share: the namespace lock, and checking the Secrets a request names."""
+"""What both workflows share: the namespace lock steps, the Secrets a request names, the S3 client
+the operator itself uses, the request's topology, and running a runner Job to its outcome."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from walwarden.api import ConditionType, S3Storage, Topology
-from walwarden.workflow.engine import Run, StepFailed, Wait
-from walwarden.kube import leases as locks
+from walwarden.kube import jobs
+from walwarden.kube import leases
 from walwarden.kube.secrets import read_secret
 from walwarden.storage import s3 as storage
+from walwarden.workflow.engine import Run, StepFailed, Wait
+
+AnyRun = Run[Any, Any]
 
 
-def meta(run: Run) -> tuple[str, str, str]:
-    metadata = run.body["metadata"]
-    return metadata["namespace"], metadata["name"], metadata["uid"]
+def holder(run: AnyRun) -> leases.Holder:
+    return leases.Holder(run.kind, run.name, run.uid)
 
 
-def holder(run: Run) -> locks.Holder:
-    _, name, uid = meta(run)
-    return locks.Holder(run.kind, name, uid)
-
-
-def parent_holder(run: Run) -> locks.Holder | None:
+def controller_holder(run: AnyRun) -> leases.Holder | None:
     """The request that created this one (a restore's safety backup), which may hold the lock."""
-    for owner in run.body["metadata"].get("ownerReferences") or []:
-        if owner.get("controller") and owner.get("kind") in locks.PLURALS:
-            return locks.Holder(owner["kind"], owner["name"], owner["uid"])
+    owner = run.controller
+    if owner and owner.get("kind") in leases.PLURALS:
+        return leases.Holder(owner["kind"], owner["name"], owner["uid"])
     return None
 
 
-def require_secret_keys(run: Run, name: str, keys: tuple[str, ...], purpose: str) -> dict[str, str]:
-    namespace = meta(run)[0]
-    data = read_secret(run.context.kube, namespace, name)
+def acquire_lock(run: AnyRun) -> str:
+    other = leases.acquire(run.kube, run.namespace, holder(run), parent=controller_holder(run))
+    if other is not None:
+        message = (f"waiting for {other.kind} {other.name} to finish: one backup or restore at a time "
+                   f"in namespace {run.namespace}")
+        run.condition(ConditionType.WAITING, True, "LockHeld", message)
+        raise Wait(message, delay=run.poll_seconds)
+    run.condition(ConditionType.WAITING, False, "LockAcquired", "holding the namespace lock")
+    run.status.mark_running(f"{run.kind} running", run.generation)
+    return f"holding the lock of namespace {run.namespace}"
+
+
+def release_lock(run: AnyRun) -> str:
+    leases.release(run.kube, run.namespace, holder(run))
+    return "namespace lock released"
+
+
+def require_secret_keys(run: AnyRun, name: str, keys: tuple[str, ...], purpose: str) -> dict[str, str]:
+    """The Secret's values, or a failure that names what is missing (never a value)."""
+    data = read_secret(run.kube, run.namespace, name)
     if data is None:
-        raise StepFailed("SecretNotFound", f"Secret {namespace}/{name} ({purpose}) does not exist; create it "
+        raise StepFailed("SecretNotFound", f"Secret {run.namespace}/{name} ({purpose}) does not exist; create it "
                                            f"with keys {', '.join(keys)}")
     missing = [key for key in keys if not data.get(key)]
     if missing:
-        raise StepFailed("SecretIncomplete", f"Secret {namespace}/{name} ({purpose}) lacks the keys "
+        raise StepFailed("SecretIncomplete", f"Secret {run.namespace}/{name} ({purpose}) lacks the keys "
                                              f"{', '.join(missing)}")
     return data
 
 
-def acquire_lock(run: Run) -> str:
-    namespace = meta(run)[0]
-    other = locks.acquire(run.context.kube, namespace, holder(run), parent=parent_holder(run))
-    if other is not None:
-        message = (f"waiting for {other.kind} {other.name} to finish: one backup or restore at a time "
-                   f"in namespace {namespace}")
-        run.condition(ConditionType.WAITING, True, "LockHeld", message)
-        raise Wait(message, delay=run.context.config.poll_seconds)
-    run.condition(ConditionType.WAITING, False, "LockAcquired", "holding the namespace lock")
-    run.condition(ConditionType.PROGRESSING, True, "Running", f"{run.kind} running")
-    run.status["phase"] = "Running"
-    return f"holding the lock of namespace {namespace}"
-
-
-def release_lock(run: Run) -> str:
-    locks.release(run.context.kube, meta(run)[0], holder(run))
-    return "namespace lock released"
-
-
-def s3_client(run: Run, s3: S3Storage):
+def s3_client(run: AnyRun, s3: S3Storage) -> Any:
     """An S3 client for the operator itself, with the request's credentials Secret (or the
     operator's ambient identity). Runner Jobs get presigned URLs or their own references instead."""
     access_key = secret_key = None
     if s3.credentials_secret_ref:
-        data = read_secret(run.context.kube, meta(run)[0], s3.credentials_secret_ref.name) or {}
+        data = read_secret(run.kube, run.namespace, s3.credentials_secret_ref.name) or {}
         access_key, secret_key = data.get("accessKeyId"), data.get("secretAccessKey")
     return storage.make_client(region=s3.region, endpoint=s3.endpoint, force_path_style=s3.force_path_style,
                                access_key=access_key, secret_key=secret_key)
 
 
-def topology_of(run: Run) -> Topology:
+def topology_of(run: AnyRun) -> Topology:
     """The request's services: its spec.topology, else the operator's default profile."""
-    return run.spec.topology or run.context.config.default_topology
+    topology: Topology | None = run.spec.topology
+    return topology or run.settings.default_topology
+
+
+def run_job(run: AnyRun, manifest: dict[str, Any], prepare: Any, what: str) -> jobs.JobOutcome:
+    """Create the Job once (after `prepare()` made its inputs) and return its outcome once it ended;
+    wait while it runs."""
+    name = manifest["metadata"]["name"]
+    outcome = jobs.job_outcome(run.kube, run.namespace, name)
+    if outcome is None:
+        prepare()
+        jobs.ensure_job(run.kube, run.namespace, manifest)
+        raise Wait(f"Job {name} started: {what}", delay=run.poll_seconds)
+    if outcome.state == "Running":
+        raise Wait(f"Job {name}: {what}", delay=run.poll_seconds)
+    return outcome

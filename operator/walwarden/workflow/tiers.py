@@ -7,6 +7,8 @@ Both are steps of the engine: they look at the world, act where it is not yet ri
 
 from __future__ import annotations
 
+from typing import Any
+
 from walwarden.api import ConditionType, Topology
 from walwarden.workflow.engine import Run, StepFailed, Wait
 from walwarden.kube import workloads
@@ -28,7 +30,7 @@ def missing_services(kube: Kube, namespace: str, topology: Topology) -> list[str
     return [name for name in names if workloads.find_workload(kube, namespace, name) is None]
 
 
-def stop_in_order(run: Run, kube: Kube, namespace: str, topology: Topology, poll: float,
+def stop_in_order(run: Run[Any, Any], kube: Kube, namespace: str, topology: Topology, poll: float,
                   stuck_after: float | None = None) -> str:
     """With `stuck_after`, a step that has waited that long for pods to go fails instead of
     waiting for ever (a pod stuck Terminating: a finalizer, a node that is gone)."""
@@ -44,8 +46,8 @@ def stop_in_order(run: Run, kube: Kube, namespace: str, topology: Topology, poll
         raise
 
 
-def _stop_in_order(run: Run, kube: Kube, namespace: str, topology: Topology, poll: float) -> str:
-    recorded = run.status.setdefault("originalReplicas", {})
+def _stop_in_order(run: Run[Any, Any], kube: Kube, namespace: str, topology: Topology, poll: float) -> str:
+    recorded = run.status.original_replicas
     for index, tier in enumerate(topology.stop_tiers, start=1):
         remaining = []
         for workload in _tier_workloads(kube, namespace, tier):
@@ -60,7 +62,7 @@ def _stop_in_order(run: Run, kube: Kube, namespace: str, topology: Topology, pol
     return "stopped " + " → ".join("/".join(tier) for tier in topology.stop_tiers)
 
 
-def start_in_order(run: Run, kube: Kube, namespace: str, topology: Topology, poll: float,
+def start_in_order(run: Run[Any, Any], kube: Kube, namespace: str, topology: Topology, poll: float,
                    loud_after: float | None = None) -> str:
     """With `loud_after`, services that are still not Ready after that long in the step raise the
     condition ServicesNotReady (and one Warning Event): the step keeps waiting, since failing would
@@ -71,19 +73,19 @@ def start_in_order(run: Run, kube: Kube, namespace: str, topology: Topology, pol
         if loud_after is not None and run.seconds_in_current_step() > loud_after:
             _say_services_not_ready(run, f"{wait.message} — for more than {loud_after:g}s")
         raise
-    if run.has_condition(ConditionType.SERVICES_NOT_READY):
+    if run.status.condition_is_true(ConditionType.SERVICES_NOT_READY):
         run.condition(ConditionType.SERVICES_NOT_READY, False, "ServicesReady", "every service is Ready again")
     return started
 
 
-def _say_services_not_ready(run: Run, message: str) -> None:
-    if not run.has_condition(ConditionType.SERVICES_NOT_READY):
+def _say_services_not_ready(run: Run[Any, Any], message: str) -> None:
+    if not run.status.condition_is_true(ConditionType.SERVICES_NOT_READY):
         run.event("ServicesNotReady", message, warning=True)
     run.condition(ConditionType.SERVICES_NOT_READY, True, "StartTooSlow", message)
 
 
-def _start_in_order(run: Run, kube: Kube, namespace: str, topology: Topology, poll: float) -> str:
-    recorded = run.status.get("originalReplicas") or {}
+def _start_in_order(run: Run[Any, Any], kube: Kube, namespace: str, topology: Topology, poll: float) -> str:
+    recorded = run.status.original_replicas
     started = []
     for index, tier in enumerate(topology.start_tiers(), start=1):
         tier_workloads = []

@@ -7,8 +7,8 @@ import logging
 import kopf
 import pytest
 
-from walwarden.api import RestoreRequest
-from walwarden.handlers import requests as handlers
+from walwarden.api import RestoreRequest, RestoreRequestStatus
+from walwarden.handlers import common as handlers
 
 VALID = {
     "apiVersion": "walwarden.io/v1alpha1", "kind": "RestoreRequest",
@@ -27,7 +27,7 @@ def events(monkeypatch):
 
 def run_accept(body: dict, status: dict | None = None) -> dict:
     patch = kopf.Patch()
-    handlers.accept("RestoreRequest", RestoreRequest, kopf.Body(body), status or {}, patch,
+    handlers.accept(RestoreRequest, RestoreRequestStatus, kopf.Body({**body, "status": status or {}}), patch,
                     logging.getLogger("test"))
     return dict(patch.get("status", {}))
 

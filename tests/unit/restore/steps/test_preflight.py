@@ -5,13 +5,7 @@ from __future__ import annotations
 import pytest
 
 from walwarden.workflow.engine import StepFailed
-from walwarden.restore.checks import check_target_version, major_version
-
-
-@pytest.mark.parametrize("text, major", [("16.4", 16), ("15.18 (Debian 15.18-0+deb12u1)", 15), ("17beta2", 0),
-                                         ("9.6.24", 9), ("", 0), ("unknown", 0)])
-def test_major_version_of_what_servers_report(text, major):
-    assert major_version(text) == major
+from walwarden.restore.steps.preflight import check_target_version
 
 
 @pytest.mark.parametrize("target, source", [("16.4", "16.1"), ("17.0", "15.18 (Debian 15.18-0+deb12u1)"),

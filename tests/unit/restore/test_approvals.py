@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from walwarden.restore.checks import prune_expired_tokens
+from walwarden.restore.approvals import prune_expired_tokens
 
 
 def test_only_entries_of_expired_tokens_are_pruned():

@@ -1,0 +1,77 @@
+"""Approval tokens (DESIGN §4): a restore needs a valid, unexpired, single-use token when the
+operator runs with approvals on. Used token ids are recorded in a ConfigMap of the namespace."""
+
+from __future__ import annotations
+
+import time
+
+from walwarden.kube.api import Conflict, call
+from walwarden.kube.secrets import read_secret
+from walwarden.restore.run import RestoreRun
+from walwarden.restore.source import Source
+from walwarden.security import tokens
+from walwarden.workflow.engine import StepFailed, Wait
+
+USED_TOKENS_CONFIGMAP = "walwarden-approvals"
+CONSUME_ATTEMPTS = 5
+
+
+def check_approval(run: RestoreRun, found: Source) -> None:
+    spec, settings = run.spec, run.settings
+    if run.status.approval_token_id:
+        return  # consumed by this request already (a resumed pass)
+    if not spec.approval_token:
+        if settings.approvals_required and not spec.dry_run:
+            raise StepFailed("ApprovalRequired", "this operator requires an approval token: run `walwarden token "
+                                                 "issue` and set spec.approvalToken in a new request")
+        return
+    where = f"Secret {settings.operator_namespace}/{settings.approval_key_secret}"
+    key = (read_secret(run.kube, settings.operator_namespace, settings.approval_key_secret) or {}).get("key")
+    if not key:
+        raise StepFailed("ApprovalKeyMissing", f"{where} with the approval key (key 'key') does not exist")
+    try:
+        claims = tokens.verify_token(key.encode(), spec.approval_token, backup=found.label,
+                                     sha256=found.dump.sha256, mode=str(spec.mode), namespace=run.namespace)
+    except tokens.TokenError as error:
+        raise StepFailed(str(error.reason), f"approval token refused: {error.message}") from None
+    except ValueError as error:  # e.g. a key too short to be safe
+        raise StepFailed("ApprovalKeyInvalid", f"the approval key in {where} is not usable: {error}") from None
+    if not spec.dry_run:
+        _consume(run, claims)
+    run.status.approval_token_id = claims.token_id
+
+
+def prune_expired_tokens(used: dict[str, str], now: float) -> dict[str, str]:
+    """Used token ids whose token has expired can go: an expired token is refused anyway. Keeps the
+    ConfigMap from growing with every restore."""
+    def expired(record: str) -> bool:
+        _, _, expires = record.rpartition(" expires ")
+        return expires.isdigit() and int(expires) < now
+    return {token_id: record for token_id, record in used.items() if not expired(record)}
+
+
+def _consume(run: RestoreRun, claims: tokens.TokenClaims) -> None:
+    """Single use: the token id is recorded in a ConfigMap; a second request with it is refused."""
+    core = run.kube.core
+    me = f"{run.kind}/{run.name}/{run.uid}"
+    for _ in range(CONSUME_ATTEMPTS):
+        existing = call(core.read_namespaced_config_map, USED_TOKENS_CONFIGMAP, run.namespace)
+        used = prune_expired_tokens(dict(existing.data or {}) if existing else {}, time.time())
+        user = used.get(claims.token_id)
+        if user and not user.startswith(me):
+            raise StepFailed("TokenReused", f"approval token {claims.token_id} was already used by {user.split()[0]}; "
+                                            "issue a new token")
+        used[claims.token_id] = f"{me} expires {claims.expires_at}"
+        metadata: dict[str, object] = {"name": USED_TOKENS_CONFIGMAP,
+                                       "labels": {"app.kubernetes.io/managed-by": "walwarden"}}
+        body = {"apiVersion": "v1", "kind": "ConfigMap", "data": used, "metadata": metadata}
+        try:
+            if existing is None:
+                call(core.create_namespaced_config_map, run.namespace, body)
+            else:
+                metadata["resourceVersion"] = existing.metadata.resource_version
+                call(core.replace_namespaced_config_map, USED_TOKENS_CONFIGMAP, run.namespace, body)
+            return
+        except Conflict:
+            continue
+    raise Wait("the approvals ConfigMap is busy", delay=1)

@@ -1,0 +1,100 @@
+"""The services' db-info secrets, as a restore uses them: where they live (Kubernetes or AWS
+Secrets Manager, with its synced Kubernetes copy), the snapshot kept before the first change,
+repointing, putting back, and rolling the consumers that read them only at start."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TypeVar
+
+from walwarden import secretstores
+from walwarden.api import SecretBackend
+from walwarden.kube import workloads
+from walwarden.kube.secrets import ensure_secret, read_secret
+from walwarden.restore.run import RestoreRun
+from walwarden.workflow.engine import StepFailed, Wait
+
+# What a restore may change in a db-info secret (and so snapshots and puts back).
+REPOINTED_KEYS = ("DB_HOST", "DB_PORT", "DB_NAME")
+
+T = TypeVar("T")
+
+
+def secret_names(run: RestoreRun) -> list[str]:
+    redirect = run.spec.redirect
+    if redirect is None:
+        return []
+    return [run.topology.db_info_secret_name(redirect.environment, run.namespace, service)
+            for service in run.topology.database_services]
+
+
+def backends(run: RestoreRun) -> tuple[secretstores.DbInfoBackend, secretstores.KubernetesSecrets | None]:
+    """Where the db-info secrets are written, and the synced Kubernetes copy (AWS only)."""
+    kubernetes_secrets = secretstores.KubernetesSecrets(run.kube.core, run.namespace)
+    if run.secret_backend == SecretBackend.AWS_SECRETS_MANAGER:
+        aws = run.spec.redirect.aws if run.spec.redirect else None
+        client = backend_call(lambda: secretstores.make_aws_client(aws.region if aws else None,
+                                                                   aws.endpoint if aws else None))
+        return secretstores.AwsSecretsManager(client), kubernetes_secrets
+    return kubernetes_secrets, None
+
+
+def backend_call(action: Callable[[], T]) -> T:
+    """Run a db-info backend call; its errors become a wait (retryable) or a failure."""
+    try:
+        return action()
+    except secretstores.DbInfoError as error:
+        if error.retryable:
+            raise Wait(f"db-info backend: {error.message}", delay=5) from None
+        raise StepFailed(error.reason, error.message) from None
+
+
+def read_all(run: RestoreRun) -> dict[str, dict[str, str] | None]:
+    backend, _ = backends(run)
+    return {name: backend_call(lambda name=name: backend.read(name)) for name in secret_names(run)}  # type: ignore[misc]
+
+
+def snapshot_secret_name(run: RestoreRun) -> str:
+    return f"{run.name[:40]}-snapshot-{run.uid.replace('-', '')[:8]}"
+
+
+def keep_snapshot(run: RestoreRun) -> None:
+    """The originals, kept once before the first change; a second pass reuses that snapshot."""
+    current = read_all(run)
+    snapshot = {f"{name}.{key}": values[key] for name, values in current.items() if values
+                for key in REPOINTED_KEYS if key in values}
+    ensure_secret(run.kube, run.namespace, snapshot_secret_name(run), snapshot, run.owner,
+                  labels={"walwarden.io/snapshot-of": run.name})
+
+
+def write(run: RestoreRun, values_for: Callable[[str], dict[str, str]]) -> list[str]:
+    """Write each secret's values (idempotent), and refresh its synced Kubernetes copy at once
+    so restarted consumers read the change; returns the names that have no synced copy yet."""
+    backend, synced = backends(run)
+    not_synced = []
+    for name in secret_names(run):
+        values = values_for(name)
+        backend_call(lambda: backend.update(name, values))  # noqa: B023 (called at once)
+        if synced is not None and not backend_call(
+                lambda: secretstores.refresh_synced_copy(synced, name, values)):  # noqa: B023
+            not_synced.append(name)
+    return not_synced
+
+
+def put_back(run: RestoreRun) -> None:
+    """Every db-info secret as the snapshot holds it."""
+    snapshot = read_secret(run.kube, run.namespace, snapshot_secret_name(run)) or {}
+    write(run, lambda name: {key: snapshot[f"{name}.{key}"] for key in REPOINTED_KEYS if f"{name}.{key}" in snapshot})
+
+
+def restart_consumers(run: RestoreRun, services: list[str], marker: str) -> str:
+    """Services that keep running read their db-info only at start: roll them. The marker is
+    fixed per request and purpose, so doing it again changes nothing."""
+    names = []
+    for name in services:
+        workload = workloads.find_workload(run.kube, run.namespace, name)
+        if workload is None:
+            continue
+        workloads.restart(run.kube, workload, f"walwarden-{marker}-{run.uid}")
+        names.append(name)
+    return ", ".join(names)

@@ -1,0 +1,33 @@
+"""Validate: the source backup, the target, the secrets, the services and the approval token are
+right, before anything else happens."""
+
+from __future__ import annotations
+
+from walwarden.api import RestoreMode
+from walwarden.restore import dbinfo
+from walwarden.restore.approvals import check_approval
+from walwarden.restore.run import RestoreRun
+from walwarden.restore.source import source_of
+from walwarden.restore.target import target_secret
+from walwarden.workflow import tiers
+from walwarden.workflow.engine import StepFailed
+from walwarden.workflow.steps import require_secret_keys
+
+
+def validate(run: RestoreRun) -> str:
+    spec = run.spec
+    found = source_of(run)
+    target_secret(run)
+    for emp in spec.encryptor_secrets:
+        require_secret_keys(run, emp.name, (emp.key,), "an Encryptor Master Password")
+    missing = tiers.missing_services(run.kube, run.namespace, run.topology)
+    if missing:
+        raise StepFailed("ServiceNotFound", f"no Deployment or StatefulSet named {', '.join(missing)} in namespace "
+                                            f"{run.namespace}; fix spec.topology to name the vault's services")
+    if spec.mode == RestoreMode.REDIRECTED:
+        for name, values in dbinfo.read_all(run).items():
+            if not values or not values.get("DB_HOST"):
+                raise StepFailed("SecretNotFound", f"db-info secret {name} does not exist in "
+                                                   f"{run.secret_backend} or has no DB_HOST")
+    check_approval(run, found)
+    return f"source {found.label} ({found.dump.name}, {found.dump.size_bytes} bytes) and target checked"
