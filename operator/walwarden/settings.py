@@ -103,7 +103,7 @@ class Settings(BaseSettings):
         return {name: ENV_PREFIX + name.upper() for name in cls.model_fields}
 
     @classmethod
-    def from_environment(cls, **overrides: Any) -> "Settings":
+    def from_environment(cls, **overrides: Any) -> Settings:
         """The environment's settings, with the given overrides (e.g. command-line flags) winning;
         an override of None is ignored. Raises InvalidSettings."""
         try:

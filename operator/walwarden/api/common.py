@@ -220,6 +220,10 @@ class EncryptorSecretRef(SecretRef):
     key: SecretKey = Field("password", description="Key in the Secret's data that holds the EMP.")
 
 
+# The keys of an admin connection Secret (DatabaseConnection, RestoreTarget); sslmode is optional.
+ADMIN_SECRET_KEYS = ("host", "port", "user", "password")
+
+
 class DatabaseConnection(SpecModel):
     """The admin connection of a PostgreSQL server and the databases to work on."""
 

@@ -6,6 +6,7 @@ import secrets
 from typing import Any
 
 from walwarden.api import BackupArtifact, BackupFile
+from walwarden.api.common import ADMIN_SECRET_KEYS
 from walwarden.backup import job as backup_job
 from walwarden.backup.run import BackupRun
 from walwarden.kube import jobs, runner_job
@@ -18,7 +19,6 @@ from walwarden.workflow import tiers
 from walwarden.workflow.engine import Skip, StepFailed, UndoCause, Wait
 from walwarden.workflow.steps import require_secret_keys, s3_client, topology_of
 
-ADMIN_SECRET_KEYS = ("host", "port", "user", "password")
 S3_SECRET_KEYS = ("accessKeyId", "secretAccessKey")
 
 
@@ -74,7 +74,7 @@ def verify_artifact(run: BackupRun) -> str:
         manifest = manifests.read_manifest(client, bucket, manifest_key)
     except Exception as error:  # absent or unreadable: either way the backup is not proven
         raise StepFailed("ManifestMissing", f"the Job finished but {storage.s3_uri(bucket, manifest_key)} "
-                                            f"cannot be read ({type(error).__name__}); the backup is not usable")
+                                            f"cannot be read ({type(error).__name__}); the backup is not usable") from None
     key_secret = read_secret(run.kube, run.namespace, backup_job.result_key_secret_name(run.name, run.uid)) or {}
     key = key_secret.get(backup_job.RESULT_KEY_SECRET_KEY)
     if not key or not manifests.signature_valid(manifest, key.encode()):

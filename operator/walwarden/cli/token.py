@@ -14,8 +14,9 @@ import json
 import os
 import re
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from walwarden.api.backup import PLURAL as BACKUP_PLURAL
 from walwarden.api.backup import BackupPhase, BackupRequestStatus
@@ -137,7 +138,7 @@ def inspect_command(args: argparse.Namespace) -> int:
 # -- the key ------------------------------------------------------------------------------------
 
 
-def _read_key(args: argparse.Namespace, cluster: "Cluster") -> bytes:
+def _read_key(args: argparse.Namespace, cluster: Cluster) -> bytes:
     if args.key_file is not None:
         try:
             key = args.key_file.read_bytes()
@@ -165,7 +166,7 @@ def parse_secret_ref(text: str) -> tuple[str, str, str]:
     return match[1], match[2], match[3] or DEFAULT_SECRET_KEY
 
 
-def secret_key(cluster: "Cluster", ref: str) -> bytes:
+def secret_key(cluster: Cluster, ref: str) -> bytes:
     """The key stored under KEY in the Secret NAMESPACE/NAME[:KEY], as the bytes the operator signs
     with: it reads the Secret as text (kube.secrets.read_secret) and encodes it."""
     namespace, name, key = parse_secret_ref(ref)
@@ -181,7 +182,7 @@ def secret_key(cluster: "Cluster", ref: str) -> bytes:
 # -- the BackupRequest ----------------------------------------------------------------------------
 
 
-def backup_sha256(cluster: "Cluster", namespace: str, backup: str) -> str:
+def backup_sha256(cluster: Cluster, namespace: str, backup: str) -> str:
     """status.artifact.sha256 of the Succeeded BackupRequest named `backup`."""
     if backup.startswith("s3://"):
         raise TokenCliError("--sha256 is required with an s3:// artifact: take it from the sha256 field of "

@@ -10,8 +10,8 @@ import kubernetes
 
 from walwarden.api.common import GROUP
 from walwarden.handlers import metrics
-from walwarden.workflow.context import OperatorContext
 from walwarden.kube.api import Kube
+from walwarden.workflow.context import OperatorContext
 
 
 @kopf.on.startup(id="settings")

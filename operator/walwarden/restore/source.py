@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from walwarden.api import BackupRequest, BackupPhase, S3Storage
+from walwarden.api import BackupPhase, BackupRequest, S3Storage
 from walwarden.api import backup as backup_api
 from walwarden.api.common import GROUP, VERSION
 from walwarden.kube.api import call

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
+from walwarden.api.common import ADMIN_SECRET_KEYS
 from walwarden.restore.run import RestoreRun
 from walwarden.restore.source import source_of
 from walwarden.workflow.engine import StepFailed
 from walwarden.workflow.steps import require_secret_keys
 
-ADMIN_SECRET_KEYS = ("host", "port", "user", "password")
 
 
 def target_secret_name(run: RestoreRun) -> str:

@@ -88,7 +88,7 @@ class TokenClaims:
                 "iat": self.issued_at, "exp": self.expires_at, "jti": self.token_id}
 
     @classmethod
-    def from_wire(cls, claims: Any) -> "TokenClaims":
+    def from_wire(cls, claims: Any) -> TokenClaims:
         if not isinstance(claims, dict) or set(claims) != set(_CLAIM_TYPES):
             raise _malformed("its claims are not the expected set of fields")
         for name, kind in _CLAIM_TYPES.items():

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from walwarden.settings import OperatorConfig
 from walwarden.kube.api import Kube
+from walwarden.settings import OperatorConfig
 
 
 @dataclass(frozen=True)

@@ -6,8 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from walwarden.api import ConditionType, S3Storage, Topology
-from walwarden.kube import jobs
-from walwarden.kube import leases
+from walwarden.kube import jobs, leases
 from walwarden.kube.secrets import read_secret
 from walwarden.storage import s3 as storage
 from walwarden.workflow.engine import Run, StepFailed, Wait
@@ -83,6 +82,6 @@ def run_job(run: AnyRun, manifest: dict[str, Any], prepare: Any, what: str) -> j
         prepare()
         jobs.ensure_job(run.kube, run.namespace, manifest)
         raise Wait(f"Job {name} started: {what}", delay=run.poll_seconds)
-    if outcome.state == "Running":
+    if outcome.state == jobs.JobState.RUNNING:
         raise Wait(f"Job {name}: {what}", delay=run.poll_seconds)
     return outcome

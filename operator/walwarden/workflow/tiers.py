@@ -10,9 +10,9 @@ from __future__ import annotations
 from typing import Any
 
 from walwarden.api import ConditionType, Topology
-from walwarden.workflow.engine import Run, StepFailed, Wait
 from walwarden.kube import workloads
 from walwarden.kube.api import Kube
+from walwarden.workflow.engine import Run, StepFailed, Wait
 
 
 def _tier_workloads(kube: Kube, namespace: str, tier: list[str]) -> list[workloads.Workload]:

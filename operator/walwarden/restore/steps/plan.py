@@ -3,8 +3,15 @@ repoints, the history it loses. A dry run ends with this in status.plan."""
 
 from __future__ import annotations
 
-from walwarden.api import DataLossWindow, PlannedService, RestoreMode, RestorePlan, format_timestamp, utcnow
-from walwarden.api import parse_timestamp
+from walwarden.api import (
+    DataLossWindow,
+    PlannedService,
+    RestoreMode,
+    RestorePlan,
+    format_timestamp,
+    parse_timestamp,
+    utcnow,
+)
 from walwarden.kube import workloads
 from walwarden.restore import dbinfo
 from walwarden.restore.run import RestoreRun

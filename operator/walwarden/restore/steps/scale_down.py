@@ -65,4 +65,4 @@ def start_stopped_services(run: RestoreRun, cause: UndoCause) -> str | None:
     started = tiers.start_in_order(run, run.kube, run.namespace, run.topology, run.poll_seconds,
                                    loud_after=loud_after)
     run.status.record_downtime()
-    return started
+    return f"the services it had stopped were started again: {started}"

@@ -52,7 +52,8 @@ def verify(run: RestoreRun) -> str:
         headers = {}
         if what == "accounts" and settings.auth_header_secret_ref:
             ref = settings.auth_header_secret_ref
-            headers["Authorization"] = require_secret_keys(run, ref.name, (ref.key,), "the accounts auth header")[ref.key]
+            auth = require_secret_keys(run, ref.name, (ref.key,), "the accounts auth header")
+            headers["Authorization"] = auth[ref.key]
         status, body = _get(url, headers)
         if status != 200 or (what == "accounts" and not has_data(body)):
             problem = f"{what} check {url} answered {status or body.decode()}" + (
