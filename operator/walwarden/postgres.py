@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Any
 
 import psycopg
 from psycopg import sql
@@ -96,7 +97,7 @@ def connect(secret: dict[str, str], dbname: str) -> Iterator[psycopg.Connection]
     """An autocommit connection to `dbname` with the Secret's login; a refusal as DatabaseError,
     whose message names the host and user but never carries the password."""
     try:
-        connection = psycopg.connect(**_conninfo(secret, dbname), autocommit=True)
+        connection = psycopg.connect(**_conninfo(secret, dbname), autocommit=True)  # type: ignore[arg-type]
     except psycopg.OperationalError as error:
         raise _connection_error(error, secret, dbname) from None
     try:
@@ -121,9 +122,17 @@ def _connection_error(error: psycopg.OperationalError, secret: dict[str, str], d
     return DatabaseError(failure.value, message)
 
 
+def scalar(connection: psycopg.Connection[Any], query: Any, params: Any = None) -> Any:
+    """The first column of the one row a query returns (count(*), SHOW, ...)."""
+    row = connection.execute(query, params).fetchone()
+    if row is None:
+        raise DatabaseError("UnexpectedAnswer", "the server returned no row where one was expected")
+    return row[0]
+
+
 def server_version(secret: dict[str, str], dbname: str = "postgres") -> str:
     with connect(secret, dbname) as connection:
-        return connection.execute("SHOW server_version").fetchone()[0]
+        return str(scalar(connection, "SHOW server_version"))
 
 
 def database_exists(secret: dict[str, str], dbname: str) -> bool:
@@ -155,10 +164,10 @@ def row_counts(secret: dict[str, str], dbname: str, tables: list[str]) -> dict[s
     with connect(secret, dbname) as connection:
         for table in tables:
             schema, _, name = table.rpartition(".")
-            exists = connection.execute("SELECT to_regclass(%s)", (table,)).fetchone()[0]
+            exists = scalar(connection, "SELECT to_regclass(%s)", (table,))
             if exists is None:
                 counts[table] = None
                 continue
             query = sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(schema or "public", name))
-            counts[table] = connection.execute(query).fetchone()[0]
+            counts[table] = int(scalar(connection, query))
     return counts

@@ -164,7 +164,7 @@ class BackupRequest(ResourceModel):
         ),
     )
 
-    kind: Literal["BackupRequest"] = Field(KIND, description="BackupRequest.")
+    kind: Literal["BackupRequest"] = Field("BackupRequest", description="BackupRequest.")
     spec: BackupRequestSpec = Field(description="What to back up and where to.")
     status: BackupRequestStatus | None = Field(
         None, description="Progress and result, written by the operator."

@@ -14,7 +14,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Annotated, Any, NamedTuple
+from typing import Annotated, Any, ClassVar, NamedTuple
 
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
@@ -83,17 +83,18 @@ class ResourceModel(ApiModel):
     """Base of the top-level kinds, so a handler can `RestoreRequest.model_validate(body)`."""
 
     model_config = ConfigDict(extra="ignore")
+    crd: ClassVar[CrdInfo]  # each kind's names and printer columns
 
     api_version: str = Field(API_VERSION, description="APIVersion of the object.")
     metadata: dict[str, Any] = Field(default_factory=dict, description="Object metadata.")
 
     @property
     def name(self) -> str:
-        return self.metadata.get("name", "")
+        return str(self.metadata.get("name", ""))
 
     @property
     def namespace(self) -> str:
-        return self.metadata.get("namespace", "")
+        return str(self.metadata.get("namespace", ""))
 
     @property
     def generation(self) -> int | None:

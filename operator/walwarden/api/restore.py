@@ -445,7 +445,7 @@ class RestoreRequest(ResourceModel):
         ),
     )
 
-    kind: Literal["RestoreRequest"] = Field(KIND, description="RestoreRequest.")
+    kind: Literal["RestoreRequest"] = Field("RestoreRequest", description="RestoreRequest.")
     spec: RestoreRequestSpec = Field(description="What to restore, where to, and how.")
     status: RestoreRequestStatus | None = Field(
         None, description="Progress and result, written by the operator."

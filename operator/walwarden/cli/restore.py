@@ -41,7 +41,7 @@ from pydantic import ValidationError
 
 from walwarden.runner import errors
 from walwarden.runner.restore import Artifact, DownloadFailed, run_restore
-from walwarden.runner.streams import MiB, Progress
+from walwarden.runner.streams import MiB, Progress, ProgressReporter
 from walwarden.storage import manifest as manifests
 from walwarden.storage import s3 as storage
 
@@ -323,7 +323,7 @@ class RestoreProgress:
         self._clock = clock
         self._bars: list[ProgressBar] = []
 
-    def __call__(self, label: str) -> Progress | ProgressBar:
+    def __call__(self, label: str) -> ProgressReporter:
         if not self._stream.isatty():
             return ProgressLines(label, self._total, self._stream, clock=self._clock)
         bar = ProgressBar(label, self._total, self._stream)

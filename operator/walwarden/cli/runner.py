@@ -49,7 +49,7 @@ class _RunnerArgumentParser(argparse.ArgumentParser):
         print(InvalidArguments(f"{self.prog}: {message}").error_line(), file=sys.stderr, flush=True)
         sys.exit(EXIT_INVALID_ARGUMENTS)
 
-    def parse_known_args(self, args: list[str] | None = None,
+    def parse_known_args(self, args: list[str] | None = None,  # type: ignore[override]
                          namespace: argparse.Namespace | None = None) -> tuple[argparse.Namespace, list[str]]:
         # A subcommand's unknown arguments would otherwise go back up to the `walwarden` parser,
         # whose error is no walwarden-error line: a flag the operator has and the runner lacks

@@ -16,7 +16,7 @@ import re
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from walwarden.api.backup import PLURAL as BACKUP_PLURAL
 from walwarden.api.backup import BackupPhase, BackupRequestStatus
@@ -30,6 +30,9 @@ from walwarden.security.tokens import (
     parse_unverified,
     rfc3339,
 )
+
+if TYPE_CHECKING:
+    from walwarden.kube.api import Kube
 
 DEFAULT_TTL = "15m"
 DEFAULT_SECRET_KEY = "key"
@@ -204,7 +207,7 @@ class Cluster:
 
     def __init__(self, kubeconfig: str | None = None):
         self._kubeconfig = kubeconfig
-        self._kube = None
+        self._kube: Kube | None = None
 
     def secret_data(self, namespace: str, name: str) -> dict[str, str] | None:
         from walwarden.kube.secrets import read_secret

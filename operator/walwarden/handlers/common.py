@@ -62,7 +62,7 @@ def accept(model: type[Resource], status_model: type[RequestStatus], body: kopf.
            logger: Logger) -> Resource | None:
     """First sight of a request: validate it and say so in status (phase Pending).
     Returns the parsed request, or None when it was refused."""
-    kind = model.crd.kind  # type: ignore[attr-defined]
+    kind = model.crd.kind
     generation = body.metadata.get("generation", 1)
     status = status_model.model_validate(dict(body.status))
     try:
@@ -98,7 +98,7 @@ def drive(table: StepTable[RunT], run: RunT, body: kopf.Body, patch: kopf.Patch,
     if outcome.finished and outcome.result is not None:
         finish(table, run, outcome.result)
         metrics.record_finished(run.kind, run.namespace, run.status)
-    write_audit(run, audit_location, logger)  # type: ignore[arg-type]
+    write_audit(run, audit_location, logger)
     run.status.observed_generation = run.generation
     _write_status(patch, run.status)
     for event in run.events:

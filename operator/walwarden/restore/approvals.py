@@ -69,7 +69,7 @@ def _consume(run: RestoreRun, claims: tokens.TokenClaims) -> None:
             if existing is None:
                 call(core.create_namespaced_config_map, run.namespace, body)
             else:
-                metadata["resourceVersion"] = existing.metadata.resource_version
+                metadata["resourceVersion"] = existing.metadata.resource_version if existing.metadata else None
                 call(core.replace_namespaced_config_map, USED_TOKENS_CONFIGMAP, run.namespace, body)
             return
         except Conflict:

@@ -36,7 +36,7 @@ from botocore.exceptions import BotoCoreError, ClientError, EndpointConnectionEr
 from psycopg import IsolationLevel, sql
 
 from walwarden.api.common import format_timestamp, utcnow
-from walwarden.postgres import ConnectionFailure, classify_connection_error, major_version
+from walwarden.postgres import ConnectionFailure, classify_connection_error, major_version, scalar
 from walwarden.runner.contract import RUNNER_APPLICATION_NAME, Env
 from walwarden.runner.errors import (
     AuthenticationFailed,
@@ -200,8 +200,8 @@ def _check_databases(databases: list[str]) -> tuple[str, dict[str, int]]:
     versions, sizes = set(), {}
     for database in databases:
         with connect(database, autocommit=True) as conn:
-            versions.add(conn.info.parameter_status("server_version").split()[0])
-            sizes[database] = conn.execute("SELECT pg_database_size(current_database())").fetchone()[0]
+            versions.add((conn.info.parameter_status("server_version") or "").split()[0])
+            sizes[database] = int(scalar(conn, "SELECT pg_database_size(current_database())"))
     if len(versions) != 1:  # one PGHOST: a change means a failover between two logins
         raise DatabaseUnreachable(f"the server's version changed between logins ({sorted(versions)}); try again")
     return versions.pop(), sizes
@@ -268,7 +268,7 @@ def _dump_database(client: BaseClient, options: BackupOptions, database: str, pg
         with storage.MultipartUpload(client, options.bucket, key) as upload, \
                 _PgDump(pg_dump, database, snapshot) as dump, \
                 _in_background(row_counts, conn) as counting:
-            reader = ChecksumReader(dump.stdout)
+            reader = ChecksumReader(dump.stdout)  # type: ignore[arg-type]  # a pipe (stdout=PIPE)
             parts = FullReader(reader)
             progress = Progress(database, say=say)
             while (part := parts.read_part(storage.part_size(upload.part_count + 1, base))) is not None:
@@ -301,7 +301,7 @@ def _export_snapshot(conn: psycopg.Connection) -> str:
     # Idle while pg_dump works: a server-side idle timeout must not end the transaction early.
     # row_security off, as pg_dump does: counts that a policy filtered would not match the dump.
     conn.execute("SET idle_in_transaction_session_timeout = 0; SET statement_timeout = 0; SET row_security = off")
-    return conn.execute("SELECT pg_export_snapshot()").fetchone()[0]
+    return str(scalar(conn, "SELECT pg_export_snapshot()"))
 
 
 def row_counts(conn: psycopg.Connection) -> dict[str, int]:
@@ -312,8 +312,7 @@ def row_counts(conn: psycopg.Connection) -> dict[str, int]:
         "WHERE c.relkind = 'r' AND n.nspname <> 'information_schema' AND n.nspname !~ '^pg_' "
         "AND NOT EXISTS (SELECT FROM pg_depend d WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid "
         "AND d.deptype = 'e') ORDER BY 1, 2").fetchall()
-    return {f"{schema}.{name}": conn.execute(sql.SQL("SELECT count(*) FROM {}").format(
-                sql.Identifier(schema, name))).fetchone()[0]
+    return {f"{schema}.{name}": int(scalar(conn, sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(schema, name))))
             for schema, name in tables}
 
 
@@ -342,6 +341,7 @@ class _PgDump:
         self.process = subprocess.Popen(
             [pg_dump, "--format=custom", f"--snapshot={snapshot}", "--no-password"],
             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, bufsize=0)
+        assert self.process.stdout is not None  # stdout=PIPE
         self.stdout = self.process.stdout
         _widen_pipe(self.stdout)
         self._stderr_tail: collections.deque[str] = collections.deque(maxlen=STDERR_TAIL_LINES)
@@ -357,7 +357,8 @@ class _PgDump:
         self.process.wait()
         self._stderr_thread.join()
         self.stdout.close()
-        self.process.stderr.close()
+        if self.process.stderr is not None:
+            self.process.stderr.close()
 
     def check_exit(self) -> None:
         """After the end of its output: pg_dump's exit status, as DumpFailed when not 0."""
@@ -370,6 +371,7 @@ class _PgDump:
             raise DumpFailed(f"pg_dump of {self.database!r} {how}: {said}")
 
     def _read_stderr(self) -> None:
+        assert self.process.stderr is not None  # stderr=PIPE
         for raw in self.process.stderr:
             line = raw.decode("utf-8", "replace").rstrip()
             self._stderr_tail.append(line)

@@ -39,7 +39,7 @@ from psycopg import sql
 
 from walwarden.runner import contract, errors
 from walwarden.runner.backup import connect
-from walwarden.runner.streams import Progress
+from walwarden.runner.streams import Progress, ProgressReporter
 
 CHUNK = 1024 * 1024
 STAGING_HEADROOM = 1.05  # keep a little room beyond the artifact's size
@@ -160,7 +160,7 @@ ABORT_CONTENT = contract.GO_ABORT_CONTENT  # kept for restore/staging.py; read c
 
 # Makes the progress reporter of one pass over the artifact, given its label ("download",
 # "verify", "restore"): the Jobs print lines to their log; the local CLI draws a bar.
-ProgressFactory = Callable[[str], Progress]
+ProgressFactory = Callable[[str], ProgressReporter]
 
 
 def open_url(url: str) -> BinaryIO:
@@ -220,7 +220,7 @@ def stage(artifact: Artifact, directory: Path, progress: ProgressFactory = Progr
     path = Path(name)
     try:
         with os.fdopen(handle, "wb") as file:
-            copy_verified(artifact, file.write, "download", progress)
+            copy_verified(artifact, file.write, "download", progress)  # type: ignore[arg-type]
     except BaseException:
         path.unlink(missing_ok=True)
         raise
@@ -363,8 +363,9 @@ def _restore(artifact: Artifact, state: TargetState, jobs: int, progress: Progre
     state.restoring = True  # from here a failure, even of the download, leaves a partly restored database
     process = subprocess.Popen(pg_restore_command(state.database, state.clean, None, None), stdin=subprocess.PIPE,
                                stderr=subprocess.PIPE)
+    assert process.stdin is not None and process.stderr is not None  # both PIPE
     try:
-        copy_verified(artifact, process.stdin.write, "restore", progress)
+        copy_verified(artifact, process.stdin.write, "restore", progress)  # type: ignore[arg-type]
         process.stdin.close()
     except BrokenPipeError:
         pass  # pg_restore stopped early: its exit status says why

@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import time
 from collections.abc import Callable
-from typing import BinaryIO
+from typing import Any, BinaryIO, Protocol
 
 MiB = 2**20
 
@@ -20,7 +20,7 @@ class ChecksumReader:
     """Passes reads through, computing the SHA-256 and the byte count of everything read."""
 
     def __init__(self, stream: BinaryIO):
-        self._stream = stream
+        self._stream: Any = stream  # a pipe or file: readinto() is there
         self._sha256 = hashlib.sha256()
         self.size = 0
 
@@ -41,7 +41,7 @@ class FullReader:
     """read(n)/readinto() return exactly what was asked for, or less only at the end of the stream."""
 
     def __init__(self, stream: BinaryIO | ChecksumReader):
-        self._stream = stream
+        self._stream: Any = stream  # anything with readinto()
 
     def readinto(self, buffer: bytearray | memoryview) -> int:
         filled = 0
@@ -73,6 +73,14 @@ class FullReader:
             return None
         del buffer[filled:]  # shrinks in place: no second copy of the part
         return buffer
+
+
+class ProgressReporter(Protocol):
+    """What a pass over a stream tells as it goes: the bytes so far, and once at the end."""
+
+    def update(self, size: int) -> None: ...
+
+    def done(self, size: int) -> None: ...
 
 
 class Progress:

@@ -34,7 +34,7 @@ class EncryptorFingerprint(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    algorithm: Literal["scrypt"] = ALGORITHM
+    algorithm: Literal["scrypt"] = "scrypt"
     n: int = Field(ge=2, le=2**20, description="scrypt CPU/memory cost, a power of two")
     r: int = Field(ge=1, le=64, description="scrypt block size")
     p: int = Field(ge=1, le=16, description="scrypt parallelism")

@@ -52,7 +52,7 @@ class EncryptorEntry(EncryptorFingerprint):
 
 
 class Manifest(_ManifestModel):
-    format_version: Literal[1] = FORMAT_VERSION
+    format_version: Literal[1] = 1  # FORMAT_VERSION
     created_at: str = Field(description="RFC 3339: when the backup started, just before the first snapshot; "
                             "a data-loss window counted from it is never too short")
     completed_at: str = Field(description="RFC 3339: when the last dump's upload completed")

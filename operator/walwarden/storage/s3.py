@@ -172,6 +172,7 @@ class MultipartUpload:
             raise ValueError(f"an S3 object has at most {MAX_PARTS} parts")
         self._slots.acquire()
         self._raise_failure()  # a part may have failed while we waited for a slot
+        assert self._pool is not None, "add_part before the upload started"
         future = self._pool.submit(self._upload_part, len(self._parts) + 1, data)
         future.add_done_callback(self._part_done)
         self._parts.append(future)
@@ -183,7 +184,8 @@ class MultipartUpload:
         self.client.complete_multipart_upload(Bucket=self.bucket, Key=self.key, UploadId=self.upload_id,
                                               MultipartUpload={"Parts": parts})
         self._completed = True
-        self._pool.shutdown()
+        if self._pool is not None:
+            self._pool.shutdown()
 
     def abort(self) -> None:
         """Stop uploading and delete the parts sent so far (waits for the parts in flight first,

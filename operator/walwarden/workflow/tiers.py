@@ -22,7 +22,7 @@ def _tier_workloads(kube: Kube, namespace: str, tier: list[str]) -> list[workloa
         raise StepFailed("ServiceNotFound",
                          f"no Deployment or StatefulSet named {', '.join(missing)} in namespace {namespace}; "
                          "fix spec.topology (or the operator's default profile) to name the vault's services")
-    return list(found.values())
+    return [workload for workload in found.values() if workload is not None]
 
 
 def missing_services(kube: Kube, namespace: str, topology: Topology) -> list[str]:
@@ -101,9 +101,12 @@ def _start_in_order(run: Run[Any, Any], kube: Kube, namespace: str, topology: To
             if workload.replicas != original:
                 workloads.scale_to(kube, workload, original)
             tier_workloads.append((workload, original))
-        not_ready = [f"{w.name} {w.ready_replicas}/{n}" for w, n in
-                     ((workloads.find_workload(kube, namespace, w.name), n) for w, n in tier_workloads)
-                     if w.ready_replicas < n]
+        not_ready = []
+        for workload, wanted in tier_workloads:
+            now = workloads.find_workload(kube, namespace, workload.name)
+            ready = now.ready_replicas if now is not None else 0
+            if ready < wanted:
+                not_ready.append(f"{workload.name} {ready}/{wanted}")
         if not_ready:
             raise Wait(f"starting tier {index} ({', '.join(tier)}): waiting for Ready pods: "
                        f"{', '.join(not_ready)}", delay=poll)
