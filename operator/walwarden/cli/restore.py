@@ -39,6 +39,7 @@ from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 from psycopg.conninfo import conninfo_to_dict
 from pydantic import ValidationError
 
+from walwarden.cli.arguments import positive_int
 from walwarden.runner import errors
 from walwarden.runner.restore import Artifact, DownloadFailed, run_restore
 from walwarden.runner.streams import MiB, Progress, ProgressReporter
@@ -115,23 +116,13 @@ def register(subparsers) -> None:
     parser.add_argument("--mode", choices=("InPlace", "Redirected"), default="InPlace",
                         help="InPlace: replace the existing objects (pg_restore --clean --if-exists); Redirected: "
                              "restore into another database, created when missing (default: InPlace)")
-    parser.add_argument("--jobs", type=_positive_int, default=2, help="parallel pg_restore jobs (default: 2)")
+    parser.add_argument("--jobs", type=positive_int, default=2, help="parallel pg_restore jobs (default: 2)")
     parser.add_argument("--endpoint", help="URL of an S3-compatible server")
     parser.add_argument("--region", help="the bucket's region, which presigned URLs are signed for (default: the "
                                          "bucket's own, as S3 reports it)")
     parser.add_argument("--force-path-style", action="store_true", help="path-style bucket addressing")
     parser.add_argument("--yes", action="store_true", help="do not ask before an InPlace restore")
     parser.set_defaults(handler=run)
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
-    return value
 
 
 def run(args: argparse.Namespace) -> int:

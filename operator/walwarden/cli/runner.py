@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from types import FrameType
 from typing import TYPE_CHECKING, Any, NoReturn
 
+from walwarden.cli.arguments import positive_int
 from walwarden.runner.contract import (
     DEFAULT_GO_TIMEOUT_SECONDS,
     DEFAULT_PARALLEL_JOBS,
@@ -69,16 +70,6 @@ def _emp(text: str) -> tuple[str, str]:
     return name, variable
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
-    return value
-
-
 def add_runner_parser(subparsers: Any) -> argparse.ArgumentParser:  # argparse's _SubParsersAction is private
     """Add `runner` and its subcommands to the `walwarden` command's subparsers. Every flag names
     its `dest`, so the attributes read below stay put whatever the contract calls the flag."""
@@ -108,7 +99,7 @@ def add_runner_parser(subparsers: Any) -> argparse.ArgumentParser:  # argparse's
     backup.add_argument(Flag.BACKUP_NAME, dest="backup_name", default="",
                         help="name of the BackupRequest (manifest only)")
     backup.add_argument(Flag.BACKUP_UID, dest="backup_uid", default="", help="uid of the BackupRequest (manifest only)")
-    backup.add_argument(Flag.EXPECTED_BYTES, dest="expected_bytes", type=_positive_int, metavar="N",
+    backup.add_argument(Flag.EXPECTED_BYTES, dest="expected_bytes", type=positive_int, metavar="N",
                         help="expected dump size in bytes, to choose the part size (default: pg_database_size)")
 
     summaries = {
@@ -123,19 +114,19 @@ def add_runner_parser(subparsers: Any) -> argparse.ArgumentParser:  # argparse's
         command.add_argument(Flag.URL_ENV, dest="url_env", required=True, metavar="VAR",
                              help="environment variable holding the presigned GET URL of the artifact")
         command.add_argument(Flag.SHA256, dest="sha256", required=True, help="the artifact's sha256 from its manifest")
-        command.add_argument(Flag.SIZE, dest="size", required=True, type=_positive_int, help="its size in bytes")
+        command.add_argument(Flag.SIZE, dest="size", required=True, type=positive_int, help="its size in bytes")
         if name == Command.RESTORE:
             command.add_argument(Flag.DATABASE, dest="database", required=True, help="the database to restore into")
             command.add_argument(Flag.CLEAN, dest="clean", action="store_true",
                                  help="InPlace: drop the existing objects first (--clean --if-exists)")
-            command.add_argument(Flag.JOBS, dest="jobs", type=_positive_int, default=DEFAULT_PARALLEL_JOBS,
+            command.add_argument(Flag.JOBS, dest="jobs", type=positive_int, default=DEFAULT_PARALLEL_JOBS,
                                  help=f"parallel pg_restore jobs (default {DEFAULT_PARALLEL_JOBS})")
             command.add_argument(Flag.GO_URL_ENV, dest="go_url_env", metavar="VAR",
                                  help="environment variable holding a presigned GET URL of the go object: when "
                                       "given, pg_restore waits, after the artifact was verified, until that "
                                       f"object exists and its sha256 is {Flag.GO_SHA256}")
             command.add_argument(Flag.GO_SHA256, dest="go_sha256", help="sha256 of the go object's content")
-            command.add_argument(Flag.GO_TIMEOUT, dest="go_timeout", type=_positive_int,
+            command.add_argument(Flag.GO_TIMEOUT, dest="go_timeout", type=positive_int,
                                  default=DEFAULT_GO_TIMEOUT_SECONDS, metavar="SECONDS",
                                  help=f"how long to wait for the go object (default {DEFAULT_GO_TIMEOUT_SECONDS})")
     return runner
