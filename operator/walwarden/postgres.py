@@ -30,13 +30,12 @@ class ConnectionFailure(StrEnum):
 
     AUTHENTICATION_FAILED = "AuthenticationFailed"  # the server refused this login: user, password, pg_hba.conf
     DATABASE_NOT_FOUND = "DatabaseNotFound"
-    DATABASE_UNREACHABLE = "DatabaseUnreachable"    # anything else: host, port, network, TLS, a starting server
+    DATABASE_UNREACHABLE = "DatabaseUnreachable"  # anything else: host, port, network, TLS, a starting server
 
 
 # libpq reports no SQLSTATE for a failed connection, only its (English) message: these are what
 # libpq and the server say when they refuse a login, rather than cannot be reached.
-_LOGIN_REFUSED = ("authentication failed", "password", 'role "', "no pg_hba.conf entry", "permission denied",
-                  "scram")
+_LOGIN_REFUSED = ("authentication failed", "password", 'role "', "no pg_hba.conf entry", "permission denied", "scram")
 # `[^"]*`, not `.*`: a message naming a database in one place and a missing role in another
 # ('... database "vault" ... role "ghost" does not exist') is a refused login.
 _DATABASE_MISSING = re.compile(r'database "[^"]*" does not exist')
@@ -87,9 +86,16 @@ class Session:
 
 
 def _conninfo(secret: dict[str, str], dbname: str) -> dict[str, str]:
-    return {"host": secret["host"], "port": secret.get("port", "5432"), "user": secret["user"],
-            "password": secret["password"], "dbname": dbname, "sslmode": secret.get("sslmode") or "prefer",
-            "connect_timeout": str(CONNECT_TIMEOUT), "application_name": APPLICATION_NAME}
+    return {
+        "host": secret["host"],
+        "port": secret.get("port", "5432"),
+        "user": secret["user"],
+        "password": secret["password"],
+        "dbname": dbname,
+        "sslmode": secret.get("sslmode") or "prefer",
+        "connect_timeout": str(CONNECT_TIMEOUT),
+        "application_name": APPLICATION_NAME,
+    }
 
 
 @contextmanager
@@ -113,8 +119,10 @@ def _connection_error(error: psycopg.OperationalError, secret: dict[str, str], d
         # libpq's words tell a wrong password from a pg_hba.conf rule or a missing role; they
         # name the user and host, never the password.
         said = " ".join(str(error).split()).rpartition("failed: ")[2] or "login refused"
-        message = (f"{said} (user {secret.get('user')!r}, database {dbname!r} on {where}); check the admin Secret "
-                   "and the server's pg_hba.conf")
+        message = (
+            f"{said} (user {secret.get('user')!r}, database {dbname!r} on {where}); check the admin Secret "
+            "and the server's pg_hba.conf"
+        )
     elif failure is ConnectionFailure.DATABASE_NOT_FOUND:
         message = f"database {dbname!r} does not exist on {secret.get('host')}"
     else:
@@ -147,7 +155,8 @@ def application_sessions(secret: dict[str, str], dbname: str) -> list[Session]:
         rows = connection.execute(
             "SELECT pid, usename, application_name, coalesce(host(client_addr), '') FROM pg_stat_activity "
             "WHERE datname = %s AND pid <> pg_backend_pid() AND backend_type = 'client backend' "
-            "AND application_name NOT IN (%s, %s) ORDER BY pid", (dbname, APPLICATION_NAME, RUNNER_APPLICATION_NAME)
+            "AND application_name NOT IN (%s, %s) ORDER BY pid",
+            (dbname, APPLICATION_NAME, RUNNER_APPLICATION_NAME),
         ).fetchall()
     return [Session(*row) for row in rows]
 

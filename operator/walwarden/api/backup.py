@@ -56,9 +56,7 @@ class BackupRequestSpec(SpecModel):
 
     model_config = ConfigDict(json_schema_extra=cel_validations(IMMUTABLE_SPEC))
 
-    database: DatabaseConnection = Field(
-        description="The database server to dump and the databases to dump from it."
-    )
+    database: DatabaseConnection = Field(description="The database server to dump and the databases to dump from it.")
     storage: Storage = Field(description="Where the artifact and its manifest are written.")
     encryptor_secrets: list[EncryptorSecretRef] = Field(
         default=[],
@@ -103,12 +101,8 @@ class BackupArtifact(StatusModel):
     uri: str = Field(description="s3:// URI of the artifact (a pg_dump custom-format archive).")
     manifest_uri: str = Field(description="s3:// URI of the manifest written beside the artifact.")
     sha256: str = Field(pattern=r"^[a-f0-9]{64}$", description="SHA-256 of the artifact's bytes, hex.")
-    size_bytes: int = Field(
-        ge=0, json_schema_extra={"format": "int64"}, description="Size of the artifact in bytes."
-    )
-    pg_server_version: str | None = Field(
-        None, description="Version of the PostgreSQL server that was dumped."
-    )
+    size_bytes: int = Field(ge=0, json_schema_extra={"format": "int64"}, description="Size of the artifact in bytes.")
+    pg_server_version: str | None = Field(None, description="Version of the PostgreSQL server that was dumped.")
     pg_dump_version: str | None = Field(None, description="Version of pg_dump that wrote the artifact.")
     databases: list[PgIdentifier] = Field(default_factory=list, description="Databases in the artifact.")
     files: list[BackupFile] = Field(default_factory=list, description="Every database's dump.")
@@ -155,9 +149,7 @@ class BackupRequest(ResourceModel):
             PrinterColumn("Phase", ".status.phase", description="Pending, Running, Succeeded or Failed."),
             PrinterColumn("Quiesce", ".spec.quiesce", "boolean", "Services stopped during the dump."),
             PrinterColumn("Step", ".status.currentStep", description="The step running now."),
-            PrinterColumn(
-                "Size", ".status.artifact.sizeBytes", "integer", "Artifact size in bytes.", format="int64"
-            ),
+            PrinterColumn("Size", ".status.artifact.sizeBytes", "integer", "Artifact size in bytes.", format="int64"),
             PrinterColumn("Duration", ".status.durationSeconds", "number", "Seconds from start to finish."),
             PrinterColumn("Message", ".status.message", description="Current state.", priority=1),
             AGE_COLUMN,
@@ -166,6 +158,4 @@ class BackupRequest(ResourceModel):
 
     kind: Literal["BackupRequest"] = Field("BackupRequest", description="BackupRequest.")
     spec: BackupRequestSpec = Field(description="What to back up and where to.")
-    status: BackupRequestStatus | None = Field(
-        None, description="Progress and result, written by the operator."
-    )
+    status: BackupRequestStatus | None = Field(None, description="Progress and result, written by the operator.")

@@ -137,9 +137,7 @@ def cel_validations(*rules: CelRule) -> dict[str, Any]:
 
 # Both kinds are one-shot (DESIGN §2). A transition rule: the API server checks it on updates
 # only, so there is nothing for pydantic to check on a single object.
-IMMUTABLE_SPEC = CelRule(
-    "self == oldSelf", "spec is immutable: a request is one-shot; create a new request instead"
-)
+IMMUTABLE_SPEC = CelRule("self == oldSelf", "spec is immutable: a request is one-shot; create a new request instead")
 
 
 @dataclass(frozen=True)
@@ -271,9 +269,7 @@ class S3Storage(SpecModel):
     )
     force_path_style: bool = Field(
         False,
-        description=(
-            "Address the bucket in the path (endpoint/bucket/key), as most S3-compatible servers need."
-        ),
+        description=("Address the bucket in the path (endpoint/bucket/key), as most S3-compatible servers need."),
     )
 
 
@@ -293,9 +289,7 @@ DEFAULT_SECRET_NAME_TEMPLATE = "{environment}.{namespace}.{service}.db-info"
 # Only the three known placeholders, and {service} at least once (else every service would
 # share one secret name). A regex, so the API server and pydantic enforce the same thing.
 _PLACEHOLDER = r"\{(environment|namespace|service)\}"
-SECRET_NAME_TEMPLATE_PATTERN = (
-    rf"^[^{{}}]*({_PLACEHOLDER}[^{{}}]*)*\{{service\}}[^{{}}]*({_PLACEHOLDER}[^{{}}]*)*$"
-)
+SECRET_NAME_TEMPLATE_PATTERN = rf"^[^{{}}]*({_PLACEHOLDER}[^{{}}]*)*\{{service\}}[^{{}}]*({_PLACEHOLDER}[^{{}}]*)*$"
 
 ServiceTier = Annotated[list[ServiceName], Field(min_length=1, max_length=16)]
 
@@ -331,8 +325,7 @@ class Topology(SpecModel):
         default=["orchestrator"],
         max_length=64,
         description=(
-            "Services that keep running during a restore and are restarted after their db-info "
-            "secret changed."
+            "Services that keep running during a restore and are restarted after their db-info secret changed."
         ),
     )
 
@@ -445,8 +438,10 @@ class AuditAnchor(StatusModel):
     """Where this request's transitions were logged, and the log's last line after them."""
 
     log: str = Field(description="s3:// URI of the hash-chained audit.log beside the artifact.")
-    chain_head: str = Field(description="sha256 of the log's last line after this request's last append; "
-                            "`walwarden audit verify --expect-head` checks the log still holds it.")
+    chain_head: str = Field(
+        description="sha256 of the log's last line after this request's last append; "
+        "`walwarden audit verify --expect-head` checks the log still holds it."
+    )
 
 
 class Result(StrEnum):
@@ -477,12 +472,8 @@ class RequestStatus(StatusModel):
         json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]},
         description="Standard conditions: Ready, Failed, Progressing, Waiting.",
     )
-    message: str | None = Field(
-        None, description="Human-readable summary of the current state and what to do next."
-    )
-    observed_generation: int | None = Field(
-        None, description="metadata.generation the status was written for."
-    )
+    message: str | None = Field(None, description="Human-readable summary of the current state and what to do next.")
+    observed_generation: int | None = Field(None, description="metadata.generation the status was written for.")
     started_at: Timestamp | None = Field(None, description="When the request started running (RFC 3339).")
     completed_at: Timestamp | None = Field(
         None, description="When the request finished, whatever the outcome (RFC 3339)."
@@ -528,16 +519,17 @@ class RequestStatus(StatusModel):
         self.set_condition(ConditionType.FAILED, True, reason, message, generation, now)
         self._close(Result.FAILED, message, generation, now, reason=reason)
 
-    def mark_finished(self, result: Result, message: str, generation: int | None,
-                      now: datetime | None = None) -> None:
+    def mark_finished(self, result: Result, message: str, generation: int | None, now: datetime | None = None) -> None:
         """The workflow is over: phase, Ready, Progressing, completion time and duration."""
         self._close(result, message, generation, now)
         if self.started_at:
             self.duration_seconds = round(
-                (parse_timestamp(self.completed_at or "") - parse_timestamp(self.started_at)).total_seconds(), 1)
+                (parse_timestamp(self.completed_at or "") - parse_timestamp(self.started_at)).total_seconds(), 1
+            )
 
-    def _close(self, result: Result, message: str, generation: int | None, now: datetime | None,
-               reason: str | None = None) -> None:
+    def _close(
+        self, result: Result, message: str, generation: int | None, now: datetime | None, reason: str | None = None
+    ) -> None:
         moment = now or utcnow()
         self._set_phase(result.value)
         self.message, self.observed_generation = message, generation
@@ -555,8 +547,15 @@ class RequestStatus(StatusModel):
         condition = self.condition(type)
         return condition is not None and condition.status == ConditionStatus.TRUE
 
-    def set_condition(self, type: str, status: bool, reason: str, message: str = "",
-                      generation: int | None = None, now: datetime | None = None) -> None:
+    def set_condition(
+        self,
+        type: str,
+        status: bool,
+        reason: str,
+        message: str = "",
+        generation: int | None = None,
+        now: datetime | None = None,
+    ) -> None:
         self.conditions = set_condition(self.conditions, type, status, reason, message, generation, now)
 
     @property

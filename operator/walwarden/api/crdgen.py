@@ -187,9 +187,7 @@ class _Dumper(yaml.SafeDumper):
 
 
 def to_yaml(document: dict[str, Any]) -> str:
-    return yaml.dump(
-        document, Dumper=_Dumper, sort_keys=True, default_flow_style=False, width=100, allow_unicode=True
-    )
+    return yaml.dump(document, Dumper=_Dumper, sort_keys=True, default_flow_style=False, width=100, allow_unicode=True)
 
 
 def _chart_template(crd: dict[str, Any]) -> str:
@@ -230,15 +228,9 @@ def default_root() -> Path:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m walwarden.api.crdgen", description=__doc__.splitlines()[0]
-    )
-    parser.add_argument(
-        "--check", action="store_true", help="write nothing; exit 1 if a generated file drifted"
-    )
-    parser.add_argument(
-        "--root", type=Path, default=None, help="repository root (default: %(default)s = auto)"
-    )
+    parser = argparse.ArgumentParser(prog="python -m walwarden.api.crdgen", description=__doc__.splitlines()[0])
+    parser.add_argument("--check", action="store_true", help="write nothing; exit 1 if a generated file drifted")
+    parser.add_argument("--root", type=Path, default=None, help="repository root (default: %(default)s = auto)")
     args = parser.parse_args(argv)
     root = args.root or default_root()
 

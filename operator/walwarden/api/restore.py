@@ -78,7 +78,7 @@ class SecretBackend(StrEnum):
 
 class RollbackPolicy(StrEnum):
     AUTOMATIC = "Automatic"  # restore the safety backup when a failed restore modified the database
-    MANUAL = "Manual"        # leave the database as it is; the message says how to restore it
+    MANUAL = "Manual"  # leave the database as it is; the message says how to restore it
 
 
 class RemainingSessionsAction(StrEnum):
@@ -95,8 +95,7 @@ EXACTLY_ONE_SOURCE = CelRule(
 )
 ARTIFACT_NEEDS_STORAGE = CelRule(
     "!has(self.source.artifact) || has(self.storage)",
-    "spec.source.artifact needs spec.storage.s3: the bucket, region and credentials to read the "
-    "artifact with",
+    "spec.source.artifact needs spec.storage.s3: the bucket, region and credentials to read the artifact with",
     field_path=".storage",
     reason="FieldValueRequired",
 )
@@ -108,15 +107,13 @@ REDIRECTED_NEEDS_REDIRECT = CelRule(
 )
 REDIRECTED_NEEDS_TARGET = CelRule(
     "self.mode != 'Redirected' || has(self.target)",
-    "Redirected restores need spec.target: the Secret with the admin connection of the database to "
-    "restore into",
+    "Redirected restores need spec.target: the Secret with the admin connection of the database to restore into",
     field_path=".target",
     reason="FieldValueRequired",
 )
 IN_PLACE_FORBIDS_REDIRECT = CelRule(
     "self.mode != 'InPlace' || !has(self.redirect)",
-    "InPlace restores must not set spec.redirect: remove it, or use mode: Redirected to restore into "
-    "another database",
+    "InPlace restores must not set spec.redirect: remove it, or use mode: Redirected to restore into another database",
     field_path=".redirect",
     reason="FieldValueForbidden",
 )
@@ -159,9 +156,7 @@ class RestoreTarget(SpecModel):
             "Its values are never logged nor copied into status, events or Job arguments."
         )
     )
-    database: PgIdentifier | None = Field(
-        None, description="Database to restore into. Unset: the backup's database."
-    )
+    database: PgIdentifier | None = Field(None, description="Database to restore into. Unset: the backup's database.")
 
 
 class AwsSecretsManager(SpecModel):
@@ -173,9 +168,7 @@ class AwsSecretsManager(SpecModel):
         pattern=r"^[a-z0-9-]+$",
         description="Region. Unset: the operator's ambient region.",
     )
-    endpoint: HttpUrlStr | None = Field(
-        None, description="Endpoint URL, for VPC endpoints or local test servers."
-    )
+    endpoint: HttpUrlStr | None = Field(None, description="Endpoint URL, for VPC endpoints or local test servers.")
 
 
 class Redirect(SpecModel):
@@ -185,13 +178,9 @@ class Redirect(SpecModel):
         min_length=1,
         max_length=253,
         pattern=r"^[A-Za-z0-9.:-]+$",
-        description=(
-            "The new DB_HOST written into every db-info secret: host name or IP address of the new database."
-        ),
+        description=("The new DB_HOST written into every db-info secret: host name or IP address of the new database."),
     )
-    db_port: int | None = Field(
-        None, ge=1, le=65535, description="New database port. Unset: keep the current one."
-    )
+    db_port: int | None = Field(None, ge=1, le=65535, description="New database port. Unset: keep the current one.")
     db_name: PgIdentifier | None = Field(None, description="New database name. Unset: keep the current one.")
     environment: str = Field(
         min_length=1,
@@ -220,8 +209,9 @@ class Verify(SpecModel):
         None, description="Wallet health URL (must answer 200). Unset: not checked, and Verify says so in its message."
     )
     accounts_url: HttpUrlStr | None = Field(
-        None, description="URL that must answer 200 with accounts, e.g. the wallet's /api/v2/accounts. Unset: not "
-        "checked, and Verify says so in its message."
+        None,
+        description="URL that must answer 200 with accounts, e.g. the wallet's /api/v2/accounts. Unset: not "
+        "checked, and Verify says so in its message.",
     )
     auth_header_secret_ref: SecretKeyRef | None = Field(
         None, description="Secret key whose value is sent as the Authorization header to the accounts URL."
@@ -232,9 +222,7 @@ class Verify(SpecModel):
         le=3600,
         description="How long pods and endpoints may take to become healthy after scale-up.",
     )
-    compare_row_counts: bool = Field(
-        True, description="Compare table row counts with the manifest, when it has them."
-    )
+    compare_row_counts: bool = Field(True, description="Compare table row counts with the manifest, when it has them.")
 
 
 class SessionPolicy(SpecModel):
@@ -277,12 +265,8 @@ class RestoreRequestSpec(SpecModel):
         None,
         description="Database to restore into. Required for Redirected; InPlace defaults to the backup's.",
     )
-    storage: Storage | None = Field(
-        None, description="Where the artifact lives; required with source.artifact."
-    )
-    redirect: Redirect | None = Field(
-        None, description="Where to repoint the services; required for Redirected only."
-    )
+    storage: Storage | None = Field(None, description="Where the artifact lives; required with source.artifact.")
+    redirect: Redirect | None = Field(None, description="Where to repoint the services; required for Redirected only.")
     verify: Verify = Field(Verify(), description="How the restored vault is checked.")
     safety_backup: bool | None = Field(
         None,
@@ -295,8 +279,7 @@ class RestoreRequestSpec(SpecModel):
         None,
         max_length=4096,
         description=(
-            "Single-use token from `walwarden token issue`; required when the operator runs with "
-            "approvals on."
+            "Single-use token from `walwarden token issue`; required when the operator runs with approvals on."
         ),
     )
     dry_run: bool = Field(False, description="Compute and publish the plan in status.plan, change nothing.")
@@ -346,9 +329,7 @@ class DataLossWindow(StatusModel):
 
     backup_time: Timestamp | None = Field(None, description="When the restored backup was taken (RFC 3339).")
     restore_time: Timestamp | None = Field(None, description="When the restore ran or is planned (RFC 3339).")
-    seconds: float | None = Field(
-        None, description="Seconds of history lost, from backupTime to restoreTime."
-    )
+    seconds: float | None = Field(None, description="Seconds of history lost, from backupTime to restoreTime.")
 
 
 class PlannedService(StatusModel):
@@ -363,9 +344,7 @@ class RestorePlan(StatusModel):
     """What the restore would do (dry run) or is doing."""
 
     steps: list[str] = Field(default_factory=list, description="Steps in order.")
-    services: list[PlannedService] = Field(
-        default_factory=list, description="Services stopped and started again."
-    )
+    services: list[PlannedService] = Field(default_factory=list, description="Services stopped and started again.")
     secrets: list[str] = Field(default_factory=list, description="db-info secrets that would be repointed.")
     data_loss_window: DataLossWindow | None = Field(None, description="History that would be lost.")
 
@@ -400,9 +379,7 @@ class RestoreRequestStatus(RequestStatus):
     data_loss_window: DataLossWindow | None = Field(
         None, description="History lost: from the backup's time to the restore."
     )
-    plan: RestorePlan | None = Field(
-        None, description="What the restore does; the whole result of a dry run."
-    )
+    plan: RestorePlan | None = Field(None, description="What the restore does; the whole result of a dry run.")
 
     def _set_phase(self, phase: str) -> None:
         self.phase = RestorePhase(phase)
@@ -428,18 +405,12 @@ class RestoreRequest(ResourceModel):
             "is immutable and a finished request never runs again."
         ),
         printer_columns=(
-            PrinterColumn(
-                "Phase", ".status.phase", description="Pending, Running, Succeeded, Failed or RolledBack."
-            ),
+            PrinterColumn("Phase", ".status.phase", description="Pending, Running, Succeeded, Failed or RolledBack."),
             PrinterColumn("Mode", ".spec.mode", description="InPlace or Redirected."),
             PrinterColumn("Source", ".spec.source.backupRef.name", description="BackupRequest restored."),
             PrinterColumn("Artifact", ".spec.source.artifact", description="Artifact restored.", priority=1),
-            PrinterColumn(
-                "Step", ".status.currentStep", description="Step running now, or the last one run."
-            ),
-            PrinterColumn(
-                "Downtime", ".status.downtimeSeconds", "number", "Seconds the services were stopped."
-            ),
+            PrinterColumn("Step", ".status.currentStep", description="Step running now, or the last one run."),
+            PrinterColumn("Downtime", ".status.downtimeSeconds", "number", "Seconds the services were stopped."),
             PrinterColumn("Message", ".status.message", description="Current state.", priority=1),
             AGE_COLUMN,
         ),
@@ -447,6 +418,4 @@ class RestoreRequest(ResourceModel):
 
     kind: Literal["RestoreRequest"] = Field("RestoreRequest", description="RestoreRequest.")
     spec: RestoreRequestSpec = Field(description="What to restore, where to, and how.")
-    status: RestoreRequestStatus | None = Field(
-        None, description="Progress and result, written by the operator."
-    )
+    status: RestoreRequestStatus | None = Field(None, description="Progress and result, written by the operator.")

@@ -35,23 +35,47 @@ def artifact_prefix(spec: BackupRequestSpec, namespace: str, name: str, uid: str
     return backup_api.artifact_prefix(spec.storage.s3.prefix, namespace, name, uid)
 
 
-def backup_job(*, spec: BackupRequestSpec, namespace: str, name: str, uid: str, owner: dict,
-               config: OperatorConfig) -> dict[str, Any]:
+def backup_job(
+    *, spec: BackupRequestSpec, namespace: str, name: str, uid: str, owner: dict, config: OperatorConfig
+) -> dict[str, Any]:
     s3 = spec.storage.s3
-    args = [Command.BACKUP, Flag.BUCKET, s3.bucket, Flag.PREFIX, artifact_prefix(spec, namespace, name, uid),
-            Flag.REGION, s3.region, Flag.BACKUP_NAMESPACE, namespace, Flag.BACKUP_NAME, name, Flag.BACKUP_UID, uid]
+    args = [
+        Command.BACKUP,
+        Flag.BUCKET,
+        s3.bucket,
+        Flag.PREFIX,
+        artifact_prefix(spec, namespace, name, uid),
+        Flag.REGION,
+        s3.region,
+        Flag.BACKUP_NAMESPACE,
+        namespace,
+        Flag.BACKUP_NAME,
+        name,
+        Flag.BACKUP_UID,
+        uid,
+    ]
     if s3.endpoint:
         args += [Flag.ENDPOINT, s3.endpoint]
     if s3.force_path_style:
         args.append(Flag.FORCE_PATH_STYLE)
     for database in spec.database.databases:
         args += [Flag.DATABASE, database]
-    env = [*database_env(spec.database.secret_ref.name),
-           *storage_env(s3.credentials_secret_ref.name if s3.credentials_secret_ref else None),
-           secret_env(Env.RESULT_KEY, result_key_secret_name(name, uid), RESULT_KEY_SECRET_KEY)]
+    env = [
+        *database_env(spec.database.secret_ref.name),
+        *storage_env(s3.credentials_secret_ref.name if s3.credentials_secret_ref else None),
+        secret_env(Env.RESULT_KEY, result_key_secret_name(name, uid), RESULT_KEY_SECRET_KEY),
+    ]
     for index, emp in enumerate(spec.encryptor_secrets):
         variable = emp_env(index)
         env.append(secret_env(variable, emp.name, emp.key))
         args += [Flag.EMP, emp_argument(f"{emp.name}/{emp.key}", variable)]
-    return runner_job(name=job_name(name, uid, ROLE), namespace=namespace, labels=runner_labels(name, ROLE),
-                      owner=owner, config=config, args=args, env=env, deadline_seconds=spec.active_deadline_seconds)
+    return runner_job(
+        name=job_name(name, uid, ROLE),
+        namespace=namespace,
+        labels=runner_labels(name, ROLE),
+        owner=owner,
+        config=config,
+        args=args,
+        env=env,
+        deadline_seconds=spec.active_deadline_seconds,
+    )

@@ -33,32 +33,41 @@ def validate(run: BackupRun) -> str:
     if spec.quiesce:
         missing = tiers.missing_services(run.kube, run.namespace, topology_of(run))
         if missing:
-            raise StepFailed("ServiceNotFound", f"quiesce needs the services {', '.join(missing)}, which this "
-                                                "namespace does not have; fix spec.topology or set quiesce: false")
+            raise StepFailed(
+                "ServiceNotFound",
+                f"quiesce needs the services {', '.join(missing)}, which this "
+                "namespace does not have; fix spec.topology or set quiesce: false",
+            )
     return "Secrets" + (" and services" if spec.quiesce else "") + " checked"
 
 
 def quiesce(run: BackupRun) -> str:
     if not run.spec.quiesce:
         raise Skip("spec.quiesce is false: services keep running during the dump")
-    return tiers.stop_in_order(run, run.kube, run.namespace, topology_of(run), run.poll_seconds,
-                               stuck_after=run.settings.stop_timeout_seconds)
+    return tiers.stop_in_order(
+        run, run.kube, run.namespace, topology_of(run), run.poll_seconds, stuck_after=run.settings.stop_timeout_seconds
+    )
 
 
 def dump(run: BackupRun) -> str:
     # A per-request HMAC key: the runner signs the manifest with it, VerifyArtifact checks it.
-    ensure_secret(run.kube, run.namespace, backup_job.result_key_secret_name(run.name, run.uid),
-                  {backup_job.RESULT_KEY_SECRET_KEY: secrets.token_hex(32)}, run.owner,
-                  labels={runner_job.REQUEST_LABEL: run.name})
-    manifest = backup_job.backup_job(spec=run.spec, namespace=run.namespace, name=run.name, uid=run.uid,
-                                     owner=run.owner, config=run.settings)
+    ensure_secret(
+        run.kube,
+        run.namespace,
+        backup_job.result_key_secret_name(run.name, run.uid),
+        {backup_job.RESULT_KEY_SECRET_KEY: secrets.token_hex(32)},
+        run.owner,
+        labels={runner_job.REQUEST_LABEL: run.name},
+    )
+    manifest = backup_job.backup_job(
+        spec=run.spec, namespace=run.namespace, name=run.name, uid=run.uid, owner=run.owner, config=run.settings
+    )
     job_name = manifest["metadata"]["name"]
     jobs.ensure_job(run.kube, run.namespace, manifest)
     run.status.job_name = job_name
     outcome = jobs.job_outcome(run.kube, run.namespace, job_name)
     if outcome is None or outcome.state == JobState.RUNNING:
-        raise Wait(f"Job {job_name} is dumping {', '.join(run.spec.database.databases)} to S3",
-                   delay=run.poll_seconds)
+        raise Wait(f"Job {job_name} is dumping {', '.join(run.spec.database.databases)} to S3", delay=run.poll_seconds)
     if outcome.state == JobState.FAILED:
         raise StepFailed(outcome.reason, f"the backup Job {job_name} failed: {outcome.message}")
     return f"Job {job_name} finished"
@@ -73,38 +82,52 @@ def verify_artifact(run: BackupRun) -> str:
     try:
         manifest = manifests.read_manifest(client, bucket, manifest_key)
     except Exception as error:  # absent or unreadable: either way the backup is not proven
-        raise StepFailed("ManifestMissing", f"the Job finished but {storage.s3_uri(bucket, manifest_key)} "
-                                            f"cannot be read ({type(error).__name__}); the backup is not usable") from None
+        raise StepFailed(
+            "ManifestMissing",
+            f"the Job finished but {storage.s3_uri(bucket, manifest_key)} "
+            f"cannot be read ({type(error).__name__}); the backup is not usable",
+        ) from None
     key_secret = read_secret(run.kube, run.namespace, backup_job.result_key_secret_name(run.name, run.uid)) or {}
     key = key_secret.get(backup_job.RESULT_KEY_SECRET_KEY)
     if not key or not manifests.signature_valid(manifest, key.encode()):
-        raise StepFailed("ManifestNotSigned", "the manifest in S3 is not the one this request's Job signed; "
-                                              "do not use this artifact")
+        raise StepFailed(
+            "ManifestNotSigned", "the manifest in S3 is not the one this request's Job signed; do not use this artifact"
+        )
     dumped = [entry.name for entry in manifest.databases]
     if sorted(dumped) != sorted(spec.database.databases):
-        raise StepFailed("ArtifactIncomplete", f"the manifest lists {dumped}, the request asked for "
-                                               f"{spec.database.databases}")
+        raise StepFailed(
+            "ArtifactIncomplete", f"the manifest lists {dumped}, the request asked for {spec.database.databases}"
+        )
     for entry in manifest.databases:
         size = storage.object_size(client, bucket, entry.key)
         if size != entry.size_bytes:
-            raise StepFailed("ArtifactSizeMismatch", f"{entry.uri} is {size} bytes in S3 but the manifest says "
-                                                     f"{entry.size_bytes}; the upload is incomplete")
+            raise StepFailed(
+                "ArtifactSizeMismatch",
+                f"{entry.uri} is {size} bytes in S3 but the manifest says {entry.size_bytes}; the upload is incomplete",
+            )
     first = manifest.databases[0]
     run.status.artifact = BackupArtifact(
-        uri=first.uri, manifest_uri=storage.s3_uri(bucket, manifest_key), sha256=first.sha256,
+        uri=first.uri,
+        manifest_uri=storage.s3_uri(bucket, manifest_key),
+        sha256=first.sha256,
         size_bytes=sum(entry.size_bytes for entry in manifest.databases),
-        pg_server_version=manifest.pg_server_version, pg_dump_version=manifest.pg_dump_version,
-        databases=dumped, completed_at=manifest.completed_at,
-        files=[BackupFile(database=e.name, uri=e.uri, sha256=e.sha256, size_bytes=e.size_bytes)
-               for e in manifest.databases])
+        pg_server_version=manifest.pg_server_version,
+        pg_dump_version=manifest.pg_dump_version,
+        databases=dumped,
+        completed_at=manifest.completed_at,
+        files=[
+            BackupFile(database=e.name, uri=e.uri, sha256=e.sha256, size_bytes=e.size_bytes) for e in manifest.databases
+        ],
+    )
     return f"{len(dumped)} dump(s) verified in S3 against the signed manifest (sha256 {first.sha256[:12]}…)"
 
 
 def resume(run: BackupRun) -> str:
     if not run.spec.quiesce:
         raise Skip("nothing was stopped")
-    return tiers.start_in_order(run, run.kube, run.namespace, topology_of(run), run.poll_seconds,
-                                loud_after=run.settings.stop_timeout_seconds)
+    return tiers.start_in_order(
+        run, run.kube, run.namespace, topology_of(run), run.poll_seconds, loud_after=run.settings.stop_timeout_seconds
+    )
 
 
 def start_quiesced_services(run: BackupRun, cause: UndoCause) -> str | None:

@@ -24,7 +24,9 @@ from walwarden.cli import audit, crds, operator, restore, runner, token
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="walwarden", description="Safe backup and restore of an Institutional Vault's PostgreSQL state.")
+    parser = argparse.ArgumentParser(
+        prog="walwarden", description="Safe backup and restore of an Institutional Vault's PostgreSQL state."
+    )
     parser.add_argument("--version", action="version", version=f"walwarden {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
     operator.register(commands)

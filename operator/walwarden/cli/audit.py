@@ -17,11 +17,20 @@ import sys
 def register(subparsers) -> None:
     parser = subparsers.add_parser("audit", help="check a hash-chained audit.log beside an artifact")
     verbs = parser.add_subparsers(dest="audit_command", required=True)
-    verify = verbs.add_parser("verify", help="check the chain and the heads requests recorded",
-                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    verify = verbs.add_parser(
+        "verify",
+        help="check the chain and the heads requests recorded",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     verify.add_argument("uri", help="s3://bucket/key of the audit.log (status.audit.log of a request)")
-    verify.add_argument("--expect-head", action="append", default=[], metavar="SHA256",
-                        help="a request's status.audit.chainHead that the log must still hold (repeatable)")
+    verify.add_argument(
+        "--expect-head",
+        action="append",
+        default=[],
+        metavar="SHA256",
+        help="a request's status.audit.chainHead that the log must still hold (repeatable)",
+    )
     verify.add_argument("--endpoint", help="URL of an S3-compatible server")
     verify.add_argument("--region", default="us-east-1")
     verify.add_argument("--force-path-style", action="store_true", help="path-style bucket addressing")
@@ -38,8 +47,7 @@ def verify_log(args: argparse.Namespace) -> int:
         print(f"walwarden audit: {error}", file=sys.stderr)
         return 2
     try:
-        client = storage.make_client(region=args.region, endpoint=args.endpoint,
-                                     force_path_style=args.force_path_style)
+        client = storage.make_client(region=args.region, endpoint=args.endpoint, force_path_style=args.force_path_style)
         text = client.get_object(Bucket=bucket, Key=key)["Body"].read().decode()
         head = audit.verify_chain(text, [h.strip().lower() for h in args.expect_head])
     except audit.AuditChainBroken as error:

@@ -15,8 +15,13 @@ if TYPE_CHECKING:
 def register(subparsers) -> None:
     parser = subparsers.add_parser("run", help="run the operator")
     parser.add_argument("--kubeconfig", help="kubeconfig to use (default: in-cluster, then $KUBECONFIG)")
-    parser.add_argument("--namespace", "-n", action="append", dest="namespaces",
-                        help="watch only this namespace (repeatable; default: cluster-wide)")
+    parser.add_argument(
+        "--namespace",
+        "-n",
+        action="append",
+        dest="namespaces",
+        help="watch only this namespace (repeatable; default: cluster-wide)",
+    )
     parser.add_argument("--verbose", "-v", action="store_true")
     parser.set_defaults(handler=run)
 
@@ -55,10 +60,12 @@ def run_operator(config: Settings, kubeconfig: str | None = None, verbose: bool 
 
     memo = kopf.Memo(config=config, kubeconfig=kubeconfig)  # read by the login handler
     liveness = f"http://{config.listen_address}:{config.health_port}/healthz" if config.health_port else None
-    asyncio.run(kopf.operator(
-        clusterwide=not config.namespaces,
-        namespaces=list(config.namespaces),
-        memo=memo,
-        standalone=True,  # one replica; no kopf peering objects to install
-        liveness_endpoint=liveness,
-    ))
+    asyncio.run(
+        kopf.operator(
+            clusterwide=not config.namespaces,
+            namespaces=list(config.namespaces),
+            memo=memo,
+            standalone=True,  # one replica; no kopf peering objects to install
+            liveness_endpoint=liveness,
+        )
+    )

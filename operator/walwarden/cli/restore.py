@@ -55,15 +55,35 @@ DEFAULT_REGION = "us-east-1"
 # libpq connection parameters and the environment variables libpq reads them from
 # (https://www.postgresql.org/docs/current/libpq-envars.html).
 LIBPQ_ENVIRONMENT = {
-    "host": "PGHOST", "hostaddr": "PGHOSTADDR", "port": "PGPORT", "dbname": "PGDATABASE", "user": "PGUSER",
-    "password": "PGPASSWORD", "passfile": "PGPASSFILE", "service": "PGSERVICE", "options": "PGOPTIONS",
-    "application_name": "PGAPPNAME", "connect_timeout": "PGCONNECT_TIMEOUT", "sslmode": "PGSSLMODE",
-    "sslrootcert": "PGSSLROOTCERT", "sslcert": "PGSSLCERT", "sslkey": "PGSSLKEY", "sslcrl": "PGSSLCRL",
-    "sslcrldir": "PGSSLCRLDIR", "sslsni": "PGSSLSNI", "sslcompression": "PGSSLCOMPRESSION",
-    "ssl_min_protocol_version": "PGSSLMINPROTOCOLVERSION", "ssl_max_protocol_version": "PGSSLMAXPROTOCOLVERSION",
-    "channel_binding": "PGCHANNELBINDING", "gssencmode": "PGGSSENCMODE", "krbsrvname": "PGKRBSRVNAME",
-    "gsslib": "PGGSSLIB", "requirepeer": "PGREQUIREPEER", "require_auth": "PGREQUIREAUTH",
-    "target_session_attrs": "PGTARGETSESSIONATTRS", "load_balance_hosts": "PGLOADBALANCEHOSTS",
+    "host": "PGHOST",
+    "hostaddr": "PGHOSTADDR",
+    "port": "PGPORT",
+    "dbname": "PGDATABASE",
+    "user": "PGUSER",
+    "password": "PGPASSWORD",
+    "passfile": "PGPASSFILE",
+    "service": "PGSERVICE",
+    "options": "PGOPTIONS",
+    "application_name": "PGAPPNAME",
+    "connect_timeout": "PGCONNECT_TIMEOUT",
+    "sslmode": "PGSSLMODE",
+    "sslrootcert": "PGSSLROOTCERT",
+    "sslcert": "PGSSLCERT",
+    "sslkey": "PGSSLKEY",
+    "sslcrl": "PGSSLCRL",
+    "sslcrldir": "PGSSLCRLDIR",
+    "sslsni": "PGSSLSNI",
+    "sslcompression": "PGSSLCOMPRESSION",
+    "ssl_min_protocol_version": "PGSSLMINPROTOCOLVERSION",
+    "ssl_max_protocol_version": "PGSSLMAXPROTOCOLVERSION",
+    "channel_binding": "PGCHANNELBINDING",
+    "gssencmode": "PGGSSENCMODE",
+    "krbsrvname": "PGKRBSRVNAME",
+    "gsslib": "PGGSSLIB",
+    "requirepeer": "PGREQUIREPEER",
+    "require_auth": "PGREQUIREAUTH",
+    "target_session_attrs": "PGTARGETSESSIONATTRS",
+    "load_balance_hosts": "PGLOADBALANCEHOSTS",
 }
 
 
@@ -101,25 +121,40 @@ class UnexpectedError(errors.RunnerError):
 def register(subparsers) -> None:
     """Add `restore` to the `walwarden` command's subparsers."""
     parser = subparsers.add_parser(
-        "restore", help="restore a backup from S3 into a database, from this machine",
+        "restore",
+        help="restore a backup from S3 into a database, from this machine",
         description="Download a backup artifact through a short-lived presigned URL (signed with your own AWS "
-                    "credentials), check its size and sha256 against the manifest beside it, then pg_restore it "
-                    "into the target database. The DSN stays on this machine: it is handed to pg_restore through "
-                    "libpq's PG* environment variables, never printed nor put on a command line. Tip: leave the "
-                    "password out of --target-dsn and set PGPASSWORD or use ~/.pgpass, since other users of "
-                    "this machine can read a process's command line.")
-    parser.add_argument("--artifact", required=True, metavar="s3://BUCKET/KEY",
-                        help="the dump to restore; its manifest.json sits in the same folder")
-    parser.add_argument("--target-dsn", required=True, metavar="DSN",
-                        help="libpq connection string or postgresql:// URI of the database to restore into "
-                             "(it must name the database)")
-    parser.add_argument("--mode", choices=("InPlace", "Redirected"), default="InPlace",
-                        help="InPlace: replace the existing objects (pg_restore --clean --if-exists); Redirected: "
-                             "restore into another database, created when missing (default: InPlace)")
+        "credentials), check its size and sha256 against the manifest beside it, then pg_restore it "
+        "into the target database. The DSN stays on this machine: it is handed to pg_restore through "
+        "libpq's PG* environment variables, never printed nor put on a command line. Tip: leave the "
+        "password out of --target-dsn and set PGPASSWORD or use ~/.pgpass, since other users of "
+        "this machine can read a process's command line.",
+    )
+    parser.add_argument(
+        "--artifact",
+        required=True,
+        metavar="s3://BUCKET/KEY",
+        help="the dump to restore; its manifest.json sits in the same folder",
+    )
+    parser.add_argument(
+        "--target-dsn",
+        required=True,
+        metavar="DSN",
+        help="libpq connection string or postgresql:// URI of the database to restore into (it must name the database)",
+    )
+    parser.add_argument(
+        "--mode",
+        choices=("InPlace", "Redirected"),
+        default="InPlace",
+        help="InPlace: replace the existing objects (pg_restore --clean --if-exists); Redirected: "
+        "restore into another database, created when missing (default: InPlace)",
+    )
     parser.add_argument("--jobs", type=positive_int, default=2, help="parallel pg_restore jobs (default: 2)")
     parser.add_argument("--endpoint", help="URL of an S3-compatible server")
-    parser.add_argument("--region", help="the bucket's region, which presigned URLs are signed for (default: the "
-                                         "bucket's own, as S3 reports it)")
+    parser.add_argument(
+        "--region",
+        help="the bucket's region, which presigned URLs are signed for (default: the bucket's own, as S3 reports it)",
+    )
     parser.add_argument("--force-path-style", action="store_true", help="path-style bucket addressing")
     parser.add_argument("--yes", action="store_true", help="do not ask before an InPlace restore")
     parser.set_defaults(handler=run)
@@ -134,8 +169,10 @@ def run(args: argparse.Namespace) -> int:
     except errors.RunnerError as error:
         failure = error
     except KeyboardInterrupt:
-        failure = Interrupted("interrupted before the restore finished; if pg_restore had started, the target "
-                              "database is partly restored: run the restore again")
+        failure = Interrupted(
+            "interrupted before the restore finished; if pg_restore had started, the target "
+            "database is partly restored: run the restore again"
+        )
     except Exception as error:  # a bug, or a failure nobody named yet: the traceback, then the line
         traceback.print_exc()
         failure = UnexpectedError(f"{type(error).__name__}: {error} (see the traceback above)")
@@ -162,41 +199,54 @@ class Target:
 
     def describe(self) -> str:
         """For the confirmation prompt: where, never the password."""
+
         def setting(variable: str, default: str = "") -> str:  # as libpq sees it: the DSN, else the environment
             return self.environment.get(variable) or os.environ.get(variable) or default
 
         user = setting("PGUSER")
-        return (f"database {self.database!r} on {setting('PGHOST', 'localhost')}:{setting('PGPORT', '5432')}"
-                + (f" as {user}" if user else ""))
+        return f"database {self.database!r} on {setting('PGHOST', 'localhost')}:{setting('PGPORT', '5432')}" + (
+            f" as {user}" if user else ""
+        )
 
 
 def restore(args: argparse.Namespace) -> None:
     target = parse_target(args.target_dsn)
     in_place = args.mode == "InPlace"
     if in_place and not args.yes and not sys.stdin.isatty():
-        raise ConfirmationRequired("an InPlace restore replaces the target's data and stdin is not a terminal to "
-                                   "ask on: pass --yes to confirm")
+        raise ConfirmationRequired(
+            "an InPlace restore replaces the target's data and stdin is not a terminal to ask on: pass --yes to confirm"
+        )
     bucket, key = _parse_artifact(args.artifact)
     client = _s3_client(args, bucket)
     manifest, dump = read_dump_entry(client, bucket, key)
-    print(f"artifact {args.artifact}: {dump.size_bytes / MiB:,.1f} MiB, database {dump.name!r}, backup taken "
-          f"{manifest.created_at} with pg_dump {manifest.pg_dump_version}", flush=True)
+    print(
+        f"artifact {args.artifact}: {dump.size_bytes / MiB:,.1f} MiB, database {dump.name!r}, backup taken "
+        f"{manifest.created_at} with pg_dump {manifest.pg_dump_version}",
+        flush=True,
+    )
     if in_place and not args.yes:
         confirm(target)
 
     # The DSN's parts reach psycopg and pg_restore only through this process's environment.
     os.environ.update(target.environment)
-    artifact = Artifact(url=lambda: client.generate_presigned_url(
-        "get_object", Params={"Bucket": bucket, "Key": key}, ExpiresIn=PRESIGNED_URL_SECONDS),
-        sha256=dump.sha256, size=dump.size_bytes)
+    artifact = Artifact(
+        url=lambda: client.generate_presigned_url(
+            "get_object", Params={"Bucket": bucket, "Key": key}, ExpiresIn=PRESIGNED_URL_SECONDS
+        ),
+        sha256=dump.sha256,
+        size=dump.size_bytes,
+    )
     started = time.monotonic()
     progress = RestoreProgress(dump.size_bytes)
     try:
         run_restore(artifact, target.database, clean=in_place, jobs=args.jobs, progress=progress)
     finally:
         progress.close()
-    print(f"restored {args.artifact} into {target.database!r} ({args.mode}) in "
-          f"{format_duration(time.monotonic() - started)}", flush=True)
+    print(
+        f"restored {args.artifact} into {target.database!r} ({args.mode}) in "
+        f"{format_duration(time.monotonic() - started)}",
+        flush=True,
+    )
 
 
 def parse_target(dsn: str) -> Target:
@@ -205,17 +255,21 @@ def parse_target(dsn: str) -> Target:
         parameters = conninfo_to_dict(dsn)
     except psycopg.Error:
         # libpq's message quotes the text it choked on, which may be the password.
-        raise errors.InvalidArguments("--target-dsn is not a valid libpq connection string or postgresql:// "
-                                      "URI") from None
+        raise errors.InvalidArguments(
+            "--target-dsn is not a valid libpq connection string or postgresql:// URI"
+        ) from None
     unsupported = sorted(name for name in parameters if name not in LIBPQ_ENVIRONMENT)
     if unsupported:
-        raise errors.InvalidArguments(f"--target-dsn: the parameter(s) {', '.join(unsupported)} cannot be passed "
-                                      "to pg_restore through the environment; leave them out")
+        raise errors.InvalidArguments(
+            f"--target-dsn: the parameter(s) {', '.join(unsupported)} cannot be passed "
+            "to pg_restore through the environment; leave them out"
+        )
     environment = {LIBPQ_ENVIRONMENT[name]: str(value) for name, value in parameters.items()}
     database = environment.get("PGDATABASE")
     if not database:
-        raise errors.InvalidArguments("--target-dsn must name the database to restore into "
-                                      "(postgresql://host/DBNAME or dbname=DBNAME)")
+        raise errors.InvalidArguments(
+            "--target-dsn must name the database to restore into (postgresql://host/DBNAME or dbname=DBNAME)"
+        )
     return Target(database, environment)
 
 
@@ -229,6 +283,7 @@ def _parse_artifact(uri: str) -> tuple[str, str]:
 def _s3_client(args: argparse.Namespace, bucket: str):
     """A client of the user's own identity, in the bucket's region: a presigned URL signed for
     another region is refused by S3."""
+
     def client(region: str):
         return storage.make_client(region=region, endpoint=args.endpoint, force_path_style=args.force_path_style)
 
@@ -257,25 +312,30 @@ def read_dump_entry(client: BaseClient, bucket: str, key: str) -> tuple[manifest
     try:
         manifest = manifests.read_manifest(client, bucket, manifest_key)
     except NoCredentialsError:
-        raise errors.StorageAccessDenied("no AWS credentials found: set AWS_ACCESS_KEY_ID and "
-                                         "AWS_SECRET_ACCESS_KEY, or AWS_PROFILE, or log in (aws sso login)") from None
+        raise errors.StorageAccessDenied(
+            "no AWS credentials found: set AWS_ACCESS_KEY_ID and "
+            "AWS_SECRET_ACCESS_KEY, or AWS_PROFILE, or log in (aws sso login)"
+        ) from None
     except ClientError as error:
         code = storage.error_code(error)
         if storage.is_bucket_not_found(error):  # before is_not_found, which counts a missing bucket too
             raise errors.BucketNotFound(f"bucket {bucket!r} does not exist") from None
         if storage.is_not_found(error):
-            raise ManifestMissing(f"{where} does not exist: without the manifest the artifact cannot be verified, so "
-                                  "it is not restored") from None
+            raise ManifestMissing(
+                f"{where} does not exist: without the manifest the artifact cannot be verified, so it is not restored"
+            ) from None
         if storage.is_access_denied(error):
-            raise errors.StorageAccessDenied(f"reading {where}: access denied ({code}): your AWS identity needs "
-                                             f"s3:GetObject on bucket {bucket!r} (or the manifest does not exist)") \
-                from None
+            raise errors.StorageAccessDenied(
+                f"reading {where}: access denied ({code}): your AWS identity needs "
+                f"s3:GetObject on bucket {bucket!r} (or the manifest does not exist)"
+            ) from None
         raise DownloadFailed(f"reading {where}: the object store answered {code}") from None
     except BotoCoreError as error:
         raise DownloadFailed(f"reading {where}: {type(error).__name__}: {error}") from None
     except ValidationError as error:
-        raise ManifestInvalid(f"{where} is not a Walwarden manifest ({error.error_count()} problem(s), first: "
-                              f"{error.errors()[0]['msg']})") from None
+        raise ManifestInvalid(
+            f"{where} is not a Walwarden manifest ({error.error_count()} problem(s), first: {error.errors()[0]['msg']})"
+        ) from None
     dump = next((entry for entry in manifest.databases if entry.key == key), None)
     if dump is None:
         listed = ", ".join(storage.s3_uri(bucket, entry.key) for entry in manifest.databases)
@@ -285,8 +345,11 @@ def read_dump_entry(client: BaseClient, bucket: str, key: str) -> tuple[manifest
 
 def confirm(target: Target) -> None:
     """An InPlace restore destroys the target's current data: the user types its name to go on."""
-    print(f"InPlace restore into {target.describe()}: pg_restore --clean drops and re-creates every object of the "
-          "backup there; the data written since the backup is lost.", file=sys.stderr)
+    print(
+        f"InPlace restore into {target.describe()}: pg_restore --clean drops and re-creates every object of the "
+        "backup there; the data written since the backup is lost.",
+        file=sys.stderr,
+    )
     print(f"Type the database name ({target.database}) to go on: ", end="", file=sys.stderr, flush=True)
     try:
         answer = sys.stdin.readline().strip()
@@ -334,8 +397,9 @@ class ProgressBar:
 
         # Decimal units (MB = 10^6 bytes): tqdm scales its rate by 1000 whatever unit_divisor says,
         # so binary sizes beside it would be mislabelled.
-        self._bar = tqdm(desc=label, total=total, file=stream, unit="B", unit_scale=True, dynamic_ncols=True,
-                         mininterval=mininterval)
+        self._bar = tqdm(
+            desc=label, total=total, file=stream, unit="B", unit_scale=True, dynamic_ncols=True, mininterval=mininterval
+        )
 
     def update(self, size: int) -> None:
         self._bar.update(size - self._bar.n)
@@ -375,8 +439,9 @@ def format_progress(label: str, size: int, total: int, elapsed: float, finished:
         timing = f"in {format_duration(elapsed)}"
     else:
         timing = f"ETA {format_duration(max(0, total - size) / rate)}" if rate > 0 else "ETA --:--"
-    return (f"{label}: {fraction:.1%} of {total / MiB:,.1f} MiB ({size / MiB:,.1f} MiB), "
-            f"{rate / MiB:,.1f} MiB/s, {timing}")
+    return (
+        f"{label}: {fraction:.1%} of {total / MiB:,.1f} MiB ({size / MiB:,.1f} MiB), {rate / MiB:,.1f} MiB/s, {timing}"
+    )
 
 
 def format_duration(seconds: float) -> str:

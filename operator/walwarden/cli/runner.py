@@ -50,8 +50,11 @@ class _RunnerArgumentParser(argparse.ArgumentParser):
         print(InvalidArguments(f"{self.prog}: {message}").error_line(), file=sys.stderr, flush=True)
         sys.exit(EXIT_INVALID_ARGUMENTS)
 
-    def parse_known_args(self, args: list[str] | None = None,  # type: ignore[override]
-                         namespace: argparse.Namespace | None = None) -> tuple[argparse.Namespace, list[str]]:
+    def parse_known_args(
+        self,
+        args: list[str] | None = None,  # type: ignore[override]
+        namespace: argparse.Namespace | None = None,
+    ) -> tuple[argparse.Namespace, list[str]]:
         # A subcommand's unknown arguments would otherwise go back up to the `walwarden` parser,
         # whose error is no walwarden-error line: a flag the operator has and the runner lacks
         # would fail the Job without a reason.
@@ -65,8 +68,9 @@ def _emp(text: str) -> tuple[str, str]:
     """NAME=ENVVAR (contract.emp_argument), split at the last '='."""
     name, separator, variable = text.rpartition(EMP_SEPARATOR)
     if not separator or not name or not variable:
-        raise argparse.ArgumentTypeError(f"expected NAME=ENVVAR (e.g. {emp_argument('emp/password', emp_env(0))}), "
-                                         f"got {text!r}")
+        raise argparse.ArgumentTypeError(
+            f"expected NAME=ENVVAR (e.g. {emp_argument('emp/password', emp_env(0))}), got {text!r}"
+        )
     return name, variable
 
 
@@ -77,58 +81,115 @@ def add_runner_parser(subparsers: Any) -> argparse.ArgumentParser:  # argparse's
     commands = runner.add_subparsers(dest="runner_command", required=True, parser_class=_RunnerArgumentParser)
 
     backup = commands.add_parser(
-        Command.BACKUP, help="pg_dump databases into S3 with a manifest beside them",
+        Command.BACKUP,
+        help="pg_dump databases into S3 with a manifest beside them",
         description="Stream pg_dump --format=custom of each database into an S3 multipart upload, then write "
-                    "<prefix>/manifest.json. The admin connection comes from PGHOST, PGPORT, PGUSER, PGPASSWORD "
-                    "(and PGSSLMODE); object-store keys from AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or the ambient "
-                    f"identity; {Env.RESULT_KEY}, when set, signs the manifest.")
-    backup.add_argument(Flag.DATABASE, dest="database", action="append", required=True, metavar="NAME",
-                        help="a database to dump (repeatable)")
+        "<prefix>/manifest.json. The admin connection comes from PGHOST, PGPORT, PGUSER, PGPASSWORD "
+        "(and PGSSLMODE); object-store keys from AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or the ambient "
+        f"identity; {Env.RESULT_KEY}, when set, signs the manifest.",
+    )
+    backup.add_argument(
+        Flag.DATABASE,
+        dest="database",
+        action="append",
+        required=True,
+        metavar="NAME",
+        help="a database to dump (repeatable)",
+    )
     backup.add_argument(Flag.BUCKET, dest="bucket", required=True)
-    backup.add_argument(Flag.PREFIX, dest="prefix", required=True,
-                        help="object-key folder of this backup: <prefix>/<database>.dump and <prefix>/manifest.json")
+    backup.add_argument(
+        Flag.PREFIX,
+        dest="prefix",
+        required=True,
+        help="object-key folder of this backup: <prefix>/<database>.dump and <prefix>/manifest.json",
+    )
     backup.add_argument(Flag.REGION, dest="region", default=DEFAULT_REGION)
     backup.add_argument(Flag.ENDPOINT, dest="endpoint", help="URL of an S3-compatible server")
-    backup.add_argument(Flag.FORCE_PATH_STYLE, dest="force_path_style", action="store_true",
-                        help="path-style bucket addressing")
-    backup.add_argument(Flag.EMP, dest="emp", action="append", type=_emp, default=[], metavar="NAME=ENVVAR",
-                        help="an Encryptor Master Password secret (e.g. emp/password) whose value is in the "
-                             "environment variable ENVVAR; its fingerprint goes into the manifest (repeatable)")
-    backup.add_argument(Flag.BACKUP_NAMESPACE, dest="backup_namespace", default="",
-                        help="namespace of the BackupRequest (manifest only)")
-    backup.add_argument(Flag.BACKUP_NAME, dest="backup_name", default="",
-                        help="name of the BackupRequest (manifest only)")
+    backup.add_argument(
+        Flag.FORCE_PATH_STYLE, dest="force_path_style", action="store_true", help="path-style bucket addressing"
+    )
+    backup.add_argument(
+        Flag.EMP,
+        dest="emp",
+        action="append",
+        type=_emp,
+        default=[],
+        metavar="NAME=ENVVAR",
+        help="an Encryptor Master Password secret (e.g. emp/password) whose value is in the "
+        "environment variable ENVVAR; its fingerprint goes into the manifest (repeatable)",
+    )
+    backup.add_argument(
+        Flag.BACKUP_NAMESPACE,
+        dest="backup_namespace",
+        default="",
+        help="namespace of the BackupRequest (manifest only)",
+    )
+    backup.add_argument(
+        Flag.BACKUP_NAME, dest="backup_name", default="", help="name of the BackupRequest (manifest only)"
+    )
     backup.add_argument(Flag.BACKUP_UID, dest="backup_uid", default="", help="uid of the BackupRequest (manifest only)")
-    backup.add_argument(Flag.EXPECTED_BYTES, dest="expected_bytes", type=positive_int, metavar="N",
-                        help="expected dump size in bytes, to choose the part size (default: pg_database_size)")
+    backup.add_argument(
+        Flag.EXPECTED_BYTES,
+        dest="expected_bytes",
+        type=positive_int,
+        metavar="N",
+        help="expected dump size in bytes, to choose the part size (default: pg_database_size)",
+    )
 
     summaries = {
         Command.VERIFY: "download an artifact, check its size and sha256, and that pg_restore can read it (no "
-                        "database is touched)",
+        "database is touched)",
         Command.RESTORE: "download and verify an artifact, then pg_restore it into a database",
     }
     for name, summary in summaries.items():
-        command = commands.add_parser(name, help=summary, description=summary + ". The presigned URL comes from "
-                                      f"the environment variable named by {Flag.URL_ENV}; the admin connection from "
-                                      "PGHOST, PGPORT, PGUSER, PGPASSWORD (and PGSSLMODE).")
-        command.add_argument(Flag.URL_ENV, dest="url_env", required=True, metavar="VAR",
-                             help="environment variable holding the presigned GET URL of the artifact")
+        command = commands.add_parser(
+            name,
+            help=summary,
+            description=summary + ". The presigned URL comes from "
+            f"the environment variable named by {Flag.URL_ENV}; the admin connection from "
+            "PGHOST, PGPORT, PGUSER, PGPASSWORD (and PGSSLMODE).",
+        )
+        command.add_argument(
+            Flag.URL_ENV,
+            dest="url_env",
+            required=True,
+            metavar="VAR",
+            help="environment variable holding the presigned GET URL of the artifact",
+        )
         command.add_argument(Flag.SHA256, dest="sha256", required=True, help="the artifact's sha256 from its manifest")
         command.add_argument(Flag.SIZE, dest="size", required=True, type=positive_int, help="its size in bytes")
         if name == Command.RESTORE:
             command.add_argument(Flag.DATABASE, dest="database", required=True, help="the database to restore into")
-            command.add_argument(Flag.CLEAN, dest="clean", action="store_true",
-                                 help="InPlace: drop the existing objects first (--clean --if-exists)")
-            command.add_argument(Flag.JOBS, dest="jobs", type=positive_int, default=DEFAULT_PARALLEL_JOBS,
-                                 help=f"parallel pg_restore jobs (default {DEFAULT_PARALLEL_JOBS})")
-            command.add_argument(Flag.GO_URL_ENV, dest="go_url_env", metavar="VAR",
-                                 help="environment variable holding a presigned GET URL of the go object: when "
-                                      "given, pg_restore waits, after the artifact was verified, until that "
-                                      f"object exists and its sha256 is {Flag.GO_SHA256}")
+            command.add_argument(
+                Flag.CLEAN,
+                dest="clean",
+                action="store_true",
+                help="InPlace: drop the existing objects first (--clean --if-exists)",
+            )
+            command.add_argument(
+                Flag.JOBS,
+                dest="jobs",
+                type=positive_int,
+                default=DEFAULT_PARALLEL_JOBS,
+                help=f"parallel pg_restore jobs (default {DEFAULT_PARALLEL_JOBS})",
+            )
+            command.add_argument(
+                Flag.GO_URL_ENV,
+                dest="go_url_env",
+                metavar="VAR",
+                help="environment variable holding a presigned GET URL of the go object: when "
+                "given, pg_restore waits, after the artifact was verified, until that "
+                f"object exists and its sha256 is {Flag.GO_SHA256}",
+            )
             command.add_argument(Flag.GO_SHA256, dest="go_sha256", help="sha256 of the go object's content")
-            command.add_argument(Flag.GO_TIMEOUT, dest="go_timeout", type=positive_int,
-                                 default=DEFAULT_GO_TIMEOUT_SECONDS, metavar="SECONDS",
-                                 help=f"how long to wait for the go object (default {DEFAULT_GO_TIMEOUT_SECONDS})")
+            command.add_argument(
+                Flag.GO_TIMEOUT,
+                dest="go_timeout",
+                type=positive_int,
+                default=DEFAULT_GO_TIMEOUT_SECONDS,
+                metavar="SECONDS",
+                help=f"how long to wait for the go object (default {DEFAULT_GO_TIMEOUT_SECONDS})",
+            )
     return runner
 
 
@@ -143,22 +204,28 @@ class Explanation:
 
 
 # The backup writes its manifest last and deletes the dumps of a failed run: nothing is finished.
-BACKUP_EXPLANATION = Explanation(interrupted=lambda what: DumpFailed(f"{what}; nothing was finished"),
-                                 unexpected=lambda what: DumpFailed(f"{what}; nothing was finished"))
+BACKUP_EXPLANATION = Explanation(
+    interrupted=lambda what: DumpFailed(f"{what}; nothing was finished"),
+    unexpected=lambda what: DumpFailed(f"{what}; nothing was finished"),
+)
 
 
 def _verify_explanation() -> Explanation:
     from walwarden.runner.restore import NOT_TOUCHED, VerifyInterrupted
 
-    return Explanation(interrupted=lambda what: VerifyInterrupted(f"{what}; {NOT_TOUCHED}"),
-                       unexpected=lambda what: UnexpectedError(f"{what}; {NOT_TOUCHED}"))
+    return Explanation(
+        interrupted=lambda what: VerifyInterrupted(f"{what}; {NOT_TOUCHED}"),
+        unexpected=lambda what: UnexpectedError(f"{what}; {NOT_TOUCHED}"),
+    )
 
 
 def _restore_explanation(target: TargetState) -> Explanation:
     from walwarden.runner.restore import RestoreInterrupted
 
-    return Explanation(interrupted=lambda what: RestoreInterrupted(f"{what}; {target.describe()}"),
-                       unexpected=lambda what: UnexpectedError(f"{what}; {target.describe()}"))
+    return Explanation(
+        interrupted=lambda what: RestoreInterrupted(f"{what}; {target.describe()}"),
+        unexpected=lambda what: UnexpectedError(f"{what}; {target.describe()}"),
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -179,11 +246,19 @@ def _backup(args: argparse.Namespace) -> None:
     from walwarden.runner.backup import BackupOptions, run_backup
     from walwarden.storage.manifest import BackupIdentity
 
-    run_backup(BackupOptions(
-        databases=args.database, bucket=args.bucket, prefix=args.prefix, region=args.region,
-        endpoint=args.endpoint, force_path_style=args.force_path_style, emp=args.emp,
-        backup=BackupIdentity(namespace=args.backup_namespace, name=args.backup_name, uid=args.backup_uid),
-        expected_bytes=args.expected_bytes))
+    run_backup(
+        BackupOptions(
+            databases=args.database,
+            bucket=args.bucket,
+            prefix=args.prefix,
+            region=args.region,
+            endpoint=args.endpoint,
+            force_path_style=args.force_path_style,
+            emp=args.emp,
+            backup=BackupIdentity(namespace=args.backup_namespace, name=args.backup_name, uid=args.backup_uid),
+            expected_bytes=args.expected_bytes,
+        )
+    )
 
 
 def _verify(args: argparse.Namespace) -> None:
@@ -214,8 +289,9 @@ def _go_signal(args: argparse.Namespace) -> GoSignal | None:
         return None
     url = os.environ.get(args.go_url_env)
     if not url or not args.go_sha256:
-        raise InvalidArguments(f"{Flag.GO_URL_ENV} needs the environment variable {args.go_url_env} set and "
-                               f"{Flag.GO_SHA256}")
+        raise InvalidArguments(
+            f"{Flag.GO_URL_ENV} needs the environment variable {args.go_url_env} set and {Flag.GO_SHA256}"
+        )
     return GoSignal(url=url, sha256=args.go_sha256.lower(), timeout_seconds=args.go_timeout)
 
 
@@ -251,8 +327,9 @@ def _report(action: Callable[[], None], explanation: Explanation) -> int:
         failure = _with_notes(explanation.interrupted("interrupted (SIGINT)"), interruption)
     except Exception as error:  # noqa: BLE001 -- a bug: the traceback for us, the line for the operator
         traceback.print_exc()
-        failure = _with_notes(explanation.unexpected(f"unexpected {type(error).__name__}: {error} (see the log "
-                                                     "above)"), error)
+        failure = _with_notes(
+            explanation.unexpected(f"unexpected {type(error).__name__}: {error} (see the log above)"), error
+        )
     finally:
         signal.signal(signal.SIGTERM, previous)
     sys.stdout.flush()  # the progress lines before it, so the error stays the last line of the log

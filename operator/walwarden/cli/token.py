@@ -63,43 +63,66 @@ def _duration_argument(text: str) -> int:
 def register(subparsers: Any) -> None:
     """Add `token issue` and `token inspect` to the `walwarden` command's subparsers."""
     token = subparsers.add_parser(
-        "token", help="issue or inspect approval tokens for RestoreRequests",
+        "token",
+        help="issue or inspect approval tokens for RestoreRequests",
         description="Approval tokens are short-lived, single-use HMAC tokens that approve one restore "
-                    "(DESIGN §4). Put the issued token in the RestoreRequest's spec.approvalToken.")
+        "(DESIGN §4). Put the issued token in the RestoreRequest's spec.approvalToken.",
+    )
     actions = token.add_subparsers(dest="token_command", required=True, metavar="{issue,inspect}")
 
-    issue = actions.add_parser("issue", help="issue a token that approves one restore",
-                               description="Print a new approval token (only the token) on stdout.")
-    issue.add_argument("--backup", required=True, metavar="NAME|s3://...",
-                       help="the BackupRequest name or the artifact's s3:// URI, as the RestoreRequest's "
-                            "source will name it")
-    issue.add_argument("--sha256", metavar="HEX",
-                       help="the artifact's sha256 (default: status.artifact.sha256 of the BackupRequest "
-                            "named by --backup)")
+    issue = actions.add_parser(
+        "issue",
+        help="issue a token that approves one restore",
+        description="Print a new approval token (only the token) on stdout.",
+    )
+    issue.add_argument(
+        "--backup",
+        required=True,
+        metavar="NAME|s3://...",
+        help="the BackupRequest name or the artifact's s3:// URI, as the RestoreRequest's source will name it",
+    )
+    issue.add_argument(
+        "--sha256",
+        metavar="HEX",
+        help="the artifact's sha256 (default: status.artifact.sha256 of the BackupRequest named by --backup)",
+    )
     issue.add_argument("--mode", required=True, choices=[m.value for m in RestoreMode])
     issue.add_argument("--namespace", "-n", required=True, help="namespace of the RestoreRequest")
-    issue.add_argument("--ttl", type=_duration_argument, default=DEFAULT_TTL, metavar="DURATION",
-                       help=f"lifetime, e.g. 90s, 15m, 2h, 7d (default {DEFAULT_TTL}, "
-                            f"at most {MAX_TTL_SECONDS // 86400}d)")
+    issue.add_argument(
+        "--ttl",
+        type=_duration_argument,
+        default=DEFAULT_TTL,
+        metavar="DURATION",
+        help=f"lifetime, e.g. 90s, 15m, 2h, 7d (default {DEFAULT_TTL}, at most {MAX_TTL_SECONDS // 86400}d)",
+    )
     key = issue.add_mutually_exclusive_group(required=True)
     key.add_argument("--key-file", type=Path, metavar="PATH", help="read the HMAC key from this file")
     key.add_argument("--key-env", metavar="VAR", help="read the HMAC key from this environment variable")
-    key.add_argument("--key-secret", metavar="NAMESPACE/NAME[:KEY]",
-                     help=f"read the HMAC key from this Kubernetes Secret (key {DEFAULT_SECRET_KEY!r} "
-                          "unless given), through the current kubeconfig")
-    issue.add_argument("--kubeconfig", help="kubeconfig for --key-secret and the BackupRequest lookup "
-                                            "(default: $KUBECONFIG or ~/.kube/config)")
+    key.add_argument(
+        "--key-secret",
+        metavar="NAMESPACE/NAME[:KEY]",
+        help=f"read the HMAC key from this Kubernetes Secret (key {DEFAULT_SECRET_KEY!r} "
+        "unless given), through the current kubeconfig",
+    )
+    issue.add_argument(
+        "--kubeconfig",
+        help="kubeconfig for --key-secret and the BackupRequest lookup (default: $KUBECONFIG or ~/.kube/config)",
+    )
     issue.set_defaults(handler=issue_command)
 
-    inspect = actions.add_parser("inspect", help="print a token's claims as JSON, WITHOUT verifying it",
-                                 description="Decode a token and print its claims. The signature is not "
-                                             "checked (that needs the key): only the operator verifies.")
+    inspect = actions.add_parser(
+        "inspect",
+        help="print a token's claims as JSON, WITHOUT verifying it",
+        description="Decode a token and print its claims. The signature is not "
+        "checked (that needs the key): only the operator verifies.",
+    )
     inspect.add_argument("token")
     inspect.set_defaults(handler=inspect_command)
 
 
 def _one_sentence(command: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
     """A refused request ends with exit status 1 and its reason on stderr as one sentence."""
+
     @functools.wraps(command)
     def handler(args: argparse.Namespace) -> int:
         try:
@@ -107,6 +130,7 @@ def _one_sentence(command: Callable[[argparse.Namespace], int]) -> Callable[[arg
         except (TokenCliError, TokenError, ValueError) as error:
             print(f"walwarden token {args.token_command}: {getattr(error, 'message', error)}", file=sys.stderr)
             return 1
+
     return handler
 
 
@@ -115,26 +139,42 @@ def issue_command(args: argparse.Namespace) -> int:
     cluster = Cluster(args.kubeconfig)
     key = _read_key(args, cluster)
     sha256 = args.sha256 or backup_sha256(cluster, args.namespace, args.backup)
-    token = issue_token(key, backup=args.backup, sha256=sha256, mode=args.mode,
-                        namespace=args.namespace, ttl_seconds=args.ttl)
+    token = issue_token(
+        key, backup=args.backup, sha256=sha256, mode=args.mode, namespace=args.namespace, ttl_seconds=args.ttl
+    )
     claims = parse_unverified(token)
     print(token)
-    print(f"approves one {claims.mode} restore of {claims.backup} in namespace {claims.namespace} "
-          f"until {rfc3339(claims.expires_at)} (token id {claims.token_id})", file=sys.stderr)
+    print(
+        f"approves one {claims.mode} restore of {claims.backup} in namespace {claims.namespace} "
+        f"until {rfc3339(claims.expires_at)} (token id {claims.token_id})",
+        file=sys.stderr,
+    )
     return 0
 
 
 @_one_sentence
 def inspect_command(args: argparse.Namespace) -> int:
     claims = parse_unverified(args.token)
-    print(json.dumps({
-        "verified": False,  # said in the output itself, so nobody mistakes it for a check
-        "tokenId": claims.token_id, "backup": claims.backup, "sha256": claims.sha256, "mode": claims.mode,
-        "namespace": claims.namespace, "issuedAt": rfc3339(claims.issued_at),
-        "expiresAt": rfc3339(claims.expires_at), "expired": claims.expired(),
-    }, indent=2))
-    print("note: claims decoded without verifying the signature; only the operator, with the key, "
-          "verifies a token", file=sys.stderr)
+    print(
+        json.dumps(
+            {
+                "verified": False,  # said in the output itself, so nobody mistakes it for a check
+                "tokenId": claims.token_id,
+                "backup": claims.backup,
+                "sha256": claims.sha256,
+                "mode": claims.mode,
+                "namespace": claims.namespace,
+                "issuedAt": rfc3339(claims.issued_at),
+                "expiresAt": rfc3339(claims.expires_at),
+                "expired": claims.expired(),
+            },
+            indent=2,
+        )
+    )
+    print(
+        "note: claims decoded without verifying the signature; only the operator, with the key, verifies a token",
+        file=sys.stderr,
+    )
     return 0
 
 
@@ -177,8 +217,9 @@ def secret_key(cluster: Cluster, ref: str) -> bytes:
     if data is None:
         raise TokenCliError(f"there is no Secret {name} in namespace {namespace}")
     if key not in data:  # key names are not secret: listing them helps fix a typo
-        raise TokenCliError(f"the Secret {namespace}/{name} has no key {key!r} "
-                            f"(it has: {', '.join(sorted(data)) or 'none'})")
+        raise TokenCliError(
+            f"the Secret {namespace}/{name} has no key {key!r} (it has: {', '.join(sorted(data)) or 'none'})"
+        )
     return data[key].encode()
 
 
@@ -188,15 +229,19 @@ def secret_key(cluster: Cluster, ref: str) -> bytes:
 def backup_sha256(cluster: Cluster, namespace: str, backup: str) -> str:
     """status.artifact.sha256 of the Succeeded BackupRequest named `backup`."""
     if backup.startswith("s3://"):
-        raise TokenCliError("--sha256 is required with an s3:// artifact: take it from the sha256 field of "
-                            "the manifest beside the artifact")
+        raise TokenCliError(
+            "--sha256 is required with an s3:// artifact: take it from the sha256 field of "
+            "the manifest beside the artifact"
+        )
     body = cluster.backup_request(namespace, backup)
     if body is None:
         raise TokenCliError(f"there is no BackupRequest {backup} in namespace {namespace}")
     status = BackupRequestStatus.model_validate(body.get("status") or {})
     if status.phase != BackupPhase.SUCCEEDED or status.artifact is None:
-        raise TokenCliError(f"BackupRequest {namespace}/{backup} has not succeeded (phase "
-                            f"{status.phase or 'unset'}): only a finished backup can be approved for restore")
+        raise TokenCliError(
+            f"BackupRequest {namespace}/{backup} has not succeeded (phase "
+            f"{status.phase or 'unset'}): only a finished backup can be approved for restore"
+        )
     return normalize_sha256(status.artifact.sha256)
 
 
@@ -215,15 +260,19 @@ class Cluster:
         try:
             return self._read(f"the Secret {namespace}/{name}", lambda kube: read_secret(kube, namespace, name))
         except UnicodeDecodeError:
-            raise TokenCliError(f"the Secret {namespace}/{name} holds a value that is not UTF-8 text: the operator, "
-                                "which reads Secrets as text, could not verify a token signed with it (use a text "
-                                "key, e.g. from `openssl rand -hex 32`)") from None
+            raise TokenCliError(
+                f"the Secret {namespace}/{name} holds a value that is not UTF-8 text: the operator, "
+                "which reads Secrets as text, could not verify a token signed with it (use a text "
+                "key, e.g. from `openssl rand -hex 32`)"
+            ) from None
 
     def backup_request(self, namespace: str, name: str) -> dict[str, Any] | None:
         from walwarden.kube.api import call
 
-        return self._read(f"the BackupRequest {namespace}/{name}", lambda kube: call(
-            kube.custom.get_namespaced_custom_object, GROUP, VERSION, namespace, BACKUP_PLURAL, name))
+        return self._read(
+            f"the BackupRequest {namespace}/{name}",
+            lambda kube: call(kube.custom.get_namespaced_custom_object, GROUP, VERSION, namespace, BACKUP_PLURAL, name),
+        )
 
     def _read(self, what: str, read: Callable[[Any], Any]) -> Any:
         """read(kube): None when the object does not exist, else what it read; what the cluster
@@ -242,8 +291,10 @@ class Cluster:
             raise TokenCliError(f"cannot read {what}: no Kubernetes cluster configured ({error})") from None
         except ApiException as error:
             hint = " (may your kubeconfig's user read it?)" if error.status in (401, 403) else ""
-            raise TokenCliError(f"cannot read {what}: the Kubernetes API server answered {error.status} "
-                                f"{error.reason}{hint}") from None
+            raise TokenCliError(
+                f"cannot read {what}: the Kubernetes API server answered {error.status} {error.reason}{hint}"
+            ) from None
         except HTTPError as error:
-            raise TokenCliError(f"cannot read {what}: the Kubernetes API server is unreachable "
-                                f"({type(error).__name__})") from None
+            raise TokenCliError(
+                f"cannot read {what}: the Kubernetes API server is unreachable ({type(error).__name__})"
+            ) from None

@@ -58,8 +58,9 @@ def _write_status(patch: kopf.Patch, status: RequestStatus) -> None:
         patch.status[key] = value
 
 
-def accept(model: type[Resource], status_model: type[RequestStatus], body: kopf.Body, patch: kopf.Patch,
-           logger: Logger) -> Resource | None:
+def accept(
+    model: type[Resource], status_model: type[RequestStatus], body: kopf.Body, patch: kopf.Patch, logger: Logger
+) -> Resource | None:
     """First sight of a request: validate it and say so in status (phase Pending).
     Returns the parsed request, or None when it was refused."""
     kind = model.crd.kind
@@ -81,18 +82,41 @@ def accept(model: type[Resource], status_model: type[RequestStatus], body: kopf.
     return request
 
 
-def make_run(run_type: type[RunT], request: ResourceModel, body: kopf.Body, status: RequestStatus,
-             context: OperatorContext, dry_run: bool = False) -> RunT:
+def make_run(
+    run_type: type[RunT],
+    request: ResourceModel,
+    body: kopf.Body,
+    status: RequestStatus,
+    context: OperatorContext,
+    dry_run: bool = False,
+) -> RunT:
     metadata = body["metadata"]
     controller = next((owner for owner in metadata.get("ownerReferences") or [] if owner.get("controller")), None)
-    return run_type(kind=body["kind"], namespace=metadata["namespace"], name=metadata["name"], uid=metadata["uid"],
-                    generation=metadata.get("generation", 1), owner=owner_reference(body),
-                    spec=request.spec, status=status, kube=context.kube,  # type: ignore[attr-defined]
-                    settings=context.config, controller=dict(controller) if controller else None, dry_run=dry_run)
+    return run_type(
+        kind=body["kind"],
+        namespace=metadata["namespace"],
+        name=metadata["name"],
+        uid=metadata["uid"],
+        generation=metadata.get("generation", 1),
+        owner=owner_reference(body),
+        spec=request.spec,
+        status=status,
+        kube=context.kube,  # type: ignore[attr-defined]
+        settings=context.config,
+        controller=dict(controller) if controller else None,
+        dry_run=dry_run,
+    )
 
 
-def drive(table: StepTable[RunT], run: RunT, body: kopf.Body, patch: kopf.Patch, settle_seconds: float,
-          audit_location: Callable[[RunT], AuditLocation | None], logger: Logger) -> None:
+def drive(
+    table: StepTable[RunT],
+    run: RunT,
+    body: kopf.Body,
+    patch: kopf.Patch,
+    settle_seconds: float,
+    audit_location: Callable[[RunT], AuditLocation | None],
+    logger: Logger,
+) -> None:
     """One pass: the next steps, the status patch, the Events, and a kopf retry while a step waits."""
     outcome = advance(table, run, settle_seconds=settle_seconds)
     if outcome.finished and outcome.result is not None:
@@ -114,8 +138,9 @@ def put_back_on_delete(table: StepTable[RunT], run: RunT, body: kopf.Body, logge
     try:
         undone = table.undo(run, UndoCause.DELETION)
     except Wait as wait:
-        raise kopf.TemporaryError(f"deleted mid-flight; putting the vault back first: {wait.message}",
-                                  delay=wait.delay) from None
+        raise kopf.TemporaryError(
+            f"deleted mid-flight; putting the vault back first: {wait.message}", delay=wait.delay
+        ) from None
     except StepFailed as failure:  # nothing more can be done here: say so loudly and let it go
         undone = [f"putting the vault back failed ({failure.reason}): {failure.message}"]
     if undone:

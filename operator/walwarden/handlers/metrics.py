@@ -12,15 +12,25 @@ from prometheus_client import Counter, Gauge, Histogram, start_http_server
 from walwarden.api import BackupPhase, BackupRequestStatus, RestoreRequestStatus, StepState, parse_timestamp
 from walwarden.api.common import RequestStatus
 
-REQUESTS = Counter("walwarden_requests_total", "Finished requests, by kind and result (phase)",
-                   ["kind", "namespace", "result"])
-STEP_SECONDS = Histogram("walwarden_step_duration_seconds", "Duration of workflow steps", ["kind", "step"],
-                         buckets=(0.5, 1, 2, 5, 10, 30, 60, 120, 300, 600, 1800, 3600, 7200))
-DOWNTIME_SECONDS = Histogram("walwarden_restore_downtime_seconds", "Seconds the vault's services were stopped "
-                             "by a restore", ["namespace"], buckets=(1, 2, 5, 10, 20, 30, 60, 120, 300, 600, 1800))
+REQUESTS = Counter(
+    "walwarden_requests_total", "Finished requests, by kind and result (phase)", ["kind", "namespace", "result"]
+)
+STEP_SECONDS = Histogram(
+    "walwarden_step_duration_seconds",
+    "Duration of workflow steps",
+    ["kind", "step"],
+    buckets=(0.5, 1, 2, 5, 10, 30, 60, 120, 300, 600, 1800, 3600, 7200),
+)
+DOWNTIME_SECONDS = Histogram(
+    "walwarden_restore_downtime_seconds",
+    "Seconds the vault's services were stopped by a restore",
+    ["namespace"],
+    buckets=(1, 2, 5, 10, 20, 30, 60, 120, 300, 600, 1800),
+)
 BACKUP_BYTES = Gauge("walwarden_backup_size_bytes", "Size of the last successful backup", ["namespace"])
-LAST_BACKUP = Gauge("walwarden_last_successful_backup_timestamp_seconds",
-                    "Unix time of the last successful backup", ["namespace"])
+LAST_BACKUP = Gauge(
+    "walwarden_last_successful_backup_timestamp_seconds", "Unix time of the last successful backup", ["namespace"]
+)
 
 
 def serve(port: int, address: str) -> None:

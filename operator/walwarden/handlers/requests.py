@@ -46,8 +46,14 @@ def on_restore_request(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, logg
         return
     request = accept(RestoreRequest, RestoreRequestStatus, body, patch, logger)
     if request is not None:
-        run = make_run(RestoreRun, request, body, _status(RestoreRequestStatus, body, patch), memo.context,
-                       dry_run=request.spec.dry_run)
+        run = make_run(
+            RestoreRun,
+            request,
+            body,
+            _status(RestoreRequestStatus, body, patch),
+            memo.context,
+            dry_run=request.spec.dry_run,
+        )
         drive(RESTORE_TABLE, run, body, patch, memo.context.config.settle_seconds, restore_audit_location, logger)
 
 

@@ -23,7 +23,8 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_):
     settings.persistence.finalizer = f"{GROUP}/finalizer"
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-        prefix=GROUP, key="last-handled-configuration")
+        prefix=GROUP, key="last-handled-configuration"
+    )
     # Our events are posted explicitly (kopf.event) for every transition; kopf's own log lines
     # (e.g. each "failed temporarily" while a step waits) stay in the log.
     settings.posting.level = logging.CRITICAL

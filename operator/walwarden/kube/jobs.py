@@ -22,7 +22,7 @@ class JobState(StrEnum):
 @dataclass(frozen=True)
 class JobOutcome:
     state: JobState
-    reason: str = ""         # the runner's reason when it said one, else a Kubernetes reason
+    reason: str = ""  # the runner's reason when it said one, else a Kubernetes reason
     message: str = ""
 
 
@@ -51,8 +51,11 @@ def job_outcome(kube: Kube, namespace: str, name: str) -> JobOutcome | None:
             return JobOutcome(JobState.SUCCEEDED)
         if condition.type == "Failed":
             reason, message = runner_failure(kube, namespace, name)
-            return JobOutcome(JobState.FAILED, reason or condition.reason or "JobFailed",
-                              message or condition.message or "the runner Job failed")
+            return JobOutcome(
+                JobState.FAILED,
+                reason or condition.reason or "JobFailed",
+                message or condition.message or "the runner Job failed",
+            )
     if _runner_pod_succeeded(kube, namespace, name):
         # Our Jobs run one pod, once: its exit 0 is the Job's success. The Job controller marks
         # the Job Complete a moment later; while the vault is down, that moment is downtime.

@@ -29,24 +29,40 @@ def secret_env(name: str, secret: str, key: str, optional: bool = False) -> dict
 
 def database_env(secret: str) -> list[dict[str, Any]]:
     """libpq's own variables, from the admin connection Secret's keys."""
-    return [secret_env(Env.PG_HOST, secret, "host"), secret_env(Env.PG_PORT, secret, "port"),
-            secret_env(Env.PG_USER, secret, "user"), secret_env(Env.PG_PASSWORD, secret, "password"),
-            secret_env(Env.PG_SSLMODE, secret, "sslmode", optional=True)]
+    return [
+        secret_env(Env.PG_HOST, secret, "host"),
+        secret_env(Env.PG_PORT, secret, "port"),
+        secret_env(Env.PG_USER, secret, "user"),
+        secret_env(Env.PG_PASSWORD, secret, "password"),
+        secret_env(Env.PG_SSLMODE, secret, "sslmode", optional=True),
+    ]
 
 
 def storage_env(credentials_secret: str | None) -> list[dict[str, Any]]:
     if not credentials_secret:
         return []  # the ambient identity (IRSA, instance profile)
-    return [secret_env(Env.AWS_ACCESS_KEY_ID, credentials_secret, "accessKeyId"),
-            secret_env(Env.AWS_SECRET_ACCESS_KEY, credentials_secret, "secretAccessKey")]
+    return [
+        secret_env(Env.AWS_ACCESS_KEY_ID, credentials_secret, "accessKeyId"),
+        secret_env(Env.AWS_SECRET_ACCESS_KEY, credentials_secret, "secretAccessKey"),
+    ]
 
 
-def runner_job(*, name: str, namespace: str, labels: dict[str, str], owner: dict, config: OperatorConfig,
-               args: list[str], env: list[dict[str, Any]], deadline_seconds: int) -> dict[str, Any]:
+def runner_job(
+    *,
+    name: str,
+    namespace: str,
+    labels: dict[str, str],
+    owner: dict,
+    config: OperatorConfig,
+    args: list[str],
+    env: list[dict[str, Any]],
+    deadline_seconds: int,
+) -> dict[str, Any]:
     """A hardened, single-attempt Job running `walwarden runner ...`."""
     pod_labels = {**labels, **config.runner_pod_labels}
     return {
-        "apiVersion": "batch/v1", "kind": "Job",
+        "apiVersion": "batch/v1",
+        "kind": "Job",
         "metadata": {"name": name, "namespace": namespace, "labels": labels, "ownerReferences": [owner]},
         "spec": {
             "backoffLimit": 0,  # a dump is retried by a new request, never silently
@@ -56,22 +72,33 @@ def runner_job(*, name: str, namespace: str, labels: dict[str, str], owner: dict
                 "spec": {
                     "restartPolicy": "Never",
                     "automountServiceAccountToken": False,  # the runner never talks to the API
-                    "securityContext": {"runAsNonRoot": True, "runAsUser": RUNNER_UID,
-                                        "runAsGroup": RUNNER_UID, "fsGroup": RUNNER_UID,
-                                        "seccompProfile": {"type": "RuntimeDefault"}},
-                    "containers": [{
-                        "name": "runner",
-                        "image": config.runner_image,
-                        "command": list(RUNNER_COMMAND),
-                        "args": args,
-                        "env": [*env, {"name": "HOME", "value": "/tmp"}],
-                        "terminationMessagePolicy": "FallbackToLogsOnError",
-                        "securityContext": {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True,
-                                            "capabilities": {"drop": ["ALL"]}},
-                        "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
-                        "resources": {"requests": {"cpu": "250m", "memory": "256Mi"},
-                                      "limits": {"memory": "512Mi"}},
-                    }],
+                    "securityContext": {
+                        "runAsNonRoot": True,
+                        "runAsUser": RUNNER_UID,
+                        "runAsGroup": RUNNER_UID,
+                        "fsGroup": RUNNER_UID,
+                        "seccompProfile": {"type": "RuntimeDefault"},
+                    },
+                    "containers": [
+                        {
+                            "name": "runner",
+                            "image": config.runner_image,
+                            "command": list(RUNNER_COMMAND),
+                            "args": args,
+                            "env": [*env, {"name": "HOME", "value": "/tmp"}],
+                            "terminationMessagePolicy": "FallbackToLogsOnError",
+                            "securityContext": {
+                                "allowPrivilegeEscalation": False,
+                                "readOnlyRootFilesystem": True,
+                                "capabilities": {"drop": ["ALL"]},
+                            },
+                            "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
+                            "resources": {
+                                "requests": {"cpu": "250m", "memory": "256Mi"},
+                                "limits": {"memory": "512Mi"},
+                            },
+                        }
+                    ],
                     "volumes": [{"name": "tmp", "emptyDir": {}}],
                 },
             },
@@ -81,7 +108,7 @@ def runner_job(*, name: str, namespace: str, labels: dict[str, str], owner: dict
 
 def job_name(name: str, uid: str, role: str) -> str:
     # Job names become pod label values: at most 63 characters.
-    return f"{name[:63 - len(role) - 11]}-{role}-{short_uid(uid)}"
+    return f"{name[: 63 - len(role) - 11]}-{role}-{short_uid(uid)}"
 
 
 def runner_labels(name: str, role: str) -> dict[str, str]:

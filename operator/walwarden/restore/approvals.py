@@ -22,16 +22,25 @@ def check_approval(run: RestoreRun, found: Source) -> None:
         return  # consumed by this request already (a resumed pass)
     if not spec.approval_token:
         if settings.approvals_required and not spec.dry_run:
-            raise StepFailed("ApprovalRequired", "this operator requires an approval token: run `walwarden token "
-                                                 "issue` and set spec.approvalToken in a new request")
+            raise StepFailed(
+                "ApprovalRequired",
+                "this operator requires an approval token: run `walwarden token "
+                "issue` and set spec.approvalToken in a new request",
+            )
         return
     where = f"Secret {settings.operator_namespace}/{settings.approval_key_secret}"
     key = (read_secret(run.kube, settings.operator_namespace, settings.approval_key_secret) or {}).get("key")
     if not key:
         raise StepFailed("ApprovalKeyMissing", f"{where} with the approval key (key 'key') does not exist")
     try:
-        claims = tokens.verify_token(key.encode(), spec.approval_token, backup=found.label,
-                                     sha256=found.dump.sha256, mode=str(spec.mode), namespace=run.namespace)
+        claims = tokens.verify_token(
+            key.encode(),
+            spec.approval_token,
+            backup=found.label,
+            sha256=found.dump.sha256,
+            mode=str(spec.mode),
+            namespace=run.namespace,
+        )
     except tokens.TokenError as error:
         raise StepFailed(str(error.reason), f"approval token refused: {error.message}") from None
     except ValueError as error:  # e.g. a key too short to be safe
@@ -44,9 +53,11 @@ def check_approval(run: RestoreRun, found: Source) -> None:
 def prune_expired_tokens(used: dict[str, str], now: float) -> dict[str, str]:
     """Used token ids whose token has expired can go: an expired token is refused anyway. Keeps the
     ConfigMap from growing with every restore."""
+
     def expired(record: str) -> bool:
         _, _, expires = record.rpartition(" expires ")
         return expires.isdigit() and int(expires) < now
+
     return {token_id: record for token_id, record in used.items() if not expired(record)}
 
 
@@ -59,11 +70,15 @@ def _consume(run: RestoreRun, claims: tokens.TokenClaims) -> None:
         used = prune_expired_tokens(dict(existing.data or {}) if existing else {}, time.time())
         user = used.get(claims.token_id)
         if user and not user.startswith(me):
-            raise StepFailed("TokenReused", f"approval token {claims.token_id} was already used by {user.split()[0]}; "
-                                            "issue a new token")
+            raise StepFailed(
+                "TokenReused",
+                f"approval token {claims.token_id} was already used by {user.split()[0]}; issue a new token",
+            )
         used[claims.token_id] = f"{me} expires {claims.expires_at}"
-        metadata: dict[str, object] = {"name": USED_TOKENS_CONFIGMAP,
-                                       "labels": {"app.kubernetes.io/managed-by": "walwarden"}}
+        metadata: dict[str, object] = {
+            "name": USED_TOKENS_CONFIGMAP,
+            "labels": {"app.kubernetes.io/managed-by": "walwarden"},
+        }
         body = {"apiVersion": "v1", "kind": "ConfigMap", "data": used, "metadata": metadata}
         try:
             if existing is None:

@@ -24,8 +24,10 @@ def secret_names(run: RestoreRun) -> list[str]:
     redirect = run.spec.redirect
     if redirect is None:
         return []
-    return [run.topology.db_info_secret_name(redirect.environment, run.namespace, service)
-            for service in run.topology.database_services]
+    return [
+        run.topology.db_info_secret_name(redirect.environment, run.namespace, service)
+        for service in run.topology.database_services
+    ]
 
 
 def backends(run: RestoreRun) -> tuple[secretstores.DbInfoBackend, secretstores.KubernetesSecrets | None]:
@@ -33,8 +35,9 @@ def backends(run: RestoreRun) -> tuple[secretstores.DbInfoBackend, secretstores.
     kubernetes_secrets = secretstores.KubernetesSecrets(run.kube.core, run.namespace)
     if run.secret_backend == SecretBackend.AWS_SECRETS_MANAGER:
         aws = run.spec.redirect.aws if run.spec.redirect else None
-        client = backend_call(lambda: secretstores.make_aws_client(aws.region if aws else None,
-                                                                   aws.endpoint if aws else None))
+        client = backend_call(
+            lambda: secretstores.make_aws_client(aws.region if aws else None, aws.endpoint if aws else None)
+        )
         return secretstores.AwsSecretsManager(client), kubernetes_secrets
     return kubernetes_secrets, None
 
@@ -61,10 +64,21 @@ def snapshot_secret_name(run: RestoreRun) -> str:
 def keep_snapshot(run: RestoreRun) -> None:
     """The originals, kept once before the first change; a second pass reuses that snapshot."""
     current = read_all(run)
-    snapshot = {f"{name}.{key}": values[key] for name, values in current.items() if values
-                for key in REPOINTED_KEYS if key in values}
-    ensure_secret(run.kube, run.namespace, snapshot_secret_name(run), snapshot, run.owner,
-                  labels={"walwarden.io/snapshot-of": run.name})
+    snapshot = {
+        f"{name}.{key}": values[key]
+        for name, values in current.items()
+        if values
+        for key in REPOINTED_KEYS
+        if key in values
+    }
+    ensure_secret(
+        run.kube,
+        run.namespace,
+        snapshot_secret_name(run),
+        snapshot,
+        run.owner,
+        labels={"walwarden.io/snapshot-of": run.name},
+    )
 
 
 def write(run: RestoreRun, values_for: Callable[[str], dict[str, str]]) -> list[str]:
@@ -75,8 +89,7 @@ def write(run: RestoreRun, values_for: Callable[[str], dict[str, str]]) -> list[
     for name in secret_names(run):
         values = values_for(name)
         backend_call(lambda: backend.update(name, values))  # noqa: B023 (called at once)
-        if synced is not None and not backend_call(
-                lambda: secretstores.refresh_synced_copy(synced, name, values)):  # noqa: B023
+        if synced is not None and not backend_call(lambda: secretstores.refresh_synced_copy(synced, name, values)):  # noqa: B023
             not_synced.append(name)
     return not_synced
 

@@ -15,7 +15,7 @@ from walwarden.workflow.engine import StepFailed, Wait
 from walwarden.workflow.steps import s3_client
 
 GO_TIMEOUT_SECONDS = 2 * 3600  # covers the longest ScaleDown: sessionPolicy.waitSeconds ≤ 3600
-GO_CONTENT_KEY = "goContent"   # in the restore URL Secret: what the go object must hold
+GO_CONTENT_KEY = "goContent"  # in the restore URL Secret: what the go object must hold
 
 
 def go_key(run: RestoreRun) -> str:
@@ -28,8 +28,11 @@ def go_content(run: RestoreRun) -> str:
     secret = read_secret(run.kube, run.namespace, restore_jobs.url_secret_name(run.name, run.uid, "restore")) or {}
     content = secret.get(GO_CONTENT_KEY)
     if not content:
-        raise StepFailed("GoSignalLost", "the restore Job's Secret with its go signal is gone, so it cannot be "
-                                         "told to start; nothing was restored. Create a new RestoreRequest")
+        raise StepFailed(
+            "GoSignalLost",
+            "the restore Job's Secret with its go signal is gone, so it cannot be "
+            "told to start; nothing was restored. Create a new RestoreRequest",
+        )
     return content
 
 
@@ -54,6 +57,8 @@ def go_was_given(run: RestoreRun) -> bool:
     except ClientError as error:
         if storage.is_not_found(error):
             return False  # no go object: never given
-        raise Wait(f"cannot tell whether the restore Job was told to go ({type(error).__name__}); "
-                   "looking again", delay=run.poll_seconds) from None
+        raise Wait(
+            f"cannot tell whether the restore Job was told to go ({type(error).__name__}); looking again",
+            delay=run.poll_seconds,
+        ) from None
     return bool(body.decode(errors="replace") == go_content(run))

@@ -16,7 +16,7 @@ from walwarden.settings import OperatorConfig
 
 # The keys of the URL Secret (url_secret_name) the Jobs read their presigned URLs from.
 URL_SECRET_URL_KEY = "url"  # the artifact's
-URL_SECRET_GO_KEY = "go"    # the go object's (a staged restore Job's only)
+URL_SECRET_GO_KEY = "go"  # the go object's (a staged restore Job's only)
 
 
 def url_secret_name(name: str, uid: str, role: str) -> str:
@@ -27,29 +27,74 @@ def _artifact_args(sha256: str, size: int) -> list[str]:
     return [Flag.URL_ENV, Env.ARTIFACT_URL, Flag.SHA256, sha256, Flag.SIZE, str(size)]
 
 
-def verify_job(*, name: str, namespace: str, uid: str, owner: dict, config: OperatorConfig, sha256: str,
-               size: int, deadline_seconds: int = 3600) -> dict[str, Any]:
+def verify_job(
+    *,
+    name: str,
+    namespace: str,
+    uid: str,
+    owner: dict,
+    config: OperatorConfig,
+    sha256: str,
+    size: int,
+    deadline_seconds: int = 3600,
+) -> dict[str, Any]:
     role = "verify"  # the Job's role label and name part (the operator's word, not the subcommand)
     env = [secret_env(Env.ARTIFACT_URL, url_secret_name(name, uid, role), URL_SECRET_URL_KEY)]
-    return runner_job(name=job_name(name, uid, role), namespace=namespace, labels=runner_labels(name, role),
-                      owner=owner, config=config, args=[Command.VERIFY, *_artifact_args(sha256, size)], env=env,
-                      deadline_seconds=deadline_seconds)
+    return runner_job(
+        name=job_name(name, uid, role),
+        namespace=namespace,
+        labels=runner_labels(name, role),
+        owner=owner,
+        config=config,
+        args=[Command.VERIFY, *_artifact_args(sha256, size)],
+        env=env,
+        deadline_seconds=deadline_seconds,
+    )
 
 
-def restore_job(*, name: str, namespace: str, uid: str, owner: dict, config: OperatorConfig, sha256: str,
-                size: int, target_secret: str, database: str, clean: bool, role: str = "restore",
-                go_sha256: str | None = None, go_timeout_seconds: int = DEFAULT_GO_TIMEOUT_SECONDS,
-                deadline_seconds: int = 6 * 3600) -> dict[str, Any]:
+def restore_job(
+    *,
+    name: str,
+    namespace: str,
+    uid: str,
+    owner: dict,
+    config: OperatorConfig,
+    sha256: str,
+    size: int,
+    target_secret: str,
+    database: str,
+    clean: bool,
+    role: str = "restore",
+    go_sha256: str | None = None,
+    go_timeout_seconds: int = DEFAULT_GO_TIMEOUT_SECONDS,
+    deadline_seconds: int = 6 * 3600,
+) -> dict[str, Any]:
     """With `go_sha256`, the Job is started before the services stop: it stages and verifies the
     artifact, then waits for the operator's go object (its URL under the Secret's key `go`)."""
-    args = [Command.RESTORE, *_artifact_args(sha256, size), Flag.DATABASE, database,
-            Flag.JOBS, str(DEFAULT_PARALLEL_JOBS)]
+    args = [
+        Command.RESTORE,
+        *_artifact_args(sha256, size),
+        Flag.DATABASE,
+        database,
+        Flag.JOBS,
+        str(DEFAULT_PARALLEL_JOBS),
+    ]
     if clean:
         args.append(Flag.CLEAN)  # InPlace: pg_restore --clean --if-exists over the existing database
-    env = [secret_env(Env.ARTIFACT_URL, url_secret_name(name, uid, role), URL_SECRET_URL_KEY),
-           *database_env(target_secret)]
+    env = [
+        secret_env(Env.ARTIFACT_URL, url_secret_name(name, uid, role), URL_SECRET_URL_KEY),
+        *database_env(target_secret),
+    ]
     if go_sha256:
         args += [Flag.GO_URL_ENV, Env.GO_URL, Flag.GO_SHA256, go_sha256, Flag.GO_TIMEOUT, str(go_timeout_seconds)]
         env.append(secret_env(Env.GO_URL, url_secret_name(name, uid, role), URL_SECRET_GO_KEY))
-    return runner_job(name=job_name(name, uid, role), namespace=namespace, labels=runner_labels(name, role),
-                      owner=owner, config=config, args=args, env=env, deadline_seconds=deadline_seconds)
+    return runner_job(
+        name=job_name(name, uid, role),
+        namespace=namespace,
+        labels=runner_labels(name, role),
+        owner=owner,
+        config=config,
+        args=args,
+        env=env,
+        deadline_seconds=deadline_seconds,
+    )

@@ -20,13 +20,13 @@ from walwarden.workflow.steps import s3_client
 
 @dataclass(frozen=True)
 class Source:
-    label: str                      # what approval tokens bind: the BackupRequest name or the s3:// URI
+    label: str  # what approval tokens bind: the BackupRequest name or the s3:// URI
     storage: S3Storage
     bucket: str
     prefix: str
     manifest: manifests.Manifest
     dump: manifests.DatabaseDump
-    backup_secret: str | None       # the backup's admin Secret: InPlace's default target
+    backup_secret: str | None  # the backup's admin Secret: InPlace's default target
 
     @property
     def taken_at(self) -> str:
@@ -41,8 +41,7 @@ def source_of(run: RestoreRun) -> Source:
 
 
 def read_backup(run: RestoreRun, name: str) -> BackupRequest | None:
-    found = call(run.kube.custom.get_namespaced_custom_object, GROUP, VERSION, run.namespace,
-                 backup_api.PLURAL, name)
+    found = call(run.kube.custom.get_namespaced_custom_object, GROUP, VERSION, run.namespace, backup_api.PLURAL, name)
     return None if found is None else BackupRequest.model_validate(found)
 
 
@@ -59,8 +58,9 @@ def _resolve(run: RestoreRun) -> Source:
             raise StepFailed("SourceFailed", f"BackupRequest {name} failed; only a Succeeded backup can be restored")
         if phase != BackupPhase.SUCCEEDED or backup.status is None or backup.status.artifact is None:
             # Applied together (GitOps): wait for the backup to finish.
-            raise Wait(f"waiting for BackupRequest {name} to succeed (it is {phase or 'not started'})",
-                       delay=run.poll_seconds)
+            raise Wait(
+                f"waiting for BackupRequest {name} to succeed (it is {phase or 'not started'})", delay=run.poll_seconds
+            )
         storage_spec = backup.spec.storage.s3
         bucket, manifest_key = storage.parse_s3_uri(backup.status.artifact.manifest_uri)
         label, backup_secret = name, backup.spec.database.secret_ref.name
@@ -73,9 +73,12 @@ def _resolve(run: RestoreRun) -> Source:
     try:
         manifest = manifests.read_manifest(s3_client(run, storage_spec), bucket, manifest_key)
     except Exception as error:  # absent or unreadable: either way the artifact cannot be verified
-        raise StepFailed("ManifestMissing", f"the manifest {storage.s3_uri(bucket, manifest_key)} cannot be read "
-                                            f"({type(error).__name__}); without it the artifact cannot be "
-                                            "verified, so it is not restored") from None
+        raise StepFailed(
+            "ManifestMissing",
+            f"the manifest {storage.s3_uri(bucket, manifest_key)} cannot be read "
+            f"({type(error).__name__}); without it the artifact cannot be "
+            "verified, so it is not restored",
+        ) from None
     dump = _dump_to_restore(run, manifest, bucket)
     if backup is not None:
         check_manifest_is_the_backups(run, backup, manifest, dump)
@@ -93,24 +96,31 @@ def _dump_to_restore(run: RestoreRun, manifest: manifests.Manifest, bucket: str)
     return next((e for e in manifest.databases if e.name == wanted), manifest.databases[0])
 
 
-def check_manifest_is_the_backups(run: RestoreRun, backup: BackupRequest, manifest: manifests.Manifest,
-                                  dump: manifests.DatabaseDump) -> None:
+def check_manifest_is_the_backups(
+    run: RestoreRun, backup: BackupRequest, manifest: manifests.Manifest, dump: manifests.DatabaseDump
+) -> None:
     """The manifest in S3 must still be the one the BackupRequest proved: signed with its key (while
     that Secret lives) and with the sha256 and size it recorded. Otherwise someone rewrote the
     artifact *and* its manifest, and the checksum checks against the manifest would prove nothing."""
     name, uid = backup.name, str(backup.metadata.get("uid", ""))
     key = (read_secret(run.kube, run.namespace, backup_api.signing_key_secret_name(name, uid)) or {}).get("key")
     if key and not manifests.signature_valid(manifest, key.encode()):
-        raise StepFailed("ManifestNotSigned", f"the manifest of BackupRequest {name} in S3 is no longer the one its "
-                                              "Job signed: the backup was replaced; do not restore it. Nothing was "
-                                              "touched")
+        raise StepFailed(
+            "ManifestNotSigned",
+            f"the manifest of BackupRequest {name} in S3 is no longer the one its "
+            "Job signed: the backup was replaced; do not restore it. Nothing was "
+            "touched",
+        )
     artifact = backup.status.artifact if backup.status else None
     recorded = next((f for f in artifact.files if f.database == dump.name), None) if artifact else None
     if recorded and (recorded.sha256, recorded.size_bytes) != (dump.sha256, dump.size_bytes):
-        raise StepFailed("ManifestChanged", f"the manifest of BackupRequest {name} in S3 describes another "
-                                            f"{dump.name} dump (sha256 {dump.sha256[:12]}…) than the backup recorded "
-                                            f"({recorded.sha256[:12]}…): the backup was replaced; do not restore "
-                                            "it. Nothing was touched")
+        raise StepFailed(
+            "ManifestChanged",
+            f"the manifest of BackupRequest {name} in S3 describes another "
+            f"{dump.name} dump (sha256 {dump.sha256[:12]}…) than the backup recorded "
+            f"({recorded.sha256[:12]}…): the backup was replaced; do not restore "
+            "it. Nothing was touched",
+        )
 
 
 def audit_location(run: RestoreRun) -> tuple[Any, str, str] | None:

@@ -38,18 +38,20 @@ from walwarden.restore.steps.verify import verify
 from walwarden.workflow.engine import Step, StepTable
 from walwarden.workflow.steps import acquire_lock, release_lock
 
-RESTORE_TABLE: StepTable[RestoreRun] = StepTable((
-    Step(RestoreStep.VALIDATE, validate, in_dry_run=True),
-    Step(RestoreStep.PLAN, plan, in_dry_run=True),
-    Step(RestoreStep.ACQUIRE_LOCK, acquire_lock),
-    Step(RestoreStep.PREFLIGHT, preflight),
-    Step(RestoreStep.SAFETY_BACKUP, safety_backup),
-    Step(RestoreStep.STAGE, stage, undo=call_off_staged_job),
-    Step(RestoreStep.SCALE_DOWN, scale_down, undo=start_stopped_services, touches_vault=True),
-    Step(RestoreStep.RESTORE, restore, undo=put_database_back, touches_vault=True),
-    Step(RestoreStep.RECONFIGURE, reconfigure, undo=put_secrets_back, touches_vault=True),
-    Step(RestoreStep.SCALE_UP, scale_up),
-    Step(RestoreStep.VERIFY, verify),
-    Step(RestoreStep.ROLLBACK, None, rollback=True),
-    Step(RestoreStep.RELEASE_LOCK, release_lock, cleanup=True),
-))
+RESTORE_TABLE: StepTable[RestoreRun] = StepTable(
+    (
+        Step(RestoreStep.VALIDATE, validate, in_dry_run=True),
+        Step(RestoreStep.PLAN, plan, in_dry_run=True),
+        Step(RestoreStep.ACQUIRE_LOCK, acquire_lock),
+        Step(RestoreStep.PREFLIGHT, preflight),
+        Step(RestoreStep.SAFETY_BACKUP, safety_backup),
+        Step(RestoreStep.STAGE, stage, undo=call_off_staged_job),
+        Step(RestoreStep.SCALE_DOWN, scale_down, undo=start_stopped_services, touches_vault=True),
+        Step(RestoreStep.RESTORE, restore, undo=put_database_back, touches_vault=True),
+        Step(RestoreStep.RECONFIGURE, reconfigure, undo=put_secrets_back, touches_vault=True),
+        Step(RestoreStep.SCALE_UP, scale_up),
+        Step(RestoreStep.VERIFY, verify),
+        Step(RestoreStep.ROLLBACK, None, rollback=True),
+        Step(RestoreStep.RELEASE_LOCK, release_lock, cleanup=True),
+    )
+)

@@ -9,15 +9,17 @@ from walwarden.workflow.engine import StepFailed
 from walwarden.workflow.steps import require_secret_keys
 
 
-
 def target_secret_name(run: RestoreRun) -> str:
     if run.spec.target:
         return run.spec.target.secret_ref.name
     backup_secret = source_of(run).backup_secret
     if backup_secret:
         return backup_secret
-    raise StepFailed("TargetMissing", "an InPlace restore of an s3:// artifact needs spec.target: the Secret "
-                                      "with the admin connection of the database to restore into")
+    raise StepFailed(
+        "TargetMissing",
+        "an InPlace restore of an s3:// artifact needs spec.target: the Secret "
+        "with the admin connection of the database to restore into",
+    )
 
 
 def target_database(run: RestoreRun) -> str:

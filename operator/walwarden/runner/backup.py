@@ -89,28 +89,39 @@ def _say(line: str) -> None:
 def run_backup(options: BackupOptions, say: Say = _say) -> manifests.Manifest:
     """Back up every database of `options` and write the manifest; returns the manifest written."""
     _check_arguments(options)
-    fingerprints = [manifests.EncryptorEntry(secret=name, **fingerprint(_emp_value(name, variable)).model_dump())
-                    for name, variable in options.emp]
+    fingerprints = [
+        manifests.EncryptorEntry(secret=name, **fingerprint(_emp_value(name, variable)).model_dump())
+        for name, variable in options.emp
+    ]
     pg_dump = _find_pg_dump()
     dump_version = _pg_dump_version(pg_dump)
     server_version, sizes = _check_databases(options.databases)
     _check_pg_dump_version(dump_version, server_version)
-    client = storage.make_client(region=options.region, endpoint=options.endpoint,
-                                 force_path_style=options.force_path_style)
+    client = storage.make_client(
+        region=options.region, endpoint=options.endpoint, force_path_style=options.force_path_style
+    )
     _check_bucket(client, options)
-    say(f"checked: {len(options.databases)} database(s) on PostgreSQL {server_version}, pg_dump {dump_version}, "
-        f"bucket {options.bucket}")
+    say(
+        f"checked: {len(options.databases)} database(s) on PostgreSQL {server_version}, pg_dump {dump_version}, "
+        f"bucket {options.bucket}"
+    )
 
     created_at = format_timestamp(utcnow())
     dumps: list[manifests.DatabaseDump] = []
     try:
         for database in options.databases:
-            dumps.append(_dump_database(client, options, database, pg_dump,
-                                        options.expected_bytes or sizes[database], say))
+            dumps.append(
+                _dump_database(client, options, database, pg_dump, options.expected_bytes or sizes[database], say)
+            )
         manifest = manifests.Manifest(
-            created_at=created_at, completed_at=format_timestamp(utcnow()), backup=options.backup,
-            pg_dump_version=dump_version, pg_server_version=server_version, databases=dumps,
-            encryptor_fingerprints=fingerprints)
+            created_at=created_at,
+            completed_at=format_timestamp(utcnow()),
+            backup=options.backup,
+            pg_dump_version=dump_version,
+            pg_server_version=server_version,
+            databases=dumps,
+            encryptor_fingerprints=fingerprints,
+        )
         if result_key := os.environ.get(Env.RESULT_KEY):
             manifest = manifests.sign_manifest(manifest, result_key.encode())
         with _storage_errors(f"writing {storage.s3_uri(options.bucket, options.manifest_key)}", options.bucket):
@@ -118,8 +129,10 @@ def run_backup(options: BackupOptions, say: Say = _say) -> manifests.Manifest:
     except BaseException:
         _delete_quietly(client, options.bucket, [dump.key for dump in dumps])
         raise
-    say(f"manifest written: {storage.s3_uri(options.bucket, options.manifest_key)}"
-        + (" (signed)" if manifest.signature else ""))
+    say(
+        f"manifest written: {storage.s3_uri(options.bucket, options.manifest_key)}"
+        + (" (signed)" if manifest.signature else "")
+    )
     return manifest
 
 
@@ -138,8 +151,10 @@ def _check_arguments(options: BackupOptions) -> None:
 def _emp_value(name: str, variable: str) -> str:
     value = os.environ.get(variable)
     if not value:
-        raise InvalidArguments(f"the Encryptor Master Password {name} should be in the environment variable "
-                               f"{variable}, which is not set or empty")
+        raise InvalidArguments(
+            f"the Encryptor Master Password {name} should be in the environment variable "
+            f"{variable}, which is not set or empty"
+        )
     return value
 
 
@@ -152,8 +167,9 @@ def _find_pg_dump() -> str:
 
 def _pg_dump_version(pg_dump: str) -> str:
     """'15.18' from 'pg_dump (PostgreSQL) 15.18 (Debian 15.18-0+deb12u1)'."""
-    result = subprocess.run([pg_dump, "--version"], capture_output=True, text=True, stdin=subprocess.DEVNULL,
-                            check=False)
+    result = subprocess.run(
+        [pg_dump, "--version"], capture_output=True, text=True, stdin=subprocess.DEVNULL, check=False
+    )
     match = re.search(r"\(PostgreSQL\)\s+(\d+(?:\.\d+)*)", result.stdout)
     if result.returncode != 0 or not match:
         raise DumpFailed(f"cannot tell pg_dump's version ({pg_dump} --version: {result.stdout or result.stderr!r})")
@@ -165,16 +181,19 @@ def _check_pg_dump_version(dump_version: str, server_version: str) -> None:
     An unreadable version (()) refuses nothing: pg_dump itself then has the last word."""
     dump_major, server_major = major_version(dump_version), major_version(server_version)
     if dump_major and server_major and dump_major < server_major:
-        raise PgDumpTooOld(f"pg_dump {dump_version} cannot dump a PostgreSQL {server_version} server: use a pg_dump "
-                           f"(a runner image) of major version {'.'.join(map(str, server_major))} or newer")
+        raise PgDumpTooOld(
+            f"pg_dump {dump_version} cannot dump a PostgreSQL {server_version} server: use a pg_dump "
+            f"(a runner image) of major version {'.'.join(map(str, server_major))} or newer"
+        )
 
 
 def connect(database: str, **kwargs: Any) -> psycopg.Connection:
     """A connection to `database` with the environment's PG* settings, its failure told precisely."""
     timeout = os.environ.get(Env.PG_CONNECT_TIMEOUT) or CONNECT_TIMEOUT_SECONDS
     try:
-        return psycopg.connect(dbname=database, connect_timeout=int(timeout), application_name=RUNNER_APPLICATION_NAME,
-                               **kwargs)
+        return psycopg.connect(
+            dbname=database, connect_timeout=int(timeout), application_name=RUNNER_APPLICATION_NAME, **kwargs
+        )
     except psycopg.OperationalError as error:
         raise connection_error(database, error) from None
 
@@ -186,13 +205,18 @@ def connection_error(database: str, error: psycopg.OperationalError) -> RunnerEr
     where = f"{os.environ.get(Env.PG_HOST, 'localhost')}:{os.environ.get(Env.PG_PORT, '5432')}"
     failure = classify_connection_error(error)
     if failure is ConnectionFailure.DATABASE_NOT_FOUND:
-        return DatabaseNotFound(f"database {database!r} does not exist on {where}: check the database names of the "
-                                f"request ({detail})")
+        return DatabaseNotFound(
+            f"database {database!r} does not exist on {where}: check the database names of the request ({detail})"
+        )
     if failure is ConnectionFailure.AUTHENTICATION_FAILED:
-        return AuthenticationFailed(f"cannot log in to database {database!r} on {where}: check the user and "
-                                    f"password of the admin connection Secret ({detail})")
-    return DatabaseUnreachable(f"cannot reach PostgreSQL at {where} (database {database!r}): check the host and "
-                               f"port of the admin connection Secret and the network path from the Job ({detail})")
+        return AuthenticationFailed(
+            f"cannot log in to database {database!r} on {where}: check the user and "
+            f"password of the admin connection Secret ({detail})"
+        )
+    return DatabaseUnreachable(
+        f"cannot reach PostgreSQL at {where} (database {database!r}): check the host and "
+        f"port of the admin connection Secret and the network path from the Job ({detail})"
+    )
 
 
 def _check_databases(databases: list[str]) -> tuple[str, dict[str, int]]:
@@ -210,8 +234,10 @@ def _check_databases(databases: list[str]) -> tuple[str, dict[str, int]]:
 def storage_error(error: BaseException, what: str, bucket: str) -> RunnerError:
     """Which of our reasons a failed object-store request is."""
     if isinstance(error, NoCredentialsError):
-        return StorageAccessDenied(f"{what}: no object-store credentials: set the request's credentials Secret or "
-                                   "give the Job an identity (e.g. IRSA)")
+        return StorageAccessDenied(
+            f"{what}: no object-store credentials: set the request's credentials Secret or "
+            "give the Job an identity (e.g. IRSA)"
+        )
     if isinstance(error, EndpointConnectionError):
         return UploadFailed(f"{what}: cannot reach the object store ({error})")
     if isinstance(error, ClientError):
@@ -221,8 +247,10 @@ def storage_error(error: BaseException, what: str, bucket: str) -> RunnerError:
         if storage.is_not_found(error):
             return BucketNotFound(f"bucket {bucket!r} does not exist: create it or fix spec.storage.s3.bucket")
         if storage.is_access_denied(error):
-            return StorageAccessDenied(f"{what}: access denied ({code}): check the object-store credentials and "
-                                       f"that they may read and write bucket {bucket!r}")
+            return StorageAccessDenied(
+                f"{what}: access denied ({code}): check the object-store credentials and "
+                f"that they may read and write bucket {bucket!r}"
+            )
         return UploadFailed(f"{what}: the object store answered {code}: {error}")
     return UploadFailed(f"{what}: {type(error).__name__}: {error}")
 
@@ -256,18 +284,20 @@ def _check_bucket(client: BaseClient, options: BackupOptions) -> None:
 # --- one database --------------------------------------------------------------------------
 
 
-def _dump_database(client: BaseClient, options: BackupOptions, database: str, pg_dump: str, expected_bytes: int,
-                   say: Say) -> manifests.DatabaseDump:
+def _dump_database(
+    client: BaseClient, options: BackupOptions, database: str, pg_dump: str, expected_bytes: int, say: Say
+) -> manifests.DatabaseDump:
     key = options.dump_key(database)
     uri = storage.s3_uri(options.bucket, key)
     base = storage.base_part_size(expected_bytes)
-    with connect(database) as conn, _storage_errors(f"uploading {uri}", options.bucket), \
-            _database_errors(database):
+    with connect(database) as conn, _storage_errors(f"uploading {uri}", options.bucket), _database_errors(database):
         snapshot = _export_snapshot(conn)
         say(f"{database}: snapshot {snapshot}; dumping to {uri} in parts of {base // MiB} MiB")
-        with storage.MultipartUpload(client, options.bucket, key) as upload, \
-                _PgDump(pg_dump, database, snapshot) as dump, \
-                _in_background(row_counts, conn) as counting:
+        with (
+            storage.MultipartUpload(client, options.bucket, key) as upload,
+            _PgDump(pg_dump, database, snapshot) as dump,
+            _in_background(row_counts, conn) as counting,
+        ):
             reader = ChecksumReader(dump.stdout)  # type: ignore[arg-type]  # a pipe (stdout=PIPE)
             parts = FullReader(reader)
             progress = Progress(database, say=say)
@@ -281,8 +311,9 @@ def _dump_database(client: BaseClient, options: BackupOptions, database: str, pg
             upload.complete()
         progress.done(reader.size)
     say(f"{database}: {reader.size:,} bytes, sha256 {reader.sha256}, {len(counts)} tables counted")
-    return manifests.DatabaseDump(name=database, key=key, uri=uri, sha256=reader.sha256, size_bytes=reader.size,
-                                  row_counts=counts)
+    return manifests.DatabaseDump(
+        name=database, key=key, uri=uri, sha256=reader.sha256, size_bytes=reader.size, row_counts=counts
+    )
 
 
 @contextmanager
@@ -311,9 +342,12 @@ def row_counts(conn: psycopg.Connection) -> dict[str, int]:
         "SELECT n.nspname, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
         "WHERE c.relkind = 'r' AND n.nspname <> 'information_schema' AND n.nspname !~ '^pg_' "
         "AND NOT EXISTS (SELECT FROM pg_depend d WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid "
-        "AND d.deptype = 'e') ORDER BY 1, 2").fetchall()
-    return {f"{schema}.{name}": int(scalar(conn, sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(schema, name))))
-            for schema, name in tables}
+        "AND d.deptype = 'e') ORDER BY 1, 2"
+    ).fetchall()
+    return {
+        f"{schema}.{name}": int(scalar(conn, sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(schema, name))))
+        for schema, name in tables
+    }
 
 
 @contextmanager
@@ -340,7 +374,12 @@ class _PgDump:
         env = {**os.environ, "PGDATABASE": database}
         self.process = subprocess.Popen(
             [pg_dump, "--format=custom", f"--snapshot={snapshot}", "--no-password"],
-            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, bufsize=0)
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=env,
+            bufsize=0,
+        )
         assert self.process.stdout is not None  # stdout=PIPE
         self.stdout = self.process.stdout
         _widen_pipe(self.stdout)

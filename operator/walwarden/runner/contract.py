@@ -23,8 +23,8 @@ RUNNER_SUBCOMMAND: Final = RUNNER_COMMAND[1]  # the `walwarden` command's subpar
 class Command:
     """The runner's subcommands."""
 
-    BACKUP: Final = "backup"    # pg_dump into S3, manifest last
-    VERIFY: Final = "verify"    # download, sha256, pg_restore --list: touches no database
+    BACKUP: Final = "backup"  # pg_dump into S3, manifest last
+    VERIFY: Final = "verify"  # download, sha256, pg_restore --list: touches no database
     RESTORE: Final = "restore"  # verify, wait for the go when given one, pg_restore
 
 
@@ -59,10 +59,10 @@ class Env:
     """Environment variables of the runner's container."""
 
     ARTIFACT_URL: Final = "WALWARDEN_ARTIFACT_URL"  # presigned GET URL of the artifact (given by --url-env)
-    GO_URL: Final = "WALWARDEN_GO_URL"              # presigned GET URL of the go object (by --go-url-env)
-    RESULT_KEY: Final = "WALWARDEN_RESULT_KEY"      # when set, the backup signs its manifest with it
-    STAGING_DIR: Final = "WALWARDEN_STAGING_DIR"    # where restore stages the artifact (default: tempdir)
-    EMP_PREFIX: Final = "WALWARDEN_EMP_"            # WALWARDEN_EMP_<n>: one Encryptor Master Password each
+    GO_URL: Final = "WALWARDEN_GO_URL"  # presigned GET URL of the go object (by --go-url-env)
+    RESULT_KEY: Final = "WALWARDEN_RESULT_KEY"  # when set, the backup signs its manifest with it
+    STAGING_DIR: Final = "WALWARDEN_STAGING_DIR"  # where restore stages the artifact (default: tempdir)
+    EMP_PREFIX: Final = "WALWARDEN_EMP_"  # WALWARDEN_EMP_<n>: one Encryptor Master Password each
     # libpq reads the admin connection from these; the runner names PGHOST and PGPORT in its messages.
     PG_HOST: Final = "PGHOST"
     PG_PORT: Final = "PGPORT"
@@ -92,8 +92,8 @@ def emp_argument(secret: str, variable: str) -> str:
 # --- defaults both sides assume -----------------------------------------------------------------
 
 DEFAULT_REGION: Final = "us-east-1"
-DEFAULT_PARALLEL_JOBS: Final = 2           # pg_restore --jobs
-DEFAULT_GO_TIMEOUT_SECONDS: Final = 3600   # how long a restore waits for its go
+DEFAULT_PARALLEL_JOBS: Final = 2  # pg_restore --jobs
+DEFAULT_GO_TIMEOUT_SECONDS: Final = 3600  # how long a restore waits for its go
 
 # --- the go signal ----------------------------------------------------------------------------
 
@@ -130,7 +130,7 @@ def format_error_line(reason: str, message: str) -> str:
     text = " ".join(message.split())
     room = MAX_ERROR_LINE_BYTES - len(head.encode())
     if len(text.encode()) > room:
-        cut = text.encode()[:room - len(ELLIPSIS.encode())]
+        cut = text.encode()[: room - len(ELLIPSIS.encode())]
         text = cut.decode(errors="ignore") + ELLIPSIS  # "ignore": drop a character cut in half
     return head + text
 
@@ -139,5 +139,5 @@ def parse_error_line(line: str) -> tuple[str, str] | None:
     """(reason, message) of a line format_error_line made, or None for any other line."""
     if not line.startswith(ERROR_PREFIX):
         return None
-    reason, _, message = line[len(ERROR_PREFIX):].partition(REASON_SEPARATOR)
+    reason, _, message = line[len(ERROR_PREFIX) :].partition(REASON_SEPARATOR)
     return reason.strip(), message.strip()

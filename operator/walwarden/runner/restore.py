@@ -107,18 +107,22 @@ class TargetState:
     """
 
     database: str
-    clean: bool              # InPlace: pg_restore --clean over the existing database
-    created: bool = False    # CREATE DATABASE ran (Redirected into a missing database)
+    clean: bool  # InPlace: pg_restore --clean over the existing database
+    created: bool = False  # CREATE DATABASE ran (Redirected into a missing database)
     restoring: bool = False  # pg_restore was started
 
     def describe(self) -> str:
         """What the database is left as, and what to do about it."""
         if self.restoring and self.clean:
-            return (f"the target database {self.database!r} may be partly restored: restore again (InPlace "
-                    "replaces what is there) or roll back to the safety backup")
+            return (
+                f"the target database {self.database!r} may be partly restored: restore again (InPlace "
+                "replaces what is there) or roll back to the safety backup"
+            )
         if self.restoring:
-            return (f"the target database {self.database!r} may be partly restored: drop it and restore again, or "
-                    "roll back (leave the services on the original database)")
+            return (
+                f"the target database {self.database!r} may be partly restored: drop it and restore again, or "
+                "roll back (leave the services on the original database)"
+            )
         if self.created:
             return f"the database {self.database!r} was created, empty, and nothing was restored into it"
         return NOT_TOUCHED
@@ -147,6 +151,7 @@ class GoSignal:
     operator's Secrets cannot start a restore under running services. The content ABORT_CONTENT
     calls the restore off (the request failed before its go): the Job ends at once.
     """
+
     url: str
     sha256: str
     timeout_seconds: float
@@ -170,8 +175,10 @@ def open_url(url: str) -> BinaryIO:
         return urllib.request.urlopen(url, timeout=60)
     except urllib.error.HTTPError as error:
         if error.code == 403:
-            raise UrlExpired("the object store refused the presigned URL (HTTP 403): it expired or its signature "
-                             "is wrong; run the request again to get a fresh one") from None
+            raise UrlExpired(
+                "the object store refused the presigned URL (HTTP 403): it expired or its signature "
+                "is wrong; run the request again to get a fresh one"
+            ) from None
         if error.code == 404:
             raise DownloadFailed("the artifact does not exist in the object store (HTTP 404)") from None
         raise DownloadFailed(f"downloading the artifact failed: HTTP {error.code}") from None
@@ -179,8 +186,9 @@ def open_url(url: str) -> BinaryIO:
         raise DownloadFailed(f"cannot reach the object store: {type(error).__name__}") from None
 
 
-def copy_verified(artifact: Artifact, sink: Callable[[bytes], None], label: str,
-                  progress: ProgressFactory = Progress) -> None:
+def copy_verified(
+    artifact: Artifact, sink: Callable[[bytes], None], label: str, progress: ProgressFactory = Progress
+) -> None:
     """Stream the artifact into `sink`, then fail unless its size and sha256 are the manifest's.
     The messages do not say whether anything was restored: when `sink` is pg_restore, it was."""
     digest, size = hashlib.sha256(), 0
@@ -199,11 +207,14 @@ def copy_verified(artifact: Artifact, sink: Callable[[bytes], None], label: str,
             reporter.update(size)
     reporter.done(size)
     if size != artifact.size:
-        raise SizeMismatch(f"the artifact is {size} bytes, the manifest says {artifact.size}: it is truncated or "
-                           "was replaced")
+        raise SizeMismatch(
+            f"the artifact is {size} bytes, the manifest says {artifact.size}: it is truncated or was replaced"
+        )
     if digest.hexdigest() != artifact.sha256:
-        raise ChecksumMismatch(f"the artifact's sha256 is {digest.hexdigest()}, the manifest says {artifact.sha256}: "
-                               "it is corrupt or was replaced")
+        raise ChecksumMismatch(
+            f"the artifact's sha256 is {digest.hexdigest()}, the manifest says {artifact.sha256}: "
+            "it is corrupt or was replaced"
+        )
 
 
 def staging_dir() -> Path:
@@ -231,8 +242,10 @@ def list_archive(path: Path) -> str:
     """pg_restore --list: proves our pg_restore can read the archive's version and table of contents."""
     result = subprocess.run(["pg_restore", "--list", str(path)], capture_output=True, text=True, check=False)
     if result.returncode != 0:
-        raise ArchiveUnreadable(f"pg_restore --list cannot read the archive: {_last_lines(result.stderr)}; if it "
-                                "names an unsupported version, use a runner image with newer PostgreSQL tools")
+        raise ArchiveUnreadable(
+            f"pg_restore --list cannot read the archive: {_last_lines(result.stderr)}; if it "
+            "names an unsupported version, use a runner image with newer PostgreSQL tools"
+        )
     header = [line[2:] for line in result.stdout.splitlines() if line.startswith(("; Dump", "; Format"))]
     return "; ".join(header)
 
@@ -292,12 +305,12 @@ def _read_go(url: str) -> bytes | None:
         return None
 
 
-def wait_for_go(go: GoSignal, clock: Callable[[], float] = time.monotonic,
-                sleep: Callable[[float], None] = time.sleep) -> None:
+def wait_for_go(
+    go: GoSignal, clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep
+) -> None:
     """Return once the go object holds what the operator wrote; raise when it calls the restore
     off, holds anything else, or never comes. (run_restore adds that the database was not touched.)"""
-    print("artifact staged and verified; waiting for the operator's go (the services are being stopped)",
-          flush=True)
+    print("artifact staged and verified; waiting for the operator's go (the services are being stopped)", flush=True)
     started = clock()
     while (content := _read_go(go.url)) is None:
         waited = clock() - started
@@ -305,8 +318,9 @@ def wait_for_go(go: GoSignal, clock: Callable[[], float] = time.monotonic,
             raise NoGoSignal(f"no go signal from the operator within {go.timeout_seconds:g}s")
         sleep(GO_POLL_SECONDS if waited < GO_POLL_FAST_FOR else GO_POLL_SLOW_SECONDS)
     if content.strip() == contract.GO_ABORT_CONTENT.encode():
-        raise RestoreCalledOff("the operator called the restore off before its go (the request failed while the "
-                               "services were stopping)")
+        raise RestoreCalledOff(
+            "the operator called the restore off before its go (the request failed while the services were stopping)"
+        )
     if hashlib.sha256(content).hexdigest() != go.sha256:
         raise GoSignalInvalid("the go object does not hold what the operator wrote: someone else wrote it")
     print("go: the services are stopped", flush=True)
@@ -317,9 +331,15 @@ def check_reachable(database: str, clean: bool) -> None:
     _admin_connection(database if clean else "postgres").close()
 
 
-def run_restore(artifact: Artifact, database: str, clean: bool, jobs: int,
-                progress: ProgressFactory = Progress, go: GoSignal | None = None,
-                state: TargetState | None = None) -> None:
+def run_restore(
+    artifact: Artifact,
+    database: str,
+    clean: bool,
+    jobs: int,
+    progress: ProgressFactory = Progress,
+    go: GoSignal | None = None,
+    state: TargetState | None = None,
+) -> None:
     """Verify the artifact, wait for `go` when given, then restore. Nothing touches the database
     (not even creating it) before both. `state` (of the same database and clean) follows how far
     it got, for a caller that explains interruptions; every RunnerError raised says what it left."""
@@ -339,8 +359,7 @@ def _saying_what_is_left(state: TargetState) -> Iterator[None]:
         raise
 
 
-def _restore(artifact: Artifact, state: TargetState, jobs: int, progress: ProgressFactory,
-             go: GoSignal | None) -> None:
+def _restore(artifact: Artifact, state: TargetState, jobs: int, progress: ProgressFactory, go: GoSignal | None) -> None:
     def verified_and_allowed() -> None:
         if go:
             wait_for_go(go)
@@ -361,8 +380,9 @@ def _restore(artifact: Artifact, state: TargetState, jobs: int, progress: Progre
     copy_verified(artifact, lambda chunk: None, "verify", progress)
     verified_and_allowed()
     state.restoring = True  # from here a failure, even of the download, leaves a partly restored database
-    process = subprocess.Popen(pg_restore_command(state.database, state.clean, None, None), stdin=subprocess.PIPE,
-                               stderr=subprocess.PIPE)
+    process = subprocess.Popen(
+        pg_restore_command(state.database, state.clean, None, None), stdin=subprocess.PIPE, stderr=subprocess.PIPE
+    )
     assert process.stdin is not None and process.stderr is not None  # both PIPE
     try:
         copy_verified(artifact, process.stdin.write, "restore", progress)  # type: ignore[arg-type]

@@ -86,8 +86,13 @@ class ProgressReporter(Protocol):
 class Progress:
     """Prints '<label>: <MiB> MiB, <rate> MiB/s' at most every `interval` seconds, and once at the end."""
 
-    def __init__(self, label: str, interval: float = 5.0, say: Callable[[str], None] = print,
-                 clock: Callable[[], float] = time.monotonic):
+    def __init__(
+        self,
+        label: str,
+        interval: float = 5.0,
+        say: Callable[[str], None] = print,
+        clock: Callable[[], float] = time.monotonic,
+    ):
         self.label = label
         self.interval = interval
         self._say = say

@@ -44,18 +44,26 @@ class EncryptorFingerprint(BaseModel):
 
 def _derive(secret_value: str, salt: bytes, n: int, r: int, p: int) -> bytes:
     if n & (n - 1) or _scrypt_memory(n, r, p) > MAX_MEMORY:
-        raise ValueError(f"scrypt parameters n={n}, r={r}, p={p} are not a power-of-two n within "
-                         f"{MAX_MEMORY // 2**20} MiB")
-    return hashlib.scrypt(secret_value.encode("utf-8"), salt=salt, n=n, r=r, p=p, dklen=HASH_BYTES,
-                          maxmem=_scrypt_memory(n, r, p) + 2**20)  # OpenSSL's default limit is too low for n=2**15
+        raise ValueError(
+            f"scrypt parameters n={n}, r={r}, p={p} are not a power-of-two n within {MAX_MEMORY // 2**20} MiB"
+        )
+    return hashlib.scrypt(
+        secret_value.encode("utf-8"), salt=salt, n=n, r=r, p=p, dklen=HASH_BYTES, maxmem=_scrypt_memory(n, r, p) + 2**20
+    )  # OpenSSL's default limit is too low for n=2**15
 
 
-def fingerprint(secret_value: str, salt: bytes | None = None, n: int = DEFAULT_N, r: int = DEFAULT_R,
-                p: int = DEFAULT_P) -> EncryptorFingerprint:
+def fingerprint(
+    secret_value: str, salt: bytes | None = None, n: int = DEFAULT_N, r: int = DEFAULT_R, p: int = DEFAULT_P
+) -> EncryptorFingerprint:
     """The fingerprint of one EMP value, with a new random salt unless one is given."""
     salt = secrets.token_bytes(SALT_BYTES) if salt is None else salt
-    return EncryptorFingerprint(n=n, r=r, p=p, salt=base64.b64encode(salt).decode(),
-                                hash=base64.b64encode(_derive(secret_value, salt, n, r, p)).decode())
+    return EncryptorFingerprint(
+        n=n,
+        r=r,
+        p=p,
+        salt=base64.b64encode(salt).decode(),
+        hash=base64.b64encode(_derive(secret_value, salt, n, r, p)).decode(),
+    )
 
 
 def matches(secret_value: str, fingerprint: EncryptorFingerprint) -> bool:

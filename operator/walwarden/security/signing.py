@@ -16,8 +16,7 @@ SCHEME = "hmac-sha256"
 
 def canonical_json(value: Any) -> bytes:
     """One byte string per value: sorted keys, no whitespace, ASCII only."""
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=True,
-                      allow_nan=False).encode("ascii")
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False).encode("ascii")
 
 
 def sign(key: bytes, message: bytes) -> str:

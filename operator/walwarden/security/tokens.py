@@ -45,7 +45,13 @@ _NONCE_BYTES = 16  # 128 random bits: ids never collide, so "seen before" means 
 
 # Wire names of the claims; exactly these keys, with these types, make a well-formed token.
 _CLAIM_TYPES: dict[str, type] = {
-    "backup": str, "sha256": str, "mode": str, "namespace": str, "iat": int, "exp": int, "jti": str,
+    "backup": str,
+    "sha256": str,
+    "mode": str,
+    "namespace": str,
+    "iat": int,
+    "exp": int,
+    "jti": str,
 }
 
 
@@ -84,8 +90,15 @@ class TokenClaims:
         return _now(now) >= self.expires_at
 
     def to_wire(self) -> dict[str, Any]:
-        return {"backup": self.backup, "sha256": self.sha256, "mode": self.mode, "namespace": self.namespace,
-                "iat": self.issued_at, "exp": self.expires_at, "jti": self.token_id}
+        return {
+            "backup": self.backup,
+            "sha256": self.sha256,
+            "mode": self.mode,
+            "namespace": self.namespace,
+            "iat": self.issued_at,
+            "exp": self.expires_at,
+            "jti": self.token_id,
+        }
 
     @classmethod
     def from_wire(cls, claims: Any) -> TokenClaims:
@@ -95,55 +108,81 @@ class TokenClaims:
             # bool is an int in Python, but never a valid timestamp.
             if not isinstance(claims[name], kind) or isinstance(claims[name], bool):
                 raise _malformed(f"its claim {name!r} is not a {kind.__name__}")
-        return cls(token_id=claims["jti"], backup=claims["backup"], sha256=claims["sha256"],
-                   mode=claims["mode"], namespace=claims["namespace"], issued_at=claims["iat"],
-                   expires_at=claims["exp"])
+        return cls(
+            token_id=claims["jti"],
+            backup=claims["backup"],
+            sha256=claims["sha256"],
+            mode=claims["mode"],
+            namespace=claims["namespace"],
+            issued_at=claims["iat"],
+            expires_at=claims["exp"],
+        )
 
 
-def issue_token(key: bytes, *, backup: str, sha256: str, mode: str, namespace: str, ttl_seconds: int,
-                now: float | None = None) -> str:
+def issue_token(
+    key: bytes, *, backup: str, sha256: str, mode: str, namespace: str, ttl_seconds: int, now: float | None = None
+) -> str:
     """A new token approving one restore of `backup` (whose artifact has `sha256`) in `mode` into
     `namespace`, valid for ttl_seconds (1 s to 30 days). Raises ValueError on bad arguments."""
     if not isinstance(ttl_seconds, int) or isinstance(ttl_seconds, bool):
         raise ValueError(f"ttl_seconds must be an integer number of seconds, not {ttl_seconds!r}")
     if not 0 < ttl_seconds <= MAX_TTL_SECONDS:
-        raise ValueError(f"the token's lifetime must be more than 0 and at most 30 days "
-                         f"({MAX_TTL_SECONDS} s), not {ttl_seconds} s: approvals are meant to be short-lived")
+        raise ValueError(
+            f"the token's lifetime must be more than 0 and at most 30 days "
+            f"({MAX_TTL_SECONDS} s), not {ttl_seconds} s: approvals are meant to be short-lived"
+        )
     if not backup:
         raise ValueError("backup must name a BackupRequest or an s3:// artifact URI")
     if not namespace:
         raise ValueError("namespace must not be empty")
     issued_at = math.floor(_now(now))
-    claims = TokenClaims(token_id=_b64encode(secrets.token_bytes(_NONCE_BYTES)), backup=backup,
-                         sha256=normalize_sha256(sha256), mode=_check_mode(mode), namespace=namespace,
-                         issued_at=issued_at, expires_at=issued_at + ttl_seconds)
+    claims = TokenClaims(
+        token_id=_b64encode(secrets.token_bytes(_NONCE_BYTES)),
+        backup=backup,
+        sha256=normalize_sha256(sha256),
+        mode=_check_mode(mode),
+        namespace=namespace,
+        issued_at=issued_at,
+        expires_at=issued_at + ttl_seconds,
+    )
     payload = _b64encode(json.dumps(claims.to_wire(), separators=(",", ":"), sort_keys=True).encode())
     signed = f"{PREFIX}.{payload}"
     return f"{signed}.{_b64encode(_mac(key, signed))}"
 
 
-def verify_token(key: bytes, token: str, *, backup: str, sha256: str, mode: str, namespace: str,
-                 now: float | None = None) -> TokenClaims:
+def verify_token(
+    key: bytes, token: str, *, backup: str, sha256: str, mode: str, namespace: str, now: float | None = None
+) -> TokenClaims:
     """The token's claims if it was made with `key`, approves exactly this restore, and has not
     expired; else TokenError. Does not check reuse: see the module's docstring."""
     signed, payload, signature = _split(token)
     # Constant time, so the comparison leaks nothing about how much of a forged MAC was right.
     if not hmac.compare_digest(_mac(key, signed), signature):
-        raise TokenError(TokenErrorReason.SIGNATURE_INVALID,
-                         "the approval token was not signed with this operator's approval key, "
-                         "or it was altered after it was issued; issue a new one with `walwarden token issue`")
+        raise TokenError(
+            TokenErrorReason.SIGNATURE_INVALID,
+            "the approval token was not signed with this operator's approval key, "
+            "or it was altered after it was issued; issue a new one with `walwarden token issue`",
+        )
     claims = _decode_claims(payload)
     # Mismatch before expiry: a token for another restore is the more useful thing to be told.
-    expected = {"backup": backup, "sha256": normalize_sha256(sha256, strict=False), "mode": mode,
-                "namespace": namespace}
-    differences = [f"the token was issued for {name} {getattr(claims, name)}, this request is {value}"
-                   for name, value in expected.items() if getattr(claims, name) != value]
+    expected = {
+        "backup": backup,
+        "sha256": normalize_sha256(sha256, strict=False),
+        "mode": mode,
+        "namespace": namespace,
+    }
+    differences = [
+        f"the token was issued for {name} {getattr(claims, name)}, this request is {value}"
+        for name, value in expected.items()
+        if getattr(claims, name) != value
+    ]
     if differences:
         raise TokenError(TokenErrorReason.MISMATCH, "; ".join(differences))
     if claims.expired(now):
-        raise TokenError(TokenErrorReason.EXPIRED,
-                         f"the approval token expired at {rfc3339(claims.expires_at)}; issue a new one "
-                         "with `walwarden token issue`")
+        raise TokenError(
+            TokenErrorReason.EXPIRED,
+            f"the approval token expired at {rfc3339(claims.expires_at)}; issue a new one with `walwarden token issue`",
+        )
     return claims
 
 
@@ -197,9 +236,11 @@ def _mac(key: bytes, signed: str) -> bytes:
 
 
 def _malformed(why: str) -> TokenError:
-    return TokenError(TokenErrorReason.MALFORMED,
-                      f"this is not a Walwarden approval token ({why}); expected {PREFIX}.<claims>.<signature> "
-                      "as printed by `walwarden token issue`")
+    return TokenError(
+        TokenErrorReason.MALFORMED,
+        f"this is not a Walwarden approval token ({why}); expected {PREFIX}.<claims>.<signature> "
+        "as printed by `walwarden token issue`",
+    )
 
 
 def _split(token: str) -> tuple[str, str, bytes]:

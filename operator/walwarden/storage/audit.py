@@ -47,8 +47,10 @@ def verify_chain(text: str, expect_heads: tuple[str, ...] | list[str] = ()) -> s
         seen.add(previous)
     missing = [head for head in expect_heads if head not in seen]
     if missing:
-        raise AuditChainBroken(f"the log no longer holds the line {missing[0]} a request recorded as its last: "
-                               "it was cut short or rewritten")
+        raise AuditChainBroken(
+            f"the log no longer holds the line {missing[0]} a request recorded as its last: "
+            "it was cut short or rewritten"
+        )
     return previous
 
 
@@ -65,6 +67,7 @@ def append(client, bucket: str, key: str, records: list[dict[str, Any]]) -> str:
     for record in records:
         line, previous = _line(previous, record)
         lines.append(line)
-    client.put_object(Bucket=bucket, Key=key, Body=("\n".join(lines) + "\n").encode(),
-                      ContentType="application/x-ndjson")
+    client.put_object(
+        Bucket=bucket, Key=key, Body=("\n".join(lines) + "\n").encode(), ContentType="application/x-ndjson"
+    )
     return previous

@@ -41,8 +41,9 @@ class DatabaseDump(_ManifestModel):
     uri: str = Field(description="s3://bucket/key of the dump")
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
     size_bytes: int = Field(ge=0)
-    row_counts: dict[str, int] = Field(default_factory=dict,
-                                       description='exact rows per "schema.table", in the dump\'s snapshot')
+    row_counts: dict[str, int] = Field(
+        default_factory=dict, description='exact rows per "schema.table", in the dump\'s snapshot'
+    )
 
 
 class EncryptorEntry(EncryptorFingerprint):
@@ -53,8 +54,10 @@ class EncryptorEntry(EncryptorFingerprint):
 
 class Manifest(_ManifestModel):
     format_version: Literal[1] = 1  # FORMAT_VERSION
-    created_at: str = Field(description="RFC 3339: when the backup started, just before the first snapshot; "
-                            "a data-loss window counted from it is never too short")
+    created_at: str = Field(
+        description="RFC 3339: when the backup started, just before the first snapshot; "
+        "a data-loss window counted from it is never too short"
+    )
     completed_at: str = Field(description="RFC 3339: when the last dump's upload completed")
     backup: BackupIdentity = Field(default_factory=BackupIdentity)
     pg_dump_version: str

@@ -14,10 +14,10 @@ from botocore.exceptions import ClientError
 
 MiB = 2**20
 GiB = 2**30
-MAX_PARTS = 10_000              # S3's limit on the parts of one object
-MIN_PART_SIZE = 5 * MiB         # S3's minimum for every part but the last
-MAX_PART_SIZE = 5 * GiB         # S3's maximum part size
-DEFAULT_PART_SIZE = 8 * MiB     # our smallest: fewer requests, still little memory
+MAX_PARTS = 10_000  # S3's limit on the parts of one object
+MIN_PART_SIZE = 5 * MiB  # S3's minimum for every part but the last
+MAX_PART_SIZE = 5 * GiB  # S3's maximum part size
+DEFAULT_PART_SIZE = 8 * MiB  # our smallest: fewer requests, still little memory
 # The expected size fills at most PLANNED_PARTS parts at the base part size. An expected size is
 # only a hint (pg_database_size, or what the caller said): if the dump turns out bigger, the part
 # size doubles every GROWTH_STEP parts after that, so the 10,000-part limit is never what ends a
@@ -34,24 +34,37 @@ def parse_s3_uri(uri: str) -> tuple[str, str]:
     """'s3://bucket/some/key' -> ('bucket', 'some/key')."""
     if not uri.startswith("s3://"):
         raise ValueError(f"not an s3:// URI: {uri!r}")
-    bucket, _, key = uri[len("s3://"):].partition("/")
+    bucket, _, key = uri[len("s3://") :].partition("/")
     if not bucket or not key:
         raise ValueError(f"an s3:// URI needs a bucket and a key: {uri!r}")
     return bucket, key
 
 
-def make_client(*, region: str, endpoint: str | None = None, force_path_style: bool = False,
-                access_key: str | None = None, secret_key: str | None = None):
+def make_client(
+    *,
+    region: str,
+    endpoint: str | None = None,
+    force_path_style: bool = False,
+    access_key: str | None = None,
+    secret_key: str | None = None,
+):
     """An S3 client signing with SigV4. Without keys, boto3's ambient identity (environment, IRSA,
     instance profile). Path-style addressing for S3-compatible servers that need it."""
     config = Config(
         signature_version="s3v4",
         s3={"addressing_style": "path" if force_path_style else "auto"},
         retries={"mode": "standard", "max_attempts": 5},
-        connect_timeout=10, read_timeout=120,
+        connect_timeout=10,
+        read_timeout=120,
     )
-    return boto3.client("s3", region_name=region, endpoint_url=endpoint or None, config=config,
-                        aws_access_key_id=access_key or None, aws_secret_access_key=secret_key or None)
+    return boto3.client(
+        "s3",
+        region_name=region,
+        endpoint_url=endpoint or None,
+        config=config,
+        aws_access_key_id=access_key or None,
+        aws_secret_access_key=secret_key or None,
+    )
 
 
 def error_code(error: ClientError) -> str:
@@ -65,8 +78,19 @@ def error_code(error: ClientError) -> str:
 NOT_FOUND_CODES = frozenset({"404", "NotFound", "NoSuchKey", "NoSuchBucket"})
 BUCKET_NOT_FOUND_CODES = frozenset({"NoSuchBucket"})
 # Refused for the caller's identity or rights; a HEAD request's refusals all read '403'.
-ACCESS_DENIED_CODES = frozenset({"403", "AccessDenied", "Forbidden", "SignatureDoesNotMatch", "InvalidAccessKeyId",
-                                 "InvalidToken", "ExpiredToken", "AllAccessDisabled", "AccountProblem"})
+ACCESS_DENIED_CODES = frozenset(
+    {
+        "403",
+        "AccessDenied",
+        "Forbidden",
+        "SignatureDoesNotMatch",
+        "InvalidAccessKeyId",
+        "InvalidToken",
+        "ExpiredToken",
+        "AllAccessDisabled",
+        "AccountProblem",
+    }
+)
 
 
 def is_not_found(error: BaseException) -> bool:
@@ -130,8 +154,16 @@ class MultipartUpload:
     is billed yet invisible in a bucket listing.
     """
 
-    def __init__(self, client, bucket: str, key: str, *, workers: int = 2, queued: int = 1,
-                 content_type: str = "application/octet-stream"):
+    def __init__(
+        self,
+        client,
+        bucket: str,
+        key: str,
+        *,
+        workers: int = 2,
+        queued: int = 1,
+        content_type: str = "application/octet-stream",
+    ):
         self.client, self.bucket, self.key = client, bucket, key
         self.content_type = content_type
         self.upload_id: str | None = None
@@ -144,7 +176,8 @@ class MultipartUpload:
 
     def __enter__(self) -> Self:
         self.upload_id = self.client.create_multipart_upload(
-            Bucket=self.bucket, Key=self.key, ContentType=self.content_type)["UploadId"]
+            Bucket=self.bucket, Key=self.key, ContentType=self.content_type
+        )["UploadId"]
         self._pool = ThreadPoolExecutor(self._workers, thread_name_prefix="upload-part")
         return self
 
@@ -158,8 +191,10 @@ class MultipartUpload:
                 raise
             # The failure that stopped the upload is the one to report; S3's lifecycle rule
             # (AbortIncompleteMultipartUpload) is the safety net for the parts left behind.
-            exc.add_note(f"(aborting the multipart upload of {self.key} failed too, so its parts wait for the "
-                         f"bucket's AbortIncompleteMultipartUpload rule: {abort_error})")
+            exc.add_note(
+                f"(aborting the multipart upload of {self.key} failed too, so its parts wait for the "
+                f"bucket's AbortIncompleteMultipartUpload rule: {abort_error})"
+            )
 
     @property
     def part_count(self) -> int:
@@ -181,8 +216,9 @@ class MultipartUpload:
         parts = [future.result() for future in self._parts]  # waits; raises the first failure
         if not parts:
             raise ValueError("a multipart upload needs at least one part")
-        self.client.complete_multipart_upload(Bucket=self.bucket, Key=self.key, UploadId=self.upload_id,
-                                              MultipartUpload={"Parts": parts})
+        self.client.complete_multipart_upload(
+            Bucket=self.bucket, Key=self.key, UploadId=self.upload_id, MultipartUpload={"Parts": parts}
+        )
         self._completed = True
         if self._pool is not None:
             self._pool.shutdown()
@@ -197,8 +233,9 @@ class MultipartUpload:
             self.upload_id = None
 
     def _upload_part(self, part_number: int, data: bytes | bytearray) -> dict[str, Any]:
-        response = self.client.upload_part(Bucket=self.bucket, Key=self.key, UploadId=self.upload_id,
-                                           PartNumber=part_number, Body=data)
+        response = self.client.upload_part(
+            Bucket=self.bucket, Key=self.key, UploadId=self.upload_id, PartNumber=part_number, Body=data
+        )
         return {"PartNumber": part_number, "ETag": response["ETag"]}
 
     def _part_done(self, future: Future) -> None:

@@ -14,15 +14,28 @@ from walwarden.workflow.engine import Run
 AuditLocation = tuple[Any, str, str]  # (S3 client, bucket, key)
 
 
-def write_audit(run: Run[Any, Any], location: Callable[[Any], AuditLocation | None],
-                logger: logging.Logger | logging.LoggerAdapter[Any]) -> None:
+def write_audit(
+    run: Run[Any, Any],
+    location: Callable[[Any], AuditLocation | None],
+    logger: logging.Logger | logging.LoggerAdapter[Any],
+) -> None:
     """Labels and timestamps, never data. A log that cannot be written is reported loudly but
     does not stop a restore half-way."""
     if not run.events:
         return
     now = format_timestamp(utcnow())
-    records = [{"time": now, "kind": run.kind, "namespace": run.namespace, "name": run.name, "uid": run.uid,
-                "reason": event.reason, "type": "Warning" if event.warning else "Normal"} for event in run.events]
+    records = [
+        {
+            "time": now,
+            "kind": run.kind,
+            "namespace": run.namespace,
+            "name": run.name,
+            "uid": run.uid,
+            "reason": event.reason,
+            "type": "Warning" if event.warning else "Normal",
+        }
+        for event in run.events
+    ]
     try:
         where = location(run)
         if where is not None:
@@ -32,6 +45,9 @@ def write_audit(run: Run[Any, Any], location: Callable[[Any], AuditLocation | No
             run.status.audit = AuditAnchor(log=s3_uri(bucket, key), chain_head=head)
     except Exception as error:
         logger.warning("audit log not written: %s", type(error).__name__)
-        run.event("AuditLogUnavailable", f"the audit log beside the artifact could not be written "
-                                         f"({type(error).__name__}); Events and status still record this request",
-                  warning=True)
+        run.event(
+            "AuditLogUnavailable",
+            f"the audit log beside the artifact could not be written "
+            f"({type(error).__name__}); Events and status still record this request",
+            warning=True,
+        )

@@ -69,7 +69,7 @@ class Skip(Exception):
 
 
 class UndoCause(StrEnum):
-    FAILURE = "Failure"    # a step failed: put everything back, the database included (by policy)
+    FAILURE = "Failure"  # a step failed: put everything back, the database included (by policy)
     DELETION = "Deletion"  # the request was deleted mid-flight: put back at once what can be, say the rest
 
 
@@ -94,7 +94,7 @@ class Run(Generic[SpecT, StatusT]):
     name: str
     uid: str
     generation: int
-    owner: dict[str, Any]               # owner reference to the request, for what it creates
+    owner: dict[str, Any]  # owner reference to the request, for what it creates
     spec: SpecT
     status: StatusT
     kube: Kube
@@ -102,7 +102,7 @@ class Run(Generic[SpecT, StatusT]):
     controller: dict[str, Any] | None = None  # the request that created this one (a restore's safety backup)
     dry_run: bool = False
     events: list[Event] = field(default_factory=list)
-    step_names: tuple[str, ...] = ()    # the table's steps in order, for the plan
+    step_names: tuple[str, ...] = ()  # the table's steps in order, for the plan
 
     @property
     def failed(self) -> bool:
@@ -132,11 +132,11 @@ UndoAction = Callable[[RunT, UndoCause], "str | None"]
 @dataclass(frozen=True)
 class Step(Generic[RunT]):
     name: str  # the kind's step enum (a StrEnum)
-    run: StepAction[RunT] | None        # None for the rollback step: the engine runs the undos
+    run: StepAction[RunT] | None  # None for the rollback step: the engine runs the undos
     in_dry_run: bool = False
     cleanup: bool = False
     undo: UndoAction[RunT] | None = None
-    rollback: bool = False              # runs only on the failure path: every started step's undo
+    rollback: bool = False  # runs only on the failure path: every started step's undo
     touches_vault: bool = False
 
 
@@ -203,8 +203,14 @@ def _perform(table: StepTable[RunT], step: Step[RunT], run: RunT) -> str | None:
     return step.run(run)
 
 
-def _run_settling(table: StepTable[RunT], step: Step[RunT], run: RunT, settle_seconds: float,
-                  clock: Callable[[], float], sleep: Callable[[float], None]) -> str | None:
+def _run_settling(
+    table: StepTable[RunT],
+    step: Step[RunT],
+    run: RunT,
+    settle_seconds: float,
+    clock: Callable[[], float],
+    sleep: Callable[[float], None],
+) -> str | None:
     """Run `step`; while it waits, look again (shortly, then less often) until `settle_seconds`
     have passed; the last Wait is raised."""
     deadline = clock() + settle_seconds
@@ -230,8 +236,13 @@ def _skip_reason(step: Step[Any], run: Run[Any, Any]) -> str | None:
     return None
 
 
-def advance(table: StepTable[RunT], run: RunT, settle_seconds: float = 0.0,
-            clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep) -> Outcome:
+def advance(
+    table: StepTable[RunT],
+    run: RunT,
+    settle_seconds: float = 0.0,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
+) -> Outcome:
     """Run the next unfinished steps; return whether the workflow has finished, or wait."""
     run.step_names = tuple(table.planned())
     if run.status.started_at is None:
@@ -250,8 +261,11 @@ def advance(table: StepTable[RunT], run: RunT, settle_seconds: float = 0.0,
             run.event(f"{step.name}Started", f"step {step.name} started")
         run.status.current_step = str(step.name)
         try:
-            message = (_perform(table, step, run) if started_now
-                       else _run_settling(table, step, run, settle_seconds, clock, sleep))
+            message = (
+                _perform(table, step, run)
+                if started_now
+                else _run_settling(table, step, run, settle_seconds, clock, sleep)
+            )
         except Wait as wait:
             entry.message = wait.message
             run.status.message = f"{step.name}: {wait.message}"

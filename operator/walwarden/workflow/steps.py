@@ -29,8 +29,10 @@ def controller_holder(run: AnyRun) -> leases.Holder | None:
 def acquire_lock(run: AnyRun) -> str:
     other = leases.acquire(run.kube, run.namespace, holder(run), parent=controller_holder(run))
     if other is not None:
-        message = (f"waiting for {other.kind} {other.name} to finish: one backup or restore at a time "
-                   f"in namespace {run.namespace}")
+        message = (
+            f"waiting for {other.kind} {other.name} to finish: one backup or restore at a time "
+            f"in namespace {run.namespace}"
+        )
         run.condition(ConditionType.WAITING, True, "LockHeld", message)
         raise Wait(message, delay=run.poll_seconds)
     run.condition(ConditionType.WAITING, False, "LockAcquired", "holding the namespace lock")
@@ -47,12 +49,15 @@ def require_secret_keys(run: AnyRun, name: str, keys: tuple[str, ...], purpose: 
     """The Secret's values, or a failure that names what is missing (never a value)."""
     data = read_secret(run.kube, run.namespace, name)
     if data is None:
-        raise StepFailed("SecretNotFound", f"Secret {run.namespace}/{name} ({purpose}) does not exist; create it "
-                                           f"with keys {', '.join(keys)}")
+        raise StepFailed(
+            "SecretNotFound",
+            f"Secret {run.namespace}/{name} ({purpose}) does not exist; create it with keys {', '.join(keys)}",
+        )
     missing = [key for key in keys if not data.get(key)]
     if missing:
-        raise StepFailed("SecretIncomplete", f"Secret {run.namespace}/{name} ({purpose}) lacks the keys "
-                                             f"{', '.join(missing)}")
+        raise StepFailed(
+            "SecretIncomplete", f"Secret {run.namespace}/{name} ({purpose}) lacks the keys {', '.join(missing)}"
+        )
     return data
 
 
@@ -63,8 +68,13 @@ def s3_client(run: AnyRun, s3: S3Storage) -> Any:
     if s3.credentials_secret_ref:
         data = read_secret(run.kube, run.namespace, s3.credentials_secret_ref.name) or {}
         access_key, secret_key = data.get("accessKeyId"), data.get("secretAccessKey")
-    return storage.make_client(region=s3.region, endpoint=s3.endpoint, force_path_style=s3.force_path_style,
-                               access_key=access_key, secret_key=secret_key)
+    return storage.make_client(
+        region=s3.region,
+        endpoint=s3.endpoint,
+        force_path_style=s3.force_path_style,
+        access_key=access_key,
+        secret_key=secret_key,
+    )
 
 
 def topology_of(run: AnyRun) -> Topology:

@@ -19,9 +19,11 @@ def _tier_workloads(kube: Kube, namespace: str, tier: list[str]) -> list[workloa
     found = {name: workloads.find_workload(kube, namespace, name) for name in tier}
     missing = [name for name, workload in found.items() if workload is None]
     if missing:
-        raise StepFailed("ServiceNotFound",
-                         f"no Deployment or StatefulSet named {', '.join(missing)} in namespace {namespace}; "
-                         "fix spec.topology (or the operator's default profile) to name the vault's services")
+        raise StepFailed(
+            "ServiceNotFound",
+            f"no Deployment or StatefulSet named {', '.join(missing)} in namespace {namespace}; "
+            "fix spec.topology (or the operator's default profile) to name the vault's services",
+        )
     return [workload for workload in found.values() if workload is not None]
 
 
@@ -30,19 +32,22 @@ def missing_services(kube: Kube, namespace: str, topology: Topology) -> list[str
     return [name for name in names if workloads.find_workload(kube, namespace, name) is None]
 
 
-def stop_in_order(run: Run[Any, Any], kube: Kube, namespace: str, topology: Topology, poll: float,
-                  stuck_after: float | None = None) -> str:
+def stop_in_order(
+    run: Run[Any, Any], kube: Kube, namespace: str, topology: Topology, poll: float, stuck_after: float | None = None
+) -> str:
     """With `stuck_after`, a step that has waited that long for pods to go fails instead of
     waiting for ever (a pod stuck Terminating: a finalizer, a node that is gone)."""
     try:
         return _stop_in_order(run, kube, namespace, topology, poll)
     except Wait as wait:
         if stuck_after is not None and run.seconds_in_current_step() > stuck_after:
-            raise StepFailed("ServicesStuckStopping",
-                             f"{wait.message} — for more than {stuck_after:g}s. A pod that does not go away may "
-                             "still hold the database; the stopped services are started again. Find out why the "
-                             "pods stay (kubectl describe pod: finalizers, an unreachable node), then create a "
-                             "new request") from None
+            raise StepFailed(
+                "ServicesStuckStopping",
+                f"{wait.message} — for more than {stuck_after:g}s. A pod that does not go away may "
+                "still hold the database; the stopped services are started again. Find out why the "
+                "pods stay (kubectl describe pod: finalizers, an unreachable node), then create a "
+                "new request",
+            ) from None
         raise
 
 
@@ -57,13 +62,17 @@ def _stop_in_order(run: Run[Any, Any], kube: Kube, namespace: str, topology: Top
                 recorded[workload.name] = workload.original_replicas
             remaining += workloads.pods_of(kube, workload)
         if remaining:
-            raise Wait(f"stopping tier {index} ({', '.join(tier)}): waiting for {len(remaining)} pod(s) "
-                       f"to stop: {', '.join(sorted(remaining)[:5])}", delay=poll)
+            raise Wait(
+                f"stopping tier {index} ({', '.join(tier)}): waiting for {len(remaining)} pod(s) "
+                f"to stop: {', '.join(sorted(remaining)[:5])}",
+                delay=poll,
+            )
     return "stopped " + " → ".join("/".join(tier) for tier in topology.stop_tiers)
 
 
-def start_in_order(run: Run[Any, Any], kube: Kube, namespace: str, topology: Topology, poll: float,
-                   loud_after: float | None = None) -> str:
+def start_in_order(
+    run: Run[Any, Any], kube: Kube, namespace: str, topology: Topology, poll: float, loud_after: float | None = None
+) -> str:
     """With `loud_after`, services that are still not Ready after that long in the step raise the
     condition ServicesNotReady (and one Warning Event): the step keeps waiting, since failing would
     not bring them up, but nobody can miss that the vault is not back."""
@@ -108,8 +117,9 @@ def _start_in_order(run: Run[Any, Any], kube: Kube, namespace: str, topology: To
             if ready < wanted:
                 not_ready.append(f"{workload.name} {ready}/{wanted}")
         if not_ready:
-            raise Wait(f"starting tier {index} ({', '.join(tier)}): waiting for Ready pods: "
-                       f"{', '.join(not_ready)}", delay=poll)
+            raise Wait(
+                f"starting tier {index} ({', '.join(tier)}): waiting for Ready pods: {', '.join(not_ready)}", delay=poll
+            )
         for workload, _ in tier_workloads:
             if workload.original_replicas is not None:
                 workloads.forget_original_replicas(kube, workload)

@@ -34,12 +34,17 @@ def plan(run: RestoreRun) -> str:
     found = source_of(run)
     services = planned_services(run)
     now = utcnow()
-    window = DataLossWindow(backup_time=found.taken_at, restore_time=format_timestamp(now),
-                            seconds=round((now - parse_timestamp(found.taken_at)).total_seconds()))
+    window = DataLossWindow(
+        backup_time=found.taken_at,
+        restore_time=format_timestamp(now),
+        seconds=round((now - parse_timestamp(found.taken_at)).total_seconds()),
+    )
     run.status.plan = RestorePlan(
-        steps=list(run.step_names), services=services,
+        steps=list(run.step_names),
+        services=services,
         secrets=dbinfo.secret_names(run) if run.spec.mode == RestoreMode.REDIRECTED else [],
-        data_loss_window=window)
+        data_loss_window=window,
+    )
     if run.status.data_loss_window is None:
         run.status.data_loss_window = window
     stopped = ", ".join(f"{s.name}×{s.replicas}" for s in services)

@@ -19,13 +19,26 @@ from walwarden.workflow.steps import require_secret_keys, run_job
 
 def preflight(run: RestoreRun) -> str:
     found = source_of(run)
-    manifest = restore_jobs.verify_job(name=run.name, namespace=run.namespace, uid=run.uid, owner=run.owner,
-                                       config=run.settings, sha256=found.dump.sha256, size=found.dump.size_bytes)
-    outcome = run_job(run, manifest, lambda: url_secret(run, "verify", found.bucket, found.dump.key, found.storage),
-                      "downloading the artifact and checking its sha256 against the manifest")
+    manifest = restore_jobs.verify_job(
+        name=run.name,
+        namespace=run.namespace,
+        uid=run.uid,
+        owner=run.owner,
+        config=run.settings,
+        sha256=found.dump.sha256,
+        size=found.dump.size_bytes,
+    )
+    outcome = run_job(
+        run,
+        manifest,
+        lambda: url_secret(run, "verify", found.bucket, found.dump.key, found.storage),
+        "downloading the artifact and checking its sha256 against the manifest",
+    )
     if outcome.state == JobState.FAILED:
-        raise StepFailed(outcome.reason, f"the artifact failed verification: {outcome.message}. Nothing was "
-                                         "touched: every service is still running")
+        raise StepFailed(
+            outcome.reason,
+            f"the artifact failed verification: {outcome.message}. Nothing was touched: every service is still running",
+        )
     secret = target_secret(run)
     try:
         version = postgres.server_version(secret)
@@ -35,35 +48,46 @@ def preflight(run: RestoreRun) -> str:
         raise StepFailed(error.reason, f"the target database is not usable: {error.message}") from None
     check_target_version(version, found.manifest.pg_server_version)
     check_encryptor_fingerprints(run, found)
-    return (f"artifact sha256 verified by Job {manifest['metadata']['name']}; target PostgreSQL {version} "
-            f"reachable; EMP fingerprints match")
+    return (
+        f"artifact sha256 verified by Job {manifest['metadata']['name']}; target PostgreSQL {version} "
+        f"reachable; EMP fingerprints match"
+    )
 
 
 def check_target_version(target: str, source: str) -> None:
     """A dump restores into the same or a newer major version only; unreadable versions are not refused."""
     target_major, source_major = postgres.major_version(target), postgres.major_version(source)
     if target_major and source_major and target_major < source_major:
-        raise StepFailed("TargetServerTooOld", f"the backup is of a PostgreSQL {source} server, the target runs "
-                                               f"{target}: a dump restores into the same or a newer major version "
-                                               "only. Nothing was touched: restore into a server of that major "
-                                               "version or newer")
+        raise StepFailed(
+            "TargetServerTooOld",
+            f"the backup is of a PostgreSQL {source} server, the target runs "
+            f"{target}: a dump restores into the same or a newer major version "
+            "only. Nothing was touched: restore into a server of that major "
+            "version or newer",
+        )
 
 
 def check_encryptor_fingerprints(run: RestoreRun, found: Source) -> None:
     expected = {entry.secret: entry for entry in found.manifest.encryptor_fingerprints}
     given = {f"{emp.name}/{emp.key}": emp for emp in run.spec.encryptor_secrets}
     if expected and not given:
-        raise StepFailed("EncryptorSecretsMissing", f"the backup was taken with the Encryptor Master Password(s) "
-                                                    f"{', '.join(expected)}; name the target environment's EMP "
-                                                    "secrets in spec.encryptorSecrets so they can be compared")
+        raise StepFailed(
+            "EncryptorSecretsMissing",
+            f"the backup was taken with the Encryptor Master Password(s) "
+            f"{', '.join(expected)}; name the target environment's EMP "
+            "secrets in spec.encryptorSecrets so they can be compared",
+        )
     for secret_name, emp in given.items():
         fingerprint = expected.get(secret_name) or (next(iter(expected.values())) if len(expected) == 1 else None)
         if fingerprint is None:
             raise StepFailed("EncryptorMismatch", f"the backup's manifest has no fingerprint for {secret_name}")
         value = require_secret_keys(run, emp.name, (emp.key,), "an Encryptor Master Password")[emp.key]
         if not fingerprints.matches(value, fingerprint):
-            raise StepFailed("EncryptorMismatch", f"the Encryptor Master Password in {secret_name} differs from the "
-                                                  "one the backup was taken with: restoring would leave the vault's "
-                                                  "key shares and encrypted configuration undecryptable, an "
-                                                  "irrecoverable vault. Nothing was changed. Restore into an "
-                                                  "environment with the backup's EMP, or choose another backup")
+            raise StepFailed(
+                "EncryptorMismatch",
+                f"the Encryptor Master Password in {secret_name} differs from the "
+                "one the backup was taken with: restoring would leave the vault's "
+                "key shares and encrypted configuration undecryptable, an "
+                "irrecoverable vault. Nothing was changed. Restore into an "
+                "environment with the backup's EMP, or choose another backup",
+            )

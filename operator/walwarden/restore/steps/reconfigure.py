@@ -28,8 +28,10 @@ def reconfigure(run: RestoreRun) -> str:
     running = [name for name in run.topology.restart_after_reconfigure if name not in stopped]
     restarted = dbinfo.restart_consumers(run, running, marker="reconfigure")
     waiting = f"; no synced Kubernetes copy yet of {', '.join(not_synced)}" if not_synced else ""
-    return (f"repointed {len(dbinfo.secret_names(run))} db-info secrets ({run.secret_backend}) to {redirect.db_host}"
-            f"{waiting}; restarted {restarted or 'nothing'}")
+    return (
+        f"repointed {len(dbinfo.secret_names(run))} db-info secrets ({run.secret_backend}) to {redirect.db_host}"
+        f"{waiting}; restarted {restarted or 'nothing'}"
+    )
 
 
 def put_secrets_back(run: RestoreRun, cause: UndoCause) -> str | None:

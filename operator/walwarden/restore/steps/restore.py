@@ -27,8 +27,11 @@ def restore(run: RestoreRun) -> str:
     name = status.restore_job
     outcome = jobs.job_outcome(run.kube, run.namespace, name) if name else None
     if name is None or outcome is None:
-        raise StepFailed("RestoreJobMissing", f"the restore Job {name or '(never staged)'} is gone (deleted by "
-                                              "hand?); nothing was restored. Create a new RestoreRequest")
+        raise StepFailed(
+            "RestoreJobMissing",
+            f"the restore Job {name or '(never staged)'} is gone (deleted by "
+            "hand?); nothing was restored. Create a new RestoreRequest",
+        )
     if not status.restore_go_at and (outcome.state == JobState.RUNNING or go_signal.go_was_given(run)):
         # From here on the database may change: rollback has to restore, not just restart.
         status.database_modified = True
@@ -67,35 +70,56 @@ def put_database_back(run: RestoreRun, cause: UndoCause) -> str | None:
         return None
     child = run.status.safety_backup
     if cause == UndoCause.DELETION:
-        return ("the database may be half-restored: restore the safety backup "
-                f"{child or '(none was taken)'} with a new RestoreRequest")
+        return (
+            "the database may be half-restored: restore the safety backup "
+            f"{child or '(none was taken)'} with a new RestoreRequest"
+        )
     if not child:
         return "the database was modified and there is no safety backup: restore it from a backup by hand"
     if run.spec.rollback_policy == RollbackPolicy.MANUAL:
-        return (f"the database was modified; rollbackPolicy is Manual: restore the safety backup {child} with a "
-                "new RestoreRequest")
+        return (
+            f"the database was modified; rollbackPolicy is Manual: restore the safety backup {child} with a "
+            "new RestoreRequest"
+        )
     return _restore_safety_backup(run, child)
 
 
 def _restore_safety_backup(run: RestoreRun, child: str) -> str:
     backup = read_backup(run, child)
-    artifact = backup.status.artifact if backup and backup.status and backup.status.phase == BackupPhase.SUCCEEDED \
-        else None
+    artifact = (
+        backup.status.artifact if backup and backup.status and backup.status.phase == BackupPhase.SUCCEEDED else None
+    )
     if backup is None or artifact is None:
         return f"the safety backup {child} has no artifact: restore the database by hand"
     bucket, key = storage.parse_s3_uri(artifact.uri)
     size = artifact.files[0].size_bytes if artifact.files else artifact.size_bytes
     manifest = restore_jobs.restore_job(
-        name=run.name, namespace=run.namespace, uid=run.uid, owner=run.owner, config=run.settings,
-        sha256=artifact.sha256, size=size, target_secret=target_secret_name(run), database=target_database(run),
-        clean=True, role="rollback")
+        name=run.name,
+        namespace=run.namespace,
+        uid=run.uid,
+        owner=run.owner,
+        config=run.settings,
+        sha256=artifact.sha256,
+        size=size,
+        target_secret=target_secret_name(run),
+        database=target_database(run),
+        clean=True,
+        role="rollback",
+    )
     outcome = jobs.job_outcome(run.kube, run.namespace, manifest["metadata"]["name"])
     if outcome is None or outcome.state == JobState.RUNNING:
         # Services must be down while the database is put back (a Verify failure had started them).
         tiers.stop_in_order(run, run.kube, run.namespace, run.topology, run.poll_seconds)
-        outcome = run_job(run, manifest, lambda: url_secret(run, "rollback", bucket, key, backup.spec.storage.s3),
-                          f"restoring the safety backup {child} into {target_database(run)}")
+        outcome = run_job(
+            run,
+            manifest,
+            lambda: url_secret(run, "rollback", bucket, key, backup.spec.storage.s3),
+            f"restoring the safety backup {child} into {target_database(run)}",
+        )
     if outcome.state == JobState.FAILED:
-        raise StepFailed("RollbackFailed", f"restoring the safety backup {child} failed: {outcome.message}. The "
-                                           "services are stopped; restore it by hand, then scale them up")
+        raise StepFailed(
+            "RollbackFailed",
+            f"restoring the safety backup {child} failed: {outcome.message}. The "
+            "services are stopped; restore it by hand, then scale them up",
+        )
     return f"database restored from the safety backup {child}"

@@ -20,8 +20,11 @@ def safety_backup_name(run: RestoreRun) -> str:
 def safety_backup(run: RestoreRun) -> str:
     spec = run.spec
     if not spec.wants_safety_backup():
-        raise Skip("spec.safetyBackup is false" if spec.safety_backup is False else "Redirected: the original "
-                   "database is left untouched, so rollback is a secret switch")
+        raise Skip(
+            "spec.safetyBackup is false"
+            if spec.safety_backup is False
+            else "Redirected: the original database is left untouched, so rollback is a secret switch"
+        )
     child = safety_backup_name(run)
     run.status.safety_backup = child
     existing = read_backup(run, child)
@@ -30,24 +33,36 @@ def safety_backup(run: RestoreRun) -> str:
         raise Wait(f"safety backup {child} of the target started", delay=run.poll_seconds)
     status = existing.status
     if status is not None and status.phase == BackupPhase.FAILED:
-        raise StepFailed("SafetyBackupFailed", f"the safety backup {child} failed ({status.message}); "
-                                               "nothing was touched. Fix it, or set safetyBackup: false knowingly")
+        raise StepFailed(
+            "SafetyBackupFailed",
+            f"the safety backup {child} failed ({status.message}); "
+            "nothing was touched. Fix it, or set safetyBackup: false knowingly",
+        )
     if status is None or status.phase != BackupPhase.SUCCEEDED or status.artifact is None:
-        raise Wait(f"safety backup {child} is {(status.phase if status else None) or 'starting'}",
-                   delay=run.poll_seconds)
+        raise Wait(
+            f"safety backup {child} is {(status.phase if status else None) or 'starting'}", delay=run.poll_seconds
+        )
     return f"safety backup {child}: {status.artifact.uri}"
 
 
 def _create(run: RestoreRun, child: str) -> None:
     found = source_of(run)
     storage = found.storage.model_copy(update={"prefix": f"{found.storage.prefix.strip('/')}/safety".strip("/")})
-    body = {"apiVersion": API_VERSION, "kind": backup_api.KIND,
-            "metadata": {"name": child, "ownerReferences": [run.owner],
-                         "labels": {"walwarden.io/safety-backup-of": run.name}},
-            "spec": {"database": {"secretRef": {"name": target_secret_name(run)}, "databases": [target_database(run)]},
-                     "storage": {"s3": storage.to_dict()},
-                     "encryptorSecrets": [e.to_dict() for e in run.spec.encryptor_secrets],
-                     "topology": run.topology.to_dict()}}
+    body = {
+        "apiVersion": API_VERSION,
+        "kind": backup_api.KIND,
+        "metadata": {
+            "name": child,
+            "ownerReferences": [run.owner],
+            "labels": {"walwarden.io/safety-backup-of": run.name},
+        },
+        "spec": {
+            "database": {"secretRef": {"name": target_secret_name(run)}, "databases": [target_database(run)]},
+            "storage": {"s3": storage.to_dict()},
+            "encryptorSecrets": [e.to_dict() for e in run.spec.encryptor_secrets],
+            "topology": run.topology.to_dict(),
+        },
+    }
     BackupRequest.model_validate(body)  # our own body must be one the API accepts
     try:
         call(run.kube.custom.create_namespaced_custom_object, GROUP, VERSION, run.namespace, backup_api.PLURAL, body)

@@ -18,8 +18,9 @@ RECONNECT_GRACE_SECONDS = 30  # after the first termination, how long reconnecti
 def scale_down(run: RestoreRun) -> str:
     if run.status.scaled_down_at is None:
         run.status.scaled_down_at = format_timestamp(utcnow())
-    stopped = tiers.stop_in_order(run, run.kube, run.namespace, run.topology, run.poll_seconds,
-                                  stuck_after=run.settings.stop_timeout_seconds)
+    stopped = tiers.stop_in_order(
+        run, run.kube, run.namespace, run.topology, run.poll_seconds, stuck_after=run.settings.stop_timeout_seconds
+    )
     return f"{stopped}; {check_sessions(run)}"
 
 
@@ -36,22 +37,32 @@ def check_sessions(run: RestoreRun) -> str:
         return "no application sessions left"
     listed = "; ".join(s.describe() for s in sessions[:5])
     if policy.on_remaining == RemainingSessionsAction.FAIL:
-        raise StepFailed("SessionsRemain", f"{len(sessions)} session(s) still connected to {dbname}: {listed}. "
-                                           "Stop those clients, or use sessionPolicy.onRemaining Wait or Terminate")
+        raise StepFailed(
+            "SessionsRemain",
+            f"{len(sessions)} session(s) still connected to {dbname}: {listed}. "
+            "Stop those clients, or use sessionPolicy.onRemaining Wait or Terminate",
+        )
     if run.status.sessions_seen_at is None:
         run.status.sessions_seen_at = format_timestamp(utcnow())
     waited = (utcnow() - parse_timestamp(run.status.sessions_seen_at)).total_seconds()
     if waited < policy.wait_seconds:
-        raise Wait(f"{len(sessions)} session(s) still connected to {dbname}, waiting up to "
-                   f"{policy.wait_seconds}s: {listed}", delay=run.poll_seconds)
+        raise Wait(
+            f"{len(sessions)} session(s) still connected to {dbname}, waiting up to {policy.wait_seconds}s: {listed}",
+            delay=run.poll_seconds,
+        )
     if policy.on_remaining == RemainingSessionsAction.WAIT:
-        raise StepFailed("SessionsRemain", f"{len(sessions)} session(s) still connected to {dbname} after "
-                                           f"{policy.wait_seconds}s: {listed}")
+        raise StepFailed(
+            "SessionsRemain",
+            f"{len(sessions)} session(s) still connected to {dbname} after {policy.wait_seconds}s: {listed}",
+        )
     if waited > policy.wait_seconds + RECONNECT_GRACE_SECONDS:
         # Terminated and back again: a client that was not stopped keeps reconnecting. Never loop.
-        raise StepFailed("SessionsRemain", f"clients keep reconnecting to {dbname} after being terminated: "
-                                           f"{listed}. Stop them (add their service to spec.topology's stop "
-                                           "tiers) and create a new request")
+        raise StepFailed(
+            "SessionsRemain",
+            f"clients keep reconnecting to {dbname} after being terminated: "
+            f"{listed}. Stop them (add their service to spec.topology's stop "
+            "tiers) and create a new request",
+        )
     postgres.terminate_sessions(secret, sessions)
     run.event("SessionsTerminated", f"terminated {len(sessions)} session(s) on {dbname}: {listed}", warning=True)
     raise Wait(f"terminated {len(sessions)} session(s); checking again", delay=1)
@@ -62,7 +73,6 @@ def start_stopped_services(run: RestoreRun, cause: UndoCause) -> str | None:
     if not run.status.original_replicas:
         return None
     loud_after = run.settings.stop_timeout_seconds if cause == UndoCause.FAILURE else None
-    started = tiers.start_in_order(run, run.kube, run.namespace, run.topology, run.poll_seconds,
-                                   loud_after=loud_after)
+    started = tiers.start_in_order(run, run.kube, run.namespace, run.topology, run.poll_seconds, loud_after=loud_after)
     run.status.record_downtime()
     return f"the services it had stopped were started again: {started}"

@@ -9,8 +9,9 @@ from walwarden.workflow import tiers
 
 
 def scale_up(run: RestoreRun) -> str:
-    started = tiers.start_in_order(run, run.kube, run.namespace, run.topology, run.poll_seconds,
-                                   loud_after=run.settings.stop_timeout_seconds)
+    started = tiers.start_in_order(
+        run, run.kube, run.namespace, run.topology, run.poll_seconds, loud_after=run.settings.stop_timeout_seconds
+    )
     run.status.record_downtime()
     run.status.services_ready_at = format_timestamp(utcnow())
     return started

@@ -30,20 +30,42 @@ def stage(run: RestoreRun) -> str:
     name = restore_job_name(run)
     if not jobs.job_exists(run.kube, run.namespace, name):
         content = random.token_hex(32)
-        go_url = presign_get(run, found.storage, found.bucket, go_signal.go_key(run),
-                             go_signal.GO_TIMEOUT_SECONDS + 600)
+        go_url = presign_get(
+            run, found.storage, found.bucket, go_signal.go_key(run), go_signal.GO_TIMEOUT_SECONDS + 600
+        )
         # The artifact URL must outlive the wait: without staging room the runner streams it after the go.
-        url_secret(run, "restore", found.bucket, found.dump.key, found.storage,
-                   extra={restore_jobs.URL_SECRET_GO_KEY: go_url, go_signal.GO_CONTENT_KEY: content},
-                   expires=PRESIGNED_URL_SECONDS + go_signal.GO_TIMEOUT_SECONDS)
-        jobs.ensure_job(run.kube, run.namespace, restore_jobs.restore_job(
-            name=run.name, namespace=run.namespace, uid=run.uid, owner=run.owner, config=run.settings,
-            sha256=found.dump.sha256, size=found.dump.size_bytes, target_secret=target_secret_name(run),
-            database=target_database(run), clean=run.spec.mode == RestoreMode.IN_PLACE,
-            go_sha256=hashlib.sha256(content.encode()).hexdigest(), go_timeout_seconds=go_signal.GO_TIMEOUT_SECONDS))
+        url_secret(
+            run,
+            "restore",
+            found.bucket,
+            found.dump.key,
+            found.storage,
+            extra={restore_jobs.URL_SECRET_GO_KEY: go_url, go_signal.GO_CONTENT_KEY: content},
+            expires=PRESIGNED_URL_SECONDS + go_signal.GO_TIMEOUT_SECONDS,
+        )
+        jobs.ensure_job(
+            run.kube,
+            run.namespace,
+            restore_jobs.restore_job(
+                name=run.name,
+                namespace=run.namespace,
+                uid=run.uid,
+                owner=run.owner,
+                config=run.settings,
+                sha256=found.dump.sha256,
+                size=found.dump.size_bytes,
+                target_secret=target_secret_name(run),
+                database=target_database(run),
+                clean=run.spec.mode == RestoreMode.IN_PLACE,
+                go_sha256=hashlib.sha256(content.encode()).hexdigest(),
+                go_timeout_seconds=go_signal.GO_TIMEOUT_SECONDS,
+            ),
+        )
     run.status.restore_job = name
-    return (f"Job {name} downloads and verifies the artifact while the services stop; it restores only on the "
-            "operator's go, after ScaleDown")
+    return (
+        f"Job {name} downloads and verifies the artifact while the services stop; it restores only on the "
+        "operator's go, after ScaleDown"
+    )
 
 
 def call_off_staged_job(run: RestoreRun, cause: UndoCause) -> str | None:

@@ -22,12 +22,16 @@ def validate(run: RestoreRun) -> str:
         require_secret_keys(run, emp.name, (emp.key,), "an Encryptor Master Password")
     missing = tiers.missing_services(run.kube, run.namespace, run.topology)
     if missing:
-        raise StepFailed("ServiceNotFound", f"no Deployment or StatefulSet named {', '.join(missing)} in namespace "
-                                            f"{run.namespace}; fix spec.topology to name the vault's services")
+        raise StepFailed(
+            "ServiceNotFound",
+            f"no Deployment or StatefulSet named {', '.join(missing)} in namespace "
+            f"{run.namespace}; fix spec.topology to name the vault's services",
+        )
     if spec.mode == RestoreMode.REDIRECTED:
         for name, values in dbinfo.read_all(run).items():
             if not values or not values.get("DB_HOST"):
-                raise StepFailed("SecretNotFound", f"db-info secret {name} does not exist in "
-                                                   f"{run.secret_backend} or has no DB_HOST")
+                raise StepFailed(
+                    "SecretNotFound", f"db-info secret {name} does not exist in {run.secret_backend} or has no DB_HOST"
+                )
     check_approval(run, found)
     return f"source {found.label} ({found.dump.name}, {found.dump.size_bytes} bytes) and target checked"

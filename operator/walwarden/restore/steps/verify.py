@@ -43,7 +43,8 @@ def verify(run: RestoreRun) -> str:
     settings = run.spec.verify
     ready_at = run.status.services_ready_at
     deadline_passed = ready_at is not None and (
-        (utcnow() - parse_timestamp(ready_at)).total_seconds() > settings.timeout_seconds)
+        (utcnow() - parse_timestamp(ready_at)).total_seconds() > settings.timeout_seconds
+    )
     checks = []
     for url, what in ((settings.health_url, "health"), (settings.accounts_url, "accounts")):
         if not url:
@@ -57,7 +58,8 @@ def verify(run: RestoreRun) -> str:
         status, body = _get(url, headers)
         if status != 200 or (what == "accounts" and not has_data(body)):
             problem = f"{what} check {url} answered {status or body.decode()}" + (
-                "" if status != 200 else " without data")
+                "" if status != 200 else " without data"
+            )
             if deadline_passed:
                 raise StepFailed("VerifyFailed", f"{problem} after {settings.timeout_seconds}s")
             raise Wait(problem, delay=run.poll_seconds)
