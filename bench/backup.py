@@ -40,7 +40,7 @@ BUCKET = "walwarden-bench"
 class Measurement:
     seconds: float
     peak_process_rss: int  # bytes: the largest peak of a single process (the runner itself)
-    peak_tree_rss: int     # bytes: the sum of each process's own peak, the process and its children
+    peak_tree_rss: int  # bytes: the sum of each process's own peak, the process and its children
 
 
 def _children(pid: int) -> list[int]:
@@ -95,16 +95,27 @@ def measure(argv: list[str], env: dict[str, str], log: Path) -> Measurement:
 def generate(server: PostgresServer, size: int) -> None:
     print(f"generating a vault database of at least {size / MiB:,.0f} MiB (this takes a few minutes)", flush=True)
     server.create_database(DATABASE)
-    vaultdb.generate(server.dsn(DATABASE), target_bytes=int(size * GENERATOR_UNDERSHOOT),
-                     progress=lambda line: print(f"  {line}", flush=True))
+    vaultdb.generate(
+        server.dsn(DATABASE),
+        target_bytes=int(size * GENERATOR_UNDERSHOOT),
+        progress=lambda line: print(f"  {line}", flush=True),
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="bench/backup.py", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--size", type=vaultdb.parse_size, default=vaultdb.parse_size("1GB"),
-                        help="smallest database size to generate, e.g. 200MB or 1GB (default 1GB)")
-    parser.add_argument("--rounds", type=int, default=3,
-                        help="raw/runner pairs, alternated so both see the same machine; medians are shown")
+    parser.add_argument(
+        "--size",
+        type=vaultdb.parse_size,
+        default=vaultdb.parse_size("1GB"),
+        help="smallest database size to generate, e.g. 200MB or 1GB (default 1GB)",
+    )
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=3,
+        help="raw/runner pairs, alternated so both see the same machine; medians are shown",
+    )
     parser.add_argument("--workdir", type=Path, help="where the servers keep their data (default: a temp dir)")
     args = parser.parse_args(argv)
 
@@ -115,9 +126,13 @@ def main(argv: list[str] | None = None) -> int:
             generate(server, args.size)
             database_bytes = vaultdb.database_size(server.dsn(DATABASE))
             s3.create_bucket(BUCKET)
-            env = {**server.client_env(DATABASE), "AWS_ACCESS_KEY_ID": s3.access_key,
-                   "AWS_SECRET_ACCESS_KEY": s3.secret_key, "WALWARDEN_RESULT_KEY": "bench",
-                   "WALWARDEN_EMP_0": "bench-emp"}
+            env = {
+                **server.client_env(DATABASE),
+                "AWS_ACCESS_KEY_ID": s3.access_key,
+                "AWS_SECRET_ACCESS_KEY": s3.secret_key,
+                "WALWARDEN_RESULT_KEY": "bench",
+                "WALWARDEN_EMP_0": "bench-emp",
+            }
             raw, runner, dump_bytes = [], [], 0
             for round_ in range(1, args.rounds + 1):
                 local = workdir / "raw.dump"
@@ -126,10 +141,30 @@ def main(argv: list[str] | None = None) -> int:
                 dump_bytes = local.stat().st_size
                 local.unlink()
                 print(f"round {round_}: walwarden runner backup to MinIO", flush=True)
-                runner.append(measure([
-                    sys.executable, "-m", "walwarden", "runner", "backup", "--database", DATABASE,
-                    "--bucket", BUCKET, "--prefix", f"bench/round-{round_}", "--endpoint", s3.endpoint,
-                    "--force-path-style", "--emp", "emp/password=WALWARDEN_EMP_0"], env, workdir / "runner.log"))
+                runner.append(
+                    measure(
+                        [
+                            sys.executable,
+                            "-m",
+                            "walwarden",
+                            "runner",
+                            "backup",
+                            "--database",
+                            DATABASE,
+                            "--bucket",
+                            BUCKET,
+                            "--prefix",
+                            f"bench/round-{round_}",
+                            "--endpoint",
+                            s3.endpoint,
+                            "--force-path-style",
+                            "--emp",
+                            "emp/password=WALWARDEN_EMP_0",
+                        ],
+                        env,
+                        workdir / "runner.log",
+                    )
+                )
             report(args, database_bytes, dump_bytes, raw, runner)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
@@ -142,20 +177,23 @@ def report(args, database_bytes: int, dump_bytes: int, raw: list[Measurement], r
 
     shortfall = "" if database_bytes >= args.size else f"  (below the {args.size / MiB:,.0f} MiB asked for!)"
     print(f"\ndatabase  {database_bytes / MiB:,.1f} MiB (pg_database_size){shortfall}")
-    print(f"dump      {dump_bytes / MiB:,.1f} MiB (custom format); {os.cpu_count()} CPUs shared by pg_dump, "
-          f"PostgreSQL, the runner and MinIO (load average now {os.getloadavg()[0]:.1f}); "
-          f"{args.rounds} round(s), medians\n")
+    print(
+        f"dump      {dump_bytes / MiB:,.1f} MiB (custom format); {os.cpu_count()} CPUs shared by pg_dump, "
+        f"PostgreSQL, the runner and MinIO (load average now {os.getloadavg()[0]:.1f}); "
+        f"{args.rounds} round(s), medians\n"
+    )
     print(f"{'':24}{'wall time':>11}{'dump rate':>13}{'peak RSS':>12}{'tree RSS':>12}")
     for label, runs in (("raw pg_dump -Fc > file", raw), ("runner -> MinIO", runner)):
         seconds = median(runs, "seconds")
-        print(f"{label:24}{seconds:>10.1f}s{dump_bytes / MiB / seconds:>8.1f} MiB/s"
-              f"{median(runs, 'peak_process_rss') / MiB:>8.0f} MiB{median(runs, 'peak_tree_rss') / MiB:>8.0f} MiB")
-    rounds = ", ".join(f"{r.seconds:.1f}s/{w.seconds:.1f}s" for r, w in zip(raw, runner))
+        print(
+            f"{label:24}{seconds:>10.1f}s{dump_bytes / MiB / seconds:>8.1f} MiB/s"
+            f"{median(runs, 'peak_process_rss') / MiB:>8.0f} MiB{median(runs, 'peak_tree_rss') / MiB:>8.0f} MiB"
+        )
+    rounds = ", ".join(f"{r.seconds:.1f}s/{w.seconds:.1f}s" for r, w in zip(raw, runner, strict=False))
     print(f"\nper round (raw/runner)  {rounds}")
     ratio = median(runner, "seconds") / median(raw, "seconds")
     print(f"ratio runner/raw        {ratio:.3f}   (aim <= 1.05)")
-    print(f"runner peak RSS         {median(runner, 'peak_tree_rss') / MiB:.0f} MiB with pg_dump "
-          f"(aim <= 200 MiB)")
+    print(f"runner peak RSS         {median(runner, 'peak_tree_rss') / MiB:.0f} MiB with pg_dump (aim <= 200 MiB)")
 
 
 if __name__ == "__main__":

@@ -106,7 +106,7 @@ class Downtime:
     Ready: where the time goes."""
 
     phases: dict[str, float]
-    reported: float | None = None          # status.downtimeSeconds (Walwarden only)
+    reported: float | None = None  # status.downtimeSeconds (Walwarden only)
     steps: dict[str, float] | None = None  # Walwarden's step durations (whole seconds: status timestamps)
 
     @property
@@ -122,9 +122,16 @@ class Downtime:
 def downtime(observer: PodObserver, pg_restore: tuple[float, float], **extra) -> Downtime:
     """pg_restore's (start, end) are time.monotonic() moments, as the observer's events are."""
     services = list(DEFAULT_SERVICES)
-    moments = [min(observer.times("deleted", ["wallet"])), max(observer.times("deleted", services)), *pg_restore,
-               min(observer.times("ready", services)), max(observer.times("ready", ["wallet"]))]
-    return Downtime({phase: end - start for phase, start, end in zip(PHASES, moments, moments[1:])}, **extra)
+    moments = [
+        min(observer.times("deleted", ["wallet"])),
+        max(observer.times("deleted", services)),
+        *pg_restore,
+        min(observer.times("ready", services)),
+        max(observer.times("ready", ["wallet"])),
+    ]
+    return Downtime(
+        {phase: end - start for phase, start, end in zip(PHASES, moments, moments[1:], strict=False)}, **extra
+    )
 
 
 # --- setup ---------------------------------------------------------------------------------------
@@ -136,9 +143,27 @@ def back_up(server: PostgresServer, s3: S3Server, workdir: Path) -> tuple[Databa
     print("backing up with the backup runner (untimed)", flush=True)
     s3.create_bucket(BUCKET)
     env = {**server.client_env(), "AWS_ACCESS_KEY_ID": s3.access_key, "AWS_SECRET_ACCESS_KEY": s3.secret_key}
-    subprocess.run([sys.executable, "-m", "walwarden", "runner", "backup", "--database", DATABASE, "--bucket", BUCKET,
-                    "--prefix", PREFIX, "--endpoint", s3.endpoint, "--force-path-style"],
-                   env=env, check=True, stdout=subprocess.DEVNULL)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "walwarden",
+            "runner",
+            "backup",
+            "--database",
+            DATABASE,
+            "--bucket",
+            BUCKET,
+            "--prefix",
+            PREFIX,
+            "--endpoint",
+            s3.endpoint,
+            "--force-path-style",
+        ],
+        env=env,
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
     [dump] = read_manifest(s3.client(), BUCKET, manifest_key(PREFIX)).databases
     local = workdir / "local.dump"
     s3.client().download_file(BUCKET, dump.key, str(local))
@@ -146,29 +171,51 @@ def back_up(server: PostgresServer, s3: S3Server, workdir: Path) -> tuple[Databa
 
 
 def presigned_url(s3: S3Server, dump: DatabaseDump) -> str:
-    return s3.client().generate_presigned_url("get_object", Params={"Bucket": BUCKET, "Key": dump.key},
-                                              ExpiresIn=900)
+    return s3.client().generate_presigned_url("get_object", Params={"Bucket": BUCKET, "Key": dump.key}, ExpiresIn=900)
 
 
 # --- (a) the restore pipeline ---------------------------------------------------------------------
 
 
-def pipeline(server: PostgresServer, s3: S3Server, dump: DatabaseDump, local: Path, workdir: Path,
-             rounds: int) -> tuple[list[Measurement], list[Measurement]]:
+def pipeline(
+    server: PostgresServer, s3: S3Server, dump: DatabaseDump, local: Path, workdir: Path, rounds: int
+) -> tuple[list[Measurement], list[Measurement]]:
     """Raw pg_restore -j2 and the runner, alternated, each into a fresh database."""
     pg_restore = shutil.which("pg_restore")  # the one the runner finds on PATH: the same binary for both
     raw, runner = [], []
     for round_ in range(1, rounds + 1):
         for label, runs, argv in (
-                ("raw pg_restore -j2 from a local file", raw, [pg_restore, "-j", "2", "-d", "fresh", str(local)]),
-                ("walwarden runner restore from MinIO", runner, [
-                    sys.executable, "-m", "walwarden", "runner", "restore", "--url-env", URL_ENV,
-                    "--sha256", dump.sha256, "--size", str(dump.size_bytes), "--database", "fresh", "--jobs", "2"])):
+            ("raw pg_restore -j2 from a local file", raw, [pg_restore, "-j", "2", "-d", "fresh", str(local)]),
+            (
+                "walwarden runner restore from MinIO",
+                runner,
+                [
+                    sys.executable,
+                    "-m",
+                    "walwarden",
+                    "runner",
+                    "restore",
+                    "--url-env",
+                    URL_ENV,
+                    "--sha256",
+                    dump.sha256,
+                    "--size",
+                    str(dump.size_bytes),
+                    "--database",
+                    "fresh",
+                    "--jobs",
+                    "2",
+                ],
+            ),
+        ):
             print(f"round {round_}: {label}", flush=True)
             server.drop_database("fresh")
             server.create_database("fresh")
-            env = {**server.client_env("fresh"), URL_ENV: presigned_url(s3, dump),
-                   "WALWARDEN_STAGING_DIR": str(workdir)}
+            env = {
+                **server.client_env("fresh"),
+                URL_ENV: presigned_url(s3, dump),
+                "WALWARDEN_STAGING_DIR": str(workdir),
+            }
             runs.append(measure(argv, env, workdir / "pipeline.log"))
     server.drop_database("fresh")
     return raw, runner
@@ -183,15 +230,35 @@ def deploy(plane: LocalControlPlane, server: PostgresServer, s3: S3Server) -> No
     cluster.kubectl(["apply", "--server-side", "-f", str(REPO / "crds")])
     cluster.kubectl(["wait", "--for=condition=Established", "crd", "--all", "--timeout=60s"])
     cluster.kubectl(["create", "namespace", NAMESPACE])
-    wait_until(lambda: cluster.kubectl(["get", "sa", "default", "-n", NAMESPACE], check=False).returncode == 0,
-               30, "the namespace's default service account")
-    apply(plane, {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "vault-db-admin"}, "stringData": {
-        "host": "127.0.0.1", "port": str(server.port), "user": server.superuser, "password": server.password,
-        "sslmode": "disable"}})
+    wait_until(
+        lambda: cluster.kubectl(["get", "sa", "default", "-n", NAMESPACE], check=False).returncode == 0,
+        30,
+        "the namespace's default service account",
+    )
+    apply(
+        plane,
+        {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": "vault-db-admin"},
+            "stringData": {
+                "host": "127.0.0.1",
+                "port": str(server.port),
+                "user": server.superuser,
+                "password": server.password,
+                "sslmode": "disable",
+            },
+        },
+    )
     apply(plane, s3.credentials_secret("s3-credentials"))
     database = DatabaseInfo("127.0.0.1", server.port, server.superuser, server.password, DATABASE)
-    wallet_deployment = workload("wallet", "Deployment", 1, EXEC_LABELS, wallet.container(
-        f"{ENVIRONMENT}.{NAMESPACE}.wallet.db-info", bind=WALLET_ADDRESS))
+    wallet_deployment = workload(
+        "wallet",
+        "Deployment",
+        1,
+        EXEC_LABELS,
+        wallet.container(f"{ENVIRONMENT}.{NAMESPACE}.wallet.db-info", bind=WALLET_ADDRESS),
+    )
     deploy_vault(cluster, NAMESPACE, ENVIRONMENT, database, overrides={"wallet": wallet_deployment})
     expected = {name: replicas for name, (_, replicas, _) in DEFAULT_SERVICES.items()} | {"wallet": 1}
     wait_until(lambda: ready_replicas(cluster, NAMESPACE) == expected, 120, "the stand-in vault Ready")
@@ -224,20 +291,37 @@ class LogMarks(threading.Thread):
         self.join(5)
 
 
-
 def walwarden_restore(plane: LocalControlPlane, s3: S3Server, dump: DatabaseDump, name: str) -> Downtime:
     """An InPlace RestoreRequest of the artifact; safetyBackup: false, its Preflight still runs."""
-    request = {"apiVersion": "walwarden.io/v1alpha1", "kind": "RestoreRequest", "metadata": {"name": name}, "spec": {
-        "mode": "InPlace", "source": {"artifact": dump.uri}, "safetyBackup": False,
-        "storage": {"s3": {"bucket": BUCKET, "endpoint": s3.endpoint, "forcePathStyle": True,
-                           "credentialsSecretRef": {"name": "s3-credentials"}}},
-        "target": {"secretRef": {"name": "vault-db-admin"}, "database": DATABASE},
-        "verify": {"healthUrl": f"{WALLET_URL}/health", "accountsUrl": f"{WALLET_URL}/api/v2/accounts",
-                   "timeoutSeconds": 120},
-        "sessionPolicy": {"onRemaining": "Terminate", "waitSeconds": 3}}}
+    request = {
+        "apiVersion": "walwarden.io/v1alpha1",
+        "kind": "RestoreRequest",
+        "metadata": {"name": name},
+        "spec": {
+            "mode": "InPlace",
+            "source": {"artifact": dump.uri},
+            "safetyBackup": False,
+            "storage": {
+                "s3": {
+                    "bucket": BUCKET,
+                    "endpoint": s3.endpoint,
+                    "forcePathStyle": True,
+                    "credentialsSecretRef": {"name": "s3-credentials"},
+                }
+            },
+            "target": {"secretRef": {"name": "vault-db-admin"}, "database": DATABASE},
+            "verify": {
+                "healthUrl": f"{WALLET_URL}/health",
+                "accountsUrl": f"{WALLET_URL}/api/v2/accounts",
+                "timeoutSeconds": 120,
+            },
+            "sessionPolicy": {"onRemaining": "Terminate", "waitSeconds": 3},
+        },
+    }
     # The restore Job's pod is named after the Job: <request>-restore-<uid>-<suffix>.
-    marks = LogMarks(f"{NAMESPACE}_{name}-restore-*/container.log", plane.workdir / "pods",
-                     [PG_RESTORE_STARTED, PG_RESTORE_FINISHED])
+    marks = LogMarks(
+        f"{NAMESPACE}_{name}-restore-*/container.log", plane.workdir / "pods", [PG_RESTORE_STARTED, PG_RESTORE_FINISHED]
+    )
     with PodObserver(plane.access, NAMESPACE) as observer:
         marks.start()
         apply(plane, request)
@@ -247,8 +331,12 @@ def walwarden_restore(plane: LocalControlPlane, s3: S3Server, dump: DatabaseDump
         raise SystemExit(f"the RestoreRequest did not succeed:\n{json.dumps(status, indent=1)}")
     if len(marks.seen) < 2:
         raise SystemExit(f"pg_restore's start and end were not found in the restore Job's log ({marks.seen})")
-    return downtime(observer, (marks.seen[PG_RESTORE_STARTED], marks.seen[PG_RESTORE_FINISHED]),
-                    reported=status.get("downtimeSeconds"), steps=step_seconds(status))
+    return downtime(
+        observer,
+        (marks.seen[PG_RESTORE_STARTED], marks.seen[PG_RESTORE_FINISHED]),
+        reported=status.get("downtimeSeconds"),
+        steps=step_seconds(status),
+    )
 
 
 def wait_finished(plane: LocalControlPlane, name: str) -> dict:
@@ -266,15 +354,23 @@ def wait_finished(plane: LocalControlPlane, name: str) -> dict:
 
 
 def step_seconds(status: dict) -> dict[str, float]:
-    return {step["name"]: (parse_timestamp(step["finishedAt"]) - parse_timestamp(step["startedAt"])).total_seconds()
-            for step in status.get("steps", []) if step.get("startedAt") and step.get("finishedAt")}
+    return {
+        step["name"]: (parse_timestamp(step["finishedAt"]) - parse_timestamp(step["startedAt"])).total_seconds()
+        for step in status.get("steps", [])
+        if step.get("startedAt") and step.get("finishedAt")
+    }
 
 
 def runbook_restore(plane: LocalControlPlane, server: PostgresServer, local: Path, workdir: Path) -> Downtime:
     """The manual runbook (RUNBOOK) on the same stack, from the dump downloaded beforehand."""
     kubectl = plane.access.kubectl_binary
-    env = {**server.client_env(DATABASE), "KUBECONFIG": str(plane.kubeconfig), "NAMESPACE": NAMESPACE,
-           "DUMP": str(local), "PATH": f"{kubectl.parent}{os.pathsep}{os.environ['PATH']}"}
+    env = {
+        **server.client_env(DATABASE),
+        "KUBECONFIG": str(plane.kubeconfig),
+        "NAMESPACE": NAMESPACE,
+        "DUMP": str(local),
+        "PATH": f"{kubectl.parent}{os.pathsep}{os.environ['PATH']}",
+    }
     with PodObserver(plane.access, NAMESPACE) as observer:
         result = subprocess.run(["bash", "-c", RUNBOOK], env=env, capture_output=True, text=True)
         time.sleep(1)  # the last Ready event may still be on its way from the watch
@@ -283,8 +379,11 @@ def runbook_restore(plane: LocalControlPlane, server: PostgresServer, local: Pat
         raise SystemExit(f"the runbook failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
     # The script's marks are wall-clock (date +%s.%N); the observer's events are monotonic.
     offset = time.monotonic() - time.time()
-    marks = {line.split()[1]: float(line.split()[2]) + offset for line in result.stdout.splitlines()
-             if line.startswith("pg_restore ")}
+    marks = {
+        line.split()[1]: float(line.split()[2]) + offset
+        for line in result.stdout.splitlines()
+        if line.startswith("pg_restore ")
+    }
     return downtime(observer, (marks["started"], marks["finished"]))
 
 
@@ -293,13 +392,25 @@ def runbook_restore(plane: LocalControlPlane, server: PostgresServer, local: Pat
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="bench/restore.py", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--size", type=vaultdb.parse_size, default=vaultdb.parse_size("1GB"),
-                        help="smallest database size to generate, e.g. 200MB or 1GB (default 1GB)")
-    parser.add_argument("--rounds", type=int, default=3,
-                        help="rounds of (a) and of (b), each alternating both sides; medians are shown (default 3)")
-    parser.add_argument("--poll-seconds", type=float, default=1.0,
-                        help="the operator's WALWARDEN_POLL_SECONDS: how soon a waiting step looks again "
-                             "(default 1; the operator's own default is 5)")
+    parser.add_argument(
+        "--size",
+        type=vaultdb.parse_size,
+        default=vaultdb.parse_size("1GB"),
+        help="smallest database size to generate, e.g. 200MB or 1GB (default 1GB)",
+    )
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=3,
+        help="rounds of (a) and of (b), each alternating both sides; medians are shown (default 3)",
+    )
+    parser.add_argument(
+        "--poll-seconds",
+        type=float,
+        default=1.0,
+        help="the operator's WALWARDEN_POLL_SECONDS: how soon a waiting step looks again "
+        "(default 1; the operator's own default is 5)",
+    )
     parser.add_argument("--workdir", type=Path, help="where the servers keep their data (default: a temp dir)")
     args = parser.parse_args(argv)
 
@@ -318,8 +429,9 @@ def main(argv: list[str] | None = None) -> int:
             print("(b) downtime: starting the local control plane, the stand-in vault and the operator", flush=True)
             plane = stack.enter_context(LocalControlPlane(workdir / "cluster"))
             deploy(plane, server, s3)
-            operator = OperatorProcess(plane.access, NAMESPACE, workdir / "operator.log",
-                                       {"WALWARDEN_POLL_SECONDS": str(args.poll_seconds)}).start()
+            operator = OperatorProcess(
+                plane.access, NAMESPACE, workdir / "operator.log", {"WALWARDEN_POLL_SECONDS": str(args.poll_seconds)}
+            ).start()
             stack.callback(operator.stop)
             walwarden, manual = [], []
             for round_ in range(1, args.rounds + 1):
@@ -333,47 +445,73 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def report(args, database_bytes: int, dump: DatabaseDump, raw: list[Measurement], runner: list[Measurement],
-           walwarden: list[Downtime], manual: list[Downtime]) -> None:
+def report(
+    args,
+    database_bytes: int,
+    dump: DatabaseDump,
+    raw: list[Measurement],
+    runner: list[Measurement],
+    walwarden: list[Downtime],
+    manual: list[Downtime],
+) -> None:
     def median(values) -> float:
         return statistics.median(list(values))
 
     shortfall = "" if database_bytes >= args.size else f"  (below the {args.size / MiB:,.0f} MiB asked for!)"
     print(f"\ndatabase  {database_bytes / MiB:,.1f} MiB (pg_database_size){shortfall}")
-    print(f"dump      {dump.size_bytes / MiB:,.1f} MiB (custom format); {os.cpu_count()} CPUs shared by PostgreSQL, "
-          f"pg_restore, MinIO, the control plane and the operator (load average now {os.getloadavg()[0]:.1f}); "
-          f"{args.rounds} round(s) of each, medians\n")
+    print(
+        f"dump      {dump.size_bytes / MiB:,.1f} MiB (custom format); {os.cpu_count()} CPUs shared by PostgreSQL, "
+        f"pg_restore, MinIO, the control plane and the operator (load average now {os.getloadavg()[0]:.1f}); "
+        f"{args.rounds} round(s) of each, medians\n"
+    )
 
     print("(a) restore pipeline, into a fresh database")
     print(f"{'':36}{'wall time':>10}{'rate':>14}{'tree RSS':>11}")
     for label, runs in (("raw pg_restore -j2 < local file", raw), ("walwarden runner restore < MinIO", runner)):
         seconds = median(r.seconds for r in runs)
-        print(f"{label:36}{seconds:>9.1f}s{dump.size_bytes / MiB / seconds:>8.1f} MiB/s"
-              f"{median(r.peak_tree_rss for r in runs) / MiB:>7.0f} MiB")
-    print("per round (raw/walwarden)           " + ", ".join(f"{r.seconds:.1f}s/{w.seconds:.1f}s"
-                                                              for r, w in zip(raw, runner)))
+        print(
+            f"{label:36}{seconds:>9.1f}s{dump.size_bytes / MiB / seconds:>8.1f} MiB/s"
+            f"{median(r.peak_tree_rss for r in runs) / MiB:>7.0f} MiB"
+        )
+    print(
+        "per round (raw/walwarden)           "
+        + ", ".join(f"{r.seconds:.1f}s/{w.seconds:.1f}s" for r, w in zip(raw, runner, strict=False))
+    )
     ratio = median(r.seconds for r in runner) / median(r.seconds for r in raw)
     print(f"ratio walwarden/raw                 {ratio:.3f}   (aim <= 1.15)\n")
 
-    print("(b) service downtime of an InPlace restore, from the API server: first wallet pod deleted -> last "
-          "wallet pod Ready")
+    print(
+        "(b) service downtime of an InPlace restore, from the API server: first wallet pod deleted -> last "
+        "wallet pod Ready"
+    )
     print(f"{'':24}" + "".join(f"{phase:>14}" for phase in PHASES) + f"{'downtime':>10}{'beyond pg_restore':>19}")
     for label, runs in (("manual runbook", manual), ("Walwarden RestoreRequest", walwarden)):
-        print(f"{label:24}" + "".join(f"{median(r.phases[phase] for r in runs):>13.1f}s" for phase in PHASES)
-              + f"{median(r.observed for r in runs):>9.1f}s{median(r.added for r in runs):>18.1f}s")
+        print(
+            f"{label:24}"
+            + "".join(f"{median(r.phases[phase] for r in runs):>13.1f}s" for phase in PHASES)
+            + f"{median(r.observed for r in runs):>9.1f}s{median(r.added for r in runs):>18.1f}s"
+        )
     for label, runs in (("manual", manual), ("Walwarden", walwarden)):
         print(f"per round, {label:<14}           " + ", ".join(f"{r.observed:.1f}s" for r in runs))
     ratio = median(r.observed for r in walwarden) / median(r.observed for r in manual)
     print(f"ratio walwarden/manual              {ratio:.3f}   (aim < 1)")
-    print(f"Walwarden's operator-added downtime {median(r.added for r in walwarden):.1f}s   (aim <= 5 s: the downtime "
-          "minus its restore Job's pg_restore)")
-    print(f"status.downtimeSeconds              {median(r.reported for r in walwarden):.1f}s   (from the start of "
-          "ScaleDown, timestamps to the second)")
+    print(
+        f"Walwarden's operator-added downtime {median(r.added for r in walwarden):.1f}s   (aim <= 5 s: the downtime "
+        "minus its restore Job's pg_restore)"
+    )
+    print(
+        f"status.downtimeSeconds              {median(r.reported for r in walwarden):.1f}s   (from the start of "
+        "ScaleDown, timestamps to the second)"
+    )
     steps = [name for name in ("Preflight", "ScaleDown", "Restore", "ScaleUp", "Verify") if name in walwarden[0].steps]
-    print("Walwarden steps (whole seconds)     " + ", ".join(
-        f"{name} {median(r.steps.get(name, 0) for r in walwarden):.0f}s" for name in steps))
-    print(f"The timed RestoreRequests ran with safetyBackup: false; their Preflight verify Job (download and sha256 "
-          f"of the artifact, before any service stops) ran. Operator poll interval {args.poll_seconds:g}s.")
+    print(
+        "Walwarden steps (whole seconds)     "
+        + ", ".join(f"{name} {median(r.steps.get(name, 0) for r in walwarden):.0f}s" for name in steps)
+    )
+    print(
+        f"The timed RestoreRequests ran with safetyBackup: false; their Preflight verify Job (download and sha256 "
+        f"of the artifact, before any service stops) ran. Operator poll interval {args.poll_seconds:g}s."
+    )
 
 
 if __name__ == "__main__":
