@@ -50,9 +50,9 @@ class _RunnerArgumentParser(argparse.ArgumentParser):
         print(InvalidArguments(f"{self.prog}: {message}").error_line(), file=sys.stderr, flush=True)
         sys.exit(EXIT_INVALID_ARGUMENTS)
 
-    def parse_known_args(
+    def parse_known_args(  # type: ignore[override]
         self,
-        args: list[str] | None = None,  # type: ignore[override]
+        args: list[str] | None = None,
         namespace: argparse.Namespace | None = None,
     ) -> tuple[argparse.Namespace, list[str]]:
         # A subcommand's unknown arguments would otherwise go back up to the `walwarden` parser,

@@ -99,9 +99,9 @@ def make_run(
         uid=metadata["uid"],
         generation=metadata.get("generation", 1),
         owner=owner_reference(body),
-        spec=request.spec,
+        spec=request.spec,  # type: ignore[attr-defined]  # every kind has one
         status=status,
-        kube=context.kube,  # type: ignore[attr-defined]
+        kube=context.kube,
         settings=context.config,
         controller=dict(controller) if controller else None,
         dry_run=dry_run,

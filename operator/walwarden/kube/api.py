@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable, TypeVar
+from typing import Any, TypeVar
 
+import kopf
 from kubernetes import client, config
-from kubernetes.client.rest import ApiException
+from kubernetes.client.exceptions import ApiException
 
 T = TypeVar("T")
 
@@ -20,7 +22,7 @@ class Kube:
     custom: client.CustomObjectsApi
 
     @classmethod
-    def connect(cls, kubeconfig: str | None = None) -> "Kube":
+    def connect(cls, kubeconfig: str | None = None) -> Kube:
         """In a pod: its service account; else the given kubeconfig (or $KUBECONFIG)."""
         if kubeconfig:
             api = config.new_client_from_config(config_file=kubeconfig)
@@ -30,8 +32,13 @@ class Kube:
             except config.ConfigException:
                 config.load_kube_config()
             api = client.ApiClient()
-        return cls(client.CoreV1Api(api), client.AppsV1Api(api), client.BatchV1Api(api),
-                   client.CoordinationV1Api(api), client.CustomObjectsApi(api))
+        return cls(
+            client.CoreV1Api(api),
+            client.AppsV1Api(api),
+            client.BatchV1Api(api),
+            client.CoordinationV1Api(api),
+            client.CustomObjectsApi(api),
+        )
 
 
 class Conflict(Exception):
@@ -51,6 +58,27 @@ def call(function: Callable[..., T], *args: Any, **kwargs: Any) -> T | None:
 
 
 def owner_reference(body: Any) -> dict[str, Any]:
-    """Makes the request own what it creates, so deleting the request cleans up after it."""
-    return {"apiVersion": body["apiVersion"], "kind": body["kind"], "name": body["metadata"]["name"],
-            "uid": body["metadata"]["uid"], "controller": True, "blockOwnerDeletion": False}
+    """Makes the request own what it creates, so deleting the request cleans up after it. Not
+    blocking the owner's deletion: a request deleted mid-flight must reach its delete handler."""
+    return dict(kopf.build_owner_reference(body, controller=True, block_owner_deletion=False))
+
+
+CONFLICT_ATTEMPTS = 5
+
+
+class StillConflicting(Exception):
+    """Others kept changing the object between our read and our write."""
+
+
+def retry_on_conflict(action: Callable[[], T], attempts: int = CONFLICT_ATTEMPTS) -> T:
+    """Run `action` (which reads, then writes) again while the write meets a conflict (HTTP 409),
+    at most `attempts` times; then StillConflicting, rather than retrying for ever."""
+    for _ in range(attempts - 1):
+        try:
+            return action()
+        except Conflict:
+            continue
+    try:
+        return action()
+    except Conflict as error:
+        raise StillConflicting(f"still conflicting after {attempts} attempts: {error}") from None

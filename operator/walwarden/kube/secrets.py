@@ -14,17 +14,25 @@ def read_secret(kube: Kube, namespace: str, name: str) -> dict[str, str] | None:
     return {key: base64.b64decode(value).decode() for key, value in (secret.data or {}).items()}
 
 
-def ensure_secret(kube: Kube, namespace: str, name: str, data: dict[str, str], owner: dict,
-                  labels: dict[str, str] | None = None) -> dict[str, str]:
+def ensure_secret(
+    kube: Kube, namespace: str, name: str, data: dict[str, str], owner: dict, labels: dict[str, str] | None = None
+) -> dict[str, str]:
     """Create the Secret unless it exists; return what it holds (the existing one wins)."""
     existing = read_secret(kube, namespace, name)
     if existing is not None:
         return existing
     try:
-        call(kube.core.create_namespaced_secret, namespace, {
-            "apiVersion": "v1", "kind": "Secret", "type": "Opaque",
-            "metadata": {"name": name, "ownerReferences": [owner], "labels": labels or {}},
-            "stringData": data})
+        call(
+            kube.core.create_namespaced_secret,
+            namespace,
+            {
+                "apiVersion": "v1",
+                "kind": "Secret",
+                "type": "Opaque",
+                "metadata": {"name": name, "ownerReferences": [owner], "labels": labels or {}},
+                "stringData": data,
+            },
+        )
     except Conflict:
         return read_secret(kube, namespace, name) or data
     return data

@@ -40,7 +40,9 @@ def find_workload(kube: Kube, namespace: str, name: str) -> Workload | None:
         if found is not None:
             annotation = (found.metadata.annotations or {}).get(ORIGINAL_REPLICAS)
             return Workload(
-                kind=kind, namespace=namespace, name=name,
+                kind=kind,
+                namespace=namespace,
+                name=name,
                 replicas=found.spec.replicas if found.spec.replicas is not None else 1,
                 ready_replicas=(found.status.ready_replicas or 0) if found.status else 0,
                 selector=dict(found.spec.selector.match_labels or {}),
@@ -50,16 +52,18 @@ def find_workload(kube: Kube, namespace: str, name: str) -> Workload | None:
 
 
 def _patch(kube: Kube, workload: Workload, body: dict) -> None:
-    patcher = (kube.apps.patch_namespaced_deployment if workload.kind == "Deployment"
-               else kube.apps.patch_namespaced_stateful_set)
+    patcher = (
+        kube.apps.patch_namespaced_deployment
+        if workload.kind == "Deployment"
+        else kube.apps.patch_namespaced_stateful_set
+    )
     patcher(workload.name, workload.namespace, body)
 
 
 def scale_to_zero(kube: Kube, workload: Workload) -> int:
     """Scale down, remembering the original count (once: a second call keeps the first record)."""
     original = workload.original_replicas if workload.original_replicas is not None else workload.replicas
-    _patch(kube, workload, {"metadata": {"annotations": {ORIGINAL_REPLICAS: str(original)}},
-                            "spec": {"replicas": 0}})
+    _patch(kube, workload, {"metadata": {"annotations": {ORIGINAL_REPLICAS: str(original)}}, "spec": {"replicas": 0}})
     return original
 
 
@@ -73,11 +77,12 @@ def forget_original_replicas(kube: Kube, workload: Workload) -> None:
 
 def restart(kube: Kube, workload: Workload, at: str) -> None:
     """A rolling restart, as `kubectl rollout restart` does it."""
-    _patch(kube, workload, {"spec": {"template": {"metadata": {"annotations": {
-        "kubectl.kubernetes.io/restartedAt": at}}}}})
+    _patch(
+        kube, workload, {"spec": {"template": {"metadata": {"annotations": {"kubectl.kubernetes.io/restartedAt": at}}}}}
+    )
 
 
 def pods_of(kube: Kube, workload: Workload) -> list[str]:
     """Names of the pods that still exist (terminating ones included: they may hold sessions)."""
     pods = kube.core.list_namespaced_pod(workload.namespace, label_selector=workload.label_selector).items
-    return [pod.metadata.name for pod in pods]
+    return [str(pod.metadata.name) for pod in pods if pod.metadata]

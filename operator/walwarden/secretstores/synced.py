@@ -1,0 +1,21 @@
+"""The Kubernetes copy a syncer keeps of a secret-manager secret, refreshed at once after a change."""
+
+from __future__ import annotations
+
+from walwarden.secretstores.base import DbInfoBackend, DbInfoError
+
+
+def refresh_synced_copy(kube_backend: DbInfoBackend, name: str, values: dict[str, str]) -> bool:
+    """After `values` went into Secrets Manager, write them into the Kubernetes Secret of the same
+    name, if the syncer made one, at once — what the syncer would do on its next refresh — so the
+    consumers restarted next read the new database. Returns whether that Secret existed (if not,
+    the consumers read Secrets Manager themselves, or the syncer has yet to create it)."""
+    if kube_backend.read(name) is None:
+        return False
+    try:
+        kube_backend.update(name, values)
+    except DbInfoError as error:
+        if error.reason == "SecretNotFound":  # deleted in between
+            return False
+        raise
+    return True
