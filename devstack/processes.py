@@ -46,8 +46,17 @@ def log_tail(path: Path, lines: int = 30) -> str:
         return "(no log)"
 
 
+# A process sent SIGKILL is reaped as soon as the kernel has torn it down: quick, but on a busy
+# machine not within a fraction of a second. This bound is for a process that never goes (stuck
+# in uninterruptible sleep), never a deadline a slow machine could miss.
+REAP_SECONDS = 60
+
+
 class ManagedProcess:
-    """A child process with its output in a log file, stopped with SIGTERM then SIGKILL."""
+    """A child process (the leader of its own process group) with its output in a log file.
+
+    stop(): SIGTERM to the group, a grace period, then SIGKILL. kill(): SIGKILL at once, a crash.
+    Both return once the process was reaped."""
 
     def __init__(self, name: str, argv: list[str], log_path: Path, env: dict[str, str] | None = None,
                  cwd: Path | None = None):
@@ -77,13 +86,32 @@ class ManagedProcess:
             raise RuntimeError(f"{self.name} exited ({code}); last log lines:\n{log_tail(self.log_path)}")
 
     def stop(self, timeout: float = 10) -> None:
+        """SIGTERM to the process group; after `timeout` seconds of grace, SIGKILL. Returns once
+        the process was reaped, however slow the machine."""
         if not self.alive():
             return
+        self._signal_group(signal.SIGTERM)
         try:
-            os.killpg(self.popen.pid, signal.SIGTERM)
             self.popen.wait(timeout)
         except subprocess.TimeoutExpired:
-            os.killpg(self.popen.pid, signal.SIGKILL)
-            self.popen.wait(timeout)
+            self.kill()
+
+    def kill(self) -> None:
+        """SIGKILL to the whole process group at once (a crash: nothing gets to clean up), then
+        wait until the process was reaped."""
+        if not self.alive():
+            return
+        # Not reaped yet (alive() just said so; only we reap it), so its pid, and with it the
+        # group id, cannot have been reused by an unrelated process.
+        self._signal_group(signal.SIGKILL)
+        try:
+            self.popen.wait(REAP_SECONDS)
+        except subprocess.TimeoutExpired:
+            raise RuntimeError(f"{self.name} (pid {self.popen.pid}) was sent SIGKILL but is still not gone after "
+                               f"{REAP_SECONDS}s: stuck in uninterruptible sleep (state D)?") from None
+
+    def _signal_group(self, signum: int) -> None:
+        try:
+            os.killpg(self.popen.pid, signum)
         except ProcessLookupError:
-            pass
+            pass  # the whole group is gone already; wait() still reaps the leader
