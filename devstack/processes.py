@@ -8,6 +8,7 @@ import signal
 import socket
 import subprocess
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Callable
 
@@ -16,10 +17,17 @@ _PR_SET_PDEATHSIG = 1
 
 def die_with_parent() -> None:
     # If the test session is killed, its servers must not outlive it and hold ports or files.
+    # Linux sends the signal when the *thread* that forked the child ends, not the process: start
+    # children from a thread that lives as long as the session (see _SPAWNER).
     try:
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
     except OSError:
         pass
+
+
+# Every ManagedProcess is forked from this one long-lived thread, so that a process started from a
+# short-lived thread (an HTTP handler's, a watch callback's) is not sent SIGTERM when that thread ends.
+_SPAWNER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="devstack-spawner")
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -69,12 +77,11 @@ class ManagedProcess:
 
     def start(self) -> "ManagedProcess":
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        log = open(self.log_path, "ab")
-        self.popen = subprocess.Popen(
-            self.argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            env=self.env, cwd=self.cwd, start_new_session=True, preexec_fn=die_with_parent,
-        )
-        log.close()
+        with open(self.log_path, "ab") as log:
+            self.popen = _SPAWNER.submit(
+                subprocess.Popen, self.argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                env=self.env, cwd=self.cwd, start_new_session=True, preexec_fn=die_with_parent,
+            ).result()
         return self
 
     def alive(self) -> bool:
