@@ -97,6 +97,9 @@ k rollout status deployment/wallet --timeout=300s
 
 
 PHASES = ("stop tiers", "to pg_restore", "pg_restore", "to start", "start tiers")
+# The stand-in vault's replica counts (one stand-in wallet: it binds WALLET_ADDRESS).
+REPLICAS = {name: replicas for name, (_, replicas, _) in DEFAULT_SERVICES.items()} | {"wallet": 1}
+STOPPED = [name for name in REPLICAS if name != "orchestrator"]  # what both procedures stop and start
 
 
 @dataclass(frozen=True)
@@ -117,6 +120,13 @@ class Downtime:
     def added(self) -> float:
         """What the procedure adds to the downtime beyond pg_restore itself."""
         return self.observed - self.phases["pg_restore"]
+
+
+def wait_until_seen_ready(observer: PodObserver) -> None:
+    """The watch reports events a moment after the API server has them: the procedure is over
+    once the observer has seen every pod it stopped Ready again, not after a fixed pause."""
+    wait_until(lambda: all(len(observer.times("ready", [name])) >= REPLICAS[name] for name in STOPPED), 120,
+               "the pod watch to see every stopped service Ready again")
 
 
 def downtime(observer: PodObserver, pg_restore: tuple[float, float], **extra) -> Downtime:
@@ -260,8 +270,7 @@ def deploy(plane: LocalControlPlane, server: PostgresServer, s3: S3Server) -> No
         wallet.container(f"{ENVIRONMENT}.{NAMESPACE}.wallet.db-info", bind=WALLET_ADDRESS),
     )
     deploy_vault(cluster, NAMESPACE, ENVIRONMENT, database, overrides={"wallet": wallet_deployment})
-    expected = {name: replicas for name, (_, replicas, _) in DEFAULT_SERVICES.items()} | {"wallet": 1}
-    wait_until(lambda: ready_replicas(cluster, NAMESPACE) == expected, 120, "the stand-in vault Ready")
+    wait_until(lambda: ready_replicas(cluster, NAMESPACE) == REPLICAS, 120, "the stand-in vault Ready")
 
 
 def apply(plane: LocalControlPlane, manifest: dict) -> None:
@@ -326,6 +335,8 @@ def walwarden_restore(plane: LocalControlPlane, s3: S3Server, dump: DatabaseDump
         marks.start()
         apply(plane, request)
         status = wait_finished(plane, name)
+        if status.get("phase") == "Succeeded":
+            wait_until_seen_ready(observer)
         marks.stop()
     if status.get("phase") != "Succeeded":
         raise SystemExit(f"the RestoreRequest did not succeed:\n{json.dumps(status, indent=1)}")
@@ -373,7 +384,8 @@ def runbook_restore(plane: LocalControlPlane, server: PostgresServer, local: Pat
     }
     with PodObserver(plane.access, NAMESPACE) as observer:
         result = subprocess.run(["bash", "-c", RUNBOOK], env=env, capture_output=True, text=True)
-        time.sleep(1)  # the last Ready event may still be on its way from the watch
+        if result.returncode == 0:
+            wait_until_seen_ready(observer)
     (workdir / "runbook.log").write_text(result.stdout + result.stderr)
     if result.returncode != 0:
         raise SystemExit(f"the runbook failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")

@@ -13,6 +13,7 @@ from kubernetes import client, watch
 from devstack.cluster import ClusterAccess
 
 SERVICE_LABEL = "app.kubernetes.io/name"
+START_SECONDS = 120  # to list the pods and begin watching: generous, never a short wait
 
 
 @dataclass(frozen=True)
@@ -31,20 +32,39 @@ class PodObserver:
         self._ready: set[str] = set()
         self._stop = threading.Event()
         self._started = threading.Event()
-        self._thread = threading.Thread(target=self._watch, daemon=True)
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, daemon=True)
 
     def __enter__(self) -> "PodObserver":
+        # Watching must have begun before the test acts, or the first events are lost: wait for
+        # it (a busy API server may take a while), unless the watch failed.
         self._thread.start()
-        self._started.wait(10)
+        deadline = time.monotonic() + START_SECONDS
+        while not self._started.wait(0.5):
+            if not self._thread.is_alive():
+                raise RuntimeError(f"the pod watch of {self.namespace} failed to start: {self._error!r}")
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"the pod watch of {self.namespace} did not start in {START_SECONDS}s")
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, exc_type, *exc) -> None:
         self._stop.set()
-        self._thread.join(5)
+        self._thread.join(60)  # the watch ends within its 2 s server timeout
+        if self._error is not None and exc_type is None:
+            raise RuntimeError(f"the pod watch of {self.namespace} failed: events may be missing") from self._error
+
+    def _run(self) -> None:
+        try:
+            self._watch()
+        except BaseException as error:  # seen by __enter__/__exit__: a dead watch must not pass silently
+            self._error = error
 
     def _watch(self) -> None:
-        resource_version = self.core.list_namespaced_pod(self.namespace).metadata.resource_version
-        for pod in self.core.list_namespaced_pod(self.namespace).items:
+        # One listing: the pods Ready at its resourceVersion, and the watch from there (two
+        # listings would lose a pod that became Ready between them).
+        listed = self.core.list_namespaced_pod(self.namespace)
+        resource_version = listed.metadata.resource_version
+        for pod in listed.items:
             if _is_ready(pod):
                 self._ready.add(pod.metadata.name)
         self._started.set()

@@ -31,7 +31,15 @@ class OperatorProcess:
         return self
 
     def stop(self) -> None:
+        """A graceful stop, as on a rollout: SIGTERM, kopf finishes what it is doing."""
         self.process.stop()
+
+    def kill(self) -> None:
+        """A crash: SIGKILL to the operator's process group, nothing finishes; returns once it is gone."""
+        self.process.kill()
+
+    def alive(self) -> bool:
+        return self.process.alive()
 
     def log(self) -> str:
         return log_tail(self.log_path, 200)

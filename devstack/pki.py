@@ -1,7 +1,8 @@
 """The few certificates and keys a local control plane needs, made with `cryptography`.
 
 One CA signs the API server's serving certificate and the admin client certificate
-(group system:masters); a separate RSA key signs service-account tokens.
+(group system:masters); a separate RSA key signs service-account tokens. A server the API server
+calls (an admission webhook) gets a CA and a serving certificate of its own.
 """
 
 from __future__ import annotations
@@ -52,43 +53,73 @@ class Pki:
     service_account_pub: Path
 
 
-def make_pki(directory: Path, serving_ips: list[str], serving_names: list[str]) -> Pki:
-    directory.mkdir(parents=True, exist_ok=True)
-    now = dt.datetime.now(dt.timezone.utc) - dt.timedelta(minutes=5)
+class _Ca:
+    """A fresh CA that issues EC certificates, valid from a few minutes ago for VALIDITY."""
 
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca_cert = (
-        x509.CertificateBuilder()
-        .subject_name(_name("walwarden-devstack-ca"))
-        .issuer_name(_name("walwarden-devstack-ca"))
-        .public_key(ca_key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now)
-        .not_valid_after(now + VALIDITY)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .add_extension(x509.KeyUsage(
-            digital_signature=True, key_cert_sign=True, crl_sign=True, content_commitment=False,
-            key_encipherment=False, data_encipherment=False, key_agreement=False,
-            encipher_only=False, decipher_only=False), critical=True)
-        .sign(ca_key, hashes.SHA256())
-    )
+    def __init__(self, common_name: str = "walwarden-devstack-ca"):
+        self.now = dt.datetime.now(dt.timezone.utc) - dt.timedelta(minutes=5)
+        self.key = ec.generate_private_key(ec.SECP256R1())
+        self.cert = (
+            x509.CertificateBuilder()
+            .subject_name(_name(common_name))
+            .issuer_name(_name(common_name))
+            .public_key(self.key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(self.now)
+            .not_valid_after(self.now + VALIDITY)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .add_extension(x509.KeyUsage(
+                digital_signature=True, key_cert_sign=True, crl_sign=True, content_commitment=False,
+                key_encipherment=False, data_encipherment=False, key_agreement=False,
+                encipher_only=False, decipher_only=False), critical=True)
+            .sign(self.key, hashes.SHA256())
+        )
 
-    def issue(subject: x509.Name, usage, sans: list[x509.GeneralName] | None = None):
+    def issue(self, subject: x509.Name, usage, sans: list[x509.GeneralName] | None = None):
         key = ec.generate_private_key(ec.SECP256R1())
         builder = (
             x509.CertificateBuilder()
             .subject_name(subject)
-            .issuer_name(ca_cert.subject)
+            .issuer_name(self.cert.subject)
             .public_key(key.public_key())
             .serial_number(x509.random_serial_number())
-            .not_valid_before(now)
-            .not_valid_after(now + VALIDITY)
+            .not_valid_before(self.now)
+            .not_valid_after(self.now + VALIDITY)
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
             .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
         )
         if sans:
             builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical=False)
-        return key, builder.sign(ca_key, hashes.SHA256())
+        return key, builder.sign(self.key, hashes.SHA256())
+
+
+@dataclass(frozen=True)
+class ServingCertificate:
+    """A server's certificate and key, and the CA certificate its clients trust it by."""
+
+    ca_cert: Path
+    cert: Path
+    key: Path
+
+
+def make_serving_certificate(directory: Path, ips: list[str], common_name: str) -> ServingCertificate:
+    """A CA of its own and a server certificate for `ips` (e.g. a webhook the API server calls)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    ca = _Ca(f"{common_name}-ca")
+    key, cert = ca.issue(_name(common_name), ExtendedKeyUsageOID.SERVER_AUTH,
+                         [x509.IPAddress(ipaddress.ip_address(ip)) for ip in ips])
+    files = ServingCertificate(directory / "ca.crt", directory / "server.crt", directory / "server.key")
+    files.ca_cert.write_bytes(_pem_cert(ca.cert))
+    files.cert.write_bytes(_pem_cert(cert))
+    files.key.write_bytes(_pem_key(key))
+    files.key.chmod(0o600)
+    return files
+
+
+def make_pki(directory: Path, serving_ips: list[str], serving_names: list[str]) -> Pki:
+    directory.mkdir(parents=True, exist_ok=True)
+    ca = _Ca()
+    ca_key, ca_cert, issue = ca.key, ca.cert, ca.issue
 
     serving_key, serving_cert = issue(
         _name("kube-apiserver"),

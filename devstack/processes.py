@@ -8,6 +8,7 @@ import signal
 import socket
 import subprocess
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Callable
 
@@ -16,10 +17,17 @@ _PR_SET_PDEATHSIG = 1
 
 def die_with_parent() -> None:
     # If the test session is killed, its servers must not outlive it and hold ports or files.
+    # Linux sends the signal when the *thread* that forked the child ends, not the process: start
+    # children from a thread that lives as long as the session (see _SPAWNER).
     try:
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
     except OSError:
         pass
+
+
+# Every ManagedProcess is forked from this one long-lived thread, so that a process started from a
+# short-lived thread (an HTTP handler's, a watch callback's) is not sent SIGTERM when that thread ends.
+_SPAWNER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="devstack-spawner")
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -46,8 +54,17 @@ def log_tail(path: Path, lines: int = 30) -> str:
         return "(no log)"
 
 
+# A process sent SIGKILL is reaped as soon as the kernel has torn it down: quick, but on a busy
+# machine not within a fraction of a second. This bound is for a process that never goes (stuck
+# in uninterruptible sleep), never a deadline a slow machine could miss.
+REAP_SECONDS = 60
+
+
 class ManagedProcess:
-    """A child process with its output in a log file, stopped with SIGTERM then SIGKILL."""
+    """A child process (the leader of its own process group) with its output in a log file.
+
+    stop(): SIGTERM to the group, a grace period, then SIGKILL. kill(): SIGKILL at once, a crash.
+    Both return once the process was reaped."""
 
     def __init__(self, name: str, argv: list[str], log_path: Path, env: dict[str, str] | None = None,
                  cwd: Path | None = None):
@@ -60,12 +77,11 @@ class ManagedProcess:
 
     def start(self) -> "ManagedProcess":
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        log = open(self.log_path, "ab")
-        self.popen = subprocess.Popen(
-            self.argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            env=self.env, cwd=self.cwd, start_new_session=True, preexec_fn=die_with_parent,
-        )
-        log.close()
+        with open(self.log_path, "ab") as log:
+            self.popen = _SPAWNER.submit(
+                subprocess.Popen, self.argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                env=self.env, cwd=self.cwd, start_new_session=True, preexec_fn=die_with_parent,
+            ).result()
         return self
 
     def alive(self) -> bool:
@@ -77,13 +93,32 @@ class ManagedProcess:
             raise RuntimeError(f"{self.name} exited ({code}); last log lines:\n{log_tail(self.log_path)}")
 
     def stop(self, timeout: float = 10) -> None:
+        """SIGTERM to the process group; after `timeout` seconds of grace, SIGKILL. Returns once
+        the process was reaped, however slow the machine."""
         if not self.alive():
             return
+        self._signal_group(signal.SIGTERM)
         try:
-            os.killpg(self.popen.pid, signal.SIGTERM)
             self.popen.wait(timeout)
         except subprocess.TimeoutExpired:
-            os.killpg(self.popen.pid, signal.SIGKILL)
-            self.popen.wait(timeout)
+            self.kill()
+
+    def kill(self) -> None:
+        """SIGKILL to the whole process group at once (a crash: nothing gets to clean up), then
+        wait until the process was reaped."""
+        if not self.alive():
+            return
+        # Not reaped yet (alive() just said so; only we reap it), so its pid, and with it the
+        # group id, cannot have been reused by an unrelated process.
+        self._signal_group(signal.SIGKILL)
+        try:
+            self.popen.wait(REAP_SECONDS)
+        except subprocess.TimeoutExpired:
+            raise RuntimeError(f"{self.name} (pid {self.popen.pid}) was sent SIGKILL but is still not gone after "
+                               f"{REAP_SECONDS}s: stuck in uninterruptible sleep (state D)?") from None
+
+    def _signal_group(self, signum: int) -> None:
+        try:
+            os.killpg(self.popen.pid, signum)
         except ProcessLookupError:
-            pass
+            pass  # the whole group is gone already; wait() still reaps the leader

@@ -3,8 +3,11 @@ run for real (local pod executor), PostgreSQL and MinIO. Order is observed from 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import random
+import signal
+import threading
 import time
 import urllib.request
 from dataclasses import dataclass, field
@@ -12,6 +15,7 @@ from dataclasses import dataclass, field
 import pytest
 
 from devstack import vaultdb, wallet
+from devstack.admission import AdmissionHook
 from devstack.observe import PodObserver, assert_tiers_in_order
 from devstack.operator_process import OperatorProcess
 from devstack.pytest_kube import wait_for
@@ -25,6 +29,10 @@ ENVIRONMENT = "test"
 STOP_TIERS = [["wallet"], ["policy-node0", "policy-node1", "policy-node2"], ["nats"]]
 DB_SERVICES = ["orchestrator", "policy-node0", "policy-node1", "policy-node2", "wallet"]
 EXEC = {"devstack.walwarden.io/exec": "true"}
+# WALWARDEN_STOP_TIMEOUT_SECONDS where a test needs it to pass: for the whole ScaleDown (the
+# wallet, a real process, stops first) and for ScaleUp's loud condition, so never a few seconds a
+# busy machine could spend stopping the services that do go away.
+STOP_TIMEOUT_SECONDS = 30
 
 
 @dataclass
@@ -336,31 +344,116 @@ def test_a_failure_while_stopping_calls_the_staged_restore_off_before_it_touches
     wait_for(lambda: ready_replicas(vault.cluster, vault.namespace) == vault.replicas, 60, "services back")
 
 
-def test_restarted_operator_resumes_every_step_without_repeating_one(vault, tmp_path):
+# Where the resume test kills the operator (SIGKILL) in the steps of a restore. A step's work and
+# its record are apart: the operator acts on the world, then writes the step's new state.
+BEFORE_ITS_RECORD = "after its work, before its record"  # the write saying it succeeded is on its way
+WHILE_IT_WAITS = "while it waits"  # recorded Running, waiting on the world (a Job, pods)
+
+
+class OperatorCrashes:
+    """Kills the vault's operator with SIGKILL at chosen points and starts a new one at once;
+    each point (step, moment) once. Called from the test's watch and from the admission hook's
+    thread, hence the lock."""
+
+    def __init__(self, vault: Vault, logs):
+        self.vault, self.logs = vault, logs
+        self.points: list[tuple[str, str]] = []   # where a kill landed, in order
+        self.misses: list[tuple[str, str]] = []   # kills that came too late to count (the step was over)
+        self._lock = threading.Lock()
+
+    def crash(self, step: str, moment: str, landed=lambda: True) -> bool:
+        """Kill at (step, moment) unless done before; `landed()` (asked once the operator is dead)
+        says whether the kill really fell there. Returns whether a kill happened."""
+        with self._lock:
+            if (step, moment) in self.points + self.misses:
+                return False
+            operator = self.vault.operator
+            operator.kill()
+            assert operator.process.popen.returncode == -signal.SIGKILL, operator.process.popen.returncode
+            (self.points if landed() else self.misses).append((step, moment))
+            self.vault.operator = OperatorProcess(
+                self.vault.cluster, self.vault.namespace, self.logs / f"operator-{len(self.points + self.misses)}.log",
+                {"WALWARDEN_POLL_SECONDS": "1"}).start()
+            return True
+
+    def before_a_record(self, request: dict) -> str | None:
+        """Admission of a status write: the first step this write would record as Succeeded, if
+        not crashed there yet, gets its kill now — the write is refused, its writer is dead."""
+        old = {s["name"]: s["state"] for s in ((request.get("oldObject") or {}).get("status") or {}).get("steps", [])}
+        for entry in (request["object"].get("status") or {}).get("steps", []):
+            if entry["state"] == "Succeeded" and old.get(entry["name"]) != "Succeeded":
+                if self.crash(entry["name"], BEFORE_ITS_RECORD):
+                    return f"refused: the operator was killed (SIGKILL) before it recorded {entry['name']} Succeeded"
+        return None
+
+
+def step_state(status: dict, name: str) -> str | None:
+    return next((s["state"] for s in status.get("steps", []) if s["name"] == name), None)
+
+
+# Two runs, since one restore cannot have both in every step: the kills before a record delay the
+# next step's Running record until its Job may already be done, so it would never be seen waiting.
+@pytest.mark.parametrize("moment", [BEFORE_ITS_RECORD, WHILE_IT_WAITS], ids=["before-each-record", "while-each-waits"])
+def test_restarted_operator_resumes_every_step_without_repeating_one(vault, tmp_path, moment):
+    """A crash (SIGKILL: nothing finishes, nothing is flushed) in every step of one restore, and a
+    new operator started after each kill, which has to resume from the world without repeating
+    anything. before-each-record: each step did its work and the status write recording it is on
+    its way; an admission hook kills the operator and refuses the write. while-each-waits: each
+    step that waits is seen Running by a watch, and the operator is killed then."""
     vault.backup()
+    original = account_names(vault.postgres.dsn(vault.database))
     vaultdb.mutate_accounts(vault.postgres.dsn(vault.database))
-    vault.apply(vault.restore_request("resumed"))
-    killed_in, operator = set(), vault.operator
-    # Every status the operator writes, from a watch (polling could miss a step that lasts a
-    # fraction of a second); each step that waits writes its Running state at least once.
-    for status in status_updates(vault, "restorerequests", "resumed", timeout=300):
-        if status.get("phase") in ("Succeeded", "Failed", "RolledBack"):
-            break
-        step = status.get("currentStep")
-        if step and step not in killed_in:
-            killed_in.add(step)
-            operator.process.stop(timeout=0.1)  # killed in the middle of this step
-            operator = OperatorProcess(vault.cluster, vault.namespace, tmp_path / f"operator-{step}.log",
-                                       {"WALWARDEN_POLL_SECONDS": "1"}).start()
-    operator.stop()
-    status = vault.get("restorerequests", "resumed")["status"]
-    assert status["phase"] == "Succeeded", json.dumps(status, indent=1)
-    assert {"ScaleDown", "Restore", "ScaleUp"} <= killed_in
+    crashes = OperatorCrashes(vault, tmp_path)
+    label = {"walwarden.test/crashes": "resumed"}
+    request = vault.restore_request("resumed")
+    request["metadata"]["labels"] = label
+    hook = contextlib.nullcontext()
+    if moment == BEFORE_ITS_RECORD:
+        status_writes = [{"apiGroups": ["walwarden.io"], "apiVersions": ["v1alpha1"], "operations": ["UPDATE"],
+                          "resources": ["restorerequests/status"], "scope": "Namespaced"}]
+        hook = AdmissionHook(vault.cluster, tmp_path, vault.namespace, status_writes, label, crashes.before_a_record)
+    waited = []  # the steps the API server showed Running, in order
+    try:
+        with hook:
+            vault.apply(request)
+            # Every status the operator writes, from a watch (polling could miss a step that lasts
+            # a fraction of a second); a step that waits writes its Running state at once.
+            for status in status_updates(vault, "restorerequests", "resumed", timeout=720):
+                if status.get("phase") in ("Succeeded", "Failed", "RolledBack"):
+                    break
+                step = status.get("currentStep")
+                if step and step_state(status, step) == "Running" and step not in waited:
+                    waited.append(step)
+                    if moment == WHILE_IT_WAITS:
+                        crashes.crash(step, WHILE_IT_WAITS, landed=lambda: step_state(
+                            vault.get("restorerequests", "resumed")["status"], step) == "Running")
+    finally:
+        vault.operator.stop()
+    status = vault.get("restorerequests", "resumed").get("status") or {}
+    record = f"kills: {crashes.points}; too late: {crashes.misses}\n" + json.dumps(status, indent=1)
+    assert status.get("phase") == "Succeeded", record
+    states = {s["name"]: s["state"] for s in status["steps"]}
+    assert {name: state for name, state in states.items() if state != "Succeeded"} == {
+        "Reconfigure": "Skipped", "Rollback": "Skipped"}, record  # InPlace; nothing failed
+    # Killed in each step it ran (before-each-record) or in each step that waited (while-each-waits).
+    ran = [name for name, state in states.items() if state == "Succeeded"]
+    expected = ran if moment == BEFORE_ITS_RECORD else waited
+    assert set(crashes.points) == {(name, moment) for name in expected} and not crashes.misses, record
+    if moment == WHILE_IT_WAITS:
+        assert {"Preflight", "SafetyBackup", "ScaleDown", "Restore", "ScaleUp"} <= set(waited), record
+    # Nothing repeated: one verify Job and one restore Job (one pod each, no retry), one safety
+    # backup; the backup's accounts are back and every service runs with its replica count.
     for role in ("restore", "verify"):
         jobs = vault.cluster.kubectl_json(["get", "jobs", "-n", vault.namespace, "-l", f"walwarden.io/role={role}"])
-        assert len(jobs["items"]) == 1 and jobs["items"][0]["status"].get("succeeded") == 1
+        assert len(jobs["items"]) == 1 and jobs["items"][0]["status"].get("succeeded") == 1, record
+        assert not jobs["items"][0]["status"].get("failed"), record
+        job = jobs["items"][0]["metadata"]["name"]
+        pods = vault.cluster.kubectl_json(["get", "pods", "-n", vault.namespace, "-l", f"job-name={job}"])["items"]
+        assert len(pods) == 1, [p["metadata"]["name"] for p in pods]
     backups = vault.cluster.kubectl_json(["get", "backuprequests", "-n", vault.namespace])["items"]
-    assert len([b for b in backups if "safety" in b["metadata"]["name"]]) == 1
+    safety = [b for b in backups if "safety" in b["metadata"]["name"]]
+    assert len(safety) == 1 and safety[0]["status"]["phase"] == "Succeeded", record
+    assert account_names(vault.postgres.dsn(vault.database)) == original
     assert ready_replicas(vault.cluster, vault.namespace) == vault.replicas
 
 
@@ -539,7 +632,7 @@ def test_a_pod_that_never_goes_away_fails_scale_down_and_the_services_start_agai
     vault.backup()
     vault.operator.stop()
     vault.operator = OperatorProcess(vault.cluster, vault.namespace, tmp_path / "operator-stuck.log", {
-        "WALWARDEN_POLL_SECONDS": "1", "WALWARDEN_STOP_TIMEOUT_SECONDS": "5"}).start()
+        "WALWARDEN_POLL_SECONDS": "1", "WALWARDEN_STOP_TIMEOUT_SECONDS": str(STOP_TIMEOUT_SECONDS)}).start()
     # A finalizer nobody removes keeps a policy node's pod Terminating: tier 2 never goes away.
     [pod] = vault.cluster.kubectl_json(["get", "pods", "-n", vault.namespace, "-l",
                                         "app.kubernetes.io/name=policy-node1"])["items"]
@@ -553,7 +646,7 @@ def test_a_pod_that_never_goes_away_fails_scale_down_and_the_services_start_agai
                                json.dumps({"metadata": {"finalizers": None}})], check=False)
     assert status["phase"] == "RolledBack", json.dumps(status, indent=1)
     assert [c["reason"] for c in status["conditions"] if c["type"] == "Failed"] == ["ServicesStuckStopping"]
-    assert pod["metadata"]["name"] in status["message"] and "more than 5s" in status["message"]
+    assert pod["metadata"]["name"] in status["message"] and f"more than {STOP_TIMEOUT_SECONDS}s" in status["message"]
     assert not status.get("databaseModified")
     wait_for(lambda: ready_replicas(vault.cluster, vault.namespace) == vault.replicas, 60, "services back")
 
@@ -562,7 +655,7 @@ def test_services_that_do_not_become_ready_raise_a_loud_condition_until_they_are
     vault.backup()
     vault.operator.stop()
     vault.operator = OperatorProcess(vault.cluster, vault.namespace, tmp_path / "operator-slow.log", {
-        "WALWARDEN_POLL_SECONDS": "1", "WALWARDEN_STOP_TIMEOUT_SECONDS": "5"}).start()
+        "WALWARDEN_POLL_SECONDS": "1", "WALWARDEN_STOP_TIMEOUT_SECONDS": str(STOP_TIMEOUT_SECONDS)}).start()
 
     def readiness_path(path: str) -> None:
         patch = [{"op": "replace", "path": "/spec/template/spec/containers/0/readinessProbe/httpGet/path",
@@ -577,10 +670,11 @@ def test_services_that_do_not_become_ready_raise_a_loud_condition_until_they_are
         status = vault.get("restorerequests", "slow-start").get("status") or {}
         return next((c for c in status.get("conditions", []) if c["type"] == "ServicesNotReady"), {})
 
-    wait_for(lambda: not_ready_condition().get("status") == "True", 120, "the ServicesNotReady condition")
+    wait_for(lambda: not_ready_condition().get("status") == "True", 300, "the ServicesNotReady condition")
     status = vault.get("restorerequests", "slow-start")["status"]
     assert status["phase"] == "Running" and status["currentStep"] == "ScaleUp"
-    assert "wallet 0/1" in not_ready_condition()["message"] and "more than 5s" in not_ready_condition()["message"]
+    message = not_ready_condition()["message"]
+    assert "wallet 0/1" in message and f"more than {STOP_TIMEOUT_SECONDS}s" in message
     readiness_path("/health")
     status = vault.wait_finished("restorerequests", "slow-start")["status"]
     assert status["phase"] == "Succeeded", json.dumps(status, indent=1)

@@ -65,7 +65,7 @@ def test_quiesce_stops_in_order_and_restarts_in_reverse_with_original_replicas(s
     with PodObserver(stack.cluster, stack.namespace) as observer:
         stack.apply(stack.backup_request("quiesced", [vault_db.name], quiesce=True))
         backup = stack.wait_finished("quiesced")
-        wait_for(lambda: ready_replicas(stack.cluster, stack.namespace) == original, 30, "replicas back")
+        wait_for(lambda: ready_replicas(stack.cluster, stack.namespace) == original, 120, "replicas back")
     assert backup["status"]["phase"] == "Succeeded", describe(stack, "quiesced")
     assert_tiers_in_order(observer, "deleted", STOP_TIERS)
     assert_tiers_in_order(observer, "ready", list(reversed(STOP_TIERS)))
@@ -89,7 +89,7 @@ def test_wrong_password_fails_naming_the_cause_with_services_running(stack, vaul
     assert failed["reason"] == "AuthenticationFailed", describe(stack, "wrong-password")
     assert "password" in status["message"].lower()
     assert "not-the-password" not in json.dumps(status)
-    wait_for(lambda: ready_replicas(stack.cluster, stack.namespace) == original, 30, "services running")
+    wait_for(lambda: ready_replicas(stack.cluster, stack.namespace) == original, 120, "services running")
     assert [s["state"] for s in status["steps"] if s["name"] == "Resume"] == ["Succeeded"]
     # Nothing that looks like a finished artifact was written.
     listed = stack.s3.client().list_objects_v2(Bucket=stack.bucket).get("Contents", [])

@@ -73,5 +73,6 @@ def test_metrics_health_and_json_logs_after_a_backup_and_a_restore(stack: Backup
     stack.operator = OperatorProcess(stack.cluster, stack.namespace, tmp_path / "restarted.log", {
         "WALWARDEN_METRICS_PORT": str(metrics_port), "WALWARDEN_LISTEN_ADDRESS": "127.0.0.1"}).start()
     last_backup = f'walwarden_last_successful_backup_timestamp_seconds{{namespace="{ns}"}}'
-    wait_for(lambda: last_backup in scrape(metrics_port, missing_ok=True), 30, "the restarted operator's backup gauge")
+    # A new Python process importing kopf and the clients: seconds on a busy machine.
+    wait_for(lambda: last_backup in scrape(metrics_port, missing_ok=True), 120, "the restarted operator's backup gauge")
     assert scrape(metrics_port)[last_backup] == samples[last_backup]

@@ -12,8 +12,12 @@ from walwarden.storage.s3 import MultipartUpload
 
 
 class FakeS3:
-    def __init__(self, delay: float = 0.0, fail_part: int | None = None):
+    """meet: parts 1..meet each wait until all of them are in flight at once (a barrier, so
+    overlap is shown without relying on how fast threads get scheduled)."""
+
+    def __init__(self, delay: float = 0.0, fail_part: int | None = None, meet: int = 0):
         self.delay, self.fail_part = delay, fail_part
+        self.meeting = threading.Barrier(meet, timeout=60) if meet else None
         self.lock = threading.Lock()
         self.in_flight = self.most_in_flight = 0
         self.parts: dict[int, bytes] = {}
@@ -27,6 +31,8 @@ class FakeS3:
         with self.lock:
             self.in_flight += 1
             self.most_in_flight = max(self.most_in_flight, self.in_flight)
+        if self.meeting is not None and PartNumber <= self.meeting.parties:
+            self.meeting.wait()  # broken (the test fails) if they never run at the same time
         time.sleep(self.delay)
         with self.lock:
             self.in_flight -= 1
@@ -54,7 +60,7 @@ def test_parts_are_completed_in_order():
 
 
 def test_add_part_blocks_while_workers_plus_queued_parts_are_pending():
-    s3 = FakeS3(delay=0.05)
+    s3 = FakeS3(delay=0.05, meet=2)  # both workers upload at once
     pending = []
     with MultipartUpload(s3, "b", "k", workers=2, queued=1) as upload:
         for _ in range(10):

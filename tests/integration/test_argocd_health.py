@@ -8,7 +8,7 @@ operator really writes, in every phase of both kinds.
 
 The Lua files are the source of their copies in charts/walwarden/files/argocd/ and in
 argocd/argocd-cm-patch.yaml; after editing them, refresh the copies with
-    .venv/bin/python tests/unit/test_argocd_health.py --write
+    .venv/bin/python tests/integration/test_argocd_health.py --write
 """
 
 from __future__ import annotations
@@ -60,7 +60,7 @@ CM_PATCH_HEADER = """\
 # configs.cm).
 #
 # Generated from argocd/health/*.lua, which are the source; after editing those, run
-#   .venv/bin/python tests/unit/test_argocd_health.py --write
+#   .venv/bin/python tests/integration/test_argocd_health.py --write
 # which also refreshes the chart's copies in charts/walwarden/files/argocd/. A test checks all
 # three agree.
 """
@@ -399,12 +399,12 @@ def test_a_script_that_never_ends_is_stopped(luatest, tmp_path):
 def test_the_charts_copy_is_identical(kind):
     copy_path = CHART_COPIES / script(kind).name
     assert copy_path.read_bytes() == script(kind).read_bytes(), (
-        f"{copy_path} differs from {script(kind)}: run .venv/bin/python tests/unit/test_argocd_health.py --write")
+        f"{copy_path} differs from {script(kind)}: run .venv/bin/python tests/integration/test_argocd_health.py --write")
 
 
 def test_the_argocd_cm_patch_embeds_the_sources():
     assert CM_PATCH.read_text() == render_cm_patch(), (
-        f"{CM_PATCH} is stale: run .venv/bin/python tests/unit/test_argocd_health.py --write")
+        f"{CM_PATCH} is stale: run .venv/bin/python tests/integration/test_argocd_health.py --write")
     patch = yaml.safe_load(CM_PATCH.read_text())
     assert (patch["apiVersion"], patch["kind"], patch["metadata"]["name"]) == ("v1", "ConfigMap", "argocd-cm")
     assert "namespace" not in patch["metadata"]  # `kubectl -n argocd patch` names it
@@ -414,6 +414,6 @@ def test_the_argocd_cm_patch_embeds_the_sources():
 
 if __name__ == "__main__":
     if sys.argv[1:] != ["--write"]:
-        sys.exit("usage: tests/unit/test_argocd_health.py --write   (refresh the copies of argocd/health/*.lua)")
+        sys.exit("usage: tests/integration/test_argocd_health.py --write   (refresh the copies of argocd/health/*.lua)")
     write_copies()
     print(f"wrote {CM_PATCH.relative_to(REPO)} and {CHART_COPIES.relative_to(REPO)}/")

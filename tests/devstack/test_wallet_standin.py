@@ -115,7 +115,7 @@ def test_sigterm_ends_the_process_and_its_session(start_wallet, vault_db, postgr
     wallet.process.stop(timeout=5)  # SIGTERM; SIGKILL (exit -9) only if it did not stop in time
     assert wallet.process.popen.returncode == 0
     # The session ends a moment after the connection closes: the backend exits on its own.
-    wait_until(lambda: wallet_sessions(postgres_server, vault_db.name) == 0, 10, "the wallet's session to end")
+    wait_until(lambda: wallet_sessions(postgres_server, vault_db.name) == 0, 60, "the wallet's session to end")
     assert "stopped" in wallet.log()
 
 
