@@ -125,8 +125,11 @@ class Downtime:
 def wait_until_seen_ready(observer: PodObserver) -> None:
     """The watch reports events a moment after the API server has them: the procedure is over
     once the observer has seen every pod it stopped Ready again, not after a fixed pause."""
-    wait_until(lambda: all(len(observer.times("ready", [name])) >= REPLICAS[name] for name in STOPPED), 120,
-               "the pod watch to see every stopped service Ready again")
+    wait_until(
+        lambda: all(len(observer.times("ready", [name])) >= REPLICAS[name] for name in STOPPED),
+        120,
+        "the pod watch to see every stopped service Ready again",
+    )
 
 
 def downtime(observer: PodObserver, pg_restore: tuple[float, float], **extra) -> Downtime:

@@ -16,9 +16,9 @@ import json
 import secrets
 import ssl
 import threading
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Callable
 
 from devstack.cluster import ClusterAccess
 from devstack.pki import make_serving_certificate
@@ -38,15 +38,22 @@ class AdmissionHook:
     labels include `labels` is shown to `decide` first. Entering returns once the API server
     really consults the hook."""
 
-    def __init__(self, cluster: ClusterAccess, workdir: Path, namespace: str, rules: list[dict],
-                 labels: dict[str, str], decide: Decide):
+    def __init__(
+        self,
+        cluster: ClusterAccess,
+        workdir: Path,
+        namespace: str,
+        rules: list[dict],
+        labels: dict[str, str],
+        decide: Decide,
+    ):
         self.cluster, self.workdir, self.namespace = cluster, Path(workdir), namespace
         self.rules, self.labels, self.decide = rules, labels, decide
         self.name = f"devstack-hook-{secrets.token_hex(4)}"
         self.errors: list[BaseException] = []  # raised from `decide`: re-raised on exit
         self._server: ThreadingHTTPServer | None = None
 
-    def __enter__(self) -> "AdmissionHook":
+    def __enter__(self) -> AdmissionHook:
         certificate = make_serving_certificate(self.workdir / "admission-pki", ["127.0.0.1"], self.name)
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         context.load_cert_chain(str(certificate.cert), str(certificate.key))
@@ -63,8 +70,7 @@ class AdmissionHook:
         return self
 
     def __exit__(self, *exc) -> None:
-        self.cluster.kubectl(["delete", "validatingwebhookconfiguration", self.name, "--ignore-not-found"],
-                             check=False)
+        self.cluster.kubectl(["delete", "validatingwebhookconfiguration", self.name, "--ignore-not-found"], check=False)
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
@@ -76,33 +82,62 @@ class AdmissionHook:
 
     def _register(self, ca_bundle: str) -> None:
         port = self._server.server_address[1]
-        scope = {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": self.namespace}},
-                 "clientConfig": {"url": f"https://127.0.0.1:{port}/", "caBundle": ca_bundle},
-                 "failurePolicy": "Fail", "sideEffects": "NoneOnDryRun", "admissionReviewVersions": ["v1"],
-                 "timeoutSeconds": WEBHOOK_TIMEOUT_SECONDS, "matchPolicy": "Equivalent"}
-        config = {"apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingWebhookConfiguration",
-                  "metadata": {"name": self.name}, "webhooks": [
-                      {"name": f"writes.{self.name}.devstack.walwarden.io", "rules": self.rules,
-                       "objectSelector": {"matchLabels": self.labels}, **scope},
-                      # Refuses its probe ConfigMaps: how we know the API server consults the hook.
-                      {"name": f"probe.{self.name}.devstack.walwarden.io",
-                       "rules": [{"apiGroups": [""], "apiVersions": ["v1"], "operations": ["CREATE"],
-                                  "resources": ["configmaps"], "scope": "Namespaced"}],
-                       "objectSelector": {"matchLabels": {PROBE_LABEL: self.name}}, **scope}]}
+        scope = {
+            "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": self.namespace}},
+            "clientConfig": {"url": f"https://127.0.0.1:{port}/", "caBundle": ca_bundle},
+            "failurePolicy": "Fail",
+            "sideEffects": "NoneOnDryRun",
+            "admissionReviewVersions": ["v1"],
+            "timeoutSeconds": WEBHOOK_TIMEOUT_SECONDS,
+            "matchPolicy": "Equivalent",
+        }
+        config = {
+            "apiVersion": "admissionregistration.k8s.io/v1",
+            "kind": "ValidatingWebhookConfiguration",
+            "metadata": {"name": self.name},
+            "webhooks": [
+                {
+                    "name": f"writes.{self.name}.devstack.walwarden.io",
+                    "rules": self.rules,
+                    "objectSelector": {"matchLabels": self.labels},
+                    **scope,
+                },
+                # Refuses its probe ConfigMaps: how we know the API server consults the hook.
+                {
+                    "name": f"probe.{self.name}.devstack.walwarden.io",
+                    "rules": [
+                        {
+                            "apiGroups": [""],
+                            "apiVersions": ["v1"],
+                            "operations": ["CREATE"],
+                            "resources": ["configmaps"],
+                            "scope": "Namespaced",
+                        }
+                    ],
+                    "objectSelector": {"matchLabels": {PROBE_LABEL: self.name}},
+                    **scope,
+                },
+            ],
+        }
         self.cluster.kubectl(["apply", "-f", "-"], stdin=json.dumps(config))
 
     def _wait_until_consulted(self) -> None:
         """The API server loads webhook configurations asynchronously: create a probe until the hook
         refuses it (each one created before that is deleted again)."""
-        probe = {"apiVersion": "v1", "kind": "ConfigMap",
-                 "metadata": {"name": f"{self.name}-probe", "labels": {PROBE_LABEL: self.name}}}
+        probe = {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {"name": f"{self.name}-probe", "labels": {PROBE_LABEL: self.name}},
+        }
 
         def refused() -> bool:
-            result = self.cluster.kubectl(["create", "-n", self.namespace, "-f", "-"], stdin=json.dumps(probe),
-                                          check=False)
+            result = self.cluster.kubectl(
+                ["create", "-n", self.namespace, "-f", "-"], stdin=json.dumps(probe), check=False
+            )
             if result.returncode == 0:
-                self.cluster.kubectl(["delete", "configmap", probe["metadata"]["name"], "-n", self.namespace],
-                                     check=False)
+                self.cluster.kubectl(
+                    ["delete", "configmap", probe["metadata"]["name"], "-n", self.namespace], check=False
+                )
                 return False
             return "admission probe" in result.stderr
 
@@ -129,8 +164,9 @@ def _handler(hook: AdmissionHook):
             response = {"uid": request["uid"], "allowed": refusal is None}
             if refusal is not None:
                 response["status"] = {"code": 403, "reason": "Forbidden", "message": refusal}
-            body = json.dumps({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
-                               "response": response}).encode()
+            body = json.dumps(
+                {"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "response": response}
+            ).encode()
             try:
                 self.send_response(200)
                 self.send_header("Content-Type", "application/json")

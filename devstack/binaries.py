@@ -71,8 +71,9 @@ class Binaries:
     def missing(self, components: list[str]) -> list[str]:
         paths = {
             "etcd": [self.etcd],
-            "kubernetes": [self.kube(c) for c in
-                           ("kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl")],
+            "kubernetes": [
+                self.kube(c) for c in ("kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl")
+            ],
             "kwok": [self.kwok],
             "minio": [self.minio],
             "helm": [self.helm],

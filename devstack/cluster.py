@@ -23,8 +23,12 @@ class ClusterAccess:
     local: bool = False
 
     def kubectl(self, args: list[str], stdin: str | None = None, check: bool = True):
-        result = subprocess.run([str(self.kubectl_binary), f"--kubeconfig={self.kubeconfig}", *args],
-                                input=stdin, capture_output=True, text=True)
+        result = subprocess.run(
+            [str(self.kubectl_binary), f"--kubeconfig={self.kubeconfig}", *args],
+            input=stdin,
+            capture_output=True,
+            text=True,
+        )
         if check and result.returncode != 0:
             raise RuntimeError(f"kubectl {' '.join(args)} failed ({result.returncode}):\n{result.stderr}")
         return result

@@ -54,9 +54,21 @@ def request(kind: str, name: str, spec: dict) -> dict:
 
 
 def admin_secret(cluster, name: str, postgres: PostgresServer) -> None:
-    apply(cluster, {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name}, "stringData": {
-        "host": "127.0.0.1", "port": str(postgres.port), "user": postgres.superuser,
-        "password": postgres.password, "sslmode": "disable"}})
+    apply(
+        cluster,
+        {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": name},
+            "stringData": {
+                "host": "127.0.0.1",
+                "port": str(postgres.port),
+                "user": postgres.superuser,
+                "password": postgres.password,
+                "sslmode": "disable",
+            },
+        },
+    )
 
 
 def read_secret_key(cluster, name: str, key: str) -> str:
@@ -88,8 +100,10 @@ def watch_request(cluster, plural: str, name: str, operator, timeout: float = 30
         if status.get("phase") == "Succeeded":
             return status
         if status.get("phase") in ("Failed", "RolledBack"):
-            raise SystemExit(f"demo failed: {plural}/{name} ended {status['phase']}: {status.get('message')}"
-                             f"\n(operator log: {operator.log_path})")
+            raise SystemExit(
+                f"demo failed: {plural}/{name} ended {status['phase']}: {status.get('message')}"
+                f"\n(operator log: {operator.log_path})"
+            )
         time.sleep(0.5)
     raise SystemExit(f"demo failed: {plural}/{name} did not finish in {timeout:.0f}s")
 
@@ -102,9 +116,11 @@ def main(argv: list[str] | None = None) -> int:
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="walwarden-demo-"))
 
     say("Local control plane (etcd, kube-apiserver, controller-manager, scheduler, kwok, pod executor)")
-    with LocalControlPlane(workdir / "cluster") as plane, \
-            PostgresServer(workdir / "postgres") as postgres, \
-            S3Server(workdir / "s3") as s3:
+    with (
+        LocalControlPlane(workdir / "cluster") as plane,
+        PostgresServer(workdir / "postgres") as postgres,
+        S3Server(workdir / "s3") as s3,
+    ):
         cluster = plane.access
         print(f"kube-apiserver {cluster.server_version()} at {plane.server}")
         print(f"export KUBECONFIG={plane.kubeconfig}")
@@ -123,17 +139,34 @@ def main(argv: list[str] | None = None) -> int:
         cluster.kubectl(["apply", "--server-side", "-f", str(REPO / "crds")])
         cluster.kubectl(["wait", "--for=condition=Established", "crd", "--all", "--timeout=60s"])
         cluster.kubectl(["create", "namespace", NAMESPACE])
-        wait(lambda: cluster.kubectl(["get", "sa", "default", "-n", NAMESPACE], check=False).returncode == 0,
-             30, "the namespace's default service account")
+        wait(
+            lambda: cluster.kubectl(["get", "sa", "default", "-n", NAMESPACE], check=False).returncode == 0,
+            30,
+            "the namespace's default service account",
+        )
         database = DatabaseInfo("127.0.0.1", postgres.port, postgres.superuser, postgres.password, "vault")
         # The wallet stand-in really runs (local pod executor) and reads its db-info secret at start.
-        wallet_deployment = workload("wallet", "Deployment", 1, EXEC_LABELS, wallet.container(
-            f"{ENVIRONMENT}.{NAMESPACE}.wallet.db-info", bind=WALLET_ADDRESS))
+        wallet_deployment = workload(
+            "wallet",
+            "Deployment",
+            1,
+            EXEC_LABELS,
+            wallet.container(f"{ENVIRONMENT}.{NAMESPACE}.wallet.db-info", bind=WALLET_ADDRESS),
+        )
         deploy_vault(cluster, NAMESPACE, ENVIRONMENT, database, overrides={"wallet": wallet_deployment})
         admin_secret(cluster, "vault-db-admin", postgres)
-        cluster.kubectl(["create", "secret", "generic", "s3-credentials", "-n", NAMESPACE,
-                         f"--from-literal=accessKeyId={s3.access_key}",
-                         f"--from-literal=secretAccessKey={s3.secret_key}"])
+        cluster.kubectl(
+            [
+                "create",
+                "secret",
+                "generic",
+                "s3-credentials",
+                "-n",
+                NAMESPACE,
+                f"--from-literal=accessKeyId={s3.access_key}",
+                f"--from-literal=secretAccessKey={s3.secret_key}",
+            ]
+        )
         wait(lambda: all(n > 0 for n in ready_replicas(cluster, NAMESPACE).values()), 90, "vault pods Ready")
         show(cluster, ["get", "deployments,statefulsets", "-n", NAMESPACE])
         show_wallet("the wallet serves")
@@ -142,12 +175,27 @@ def main(argv: list[str] | None = None) -> int:
         operator = OperatorProcess(cluster, NAMESPACE, workdir / "operator.log", {"WALWARDEN_POLL_SECONDS": "1"})
         operator.start()
         try:
-            storage = {"s3": {"bucket": bucket, "endpoint": s3.endpoint, "forcePathStyle": True,
-                              "credentialsSecretRef": {"name": "s3-credentials"}}}
+            storage = {
+                "s3": {
+                    "bucket": bucket,
+                    "endpoint": s3.endpoint,
+                    "forcePathStyle": True,
+                    "credentialsSecretRef": {"name": "s3-credentials"},
+                }
+            }
             say("1. BackupRequest (quiesce): services stop in order, pg_dump streams into S3, verified, services back")
-            apply(cluster, request("BackupRequest", "nightly", {
-                "database": {"secretRef": {"name": "vault-db-admin"}, "databases": ["vault"]},
-                "quiesce": True, "storage": storage}))
+            apply(
+                cluster,
+                request(
+                    "BackupRequest",
+                    "nightly",
+                    {
+                        "database": {"secretRef": {"name": "vault-db-admin"}, "databases": ["vault"]},
+                        "quiesce": True,
+                        "storage": storage,
+                    },
+                ),
+            )
             status = watch_request(cluster, "backuprequests", "nightly", operator)
             artifact = status["artifact"]
             print(f"  artifact  {artifact['uri']}  ({artifact['sizeBytes']} bytes, sha256 {artifact['sha256'][:16]}…)")
@@ -158,24 +206,44 @@ def main(argv: list[str] | None = None) -> int:
             vaultdb.mutate_accounts(postgres.dsn("vault"))
             show_wallet("the wallet now serves")
 
-            verify = {"healthUrl": f"{WALLET_URL}/health", "accountsUrl": f"{WALLET_URL}/api/v2/accounts",
-                      "timeoutSeconds": 60}
+            verify = {
+                "healthUrl": f"{WALLET_URL}/health",
+                "accountsUrl": f"{WALLET_URL}/api/v2/accounts",
+                "timeoutSeconds": 60,
+            }
             say("3. RestoreRequest InPlace: safety backup, scale down, pg_restore, scale up, verify")
-            apply(cluster, request("RestoreRequest", "undo-in-place", {
-                "mode": "InPlace", "source": {"backupRef": {"name": "nightly"}}, "verify": verify}))
+            apply(
+                cluster,
+                request(
+                    "RestoreRequest",
+                    "undo-in-place",
+                    {"mode": "InPlace", "source": {"backupRef": {"name": "nightly"}}, "verify": verify},
+                ),
+            )
             status = watch_request(cluster, "restorerequests", "undo-in-place", operator)
             print_steps(status)
-            print(f"  downtime {status.get('downtimeSeconds')} s; history lost after "
-                  f"{status['dataLossWindow']['backupTime']} ({status['dataLossWindow']['seconds']} s)")
+            print(
+                f"  downtime {status.get('downtimeSeconds')} s; history lost after "
+                f"{status['dataLossWindow']['backupTime']} ({status['dataLossWindow']['seconds']} s)"
+            )
             show_wallet("the wallet serves the backed-up accounts again")
 
             say("4. RestoreRequest Redirected: restore into a new database, repoint all five db-info secrets")
             admin_secret(cluster, "new-db-admin", postgres)
-            apply(cluster, request("RestoreRequest", "to-new-database", {
-                "mode": "Redirected", "source": {"backupRef": {"name": "nightly"}},
-                "target": {"secretRef": {"name": "new-db-admin"}, "database": "vault_restored"},
-                "redirect": {"dbHost": "127.0.0.1", "dbName": "vault_restored", "environment": ENVIRONMENT},
-                "verify": verify}))
+            apply(
+                cluster,
+                request(
+                    "RestoreRequest",
+                    "to-new-database",
+                    {
+                        "mode": "Redirected",
+                        "source": {"backupRef": {"name": "nightly"}},
+                        "target": {"secretRef": {"name": "new-db-admin"}, "database": "vault_restored"},
+                        "redirect": {"dbHost": "127.0.0.1", "dbName": "vault_restored", "environment": ENVIRONMENT},
+                        "verify": verify,
+                    },
+                ),
+            )
             status = watch_request(cluster, "restorerequests", "to-new-database", operator)
             print_steps(status)
             for name in status["plan"]["secrets"]:
@@ -184,8 +252,9 @@ def main(argv: list[str] | None = None) -> int:
             show(cluster, ["get", "backuprequests,restorerequests", "-n", NAMESPACE])
 
             say("An invalid request is refused by the API server")
-            invalid = request("RestoreRequest", "invalid", {"mode": "Redirected",
-                                                            "source": {"backupRef": {"name": "nightly"}}})
+            invalid = request(
+                "RestoreRequest", "invalid", {"mode": "Redirected", "source": {"backupRef": {"name": "nightly"}}}
+            )
             refused = cluster.kubectl(["apply", "-n", NAMESPACE, "-f", "-"], stdin=json.dumps(invalid), check=False)
             print(refused.stderr.strip())
 

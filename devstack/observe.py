@@ -18,8 +18,8 @@ START_SECONDS = 120  # to list the pods and begin watching: generous, never a sh
 
 @dataclass(frozen=True)
 class PodEvent:
-    at: float          # time.monotonic() when the API server told us
-    kind: str          # "deleted" or "ready"
+    at: float  # time.monotonic() when the API server told us
+    kind: str  # "deleted" or "ready"
     service: str
     pod: str
 
@@ -35,7 +35,7 @@ class PodObserver:
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._run, daemon=True)
 
-    def __enter__(self) -> "PodObserver":
+    def __enter__(self) -> PodObserver:
         # Watching must have begun before the test acts, or the first events are lost: wait for
         # it (a busy API server may take a while), unless the watch failed.
         self._thread.start()
@@ -69,8 +69,9 @@ class PodObserver:
                 self._ready.add(pod.metadata.name)
         self._started.set()
         while not self._stop.is_set():
-            stream = watch.Watch().stream(self.core.list_namespaced_pod, self.namespace,
-                                          resource_version=resource_version, timeout_seconds=2)
+            stream = watch.Watch().stream(
+                self.core.list_namespaced_pod, self.namespace, resource_version=resource_version, timeout_seconds=2
+            )
             for event in stream:
                 pod = event["object"]
                 resource_version = pod.metadata.resource_version

@@ -21,12 +21,22 @@ class OperatorProcess:
         if cluster.local:
             # Runner Jobs must really run: the local pod executor picks up pods with this label.
             env.setdefault("WALWARDEN_RUNNER_POD_LABELS", json.dumps(EXEC_LABELS))
-        self.process = ManagedProcess("walwarden-operator", [
-            sys.executable, "-m", "walwarden", "run", f"--kubeconfig={cluster.kubeconfig}",
-            f"--namespace={namespace}", "--verbose",
-        ], log_path, env=env)
+        self.process = ManagedProcess(
+            "walwarden-operator",
+            [
+                sys.executable,
+                "-m",
+                "walwarden",
+                "run",
+                f"--kubeconfig={cluster.kubeconfig}",
+                f"--namespace={namespace}",
+                "--verbose",
+            ],
+            log_path,
+            env=env,
+        )
 
-    def start(self) -> "OperatorProcess":
+    def start(self) -> OperatorProcess:
         self.process.start()
         return self
 

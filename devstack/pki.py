@@ -57,7 +57,7 @@ class _Ca:
     """A fresh CA that issues EC certificates, valid from a few minutes ago for VALIDITY."""
 
     def __init__(self, common_name: str = "walwarden-devstack-ca"):
-        self.now = dt.datetime.now(dt.timezone.utc) - dt.timedelta(minutes=5)
+        self.now = dt.datetime.now(dt.UTC) - dt.timedelta(minutes=5)
         self.key = ec.generate_private_key(ec.SECP256R1())
         self.cert = (
             x509.CertificateBuilder()
@@ -68,10 +68,20 @@ class _Ca:
             .not_valid_before(self.now)
             .not_valid_after(self.now + VALIDITY)
             .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-            .add_extension(x509.KeyUsage(
-                digital_signature=True, key_cert_sign=True, crl_sign=True, content_commitment=False,
-                key_encipherment=False, data_encipherment=False, key_agreement=False,
-                encipher_only=False, decipher_only=False), critical=True)
+            .add_extension(
+                x509.KeyUsage(
+                    digital_signature=True,
+                    key_cert_sign=True,
+                    crl_sign=True,
+                    content_commitment=False,
+                    key_encipherment=False,
+                    data_encipherment=False,
+                    key_agreement=False,
+                    encipher_only=False,
+                    decipher_only=False,
+                ),
+                critical=True,
+            )
             .sign(self.key, hashes.SHA256())
         )
 
@@ -106,8 +116,9 @@ def make_serving_certificate(directory: Path, ips: list[str], common_name: str) 
     """A CA of its own and a server certificate for `ips` (e.g. a webhook the API server calls)."""
     directory.mkdir(parents=True, exist_ok=True)
     ca = _Ca(f"{common_name}-ca")
-    key, cert = ca.issue(_name(common_name), ExtendedKeyUsageOID.SERVER_AUTH,
-                         [x509.IPAddress(ipaddress.ip_address(ip)) for ip in ips])
+    key, cert = ca.issue(
+        _name(common_name), ExtendedKeyUsageOID.SERVER_AUTH, [x509.IPAddress(ipaddress.ip_address(ip)) for ip in ips]
+    )
     files = ServingCertificate(directory / "ca.crt", directory / "server.crt", directory / "server.key")
     files.ca_cert.write_bytes(_pem_cert(ca.cert))
     files.cert.write_bytes(_pem_cert(cert))
@@ -129,15 +140,18 @@ def make_pki(directory: Path, serving_ips: list[str], serving_names: list[str]) 
     )
     # system:masters bypasses RBAC: only the test harness and the control plane's own
     # components use it; the operator under test gets its own ServiceAccount where RBAC matters.
-    admin_key, admin_cert = issue(_name("devstack-admin", "system:masters"),
-                                  ExtendedKeyUsageOID.CLIENT_AUTH)
+    admin_key, admin_cert = issue(_name("devstack-admin", "system:masters"), ExtendedKeyUsageOID.CLIENT_AUTH)
     sa_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
 
     pki = Pki(
-        ca_cert=directory / "ca.crt", ca_key=directory / "ca.key",
-        serving_cert=directory / "apiserver.crt", serving_key=directory / "apiserver.key",
-        admin_cert=directory / "admin.crt", admin_key=directory / "admin.key",
-        service_account_key=directory / "sa.key", service_account_pub=directory / "sa.pub",
+        ca_cert=directory / "ca.crt",
+        ca_key=directory / "ca.key",
+        serving_cert=directory / "apiserver.crt",
+        serving_key=directory / "apiserver.key",
+        admin_cert=directory / "admin.crt",
+        admin_key=directory / "admin.key",
+        service_account_key=directory / "sa.key",
+        service_account_pub=directory / "sa.pub",
     )
     pki.ca_cert.write_bytes(_pem_cert(ca_cert))
     pki.ca_key.write_bytes(_pem_key(ca_key))
@@ -146,8 +160,9 @@ def make_pki(directory: Path, serving_ips: list[str], serving_names: list[str]) 
     pki.admin_cert.write_bytes(_pem_cert(admin_cert))
     pki.admin_key.write_bytes(_pem_key(admin_key))
     pki.service_account_key.write_bytes(_pem_key(sa_key))
-    pki.service_account_pub.write_bytes(sa_key.public_key().public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
+    pki.service_account_pub.write_bytes(
+        sa_key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    )
     for path in (pki.ca_key, pki.serving_key, pki.admin_key, pki.service_account_key):
         path.chmod(0o600)
     return pki

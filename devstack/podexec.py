@@ -50,7 +50,7 @@ log = logging.getLogger("podexec")
 
 
 def now() -> str:
-    return dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 class ConfigError(Exception):
@@ -64,11 +64,13 @@ _VAR_REF = re.compile(r"\$\(([A-Za-z_][A-Za-z0-9_.-]*)\)|\$\$")
 
 def expand(value: str, env: dict[str, str]) -> str:
     """Kubernetes' $(VAR) expansion: known variables are replaced, $$ escapes, others stay."""
+
     def replace(match: re.Match) -> str:
         if match.group(0) == "$$":
             return "$"
         name = match.group(1)
         return env.get(name, match.group(0))
+
     return _VAR_REF.sub(replace, value)
 
 
@@ -105,17 +107,24 @@ class EnvResolver:
         if data is None or source.key not in data:
             if optional:
                 return None
-            missing = f'{kind.lower()} "{source.name}" not found' if data is None else \
-                f'couldn\'t find key {source.key} in {kind} {self.namespace}/{source.name}'
+            missing = (
+                f'{kind.lower()} "{source.name}" not found'
+                if data is None
+                else f"couldn't find key {source.key} in {kind} {self.namespace}/{source.name}"
+            )
             raise ConfigError(missing)
         return data[source.key]
 
     def field(self, path: str) -> str:
         meta, spec = self.pod.metadata, self.pod.spec
         simple = {
-            "metadata.name": meta.name, "metadata.namespace": meta.namespace, "metadata.uid": meta.uid,
-            "spec.nodeName": spec.node_name, "spec.serviceAccountName": spec.service_account_name,
-            "status.podIP": self.pod_ip, "status.hostIP": "127.0.0.1",
+            "metadata.name": meta.name,
+            "metadata.namespace": meta.namespace,
+            "metadata.uid": meta.uid,
+            "spec.nodeName": spec.node_name,
+            "spec.serviceAccountName": spec.service_account_name,
+            "status.podIP": self.pod_ip,
+            "status.hostIP": "127.0.0.1",
         }
         if path in simple:
             return simple[path] or ""
@@ -145,8 +154,7 @@ class EnvResolver:
             if source.secret_key_ref:
                 value = self._lookup("Secret", source.secret_key_ref, bool(source.secret_key_ref.optional))
             elif source.config_map_key_ref:
-                value = self._lookup("ConfigMap", source.config_map_key_ref,
-                                     bool(source.config_map_key_ref.optional))
+                value = self._lookup("ConfigMap", source.config_map_key_ref, bool(source.config_map_key_ref.optional))
             elif source.field_ref:
                 value = self.field(source.field_ref.field_path)
             else:
@@ -178,6 +186,7 @@ class EnvResolver:
 
 
 # -- one running pod ------------------------------------------------------------------------------
+
 
 @dataclass
 class PodRun:
@@ -216,8 +225,9 @@ class Executor:
         threading.Thread(target=self._resync_forever, daemon=True).start()
         while True:
             try:
-                stream = watch.Watch().stream(self.core.list_pod_for_all_namespaces,
-                                              label_selector=EXEC_LABEL, timeout_seconds=300)
+                stream = watch.Watch().stream(
+                    self.core.list_pod_for_all_namespaces, label_selector=EXEC_LABEL, timeout_seconds=300
+                )
                 for event in stream:
                     self.observe(event["object"], deleted=event["type"] == "DELETED")
             except Exception as error:  # the API server restarting must not kill the executor
@@ -261,8 +271,15 @@ class Executor:
         workdir = self.state_dir / f"{pod.metadata.namespace}_{pod.metadata.name}_{pod.metadata.uid[:8]}"
         workdir.mkdir(parents=True, exist_ok=True)
         grace = pod.spec.termination_grace_period_seconds
-        return PodRun(pod.metadata.namespace, pod.metadata.name, pod.metadata.uid, pod_ip, workdir,
-                      pod.spec.restart_policy or "Always", 30 if grace is None else min(grace, 30))
+        return PodRun(
+            pod.metadata.namespace,
+            pod.metadata.name,
+            pod.metadata.uid,
+            pod_ip,
+            workdir,
+            pod.spec.restart_policy or "Always",
+            30 if grace is None else min(grace, 30),
+        )
 
     # -- starting ------------------------------------------------------------------------------
 
@@ -277,10 +294,22 @@ class Executor:
             return
         except ConfigError as error:
             # Like a kubelet: stay Pending with a reason, and try again on the next resync.
-            self._patch_status(run, {"phase": "Pending", "containerStatuses": [{
-                "name": container.name, "image": container.image or "", "imageID": "", "ready": False,
-                "restartCount": 0, "state": {"waiting": {"reason": "CreateContainerConfigError",
-                                                         "message": str(error)}}}]})
+            self._patch_status(
+                run,
+                {
+                    "phase": "Pending",
+                    "containerStatuses": [
+                        {
+                            "name": container.name,
+                            "image": container.image or "",
+                            "imageID": "",
+                            "ready": False,
+                            "restartCount": 0,
+                            "state": {"waiting": {"reason": "CreateContainerConfigError", "message": str(error)}},
+                        }
+                    ],
+                },
+            )
             with self.lock:
                 self.runs.pop(run.uid, None)
             return
@@ -293,8 +322,13 @@ class Executor:
         if not container.command:
             raise ConfigError("the local pod executor needs an explicit command (it cannot read an image's entrypoint)")
         resolver = EnvResolver(self.core, pod, run.pod_ip)
-        env = {"PATH": self.base_path, "HOME": str(run.workdir), "LANG": "C.UTF-8",
-               "HOSTNAME": pod.metadata.name, "PYTHONUNBUFFERED": "1"}
+        env = {
+            "PATH": self.base_path,
+            "HOME": str(run.workdir),
+            "LANG": "C.UTF-8",
+            "HOSTNAME": pod.metadata.name,
+            "PYTHONUNBUFFERED": "1",
+        }
         env.update(resolver.resolve(container))
         argv = [expand(part, env) for part in [*container.command, *(container.args or [])]]
         if shutil.which(argv[0], path=env["PATH"]) is None:
@@ -318,8 +352,13 @@ class Executor:
                 if files is None:
                     # An emptyDir at e.g. /tmp would hide the clone, the venv or the pod's own
                     # directory when they live there: the process uses the host directory instead.
-                    log.info("%s/%s: emptyDir %s not mounted (it would hide this machine's %s)",
-                             run.namespace, run.name, mount.name, mount.mount_path)
+                    log.info(
+                        "%s/%s: emptyDir %s not mounted (it would hide this machine's %s)",
+                        run.namespace,
+                        run.name,
+                        mount.name,
+                        mount.mount_path,
+                    )
                     continue
                 raise ConfigError(f"volume {mount.name} at {mount.mount_path} would hide the local stack's files")
             host_dir = run.workdir / "volumes" / mount.name
@@ -344,36 +383,56 @@ class Executor:
             raise ConfigError("volumes need root and unshare(1) for a private mount namespace")
         script = "; ".join(
             f"mkdir -p {shlex.quote(path)} && mount --bind {shlex.quote(str(host))} {shlex.quote(path)}"
-            for host, path in mounts)
-        return ["unshare", "--mount", "--propagation", "private", "sh", "-ec",
-                f"{script}; exec \"$@\"", "sh", *argv]
+            for host, path in mounts
+        )
+        return ["unshare", "--mount", "--propagation", "private", "sh", "-ec", f'{script}; exec "$@"', "sh", *argv]
 
     def _spawn(self, run: PodRun, argv: list[str], env: dict[str, str]) -> None:
         with open(run.log_path, "ab") as log_file:
-            run.process = subprocess.Popen(argv, env=env, cwd=run.workdir, stdout=log_file,
-                                           stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                           start_new_session=True, preexec_fn=die_with_parent)
+            run.process = subprocess.Popen(
+                argv,
+                env=env,
+                cwd=run.workdir,
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+                preexec_fn=die_with_parent,
+            )
         run.started_at = now()
         log.info("started %s/%s pid %d: %s", run.namespace, run.name, run.process.pid, argv[0])
 
     def _running_status(self, run: PodRun, container, pod, ready: bool = False) -> dict:
         return {
-            "phase": "Running", "podIP": run.pod_ip, "podIPs": [{"ip": run.pod_ip}],
-            "hostIP": "127.0.0.1", "hostIPs": [{"ip": "127.0.0.1"}], "startTime": run.started_at,
+            "phase": "Running",
+            "podIP": run.pod_ip,
+            "podIPs": [{"ip": run.pod_ip}],
+            "hostIP": "127.0.0.1",
+            "hostIPs": [{"ip": "127.0.0.1"}],
+            "startTime": run.started_at,
             "conditions": self._conditions(ready, scheduled=True),
-            "containerStatuses": [{
-                "name": container.name, "image": container.image or "", "imageID": "",
-                "ready": ready, "started": True, "restartCount": run.restart_count,
-                "state": {"running": {"startedAt": run.started_at}}}],
+            "containerStatuses": [
+                {
+                    "name": container.name,
+                    "image": container.image or "",
+                    "imageID": "",
+                    "ready": ready,
+                    "started": True,
+                    "restartCount": run.restart_count,
+                    "state": {"running": {"startedAt": run.started_at}},
+                }
+            ],
         }
 
     @staticmethod
     def _conditions(ready: bool, scheduled: bool = True) -> list[dict]:
         status = "True" if ready else "False"
-        return [{"type": "PodScheduled", "status": "True" if scheduled else "False", "lastTransitionTime": now()},
-                {"type": "Initialized", "status": "True", "lastTransitionTime": now()},
-                {"type": "ContainersReady", "status": status, "lastTransitionTime": now()},
-                {"type": "Ready", "status": status, "lastTransitionTime": now()}]
+        return [
+            {"type": "PodScheduled", "status": "True" if scheduled else "False", "lastTransitionTime": now()},
+            {"type": "Initialized", "status": "True", "lastTransitionTime": now()},
+            {"type": "ContainersReady", "status": status, "lastTransitionTime": now()},
+            {"type": "Ready", "status": status, "lastTransitionTime": now()},
+        ]
 
     def _probe_readiness(self, run: PodRun, pod, container) -> None:
         probe = container.readiness_probe
@@ -416,25 +475,41 @@ class Executor:
                 if run.stopping:
                     return
                 restart = run.restart_policy == "Always" or (run.restart_policy == "OnFailure" and code != 0)
-                terminated = {"exitCode": code, "reason": "Completed" if code == 0 else "Error",
-                              "startedAt": run.started_at, "finishedAt": finished_at}
+                terminated = {
+                    "exitCode": code,
+                    "reason": "Completed" if code == 0 else "Error",
+                    "startedAt": run.started_at,
+                    "finishedAt": finished_at,
+                }
                 if code != 0:
                     # terminationMessagePolicy FallbackToLogsOnError, as the operator reads it.
                     terminated["message"] = "\n".join(
-                        run.log_path.read_text(errors="replace").splitlines()[-TERMINATION_MESSAGE_LINES:])
+                        run.log_path.read_text(errors="replace").splitlines()[-TERMINATION_MESSAGE_LINES:]
+                    )
                 if not restart:
                     run.finished = True
-                    self._patch_status(run, {
-                        "phase": "Succeeded" if code == 0 else "Failed",
-                        "conditions": self._conditions(False),
-                        "containerStatuses": [{
-                            "name": container.name, "image": container.image or "", "imageID": "",
-                            "ready": False, "started": False, "restartCount": run.restart_count,
-                            "state": {"terminated": terminated}}]})
+                    self._patch_status(
+                        run,
+                        {
+                            "phase": "Succeeded" if code == 0 else "Failed",
+                            "conditions": self._conditions(False),
+                            "containerStatuses": [
+                                {
+                                    "name": container.name,
+                                    "image": container.image or "",
+                                    "imageID": "",
+                                    "ready": False,
+                                    "started": False,
+                                    "restartCount": run.restart_count,
+                                    "state": {"terminated": terminated},
+                                }
+                            ],
+                        },
+                    )
                     log.info("%s/%s exited %d", run.namespace, run.name, code)
                     return
             log.info("%s/%s exited %d; restarting (policy %s)", run.namespace, run.name, code, run.restart_policy)
-            time.sleep(min(2 ** run.restart_count, 10))  # a kubelet's crash-loop back-off, shortened
+            time.sleep(min(2**run.restart_count, 10))  # a kubelet's crash-loop back-off, shortened
             with run.lock:
                 if run.stopping:
                     return
@@ -466,9 +541,12 @@ class Executor:
     def _remove_pod(self, namespace: str, name: str, uid: str) -> None:
         # The process is gone: finish the deletion, as a kubelet does once containers stopped.
         try:
-            self.core.delete_namespaced_pod(name, namespace, grace_period_seconds=0,
-                                            body=client.V1DeleteOptions(grace_period_seconds=0,
-                                                                        preconditions={"uid": uid}))
+            self.core.delete_namespaced_pod(
+                name,
+                namespace,
+                grace_period_seconds=0,
+                body=client.V1DeleteOptions(grace_period_seconds=0, preconditions={"uid": uid}),
+            )
         except ApiException as error:
             if error.status not in (404, 409):
                 log.warning("deleting %s/%s failed: %s", namespace, name, error.reason)
@@ -479,7 +557,6 @@ class Executor:
         except ApiException as error:
             if error.status != 404:
                 log.warning("status of %s/%s not written: %s", run.namespace, run.name, error.reason)
-
 
     def stop_all(self) -> None:
         """The executor is stopping (the cluster is going down): no pod process may outlive it."""

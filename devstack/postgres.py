@@ -90,8 +90,9 @@ class PostgresServer:
     run as the 'postgres' OS user, which owns the cluster's directory.
     """
 
-    def __init__(self, datadir_parent: Path, superuser: str = "postgres", password: str | None = None,
-                 bindir: Path | None = None):
+    def __init__(
+        self, datadir_parent: Path, superuser: str = "postgres", password: str | None = None, bindir: Path | None = None
+    ):
         self.datadir_parent = Path(datadir_parent)
         self._superuser = superuser
         self._password = password or secrets.token_urlsafe(24)
@@ -104,8 +105,10 @@ class PostgresServer:
         self._running = False
 
     def __repr__(self) -> str:  # never the password
-        return (f"PostgresServer(host={HOST!r}, port={self._port!r}, superuser={self._superuser!r}, "
-                f"workdir={str(self._workdir)!r})")
+        return (
+            f"PostgresServer(host={HOST!r}, port={self._port!r}, superuser={self._superuser!r}, "
+            f"workdir={str(self._workdir)!r})"
+        )
 
     # -- properties ---------------------------------------------------------------------------
 
@@ -153,14 +156,15 @@ class PostgresServer:
 
     # -- lifecycle ----------------------------------------------------------------------------
 
-    def __enter__(self) -> "PostgresServer":
+    def __enter__(self) -> PostgresServer:
         return self.start()
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self.stop()
 
-    def start(self) -> "PostgresServer":
+    def start(self) -> PostgresServer:
         if self._running:
             return self
         self._account = _server_account()
@@ -195,8 +199,9 @@ class PostgresServer:
         auth = quote(user, safe="") + (":" + quote(password, safe="") if password is not None else "")
         return f"postgresql://{auth}@{HOST}:{self._port}/{quote(dbname, safe='')}"
 
-    def client_env(self, dbname: str = "postgres", user: str | None = None,
-                   password: str | None = None) -> dict[str, str]:
+    def client_env(
+        self, dbname: str = "postgres", user: str | None = None, password: str | None = None
+    ) -> dict[str, str]:
         """os.environ plus PGHOST/PGPORT/PGUSER/PGPASSWORD/PGDATABASE, for pg_dump, pg_restore and psql:
         the password goes through the environment, not the command line that `ps` shows."""
         user, password = self._credentials(user, password)
@@ -206,8 +211,9 @@ class PostgresServer:
             env["PGPASSWORD"] = password
         return env
 
-    def connect(self, dbname: str = "postgres", user: str | None = None,
-                password: str | None = None) -> psycopg.Connection:
+    def connect(
+        self, dbname: str = "postgres", user: str | None = None, password: str | None = None
+    ) -> psycopg.Connection:
         return psycopg.connect(self.dsn(dbname, user, password), autocommit=True)
 
     def create_database(self, name: str, owner: str | None = None) -> None:
@@ -227,16 +233,22 @@ class PostgresServer:
             # Hash client-side (libpq's PQencryptPasswordConn) so the plaintext never reaches the
             # server, where a statement log or an error report could show it.
             verifier = conn.pgconn.encrypt_password(password.encode(), name.encode(), b"scram-sha-256")
-            conn.execute(sql.SQL("CREATE ROLE {} LOGIN {} PASSWORD {}").format(
-                sql.Identifier(name), sql.SQL("SUPERUSER" if superuser else "NOSUPERUSER"),
-                sql.Literal(verifier.decode())))
+            conn.execute(
+                sql.SQL("CREATE ROLE {} LOGIN {} PASSWORD {}").format(
+                    sql.Identifier(name),
+                    sql.SQL("SUPERUSER" if superuser else "NOSUPERUSER"),
+                    sql.Literal(verifier.decode()),
+                )
+            )
 
     def terminate_sessions(self, dbname: str) -> int:
         """Terminate every other session connected to dbname; returns how many were terminated."""
         with self.connect() as conn:
             return conn.execute(
                 "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid)) FROM pg_stat_activity "
-                "WHERE datname = %s AND pid <> pg_backend_pid()", (dbname,)).fetchone()[0]
+                "WHERE datname = %s AND pid <> pg_backend_pid()",
+                (dbname,),
+            ).fetchone()[0]
 
     # -- internals ----------------------------------------------------------------------------
 
@@ -264,8 +276,16 @@ class PostgresServer:
         if account is not None:
             env.update(HOME=account.pw_dir, USER=account.pw_name, LOGNAME=account.pw_name)
             kwargs = {"user": account.pw_uid, "group": account.pw_gid, "extra_groups": []}
-        return subprocess.run([str(a) for a in argv], cwd=self._workdir, env=env, stdin=subprocess.DEVNULL,
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **kwargs)
+        return subprocess.run(
+            [str(a) for a in argv],
+            cwd=self._workdir,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            **kwargs,
+        )
 
     def _give_to_server(self, path: Path) -> None:
         if self._account is not None:
@@ -298,11 +318,22 @@ class PostgresServer:
         pwfile = self._workdir / "pwfile"
         self._write_server_file(pwfile, self._password + "\n")
         try:
-            result = self._run_as_server([
-                self.bindir / "initdb", "-D", self._datadir, "-U", self._superuser, f"--pwfile={pwfile}",
-                "--auth-host=scram-sha-256", "--auth-local=trust", "-E", "UTF8", "--locale=C",
-                "--no-sync",  # a throwaway cluster need not survive a power cut
-            ])
+            result = self._run_as_server(
+                [
+                    self.bindir / "initdb",
+                    "-D",
+                    self._datadir,
+                    "-U",
+                    self._superuser,
+                    f"--pwfile={pwfile}",
+                    "--auth-host=scram-sha-256",
+                    "--auth-local=trust",
+                    "-E",
+                    "UTF8",
+                    "--locale=C",
+                    "--no-sync",  # a throwaway cluster need not survive a power cut
+                ]
+            )
         finally:
             pwfile.unlink(missing_ok=True)
         if result.returncode != 0:
@@ -315,16 +346,19 @@ class PostgresServer:
             self._port = free_port(HOST)
             self._write_config()
             log_offset = self.log_file.stat().st_size if self.log_file.exists() else 0
-            result = self._run_as_server([self.bindir / "pg_ctl", "start", "-w", "-t", "60",
-                                          "-D", self._datadir, "-l", self.log_file])
+            result = self._run_as_server(
+                [self.bindir / "pg_ctl", "start", "-w", "-t", "60", "-D", self._datadir, "-l", self.log_file]
+            )
             if result.returncode == 0:
                 return
             # pg_ctl may have given up waiting on a postmaster that is still coming up.
             self._run_as_server([self.bindir / "pg_ctl", "stop", "-m", "immediate", "-D", self._datadir])
             port_taken = b"Address already in use" in self._log_bytes()[log_offset:]
             if not port_taken or attempt == START_ATTEMPTS:
-                raise PostgresError(f"PostgreSQL did not start (pg_ctl: {result.stdout.strip()}); "
-                                    f"last lines of the server log:\n{log_tail(self.log_file)}")
+                raise PostgresError(
+                    f"PostgreSQL did not start (pg_ctl: {result.stdout.strip()}); "
+                    f"last lines of the server log:\n{log_tail(self.log_file)}"
+                )
 
     def _remove_own_workdir(self) -> None:
         if self._owns_workdir:
@@ -332,17 +366,22 @@ class PostgresServer:
 
     def _write_config(self) -> None:
         # Rewritten before every start attempt, since the port may change.
-        self._write_server_file(self._datadir / "walwarden.conf", "\n".join([
-            f"listen_addresses = {_conf_string(HOST)}",
-            f"port = {self._port}",
-            f"unix_socket_directories = {_conf_string(str(self._workdir))}",
-            "max_connections = 100",
-            # Speed over durability: the cluster is thrown away after the tests.
-            "fsync = off",
-            "synchronous_commit = off",
-            "full_page_writes = off",
-            "",
-        ]))
+        self._write_server_file(
+            self._datadir / "walwarden.conf",
+            "\n".join(
+                [
+                    f"listen_addresses = {_conf_string(HOST)}",
+                    f"port = {self._port}",
+                    f"unix_socket_directories = {_conf_string(str(self._workdir))}",
+                    "max_connections = 100",
+                    # Speed over durability: the cluster is thrown away after the tests.
+                    "fsync = off",
+                    "synchronous_commit = off",
+                    "full_page_writes = off",
+                    "",
+                ]
+            ),
+        )
 
     def _log_bytes(self) -> bytes:
         try:

@@ -8,9 +8,9 @@ import signal
 import socket
 import subprocess
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Callable
 
 _PR_SET_PDEATHSIG = 1
 
@@ -36,8 +36,13 @@ def free_port(host: str = "127.0.0.1") -> int:
         return sock.getsockname()[1]
 
 
-def wait_until(condition: Callable[[], bool], timeout: float, what: str, interval: float = 0.2,
-               on_timeout: Callable[[], str] | None = None) -> None:
+def wait_until(
+    condition: Callable[[], bool],
+    timeout: float,
+    what: str,
+    interval: float = 0.2,
+    on_timeout: Callable[[], str] | None = None,
+) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if condition():
@@ -66,8 +71,9 @@ class ManagedProcess:
     stop(): SIGTERM to the group, a grace period, then SIGKILL. kill(): SIGKILL at once, a crash.
     Both return once the process was reaped."""
 
-    def __init__(self, name: str, argv: list[str], log_path: Path, env: dict[str, str] | None = None,
-                 cwd: Path | None = None):
+    def __init__(
+        self, name: str, argv: list[str], log_path: Path, env: dict[str, str] | None = None, cwd: Path | None = None
+    ):
         self.name = name
         self.argv = argv
         self.log_path = log_path
@@ -75,12 +81,19 @@ class ManagedProcess:
         self.cwd = cwd
         self.popen: subprocess.Popen | None = None
 
-    def start(self) -> "ManagedProcess":
+    def start(self) -> ManagedProcess:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.log_path, "ab") as log:
             self.popen = _SPAWNER.submit(
-                subprocess.Popen, self.argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                env=self.env, cwd=self.cwd, start_new_session=True, preexec_fn=die_with_parent,
+                subprocess.Popen,
+                self.argv,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env=self.env,
+                cwd=self.cwd,
+                start_new_session=True,
+                preexec_fn=die_with_parent,
             ).result()
         return self
 
@@ -114,8 +127,10 @@ class ManagedProcess:
         try:
             self.popen.wait(REAP_SECONDS)
         except subprocess.TimeoutExpired:
-            raise RuntimeError(f"{self.name} (pid {self.popen.pid}) was sent SIGKILL but is still not gone after "
-                               f"{REAP_SECONDS}s: stuck in uninterruptible sleep (state D)?") from None
+            raise RuntimeError(
+                f"{self.name} (pid {self.popen.pid}) was sent SIGKILL but is still not gone after "
+                f"{REAP_SECONDS}s: stuck in uninterruptible sleep (state D)?"
+            ) from None
 
     def _signal_group(self, signum: int) -> None:
         try:

@@ -39,8 +39,9 @@ def cluster(request, tmp_path_factory) -> ClusterAccess:
     plane.start()
     try:
         access = plane.access
-        _report(request, f"local control plane up: kube-apiserver {access.server_version()} "
-                         f"(kubeconfig {plane.kubeconfig})")
+        _report(
+            request, f"local control plane up: kube-apiserver {access.server_version()} (kubeconfig {plane.kubeconfig})"
+        )
         yield access
     finally:
         plane.stop()
@@ -71,8 +72,11 @@ def namespace(request, cluster: ClusterAccess) -> str:
     name = f"t-{slug}-{secrets.token_hex(3)}"
     cluster.kubectl(["create", "namespace", name])
     # Pods are refused until the service-account controller made the namespace's "default" account.
-    wait_until(lambda: cluster.kubectl(["get", "serviceaccount", "default", "-n", name], check=False).returncode == 0,
-               30, f"serviceaccount default in {name}")
+    wait_until(
+        lambda: cluster.kubectl(["get", "serviceaccount", "default", "-n", name], check=False).returncode == 0,
+        30,
+        f"serviceaccount default in {name}",
+    )
     yield name
     cluster.kubectl(["delete", "namespace", name, "--wait=false"], check=False)
 

@@ -29,7 +29,7 @@ class S3Server:
         self.port = 0
         self.process: ManagedProcess | None = None
 
-    def __enter__(self) -> "S3Server":
+    def __enter__(self) -> S3Server:
         return self.start()
 
     def __exit__(self, *exc) -> None:
@@ -39,7 +39,7 @@ class S3Server:
     def endpoint(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self) -> "S3Server":
+    def start(self) -> S3Server:
         self.port = free_port()
         data = self.workdir / "data"
         data.mkdir(parents=True, exist_ok=True)
@@ -47,17 +47,27 @@ class S3Server:
             **os.environ,
             "MINIO_ROOT_USER": self.access_key,
             "MINIO_ROOT_PASSWORD": self.secret_key,
-            "MINIO_BROWSER": "off",          # no web console
-            "MINIO_UPDATE": "off",           # never phone home for updates
-            "MINIO_CI_CD": "1",              # no interactive hints
+            "MINIO_BROWSER": "off",  # no web console
+            "MINIO_UPDATE": "off",  # never phone home for updates
+            "MINIO_CI_CD": "1",  # no interactive hints
             "MINIO_REGION": REGION,
         }
-        self.process = ManagedProcess("minio", [
-            str(self.binaries.minio), "server", str(data),
-            f"--address=127.0.0.1:{self.port}", f"--console-address=127.0.0.1:{free_port()}", "--quiet",
-        ], self.workdir / "minio.log", env=env).start()
-        wait_until(self._live, 60, "MinIO /minio/health/live",
-                   on_timeout=lambda: "\n" + log_tail(self.process.log_path))
+        self.process = ManagedProcess(
+            "minio",
+            [
+                str(self.binaries.minio),
+                "server",
+                str(data),
+                f"--address=127.0.0.1:{self.port}",
+                f"--console-address=127.0.0.1:{free_port()}",
+                "--quiet",
+            ],
+            self.workdir / "minio.log",
+            env=env,
+        ).start()
+        wait_until(
+            self._live, 60, "MinIO /minio/health/live", on_timeout=lambda: "\n" + log_tail(self.process.log_path)
+        )
         return self
 
     def stop(self) -> None:
@@ -74,7 +84,9 @@ class S3Server:
 
     def client(self, access_key: str | None = None, secret_key: str | None = None):
         return boto3.client(
-            "s3", endpoint_url=self.endpoint, region_name=REGION,
+            "s3",
+            endpoint_url=self.endpoint,
+            region_name=REGION,
             aws_access_key_id=access_key or self.access_key,
             aws_secret_access_key=secret_key or self.secret_key,
             config=Config(signature_version="s3v4", s3={"addressing_style": "path"}),
@@ -86,5 +98,9 @@ class S3Server:
 
     def credentials_secret(self, name: str = "s3-credentials") -> dict:
         """A Kubernetes Secret manifest holding these credentials, as BackupRequests reference it."""
-        return {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name},
-                "stringData": {"accessKeyId": self.access_key, "secretAccessKey": self.secret_key}}
+        return {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": name},
+            "stringData": {"accessKeyId": self.access_key, "secretAccessKey": self.secret_key},
+        }

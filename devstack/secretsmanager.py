@@ -56,16 +56,32 @@ class SecretsManagerServer:
         self.port = free_port()
         self.workdir.mkdir(parents=True, exist_ok=True)
         env = {key: value for key, value in os.environ.items() if not key.startswith("AWS_")}
-        env.update({
-            # The server never needs real credentials; these keep boto3 inside moto from looking for any.
-            "AWS_ACCESS_KEY_ID": "moto-server", "AWS_SECRET_ACCESS_KEY": "moto-server",
-            "AWS_DEFAULT_REGION": self.region,
-        })
-        self.process = ManagedProcess("moto-server", [
-            sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port),
-        ], self.workdir / "moto.log", env=env, cwd=self.workdir).start()
-        wait_until(self._live, 60, "moto server /moto-api/data.json",
-                   on_timeout=lambda: "\n" + log_tail(self.process.log_path))
+        env.update(
+            {
+                # The server never needs real credentials; these keep boto3 inside moto from looking for any.
+                "AWS_ACCESS_KEY_ID": "moto-server",
+                "AWS_SECRET_ACCESS_KEY": "moto-server",
+                "AWS_DEFAULT_REGION": self.region,
+            }
+        )
+        self.process = ManagedProcess(
+            "moto-server",
+            [
+                sys.executable,
+                "-m",
+                "moto.server",
+                "-H",
+                "127.0.0.1",
+                "-p",
+                str(self.port),
+            ],
+            self.workdir / "moto.log",
+            env=env,
+            cwd=self.workdir,
+        ).start()
+        wait_until(
+            self._live, 60, "moto server /moto-api/data.json", on_timeout=lambda: "\n" + log_tail(self.process.log_path)
+        )
         return self
 
     def stop(self) -> None:
@@ -82,7 +98,9 @@ class SecretsManagerServer:
 
     def client(self, access_key: str | None = None, secret_key: str | None = None, service: str = "secretsmanager"):
         return boto3.session.Session().client(
-            service, endpoint_url=self.endpoint, region_name=self.region,
+            service,
+            endpoint_url=self.endpoint,
+            region_name=self.region,
             aws_access_key_id=access_key or self.access_key,
             aws_secret_access_key=secret_key or self.secret_key,
             config=Config(retries={"max_attempts": 2, "mode": "standard"}),
@@ -101,9 +119,13 @@ class SecretsManagerServer:
         iam = self.client(service="iam")
         user = user or "devstack-" + secrets.token_hex(4)
         iam.create_user(UserName=user)
-        iam.put_user_policy(UserName=user, PolicyName="only", PolicyDocument=json.dumps({
-            "Version": "2012-10-17",
-            "Statement": [{"Effect": "Allow", "Action": actions, "Resource": "*"}]}))
+        iam.put_user_policy(
+            UserName=user,
+            PolicyName="only",
+            PolicyDocument=json.dumps(
+                {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": actions, "Resource": "*"}]}
+            ),
+        )
         key = iam.create_access_key(UserName=user)["AccessKey"]
         return key["AccessKeyId"], key["SecretAccessKey"]
 
@@ -118,7 +140,11 @@ class SecretsManagerServer:
 
     def _reset_auth(self, count: str) -> str:
         # Not form-encoded (urllib's default), or Flask would consume the body as a form.
-        request = urllib.request.Request(f"{self.endpoint}/moto-api/reset-auth", data=count.encode(), method="POST",
-                                         headers={"Content-Type": "text/plain"})
+        request = urllib.request.Request(
+            f"{self.endpoint}/moto-api/reset-auth",
+            data=count.encode(),
+            method="POST",
+            headers={"Content-Type": "text/plain"},
+        )
         with urllib.request.urlopen(request, timeout=5) as response:
             return json.loads(response.read())["PREVIOUS_INITIAL_NO_AUTH_ACTION_COUNT"]

@@ -28,12 +28,18 @@ class DatabaseInfo:
     name: str
 
     def secret_data(self) -> dict[str, str]:
-        return {"DB_HOST": self.host, "DB_PORT": str(self.port), "DB_USER": self.user,
-                "DB_PASSWORD": self.password, "DB_NAME": self.name}
+        return {
+            "DB_HOST": self.host,
+            "DB_PORT": str(self.port),
+            "DB_USER": self.user,
+            "DB_PASSWORD": self.password,
+            "DB_NAME": self.name,
+        }
 
 
-def workload(name: str, kind: str, replicas: int, pod_labels: dict[str, str] | None = None,
-             container: dict | None = None) -> dict:
+def workload(
+    name: str, kind: str, replicas: int, pod_labels: dict[str, str] | None = None, container: dict | None = None
+) -> dict:
     spec = {
         "replicas": replicas,
         "selector": {"matchLabels": {"app.kubernetes.io/name": name}},
@@ -49,22 +55,31 @@ def workload(name: str, kind: str, replicas: int, pod_labels: dict[str, str] | N
 
 
 def db_info_secret(environment: str, namespace: str, service: str, database: DatabaseInfo) -> dict:
-    return {"apiVersion": "v1", "kind": "Secret",
-            "metadata": {"name": f"{environment}.{namespace}.{service}.db-info"},
-            "stringData": database.secret_data()}
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": f"{environment}.{namespace}.{service}.db-info"},
+        "stringData": database.secret_data(),
+    }
 
 
-def deploy_vault(cluster: ClusterAccess, namespace: str, environment: str, database: DatabaseInfo,
-                 services: dict[str, tuple[str, int, bool]] = DEFAULT_SERVICES,
-                 overrides: dict[str, dict] | None = None) -> None:
+def deploy_vault(
+    cluster: ClusterAccess,
+    namespace: str,
+    environment: str,
+    database: DatabaseInfo,
+    services: dict[str, tuple[str, int, bool]] = DEFAULT_SERVICES,
+    overrides: dict[str, dict] | None = None,
+) -> None:
     """Apply the vault's Secrets and workloads; `overrides` replaces a service's manifest."""
     items = []
     for service, (kind, replicas, uses_db) in services.items():
         if uses_db:
             items.append(db_info_secret(environment, namespace, service, database))
         items.append((overrides or {}).get(service) or workload(service, kind, replicas))
-    cluster.kubectl(["apply", "-n", namespace, "-f", "-"],
-                    stdin=json.dumps({"apiVersion": "v1", "kind": "List", "items": items}))
+    cluster.kubectl(
+        ["apply", "-n", namespace, "-f", "-"], stdin=json.dumps({"apiVersion": "v1", "kind": "List", "items": items})
+    )
 
 
 def ready_replicas(cluster: ClusterAccess, namespace: str) -> dict[str, int]:

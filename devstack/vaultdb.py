@@ -112,14 +112,33 @@ CREATE INDEX transactions_open_status_idx ON transactions (status) WHERE status 
 ASSETS = ("BTC", "ETH", "USDC", "USDT", "SOL", "XRP", "DOT", "MATIC")
 ACCOUNT_STATUS = ("active",) * 8 + ("suspended", "closed")
 TX_STATUS = ("confirmed",) * 16 + ("pending", "pending", "failed", "cancelled")
-NAME_PREFIXES = ("Acme", "Northwind", "Blue Harbor", "Granite", "Helios", "Meridian", "Orion", "Quanta",
-                 "Silverline", "Tidewater", "Vertex", "Zephyr")
+NAME_PREFIXES = (
+    "Acme",
+    "Northwind",
+    "Blue Harbor",
+    "Granite",
+    "Helios",
+    "Meridian",
+    "Orion",
+    "Quanta",
+    "Silverline",
+    "Tidewater",
+    "Vertex",
+    "Zephyr",
+)
 NAME_SUFFIXES = ("Capital", "Holdings", "Treasury", "Fund", "Partners", "Markets", "Custody", "Labs")
 WALLET_LABELS = ("hot", "warm", "cold storage", "settlement", "fees", "staking")
 POLICY_KINDS = ("Withdrawals", "Treasury moves", "Staking", "Whitelist changes", "Large transfers")
 RULE_TYPES = ("amount_limit", "whitelist", "velocity", "approvals", "time_window")
-MEMOS = ("Invoice", "Payroll", "Rebalance to cold storage", "Client withdrawal", "OTC settlement",
-         "Fee sweep", "Exchange deposit")
+MEMOS = (
+    "Invoice",
+    "Payroll",
+    "Rebalance to cold storage",
+    "Client withdrawal",
+    "OTC settlement",
+    "Fee sweep",
+    "Exchange deposit",
+)
 EPOCH = "2022-01-01 00:00:00+00"
 SPAN_SECONDS = 3 * 365 * 86400  # the generated history covers three years from EPOCH
 
@@ -183,59 +202,65 @@ def _insert_sql(table: str, lo: int, hi: int, rows: dict[str, int], seed: int) -
     if table == "accounts":
         return f"""
             INSERT INTO accounts (id, name, customer_ref, status, created_at, updated_at)
-            SELECT i, {x.pick('prefix', 'i', NAME_PREFIXES)} || ' ' || {x.pick('suffix', 'i', NAME_SUFFIXES)}
+            SELECT i, {x.pick("prefix", "i", NAME_PREFIXES)} || ' ' || {x.pick("suffix", "i", NAME_SUFFIXES)}
                       || ' #' || i,
-                   'CUST-' || lpad(i::text, 10, '0'), {x.pick('status', 'i', ACCOUNT_STATUS)},
-                   t, t + {x.rnd('updated', 'i', 86400 * 90)} * interval '1 second'
-            FROM (SELECT i, {x.time('created', 'i')} AS t FROM {series}) s"""
+                   'CUST-' || lpad(i::text, 10, '0'), {x.pick("status", "i", ACCOUNT_STATUS)},
+                   t, t + {x.rnd("updated", "i", 86400 * 90)} * interval '1 second'
+            FROM (SELECT i, {x.time("created", "i")} AS t FROM {series}) s"""
     if table == "wallets":
         return f"""
             INSERT INTO wallets (id, account_id, asset, address, label, created_at)
-            SELECT i, (i - 1) / {WALLETS_PER_ACCOUNT} + 1, {x.pick('asset', 'i', ASSETS)},
-                   {x.hex_id('address', 'i', 40)}, {x.pick('label', 'i', WALLET_LABELS)}, {x.time('created', 'i')}
+            SELECT i, (i - 1) / {WALLETS_PER_ACCOUNT} + 1, {x.pick("asset", "i", ASSETS)},
+                   {x.hex_id("address", "i", 40)}, {x.pick("label", "i", WALLET_LABELS)}, {x.time("created", "i")}
             FROM {series}"""
     if table == "key_shares":
         # The payload: 200-400 bytes cut from a chain of sha256 blocks, as incompressible as ciphertext.
         return f"""
             INSERT INTO key_shares (id, wallet_id, key_id, share_index, payload, created_at)
             SELECT i, w, md5('{seed}:key:' || w)::uuid, (i - 1) % {SHARES_PER_WALLET} + 1,
-                   substring((SELECT string_agg({x.sha256('share', "i || ':' || k")}, ''::bytea ORDER BY k)
+                   substring((SELECT string_agg({x.sha256("share", "i || ':' || k")}, ''::bytea ORDER BY k)
                               FROM generate_series(1, 13) AS k)
-                             FROM 1 FOR 200 + {x.rnd('length', 'i', 201)}::int),
-                   {x.time('created', 'w')}
+                             FROM 1 FOR 200 + {x.rnd("length", "i", 201)}::int),
+                   {x.time("created", "w")}
             FROM (SELECT i, (i - 1) / {SHARES_PER_WALLET} + 1 AS w FROM {series}) s"""
     if table == "policies":
         return f"""
             INSERT INTO policies (id, account_id, name, quorum, enabled, created_at)
-            SELECT i, (i - 1) * {ACCOUNTS_PER_POLICY} + 1, {x.pick('kind', 'i', POLICY_KINDS)} || ' policy ' || i,
-                   2 + {x.rnd('quorum', 'i', 2)}, {x.rnd('enabled', 'i', 10)} <> 0, {x.time('created', 'i')}
+            SELECT i, (i - 1) * {ACCOUNTS_PER_POLICY} + 1, {x.pick("kind", "i", POLICY_KINDS)} || ' policy ' || i,
+                   2 + {x.rnd("quorum", "i", 2)}, {x.rnd("enabled", "i", 10)} <> 0, {x.time("created", "i")}
             FROM {series}"""
     if table == "policy_rules":
         return f"""
             INSERT INTO policy_rules (id, policy_id, priority, rule_type, params)
             SELECT i, (i - 1) / {RULES_PER_POLICY} + 1, (i - 1) % {RULES_PER_POLICY} + 1,
-                   {x.pick('rule', 'i', RULE_TYPES)},
-                   jsonb_build_object('max_amount', (1 + {x.rnd('max', 'i', 1000)}) * 1000,
-                                      'approvers', 1 + {x.rnd('approvers', 'i', 5)},
-                                      'window_hours', 24 * (1 + {x.rnd('window', 'i', 7)}))
+                   {x.pick("rule", "i", RULE_TYPES)},
+                   jsonb_build_object('max_amount', (1 + {x.rnd("max", "i", 1000)}) * 1000,
+                                      'approvers', 1 + {x.rnd("approvers", "i", 5)},
+                                      'window_hours', 24 * (1 + {x.rnd("window", "i", 7)}))
             FROM {series}"""
     if table == "transactions":
         # Ids grow with time, like a real ledger; a transaction's asset is its wallet's asset.
         return f"""
             INSERT INTO transactions (id, wallet_id, amount, asset, status, created_at, tx_hash, memo)
-            SELECT i, w, (1 + {x.rnd('amount', 'i', 999_999)})::numeric * 10::numeric ^ {x.rnd('exp', 'i', 13)},
-                   {x.pick('asset', 'w', ASSETS)}, {x.pick('status', 'i', TX_STATUS)},
-                   timestamptz '{EPOCH}' + (i * {SPAN_SECONDS}::bigint / {rows['transactions']})
+            SELECT i, w, (1 + {x.rnd("amount", "i", 999_999)})::numeric * 10::numeric ^ {x.rnd("exp", "i", 13)},
+                   {x.pick("asset", "w", ASSETS)}, {x.pick("status", "i", TX_STATUS)},
+                   timestamptz '{EPOCH}' + (i * {SPAN_SECONDS}::bigint / {rows["transactions"]})
                        * interval '1 second',
-                   '0x' || encode({x.sha256('tx', 'i')}, 'hex'),
-                   CASE WHEN {x.rnd('memo?', 'i', 2)} = 0 THEN NULL
-                        ELSE {x.pick('memo', 'i', MEMOS)} || ' ' || (1000000 + {x.rnd('ref', 'i', 9_000_000)}) END
-            FROM (SELECT i, 1 + {x.rnd('wallet', 'i', rows['wallets'])} AS w FROM {series}) s"""
+                   '0x' || encode({x.sha256("tx", "i")}, 'hex'),
+                   CASE WHEN {x.rnd("memo?", "i", 2)} = 0 THEN NULL
+                        ELSE {x.pick("memo", "i", MEMOS)} || ' ' || (1000000 + {x.rnd("ref", "i", 9_000_000)}) END
+            FROM (SELECT i, 1 + {x.rnd("wallet", "i", rows["wallets"])} AS w FROM {series}) s"""
     raise ValueError(f"unknown table {table}")
 
 
-def generate(target: Connectable, *, target_bytes: int | None = None, accounts: int | None = None,
-             seed: int = 0, progress: Callable[[str], None] | None = None) -> dict[str, int]:
+def generate(
+    target: Connectable,
+    *,
+    target_bytes: int | None = None,
+    accounts: int | None = None,
+    seed: int = 0,
+    progress: Callable[[str], None] | None = None,
+) -> dict[str, int]:
     """Create the vault tables in an empty database and fill them; returns the rows written per table.
 
     Scale by accounts, or by target_bytes (the whole database's size, pg_database_size), or
@@ -263,8 +288,11 @@ def generate(target: Connectable, *, target_bytes: int | None = None, accounts: 
             conn.execute("SELECT set_config('maintenance_work_mem', '256MB', true)")  # this transaction only
             conn.execute(CONSTRAINTS)
             for table in TABLES:  # ids were given explicitly: move the identities past them
-                conn.execute(sql.SQL("SELECT setval(pg_get_serial_sequence({t}, 'id'), max(id)) FROM {i}").format(
-                    t=sql.Literal(table), i=sql.Identifier(table)))
+                conn.execute(
+                    sql.SQL("SELECT setval(pg_get_serial_sequence({t}, 'id'), max(id)) FROM {i}").format(
+                        t=sql.Literal(table), i=sql.Identifier(table)
+                    )
+                )
             conn.execute("ANALYZE " + ", ".join(TABLES))
         say(f"done: {database_size(conn) / 2**20:,.1f} MiB in {time.monotonic() - started:.0f}s")
     return rows
@@ -276,10 +304,12 @@ def row_counts(target: Connectable) -> dict[str, int]:
         tables = conn.execute(
             "SELECT n.nspname, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
             "WHERE c.relkind = 'r' AND n.nspname <> 'information_schema' AND n.nspname !~ '^pg_' "
-            "ORDER BY 1, 2").fetchall()
+            "ORDER BY 1, 2"
+        ).fetchall()
         return {
-            (name if schema == "public" else f"{schema}.{name}"):
-                conn.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(schema, name))).fetchone()[0]
+            (name if schema == "public" else f"{schema}.{name}"): conn.execute(
+                sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(schema, name))
+            ).fetchone()[0]
             for schema, name in tables
         }
 
@@ -329,8 +359,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     try:
-        generate(args.dsn, target_bytes=args.size, accounts=args.accounts, seed=args.seed,
-                 progress=lambda message: print(message, flush=True))
+        generate(
+            args.dsn,
+            target_bytes=args.size,
+            accounts=args.accounts,
+            seed=args.seed,
+            progress=lambda message: print(message, flush=True),
+        )
         for table, count in row_counts(args.dsn).items():
             print(f"  {table:<14} {count:>12,}")
     except psycopg.Error as e:  # the message, not a traceback (the DSN, with its password, stays out)

@@ -62,11 +62,12 @@ class DatabaseSettings:
     password: str = field(default="", repr=False)
 
     @classmethod
-    def from_environment(cls, env: Mapping[str, str]) -> "DatabaseSettings":
+    def from_environment(cls, env: Mapping[str, str]) -> DatabaseSettings:
         missing = [name for name in ("DB_HOST", "DB_USER", "DB_NAME") if not env.get(name)]
         if missing:
-            raise ConfigurationError(f"{', '.join(missing)} not set (in the cluster they come from the "
-                                     "wallet's db-info Secret)")
+            raise ConfigurationError(
+                f"{', '.join(missing)} not set (in the cluster they come from the wallet's db-info Secret)"
+            )
         try:
             port = int(env.get("DB_PORT") or 5432)
         except ValueError:
@@ -112,9 +113,16 @@ class Database:
         if self._conn is None or self._conn.closed:
             s = self.settings
             self._conn = psycopg.connect(
-                host=s.host, port=s.port, user=s.user, password=s.password, dbname=s.name, autocommit=True,
-                application_name=APPLICATION_NAME, connect_timeout=CONNECT_TIMEOUT_SECONDS,
-                options=f"-c statement_timeout={STATEMENT_TIMEOUT_MS}")
+                host=s.host,
+                port=s.port,
+                user=s.user,
+                password=s.password,
+                dbname=s.name,
+                autocommit=True,
+                application_name=APPLICATION_NAME,
+                connect_timeout=CONNECT_TIMEOUT_SECONDS,
+                options=f"-c statement_timeout={STATEMENT_TIMEOUT_MS}",
+            )
         return self._conn
 
     def _discard(self) -> None:
@@ -154,8 +162,7 @@ class WalletHandler(BaseHTTPRequestHandler):
         try:
             database.query("SELECT 1")
         except psycopg.Error as error:
-            return 503, {"status": "unavailable", "database": database.settings.labels(),
-                         "error": type(error).__name__}
+            return 503, {"status": "unavailable", "database": database.settings.labels(), "error": type(error).__name__}
         return 200, {"status": "ok", "database": database.settings.labels()}
 
     def _accounts(self, query: dict[str, list[str]]) -> tuple[int, dict[str, Any]]:
@@ -205,8 +212,9 @@ class WalletHandler(BaseHTTPRequestHandler):
         pass  # send_error() logs the response through log_request too: one line is enough
 
 
-def container(db_info_secret: str, *, port: int = DEFAULT_PORT, auth_token_secret: str | None = None,
-              bind: str | None = None) -> dict:
+def container(
+    db_info_secret: str, *, port: int = DEFAULT_PORT, auth_token_secret: str | None = None, bind: str | None = None
+) -> dict:
     """The wallet's container for a Deployment on the local stack (run by devstack's pod executor):
     its database from the db-info Secret, bound to the pod's IP, Ready when /health answers.
     auth_token_secret names a Secret whose key `token` becomes WALLET_AUTH_TOKEN. `bind` fixes
@@ -219,16 +227,20 @@ def container(db_info_secret: str, *, port: int = DEFAULT_PORT, auth_token_secre
         {"name": "PYTHONPATH", "value": str(REPO)},  # the pod's working directory is not the repository
     ]
     if auth_token_secret:
-        env.append({"name": "WALLET_AUTH_TOKEN",
-                    "valueFrom": {"secretKeyRef": {"name": auth_token_secret, "key": "token"}}})
+        env.append(
+            {"name": "WALLET_AUTH_TOKEN", "valueFrom": {"secretKeyRef": {"name": auth_token_secret, "key": "token"}}}
+        )
     return {
-        "name": "wallet", "image": "vault/wallet:standin",
+        "name": "wallet",
+        "image": "vault/wallet:standin",
         "command": [sys.executable, "-m", "devstack.wallet"],
         "envFrom": [{"secretRef": {"name": db_info_secret}}],
         "env": env,
         "ports": [{"name": "http", "containerPort": port}],
-        "readinessProbe": {"httpGet": {"path": "/health", "port": "http", **({"host": bind} if bind else {})},
-                           "periodSeconds": 1},
+        "readinessProbe": {
+            "httpGet": {"path": "/health", "port": "http", **({"host": bind} if bind else {})},
+            "periodSeconds": 1,
+        },
     }
 
 
@@ -254,8 +266,7 @@ def main() -> int:
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    log.info("serving on http://%s:%d; database %s on %s:%d", *address, settings.name, settings.host,
-             settings.port)
+    log.info("serving on http://%s:%d; database %s on %s:%d", *address, settings.name, settings.host, settings.port)
     server.serve_forever(poll_interval=0.2)
     server.server_close()
     database.close()

@@ -12,8 +12,15 @@ from devstack.pytest_kube import wait_for
 
 pytestmark = pytest.mark.integration
 
-CONFIGMAP_WRITES = [{"apiGroups": [""], "apiVersions": ["v1"], "operations": ["CREATE", "UPDATE"],
-                     "resources": ["configmaps"], "scope": "Namespaced"}]
+CONFIGMAP_WRITES = [
+    {
+        "apiGroups": [""],
+        "apiVersions": ["v1"],
+        "operations": ["CREATE", "UPDATE"],
+        "resources": ["configmaps"],
+        "scope": "Namespaced",
+    }
+]
 HOOKED = {"walwarden.test/hooked": "yes"}
 
 
@@ -24,8 +31,12 @@ def local_only(cluster):
 
 
 def apply(cluster, namespace: str, name: str, value: str, labels: dict[str, str]):
-    manifest = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name, "labels": labels},
-                "data": {"v": value}}
+    manifest = {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": name, "labels": labels},
+        "data": {"v": value},
+    }
     return cluster.kubectl(["apply", "-n", namespace, "-f", "-"], stdin=json.dumps(manifest), check=False)
 
 
@@ -52,16 +63,21 @@ def test_a_selected_write_is_shown_first_and_stored_only_if_allowed(cluster, nam
     assert seen == [("CREATE", "watched", "first"), ("UPDATE", "watched", "refuse")]
     # Gone on exit: the API server stops asking it (once it has noticed the configuration is gone).
     assert cluster.kubectl(["get", "validatingwebhookconfiguration", hook.name], check=False).returncode != 0
-    wait_for(lambda: apply(cluster, namespace, "watched", "refuse", HOOKED).returncode == 0, 120,
-             "the API server to forget the removed hook")
+    wait_for(
+        lambda: apply(cluster, namespace, "watched", "refuse", HOOKED).returncode == 0,
+        120,
+        "the API server to forget the removed hook",
+    )
 
 
 def test_a_failing_decision_refuses_the_write_and_fails_the_test(cluster, namespace, tmp_path, local_only):
     def decide(request: dict) -> str | None:
         raise ValueError("a bug in the test's hook")
 
-    with pytest.raises(RuntimeError, match="a bug in the test's hook"):
-        with AdmissionHook(cluster, tmp_path, namespace, CONFIGMAP_WRITES, HOOKED, decide):
-            refused = apply(cluster, namespace, "watched", "any", HOOKED)
-            assert refused.returncode != 0 and "the admission hook failed" in refused.stderr
+    with (
+        pytest.raises(RuntimeError, match="a bug in the test's hook"),
+        AdmissionHook(cluster, tmp_path, namespace, CONFIGMAP_WRITES, HOOKED, decide),
+    ):
+        refused = apply(cluster, namespace, "watched", "any", HOOKED)
+        assert refused.returncode != 0 and "the admission hook failed" in refused.stderr
     assert stored(cluster, namespace, "watched") is None

@@ -4,7 +4,6 @@ nodes and pod lifecycles, and the local pod executor running labelled pods for r
 from __future__ import annotations
 
 import json
-import time
 import urllib.error
 import urllib.request
 
@@ -31,17 +30,34 @@ def ready(pod: dict) -> bool:
 
 
 def deployment(name: str, replicas: int, labels: dict | None = None, container: dict | None = None) -> dict:
-    return {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name},
-            "spec": {"replicas": replicas, "selector": {"matchLabels": {"app": name}},
-                     "template": {"metadata": {"labels": {"app": name, **(labels or {})}},
-                                  "spec": {"containers": [container or {"name": "main", "image": "example/none"}]}}}}
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": name},
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": {"app": name}},
+            "template": {
+                "metadata": {"labels": {"app": name, **(labels or {})}},
+                "spec": {"containers": [container or {"name": "main", "image": "example/none"}]},
+            },
+        },
+    }
 
 
 def job(name: str, container: dict, labels: dict | None = None, volumes: list | None = None) -> dict:
-    return {"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": name},
-            "spec": {"backoffLimit": 0, "template": {"metadata": {"labels": labels or {}},
-                                                     "spec": {"restartPolicy": "Never", "containers": [container],
-                                                              "volumes": volumes or []}}}}
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {"name": name},
+        "spec": {
+            "backoffLimit": 0,
+            "template": {
+                "metadata": {"labels": labels or {}},
+                "spec": {"restartPolicy": "Never", "containers": [container], "volumes": volumes or []},
+            },
+        },
+    }
 
 
 def job_condition(cluster, namespace, name) -> str | None:
@@ -84,30 +100,44 @@ def test_plain_job_completes(cluster, namespace):
 @pytest.fixture
 def executor_only(cluster):
     if not cluster.local:
-        pytest.skip("the local pod executor exists only on the local control plane; "
-                    "other clusters run real containers")
+        pytest.skip("the local pod executor exists only on the local control plane; other clusters run real containers")
 
 
 def test_executor_runs_the_command_with_the_pods_environment(cluster, namespace, executor_only):
-    cluster.kubectl(["create", "secret", "generic", "creds", "-n", namespace,
-                     "--from-literal=password=s3cr3t", "--from-literal=user=alice"])
-    cluster.kubectl(["create", "configmap", "settings", "-n", namespace,
-                     "--from-literal=mode=fast", "--from-literal=LEVEL=debug"])
-    script = "\n".join([
-        "set -ex",  # the failing check lands in the pod's termination message
-        'test "$LITERAL" = plain',
-        'test "$EXPANDED" = plain-x',
-        'test "$PASSWORD" = s3cr3t',
-        'test "$MODE" = fast',
-        'test "$CFG_LEVEL" = debug',
-        'test "$CFG_mode" = fast',
-        'test "$S_user" = alice',
-        'case "$POD" in env-*) ;; *) exit 9 ;; esac',
-        'test "$(cat /etc/creds/password)" = s3cr3t',
-        "test -d /scratch",
-    ])
+    cluster.kubectl(
+        [
+            "create",
+            "secret",
+            "generic",
+            "creds",
+            "-n",
+            namespace,
+            "--from-literal=password=s3cr3t",
+            "--from-literal=user=alice",
+        ]
+    )
+    cluster.kubectl(
+        ["create", "configmap", "settings", "-n", namespace, "--from-literal=mode=fast", "--from-literal=LEVEL=debug"]
+    )
+    script = "\n".join(
+        [
+            "set -ex",  # the failing check lands in the pod's termination message
+            'test "$LITERAL" = plain',
+            'test "$EXPANDED" = plain-x',
+            'test "$PASSWORD" = s3cr3t',
+            'test "$MODE" = fast',
+            'test "$CFG_LEVEL" = debug',
+            'test "$CFG_mode" = fast',
+            'test "$S_user" = alice',
+            'case "$POD" in env-*) ;; *) exit 9 ;; esac',
+            'test "$(cat /etc/creds/password)" = s3cr3t',
+            "test -d /scratch",
+        ]
+    )
     container = {
-        "name": "main", "image": "example/none", "command": ["sh", "-c", script],
+        "name": "main",
+        "image": "example/none",
+        "command": ["sh", "-c", script],
         "env": [
             {"name": "LITERAL", "value": "plain"},
             {"name": "EXPANDED", "value": "$(LITERAL)-x"},
@@ -115,8 +145,10 @@ def test_executor_runs_the_command_with_the_pods_environment(cluster, namespace,
             {"name": "MODE", "valueFrom": {"configMapKeyRef": {"name": "settings", "key": "mode"}}},
             {"name": "POD", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
         ],
-        "envFrom": [{"configMapRef": {"name": "settings"}, "prefix": "CFG_"},
-                    {"secretRef": {"name": "creds"}, "prefix": "S_"}],
+        "envFrom": [
+            {"configMapRef": {"name": "settings"}, "prefix": "CFG_"},
+            {"secretRef": {"name": "creds"}, "prefix": "S_"},
+        ],
         "volumeMounts": [{"name": "creds", "mountPath": "/etc/creds"}, {"name": "scratch", "mountPath": "/scratch"}],
     }
     volumes = [{"name": "creds", "secret": {"secretName": "creds"}}, {"name": "scratch", "emptyDir": {}}]
@@ -127,8 +159,7 @@ def test_executor_runs_the_command_with_the_pods_environment(cluster, namespace,
 
 
 def test_executor_reports_the_real_exit_code(cluster, namespace, executor_only):
-    container = {"name": "main", "image": "example/none",
-                 "command": ["sh", "-c", "echo going down >&2; exit 3"]}
+    container = {"name": "main", "image": "example/none", "command": ["sh", "-c", "echo going down >&2; exit 3"]}
     apply(cluster, namespace, job("fails", container, EXEC))
     wait_for(lambda: job_condition(cluster, namespace, "fails") is not None, 60, "Job finished")
     assert job_condition(cluster, namespace, "fails") == "Failed"
@@ -139,11 +170,14 @@ def test_executor_reports_the_real_exit_code(cluster, namespace, executor_only):
 
 
 def test_executor_serves_ready_pods_and_stops_them_on_delete(cluster, namespace, executor_only):
-    container = {"name": "main", "image": "example/none",
-                 "command": ["python3", "-m", "http.server", "8080", "--bind", "$(POD_IP)"],
-                 "env": [{"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}}],
-                 "ports": [{"name": "http", "containerPort": 8080}],
-                 "readinessProbe": {"httpGet": {"path": "/", "port": "http"}, "periodSeconds": 1}}
+    container = {
+        "name": "main",
+        "image": "example/none",
+        "command": ["python3", "-m", "http.server", "8080", "--bind", "$(POD_IP)"],
+        "env": [{"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}}],
+        "ports": [{"name": "http", "containerPort": 8080}],
+        "readinessProbe": {"httpGet": {"path": "/", "port": "http"}, "periodSeconds": 1},
+    }
     apply(cluster, namespace, deployment("srv", 1, EXEC, container))
     wait_for(lambda: any(ready(p) for p in pods(cluster, namespace, "app=srv")), 60, "Ready pod")
     [pod] = pods(cluster, namespace, "app=srv")
@@ -161,8 +195,12 @@ def test_executor_serves_ready_pods_and_stops_them_on_delete(cluster, namespace,
 
 
 def test_executor_keeps_a_pod_pending_while_its_secret_is_missing(cluster, namespace, executor_only):
-    container = {"name": "main", "image": "example/none", "command": ["true"],
-                 "env": [{"name": "X", "valueFrom": {"secretKeyRef": {"name": "later", "key": "x"}}}]}
+    container = {
+        "name": "main",
+        "image": "example/none",
+        "command": ["true"],
+        "env": [{"name": "X", "valueFrom": {"secretKeyRef": {"name": "later", "key": "x"}}}],
+    }
     apply(cluster, namespace, job("waits", container, EXEC))
 
     def waiting_reason():
@@ -172,4 +210,6 @@ def test_executor_keeps_a_pod_pending_while_its_secret_is_missing(cluster, names
 
     wait_for(lambda: waiting_reason() == "CreateContainerConfigError", 60, "CreateContainerConfigError")
     cluster.kubectl(["create", "secret", "generic", "later", "-n", namespace, "--from-literal=x=1"])
-    wait_for(lambda: job_condition(cluster, namespace, "waits") == "Complete", 60, "Job Complete once the Secret exists")
+    wait_for(
+        lambda: job_condition(cluster, namespace, "waits") == "Complete", 60, "Job Complete once the Secret exists"
+    )

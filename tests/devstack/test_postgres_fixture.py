@@ -17,8 +17,9 @@ pytestmark = pytest.mark.integration
 
 def run_tool(server: PostgresServer, tool: str, dbname: str, *args: str | Path) -> None:
     """Run pg_dump / pg_restore from the server's bindir; credentials travel in the environment."""
-    result = subprocess.run([str(server.bindir / tool), *map(str, args)], env=server.client_env(dbname),
-                            capture_output=True, text=True)
+    result = subprocess.run(
+        [str(server.bindir / tool), *map(str, args)], env=server.client_env(dbname), capture_output=True, text=True
+    )
     assert result.returncode == 0, f"{tool} failed ({result.returncode}):\n{result.stderr}"
 
 
@@ -32,8 +33,8 @@ def fingerprint(dsn: str, table: str) -> str:
     """md5 of every row of a table in id order: equal fingerprints mean equal contents."""
     with psycopg.connect(dsn) as conn:
         return conn.execute(
-            sql.SQL("SELECT md5(string_agg(t::text, '|' ORDER BY id)) FROM {} t").format(
-                sql.Identifier(table))).fetchone()[0]
+            sql.SQL("SELECT md5(string_agg(t::text, '|' ORDER BY id)) FROM {} t").format(sql.Identifier(table))
+        ).fetchone()[0]
 
 
 def test_server_starts_and_reports_its_version(postgres_server):
@@ -58,14 +59,25 @@ def test_scram_refuses_a_wrong_password(postgres_server):
 def test_vault_schema_has_keys_and_indexes_and_the_generated_rows(vault_db):
     with psycopg.connect(vault_db.dsn) as conn:
         constraints = "FROM pg_constraint WHERE connamespace = 'public'::regnamespace AND contype = "
-        foreign_keys = set(conn.execute(f"SELECT conrelid::regclass::text, confrelid::regclass::text {constraints} 'f'"))
+        foreign_keys = set(
+            conn.execute(f"SELECT conrelid::regclass::text, confrelid::regclass::text {constraints} 'f'")
+        )
         primary_keys = {r[0] for r in conn.execute(f"SELECT conrelid::regclass::text {constraints} 'p'")}
-        secondary = {r[0] for r in conn.execute(
-            "SELECT indrelid::regclass::text FROM pg_index i JOIN pg_class c ON c.oid = i.indrelid "
-            "WHERE NOT i.indisprimary AND c.relnamespace = 'public'::regnamespace")}
+        secondary = {
+            r[0]
+            for r in conn.execute(
+                "SELECT indrelid::regclass::text FROM pg_index i JOIN pg_class c ON c.oid = i.indrelid "
+                "WHERE NOT i.indisprimary AND c.relnamespace = 'public'::regnamespace"
+            )
+        }
         payload_sizes = conn.execute("SELECT min(length(payload)), max(length(payload)) FROM key_shares").fetchone()
-    assert foreign_keys == {("wallets", "accounts"), ("key_shares", "wallets"), ("policies", "accounts"),
-                            ("policy_rules", "policies"), ("transactions", "wallets")}
+    assert foreign_keys == {
+        ("wallets", "accounts"),
+        ("key_shares", "wallets"),
+        ("policies", "accounts"),
+        ("policy_rules", "policies"),
+        ("transactions", "wallets"),
+    }
     assert primary_keys == set(vaultdb.TABLES)
     assert {"accounts", "wallets", "key_shares", "policies", "policy_rules", "transactions"} <= secondary
     assert 200 <= payload_sizes[0] <= payload_sizes[1] <= 400
@@ -94,8 +106,17 @@ def test_in_place_restore_undoes_mutate_accounts(postgres_server, vault_db, tmp_
     assert vaultdb.mutate_accounts(vault_db.dsn, delete=3) == {"deleted": 3, "renamed": 197}
     assert vaultdb.row_counts(vault_db.dsn) != vault_db.row_counts
 
-    run_tool(postgres_server, "pg_restore", vault_db.name, "--clean", "--if-exists", "--exit-on-error",
-             "-d", vault_db.name, archive)
+    run_tool(
+        postgres_server,
+        "pg_restore",
+        vault_db.name,
+        "--clean",
+        "--if-exists",
+        "--exit-on-error",
+        "-d",
+        vault_db.name,
+        archive,
+    )
     assert vaultdb.row_counts(vault_db.dsn) == vault_db.row_counts
     with psycopg.connect(vault_db.dsn) as conn:
         assert conn.execute("SELECT count(*) FROM accounts WHERE name LIKE 'MUTATED %'").fetchone()[0] == 0

@@ -44,12 +44,21 @@ def start_wallet(postgres_server: PostgresServer, tmp_path: Path) -> Iterator[Ca
 
     def start(database: str, **extra_env: str) -> Wallet:
         port = free_port()
-        env = {**os.environ, "PYTHONPATH": str(REPO), "POD_IP": "127.0.0.1", "PORT": str(port),
-               "DB_HOST": postgres_server.host, "DB_PORT": str(postgres_server.port),
-               "DB_USER": postgres_server.superuser, "DB_PASSWORD": postgres_server.password,
-               "DB_NAME": database, **extra_env}
-        process = ManagedProcess("wallet", [sys.executable, "-m", "devstack.wallet"],
-                                 tmp_path / f"wallet-{port}.log", env=env, cwd=tmp_path).start()
+        env = {
+            **os.environ,
+            "PYTHONPATH": str(REPO),
+            "POD_IP": "127.0.0.1",
+            "PORT": str(port),
+            "DB_HOST": postgres_server.host,
+            "DB_PORT": str(postgres_server.port),
+            "DB_USER": postgres_server.superuser,
+            "DB_PASSWORD": postgres_server.password,
+            "DB_NAME": database,
+            **extra_env,
+        }
+        process = ManagedProcess(
+            "wallet", [sys.executable, "-m", "devstack.wallet"], tmp_path / f"wallet-{port}.log", env=env, cwd=tmp_path
+        ).start()
         started.append(process)
         wallet = Wallet(process, f"http://127.0.0.1:{port}")
         wait_until(lambda: "serving on" in wallet.log() or not process.alive(), 30, "the wallet to listen")
@@ -63,8 +72,10 @@ def start_wallet(postgres_server: PostgresServer, tmp_path: Path) -> Iterator[Ca
 
 def wallet_sessions(server: PostgresServer, database: str) -> int:
     with server.connect() as conn:
-        return conn.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = %s AND application_name = %s",
-                            (database, APPLICATION_NAME)).fetchone()[0]
+        return conn.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = %s AND application_name = %s",
+            (database, APPLICATION_NAME),
+        ).fetchone()[0]
 
 
 def test_health_reports_the_database(start_wallet, vault_db, postgres_server):
@@ -123,8 +134,11 @@ def test_a_missing_database_makes_it_unhealthy(start_wallet, postgres_server):
     wallet = start_wallet("no_such_database")
     status, body = wallet.get("/health")
     assert status == 503
-    assert body == {"status": "unavailable", "error": "OperationalError",
-                    "database": {"host": postgres_server.host, "name": "no_such_database"}}
+    assert body == {
+        "status": "unavailable",
+        "error": "OperationalError",
+        "database": {"host": postgres_server.host, "name": "no_such_database"},
+    }
     assert wallet.get("/api/v2/accounts")[0] == 503
     for text in (json.dumps(body), wallet.log()):
         assert postgres_server.password not in text

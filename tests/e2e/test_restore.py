@@ -54,62 +54,111 @@ class Vault:
         return self.cluster.kubectl_json(["get", plural, name, "-n", self.namespace])
 
     def wait_finished(self, plural: str, name: str, timeout: float = 240) -> dict:
-        wait_for(lambda: (self.get(plural, name).get("status") or {}).get("phase") in
-                 ("Succeeded", "Failed", "RolledBack"), timeout, f"{plural}/{name} to finish\n")
+        wait_for(
+            lambda: (self.get(plural, name).get("status") or {}).get("phase") in ("Succeeded", "Failed", "RolledBack"),
+            timeout,
+            f"{plural}/{name} to finish\n",
+        )
         return self.get(plural, name)
 
     def describe(self, plural: str, name: str) -> str:
         return json.dumps(self.get(plural, name).get("status"), indent=1) + "\n" + self.operator.log()
 
     def admin_secret(self, name: str, password: str | None = None) -> None:
-        self.apply({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name}, "stringData": {
-            "host": "127.0.0.1", "port": str(self.postgres.port), "user": self.postgres.superuser,
-            "password": password or self.postgres.password, "sslmode": "disable"}})
+        self.apply(
+            {
+                "apiVersion": "v1",
+                "kind": "Secret",
+                "metadata": {"name": name},
+                "stringData": {
+                    "host": "127.0.0.1",
+                    "port": str(self.postgres.port),
+                    "user": self.postgres.superuser,
+                    "password": password or self.postgres.password,
+                    "sslmode": "disable",
+                },
+            }
+        )
 
     def backup(self, name: str = "nightly", **spec) -> dict:
-        self.apply({"apiVersion": "walwarden.io/v1alpha1", "kind": "BackupRequest", "metadata": {"name": name},
-                    "spec": {"database": {"secretRef": {"name": "vault-db-admin"}, "databases": [self.database]},
-                             "storage": self.storage(), **spec}})
+        self.apply(
+            {
+                "apiVersion": "walwarden.io/v1alpha1",
+                "kind": "BackupRequest",
+                "metadata": {"name": name},
+                "spec": {
+                    "database": {"secretRef": {"name": "vault-db-admin"}, "databases": [self.database]},
+                    "storage": self.storage(),
+                    **spec,
+                },
+            }
+        )
         backup = self.wait_finished("backuprequests", name)
         assert backup["status"]["phase"] == "Succeeded", self.describe("backuprequests", name)
         return backup
 
     def storage(self) -> dict:
-        return {"s3": {"bucket": self.bucket, "endpoint": self.s3.endpoint, "forcePathStyle": True,
-                       "credentialsSecretRef": {"name": "s3-credentials"}}}
+        return {
+            "s3": {
+                "bucket": self.bucket,
+                "endpoint": self.s3.endpoint,
+                "forcePathStyle": True,
+                "credentialsSecretRef": {"name": "s3-credentials"},
+            }
+        }
 
     def restore_request(self, name: str, **spec) -> dict:
-        body = {"mode": "InPlace", "source": {"backupRef": {"name": "nightly"}},
-                "verify": {"healthUrl": f"{self.wallet_url}/health", "accountsUrl": f"{self.wallet_url}/api/v2/accounts",
-                           "timeoutSeconds": 60},
-                "sessionPolicy": {"onRemaining": "Terminate", "waitSeconds": 3}}
+        body = {
+            "mode": "InPlace",
+            "source": {"backupRef": {"name": "nightly"}},
+            "verify": {
+                "healthUrl": f"{self.wallet_url}/health",
+                "accountsUrl": f"{self.wallet_url}/api/v2/accounts",
+                "timeoutSeconds": 60,
+            },
+            "sessionPolicy": {"onRemaining": "Terminate", "waitSeconds": 3},
+        }
         body.update(spec)
-        return {"apiVersion": "walwarden.io/v1alpha1", "kind": "RestoreRequest", "metadata": {"name": name},
-                "spec": body}
+        return {
+            "apiVersion": "walwarden.io/v1alpha1",
+            "kind": "RestoreRequest",
+            "metadata": {"name": name},
+            "spec": body,
+        }
 
     def wallet_accounts(self) -> list[dict]:
         with urllib.request.urlopen(f"{self.wallet_url}/api/v2/accounts?limit=1000", timeout=5) as response:
             return json.loads(response.read())["accounts"]
 
     def db_info(self, service: str) -> dict:
-        return self.cluster.kubectl_json(["get", "secret", f"{ENVIRONMENT}.{self.namespace}.{service}.db-info",
-                                          "-n", self.namespace])["data"]
+        return self.cluster.kubectl_json(
+            ["get", "secret", f"{ENVIRONMENT}.{self.namespace}.{service}.db-info", "-n", self.namespace]
+        )["data"]
 
 
 def parse_time(text: str) -> float:
     from datetime import datetime
+
     return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
 
 
 def status_updates(vault: Vault, plural: str, name: str, timeout: float):
     """Each status of the request as the API server stores it, in order, until `timeout`."""
     from kubernetes import client, watch
+
     api = client.CustomObjectsApi(vault.cluster.api_client())
     deadline, resource_version = time.monotonic() + timeout, None
     while (left := deadline - time.monotonic()) > 0:
-        stream = watch.Watch().stream(api.list_namespaced_custom_object, "walwarden.io", "v1alpha1",
-                                      vault.namespace, plural, field_selector=f"metadata.name={name}",
-                                      resource_version=resource_version, timeout_seconds=max(1, int(left)))
+        stream = watch.Watch().stream(
+            api.list_namespaced_custom_object,
+            "walwarden.io",
+            "v1alpha1",
+            vault.namespace,
+            plural,
+            field_selector=f"metadata.name={name}",
+            resource_version=resource_version,
+            timeout_seconds=max(1, int(left)),
+        )
         for event in stream:
             resource_version = event["object"]["metadata"]["resourceVersion"]
             yield event["object"].get("status") or {}
@@ -119,14 +168,26 @@ def audit_verify(vault: Vault, uri: str, heads: list[str]):
     import os
     import subprocess
     import sys
+
     env = {**os.environ, "AWS_ACCESS_KEY_ID": vault.s3.access_key, "AWS_SECRET_ACCESS_KEY": vault.s3.secret_key}
-    args = [sys.executable, "-m", "walwarden", "audit", "verify", uri, "--endpoint", vault.s3.endpoint,
-            "--force-path-style", *[arg for head in heads for arg in ("--expect-head", head)]]
+    args = [
+        sys.executable,
+        "-m",
+        "walwarden",
+        "audit",
+        "verify",
+        uri,
+        "--endpoint",
+        vault.s3.endpoint,
+        "--force-path-style",
+        *[arg for head in heads for arg in ("--expect-head", head)],
+    ]
     return subprocess.run(args, env=env, capture_output=True, text=True, timeout=60)
 
 
 def account_names(dsn: str) -> list[str]:
     import psycopg
+
     with psycopg.connect(dsn) as connection:
         return [row[0] for row in connection.execute("SELECT name FROM accounts ORDER BY id")]
 
@@ -136,14 +197,17 @@ def vault(cluster, namespace, operator, postgres_server, s3_server, s3_bucket, v
     if not cluster.local:
         pytest.skip("the stand-in wallet runs on the local stack's pod executor only")
     address = f"127.3.{random.randint(0, 255)}.{random.randint(1, 254)}"
-    result = Vault(cluster, namespace, postgres_server, s3_server, s3_bucket, operator, vault_db.name,
-                   f"http://{address}:8080")
+    result = Vault(
+        cluster, namespace, postgres_server, s3_server, s3_bucket, operator, vault_db.name, f"http://{address}:8080"
+    )
     result.admin_secret("vault-db-admin")
     result.apply(s3_server.credentials_secret("s3-credentials"))
-    info = DatabaseInfo("127.0.0.1", postgres_server.port, postgres_server.superuser, postgres_server.password,
-                        vault_db.name)
-    wallet_deployment = workload("wallet", "Deployment", 1, EXEC, wallet.container(
-        f"{ENVIRONMENT}.{namespace}.wallet.db-info", bind=address))
+    info = DatabaseInfo(
+        "127.0.0.1", postgres_server.port, postgres_server.superuser, postgres_server.password, vault_db.name
+    )
+    wallet_deployment = workload(
+        "wallet", "Deployment", 1, EXEC, wallet.container(f"{ENVIRONMENT}.{namespace}.wallet.db-info", bind=address)
+    )
     deploy_vault(cluster, namespace, ENVIRONMENT, info, overrides={"wallet": wallet_deployment})
     result.replicas = {name: replicas for name, (_, replicas, _) in DEFAULT_SERVICES.items()}
     result.replicas["wallet"] = 1
@@ -162,7 +226,7 @@ def test_in_place_restore_brings_the_backed_up_accounts_back(vault):
     status = restore["status"]
     assert status["phase"] == "Succeeded", vault.describe("restorerequests", "in-place")
     assert account_names(vault.postgres.dsn(vault.database)) == original
-    assert [a["name"] for a in vault.wallet_accounts()] == original[:len(vault.wallet_accounts())]
+    assert [a["name"] for a in vault.wallet_accounts()] == original[: len(vault.wallet_accounts())]
     assert ready_replicas(vault.cluster, vault.namespace) == vault.replicas
     # Order, from the API server: stops tier by tier, starts in reverse, tiers never overlapping.
     assert_tiers_in_order(observer, "deleted", STOP_TIERS)
@@ -182,12 +246,15 @@ def test_in_place_restore_brings_the_backed_up_accounts_back(vault):
     # The audit chain beside the artifact holds the backup's and the restore's transitions, unbroken.
     manifest_uri = vault.get("backuprequests", "nightly")["status"]["artifact"]["manifestUri"]
     bucket, key = manifest_uri.removeprefix("s3://").split("/", 1)
-    text = vault.s3.client().get_object(Bucket=bucket, Key=key.rpartition("/")[0] + "/audit.log")["Body"].read().decode()
+    text = (
+        vault.s3.client().get_object(Bucket=bucket, Key=key.rpartition("/")[0] + "/audit.log")["Body"].read().decode()
+    )
     verify_chain(text)
     records = [json.loads(line) for line in text.splitlines()]
     assert [r["reason"] for r in records if r["name"] == "in-place"][-1] == "Succeeded"
     assert {"DumpSucceeded", "ScaleDownStarted", "RestoreSucceeded", "ScaleUpSucceeded", "VerifySucceeded"} <= {
-        r["reason"] for r in records}
+        r["reason"] for r in records
+    }
     assert vault.postgres.password not in text
     # Each request anchors the log in its status; `walwarden audit verify` checks the log still holds
     # those heads, so a log cut short (a valid chain, just shorter) is caught.
@@ -196,8 +263,11 @@ def test_in_place_restore_brings_the_backed_up_accounts_back(vault):
     heads = [status["audit"]["chainHead"], vault.get("backuprequests", "nightly")["status"]["audit"]["chainHead"]]
     assert audit_verify(vault, log_uri, heads).returncode == 0
     s3 = vault.s3.client()
-    s3.put_object(Bucket=bucket, Key=key.rpartition("/")[0] + "/audit.log",
-                  Body=("\n".join(text.splitlines()[:-1]) + "\n").encode())
+    s3.put_object(
+        Bucket=bucket,
+        Key=key.rpartition("/")[0] + "/audit.log",
+        Body=("\n".join(text.splitlines()[:-1]) + "\n").encode(),
+    )
     cut = audit_verify(vault, log_uri, heads)
     assert cut.returncode == 1 and "cut short or rewritten" in cut.stderr, cut.stderr
 
@@ -208,20 +278,27 @@ def test_redirected_restore_repoints_every_secret_and_leaves_the_original_alone(
     mutated = account_names(vault.postgres.dsn(vault.database))
     new_database = f"{vault.database}_redirected"
     vault.admin_secret("new-db-admin")
-    vault.apply(vault.restore_request(
-        "redirected", mode="Redirected", target={"secretRef": {"name": "new-db-admin"}, "database": new_database},
-        redirect={"dbHost": "127.0.0.1", "dbName": new_database, "environment": ENVIRONMENT}))
+    vault.apply(
+        vault.restore_request(
+            "redirected",
+            mode="Redirected",
+            target={"secretRef": {"name": "new-db-admin"}, "database": new_database},
+            redirect={"dbHost": "127.0.0.1", "dbName": new_database, "environment": ENVIRONMENT},
+        )
+    )
     restore = vault.wait_finished("restorerequests", "redirected")
     assert restore["status"]["phase"] == "Succeeded", vault.describe("restorerequests", "redirected")
     import base64
+
     for service in DB_SERVICES:
         assert base64.b64decode(vault.db_info(service)["DB_NAME"]).decode() == new_database
     restored = account_names(vault.postgres.dsn(new_database))
     assert not any(name.startswith("MUTATED") for name in restored)
-    assert [a["name"] for a in vault.wallet_accounts()] == restored[:len(vault.wallet_accounts())]
+    assert [a["name"] for a in vault.wallet_accounts()] == restored[: len(vault.wallet_accounts())]
     assert account_names(vault.postgres.dsn(vault.database)) == mutated  # the original is untouched
     assert restore["status"]["plan"]["secrets"] == [
-        f"{ENVIRONMENT}.{vault.namespace}.{service}.db-info" for service in DB_SERVICES]
+        f"{ENVIRONMENT}.{vault.namespace}.{service}.db-info" for service in DB_SERVICES
+    ]
     orchestrator = vault.get("deployments", "orchestrator")
     assert "kubectl.kubernetes.io/restartedAt" in orchestrator["spec"]["template"]["metadata"].get("annotations", {})
     vault.postgres.drop_database(new_database)
@@ -263,7 +340,9 @@ def test_an_artifact_replaced_together_with_its_manifest_is_refused(vault, key_s
     """Someone with write access to the bucket swaps the dump and writes a manifest that matches it:
     the checksum checks agree with that manifest, so it must be caught against the BackupRequest."""
     import hashlib
+
     from walwarden.backup.job import result_key_secret_name
+
     backup = vault.backup()
     bucket, key = backup["status"]["artifact"]["uri"].removeprefix("s3://").split("/", 1)
     _, manifest_key = backup["status"]["artifact"]["manifestUri"].removeprefix("s3://").split("/", 1)
@@ -274,8 +353,9 @@ def test_an_artifact_replaced_together_with_its_manifest_is_refused(vault, key_s
     s3.put_object(Bucket=bucket, Key=key, Body=forged)
     s3.put_object(Bucket=bucket, Key=manifest_key, Body=json.dumps(manifest).encode())
     if not key_secret_kept:
-        vault.cluster.kubectl(["delete", "secret", "-n", vault.namespace,
-                               result_key_secret_name("nightly", backup["metadata"]["uid"])])
+        vault.cluster.kubectl(
+            ["delete", "secret", "-n", vault.namespace, result_key_secret_name("nightly", backup["metadata"]["uid"])]
+        )
     vault.apply(vault.restore_request("forged", safetyBackup=False))
     status = vault.wait_finished("restorerequests", "forged")["status"]
     assert status["phase"] == "Failed" and status["currentStep"] == "Validate", json.dumps(status, indent=1)
@@ -285,16 +365,27 @@ def test_an_artifact_replaced_together_with_its_manifest_is_refused(vault, key_s
 
 
 def test_emp_mismatch_is_refused_before_anything_is_touched(vault):
-    vault.apply({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "emp"},
-                 "stringData": {"password": "the-backup-environment-emp"}})
+    vault.apply(
+        {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": "emp"},
+            "stringData": {"password": "the-backup-environment-emp"},
+        }
+    )
     vault.backup(encryptorSecrets=[{"name": "emp"}])
-    vault.apply({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "other-emp"},
-                 "stringData": {"password": "a-different-emp"}})
+    vault.apply(
+        {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": "other-emp"},
+            "stringData": {"password": "a-different-emp"},
+        }
+    )
     vault.apply(vault.restore_request("emp", encryptorSecrets=[{"name": "other-emp"}], safetyBackup=False))
     status = vault.wait_finished("restorerequests", "emp")["status"]
     assert status["phase"] == "Failed", vault.describe("restorerequests", "emp")
-    assert [c["reason"] for c in status["conditions"] if c["type"] == "Failed"] in (
-        ["EncryptorMismatch"],)
+    assert [c["reason"] for c in status["conditions"] if c["type"] == "Failed"] in (["EncryptorMismatch"],)
     assert "irrecoverable" in status["message"]
     assert "a-different-emp" not in json.dumps(status) and "the-backup-environment-emp" not in json.dumps(status)
     assert ready_replicas(vault.cluster, vault.namespace) == vault.replicas
@@ -306,6 +397,7 @@ def test_pg_restore_failure_rolls_back_to_the_original_world(vault):
     vaultdb.mutate_accounts(dsn)
     before = account_names(dsn)
     import psycopg
+
     with psycopg.connect(dsn, autocommit=True) as connection:
         # Not in the backup, so pg_restore --clean cannot drop the table it depends on: a real failure.
         connection.execute("CREATE VIEW blocker AS SELECT id FROM accounts")
@@ -317,11 +409,12 @@ def test_pg_restore_failure_rolls_back_to_the_original_world(vault):
     assert "cannot drop" in status["message"] or "depend" in status["message"]
     assert account_names(dsn) == before  # the safety backup put the database back
     wait_for(lambda: ready_replicas(vault.cluster, vault.namespace) == vault.replicas, 60, "services back")
-    assert [a["name"] for a in vault.wallet_accounts()] == before[:len(vault.wallet_accounts())]
+    assert [a["name"] for a in vault.wallet_accounts()] == before[: len(vault.wallet_accounts())]
 
 
 def test_a_failure_while_stopping_calls_the_staged_restore_off_before_it_touches_the_database(vault):
     import psycopg
+
     vault.backup()
     dsn = vault.postgres.dsn(vault.database)
     vaultdb.mutate_accounts(dsn)
@@ -357,8 +450,8 @@ class OperatorCrashes:
 
     def __init__(self, vault: Vault, logs):
         self.vault, self.logs = vault, logs
-        self.points: list[tuple[str, str]] = []   # where a kill landed, in order
-        self.misses: list[tuple[str, str]] = []   # kills that came too late to count (the step was over)
+        self.points: list[tuple[str, str]] = []  # where a kill landed, in order
+        self.misses: list[tuple[str, str]] = []  # kills that came too late to count (the step was over)
         self._lock = threading.Lock()
 
     def crash(self, step: str, moment: str, landed=lambda: True) -> bool:
@@ -372,8 +465,11 @@ class OperatorCrashes:
             assert operator.process.popen.returncode == -signal.SIGKILL, operator.process.popen.returncode
             (self.points if landed() else self.misses).append((step, moment))
             self.vault.operator = OperatorProcess(
-                self.vault.cluster, self.vault.namespace, self.logs / f"operator-{len(self.points + self.misses)}.log",
-                {"WALWARDEN_POLL_SECONDS": "1"}).start()
+                self.vault.cluster,
+                self.vault.namespace,
+                self.logs / f"operator-{len(self.points + self.misses)}.log",
+                {"WALWARDEN_POLL_SECONDS": "1"},
+            ).start()
             return True
 
     def before_a_record(self, request: dict) -> str | None:
@@ -381,9 +477,9 @@ class OperatorCrashes:
         not crashed there yet, gets its kill now — the write is refused, its writer is dead."""
         old = {s["name"]: s["state"] for s in ((request.get("oldObject") or {}).get("status") or {}).get("steps", [])}
         for entry in (request["object"].get("status") or {}).get("steps", []):
-            if entry["state"] == "Succeeded" and old.get(entry["name"]) != "Succeeded":
-                if self.crash(entry["name"], BEFORE_ITS_RECORD):
-                    return f"refused: the operator was killed (SIGKILL) before it recorded {entry['name']} Succeeded"
+            newly_succeeded = entry["state"] == "Succeeded" and old.get(entry["name"]) != "Succeeded"
+            if newly_succeeded and self.crash(entry["name"], BEFORE_ITS_RECORD):
+                return f"refused: the operator was killed (SIGKILL) before it recorded {entry['name']} Succeeded"
         return None
 
 
@@ -409,8 +505,15 @@ def test_restarted_operator_resumes_every_step_without_repeating_one(vault, tmp_
     request["metadata"]["labels"] = label
     hook = contextlib.nullcontext()
     if moment == BEFORE_ITS_RECORD:
-        status_writes = [{"apiGroups": ["walwarden.io"], "apiVersions": ["v1alpha1"], "operations": ["UPDATE"],
-                          "resources": ["restorerequests/status"], "scope": "Namespaced"}]
+        status_writes = [
+            {
+                "apiGroups": ["walwarden.io"],
+                "apiVersions": ["v1alpha1"],
+                "operations": ["UPDATE"],
+                "resources": ["restorerequests/status"],
+                "scope": "Namespaced",
+            }
+        ]
         hook = AdmissionHook(vault.cluster, tmp_path, vault.namespace, status_writes, label, crashes.before_a_record)
     waited = []  # the steps the API server showed Running, in order
     try:
@@ -425,8 +528,13 @@ def test_restarted_operator_resumes_every_step_without_repeating_one(vault, tmp_
                 if step and step_state(status, step) == "Running" and step not in waited:
                     waited.append(step)
                     if moment == WHILE_IT_WAITS:
-                        crashes.crash(step, WHILE_IT_WAITS, landed=lambda: step_state(
-                            vault.get("restorerequests", "resumed")["status"], step) == "Running")
+                        crashes.crash(
+                            step,
+                            WHILE_IT_WAITS,
+                            landed=lambda step=step: (
+                                step_state(vault.get("restorerequests", "resumed")["status"], step) == "Running"
+                            ),
+                        )
     finally:
         vault.operator.stop()
     status = vault.get("restorerequests", "resumed").get("status") or {}
@@ -434,7 +542,9 @@ def test_restarted_operator_resumes_every_step_without_repeating_one(vault, tmp_
     assert status.get("phase") == "Succeeded", record
     states = {s["name"]: s["state"] for s in status["steps"]}
     assert {name: state for name, state in states.items() if state != "Succeeded"} == {
-        "Reconfigure": "Skipped", "Rollback": "Skipped"}, record  # InPlace; nothing failed
+        "Reconfigure": "Skipped",
+        "Rollback": "Skipped",
+    }, record  # InPlace; nothing failed
     # Killed in each step it ran (before-each-record) or in each step that waited (while-each-waits).
     ran = [name for name, state in states.items() if state == "Succeeded"]
     expected = ran if moment == BEFORE_ITS_RECORD else waited
@@ -469,19 +579,33 @@ def test_dry_run_publishes_the_plan_and_changes_nothing(vault):
     assert plan["dataLossWindow"]["backupTime"]
     assert not observer.events
     assert not vault.cluster.kubectl_json(["get", "jobs", "-n", vault.namespace, "-l", "walwarden.io/role=verify"])[
-        "items"]
+        "items"
+    ]
 
 
 @pytest.fixture
 def approvals(vault, tmp_path) -> bytes:
     """Restart the operator with approvals required and its key in a Secret."""
     key = b"approval-key-for-tests-0123456789"
-    vault.apply({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "walwarden-approval-key"},
-                 "stringData": {"key": key.decode()}})
+    vault.apply(
+        {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": "walwarden-approval-key"},
+            "stringData": {"key": key.decode()},
+        }
+    )
     vault.operator.stop()
-    vault.operator = OperatorProcess(vault.cluster, vault.namespace, tmp_path / "operator-approvals.log", {
-        "WALWARDEN_POLL_SECONDS": "1", "WALWARDEN_APPROVALS_REQUIRED": "true",
-        "WALWARDEN_OPERATOR_NAMESPACE": vault.namespace}).start()
+    vault.operator = OperatorProcess(
+        vault.cluster,
+        vault.namespace,
+        tmp_path / "operator-approvals.log",
+        {
+            "WALWARDEN_POLL_SECONDS": "1",
+            "WALWARDEN_APPROVALS_REQUIRED": "true",
+            "WALWARDEN_OPERATOR_NAMESPACE": vault.namespace,
+        },
+    ).start()
     yield key
     vault.operator.stop()
 
@@ -496,19 +620,22 @@ def test_approval_tokens_are_required_single_use_and_expire(vault, approvals):
     vault.apply(vault.restore_request("no-token", safetyBackup=False))
     assert failure_reason(vault.wait_finished("restorerequests", "no-token")["status"]) == ["ApprovalRequired"]
 
-    expired = issue_token(approvals, backup="nightly", sha256=sha256, mode="InPlace", namespace=vault.namespace,
-                          ttl_seconds=1)
+    expired = issue_token(
+        approvals, backup="nightly", sha256=sha256, mode="InPlace", namespace=vault.namespace, ttl_seconds=1
+    )
     time.sleep(2)
     vault.apply(vault.restore_request("expired", safetyBackup=False, approvalToken=expired))
     assert failure_reason(vault.wait_finished("restorerequests", "expired")["status"]) == ["TokenExpired"]
 
-    wrong_mode = issue_token(approvals, backup="nightly", sha256=sha256, mode="Redirected",
-                             namespace=vault.namespace, ttl_seconds=600)
+    wrong_mode = issue_token(
+        approvals, backup="nightly", sha256=sha256, mode="Redirected", namespace=vault.namespace, ttl_seconds=600
+    )
     vault.apply(vault.restore_request("mismatch", safetyBackup=False, approvalToken=wrong_mode))
     assert failure_reason(vault.wait_finished("restorerequests", "mismatch")["status"]) == ["TokenMismatch"]
 
-    token = issue_token(approvals, backup="nightly", sha256=sha256, mode="InPlace", namespace=vault.namespace,
-                        ttl_seconds=600)
+    token = issue_token(
+        approvals, backup="nightly", sha256=sha256, mode="InPlace", namespace=vault.namespace, ttl_seconds=600
+    )
     vault.apply(vault.restore_request("approved", safetyBackup=False, approvalToken=token))
     assert vault.wait_finished("restorerequests", "approved")["status"]["phase"] == "Succeeded"
     vault.apply(vault.restore_request("replayed", safetyBackup=False, approvalToken=token))
@@ -517,10 +644,20 @@ def test_approval_tokens_are_required_single_use_and_expire(vault, approvals):
 
 def test_two_restores_in_one_namespace_are_serialized(vault):
     vault.backup()
-    vault.apply({"apiVersion": "v1", "kind": "List", "items": [
-        vault.restore_request("first", safetyBackup=False), vault.restore_request("second", safetyBackup=False)]})
+    vault.apply(
+        {
+            "apiVersion": "v1",
+            "kind": "List",
+            "items": [
+                vault.restore_request("first", safetyBackup=False),
+                vault.restore_request("second", safetyBackup=False),
+            ],
+        }
+    )
     first, second = (vault.wait_finished("restorerequests", name) for name in ("first", "second"))
-    assert first["status"]["phase"] == second["status"]["phase"] == "Succeeded", vault.describe("restorerequests", "second")
+    assert first["status"]["phase"] == second["status"]["phase"] == "Succeeded", vault.describe(
+        "restorerequests", "second"
+    )
 
     def lock_window(restore):
         steps = {s["name"]: s for s in restore["status"]["steps"]}
@@ -534,25 +671,49 @@ def test_redirected_restore_with_aws_secrets_manager_repoints_the_source_of_trut
     vault.backup()
     names = [f"{ENVIRONMENT}.{vault.namespace}.{service}.db-info" for service in DB_SERVICES]
     for name in names:  # the source of truth; the Kubernetes Secrets of the same name are its synced copies
-        secrets_manager.create_secret(name, {"DB_HOST": "127.0.0.1", "DB_PORT": str(vault.postgres.port),
-                                             "DB_USER": vault.postgres.superuser,
-                                             "DB_PASSWORD": vault.postgres.password, "DB_NAME": vault.database})
+        secrets_manager.create_secret(
+            name,
+            {
+                "DB_HOST": "127.0.0.1",
+                "DB_PORT": str(vault.postgres.port),
+                "DB_USER": vault.postgres.superuser,
+                "DB_PASSWORD": vault.postgres.password,
+                "DB_NAME": vault.database,
+            },
+        )
     vault.operator.stop()
-    vault.operator = OperatorProcess(vault.cluster, vault.namespace, tmp_path / "operator-aws.log", {
-        "WALWARDEN_POLL_SECONDS": "1", "AWS_ACCESS_KEY_ID": secrets_manager.access_key,
-        "AWS_SECRET_ACCESS_KEY": secrets_manager.secret_key, "AWS_EC2_METADATA_DISABLED": "true"}).start()
+    vault.operator = OperatorProcess(
+        vault.cluster,
+        vault.namespace,
+        tmp_path / "operator-aws.log",
+        {
+            "WALWARDEN_POLL_SECONDS": "1",
+            "AWS_ACCESS_KEY_ID": secrets_manager.access_key,
+            "AWS_SECRET_ACCESS_KEY": secrets_manager.secret_key,
+            "AWS_EC2_METADATA_DISABLED": "true",
+        },
+    ).start()
     new_database = f"{vault.database}_aws"
     vault.admin_secret("new-db-admin")
-    vault.apply(vault.restore_request(
-        "redirected-aws", mode="Redirected",
-        target={"secretRef": {"name": "new-db-admin"}, "database": new_database},
-        redirect={"dbHost": "127.0.0.1", "dbName": new_database, "environment": ENVIRONMENT,
-                  "secretBackend": "AWSSecretsManager",
-                  "aws": {"region": secrets_manager.region, "endpoint": secrets_manager.endpoint}}))
+    vault.apply(
+        vault.restore_request(
+            "redirected-aws",
+            mode="Redirected",
+            target={"secretRef": {"name": "new-db-admin"}, "database": new_database},
+            redirect={
+                "dbHost": "127.0.0.1",
+                "dbName": new_database,
+                "environment": ENVIRONMENT,
+                "secretBackend": "AWSSecretsManager",
+                "aws": {"region": secrets_manager.region, "endpoint": secrets_manager.endpoint},
+            },
+        )
+    )
     restore = vault.wait_finished("restorerequests", "redirected-aws")
     vault.operator.stop()
     assert restore["status"]["phase"] == "Succeeded", vault.describe("restorerequests", "redirected-aws")
     import base64
+
     client = secrets_manager.client()
     for name in names:
         stored = json.loads(client.get_secret_value(SecretId=name)["SecretString"])
@@ -560,57 +721,80 @@ def test_redirected_restore_with_aws_secrets_manager_repoints_the_source_of_trut
         copy = vault.cluster.kubectl_json(["get", "secret", name, "-n", vault.namespace])["data"]
         assert base64.b64decode(copy["DB_NAME"]).decode() == new_database
     assert [a["name"] for a in vault.wallet_accounts()] == account_names(vault.postgres.dsn(new_database))[
-        :len(vault.wallet_accounts())]
+        : len(vault.wallet_accounts())
+    ]
     vault.postgres.drop_database(new_database)
 
 
 def test_deleting_a_restore_mid_flight_starts_the_services_again(vault):
     import psycopg
+
     vault.backup()
     # A client that stays connected holds the restore in ScaleDown, services stopped: mid-flight.
     with psycopg.connect(vault.postgres.dsn(vault.database), application_name="straggler") as straggler:
-        vault.apply(vault.restore_request("abandoned", safetyBackup=False,
-                                          sessionPolicy={"onRemaining": "Wait", "waitSeconds": 300}))
-        wait_for(lambda: "straggler" in ((vault.get("restorerequests", "abandoned").get("status") or {})
-                                         .get("message") or ""), 120, "the restore to report the straggler")
+        vault.apply(
+            vault.restore_request(
+                "abandoned", safetyBackup=False, sessionPolicy={"onRemaining": "Wait", "waitSeconds": 300}
+            )
+        )
+        wait_for(
+            lambda: (
+                "straggler" in ((vault.get("restorerequests", "abandoned").get("status") or {}).get("message") or "")
+            ),
+            120,
+            "the restore to report the straggler",
+        )
         assert ready_replicas(vault.cluster, vault.namespace)["wallet"] == 0
         vault.cluster.kubectl(["delete", "restorerequest", "abandoned", "-n", vault.namespace, "--timeout=120s"])
         straggler.execute("SELECT 1")
     wait_for(lambda: ready_replicas(vault.cluster, vault.namespace) == vault.replicas, 60, "services back")
     assert vault.cluster.kubectl(["get", "lease", "walwarden-lock", "-n", vault.namespace], check=False).returncode
-    events = vault.cluster.kubectl_json(["get", "events", "-n", vault.namespace,
-                                         "--field-selector", "involvedObject.name=abandoned"])["items"]
+    events = vault.cluster.kubectl_json(
+        ["get", "events", "-n", vault.namespace, "--field-selector", "involvedObject.name=abandoned"]
+    )["items"]
     [deleted] = [e for e in events if e["reason"] == "DeletedMidFlight"]
     assert "staged restore Job was called off" in deleted["message"] and "started again" in deleted["message"]
 
 
 def test_deleting_a_redirected_restore_after_reconfigure_puts_the_secrets_back(vault):
     import base64
+
     vault.backup()
     original = {service: vault.db_info(service) for service in DB_SERVICES}
     new_database = f"{vault.database}_abandoned"
     vault.admin_secret("new-db-admin")
     # Verify never passes (nothing listens there), so the request sits in Verify, secrets repointed.
-    vault.apply(vault.restore_request(
-        "redirected-abandoned", mode="Redirected", safetyBackup=False,
-        target={"secretRef": {"name": "new-db-admin"}, "database": new_database},
-        redirect={"dbHost": "127.0.0.1", "dbName": new_database, "environment": ENVIRONMENT},
-        verify={"healthUrl": "http://127.0.0.1:9/health", "timeoutSeconds": 600}))
-    wait_for(lambda: (vault.get("restorerequests", "redirected-abandoned").get("status") or {})
-             .get("currentStep") == "Verify", 180, "the restore to reach Verify")
+    vault.apply(
+        vault.restore_request(
+            "redirected-abandoned",
+            mode="Redirected",
+            safetyBackup=False,
+            target={"secretRef": {"name": "new-db-admin"}, "database": new_database},
+            redirect={"dbHost": "127.0.0.1", "dbName": new_database, "environment": ENVIRONMENT},
+            verify={"healthUrl": "http://127.0.0.1:9/health", "timeoutSeconds": 600},
+        )
+    )
+    wait_for(
+        lambda: (
+            (vault.get("restorerequests", "redirected-abandoned").get("status") or {}).get("currentStep") == "Verify"
+        ),
+        180,
+        "the restore to reach Verify",
+    )
     assert base64.b64decode(vault.db_info("wallet")["DB_NAME"]).decode() == new_database
-    vault.cluster.kubectl(["delete", "restorerequest", "redirected-abandoned", "-n", vault.namespace,
-                           "--timeout=120s"])
+    vault.cluster.kubectl(["delete", "restorerequest", "redirected-abandoned", "-n", vault.namespace, "--timeout=120s"])
     assert {service: vault.db_info(service) for service in DB_SERVICES} == original
-    events = vault.cluster.kubectl_json(["get", "events", "-n", vault.namespace,
-                                         "--field-selector", "involvedObject.name=redirected-abandoned"])["items"]
+    events = vault.cluster.kubectl_json(
+        ["get", "events", "-n", vault.namespace, "--field-selector", "involvedObject.name=redirected-abandoned"]
+    )["items"]
     [deleted] = [e for e in events if e["reason"] == "DeletedMidFlight"]
     assert "db-info secrets restored from the snapshot" in deleted["message"]
     # Every database user was rolled so that none keeps the new host it may have read.
     for service in DB_SERVICES:
         template = vault.get("deployments" if service in ("wallet", "orchestrator") else "statefulsets", service)
-        restarted = template["spec"]["template"]["metadata"].get("annotations", {}).get(
-            "kubectl.kubernetes.io/restartedAt", "")
+        restarted = (
+            template["spec"]["template"]["metadata"].get("annotations", {}).get("kubectl.kubernetes.io/restartedAt", "")
+        )
         assert restarted.startswith("walwarden-rollback-"), (service, restarted)
     vault.postgres.drop_database(new_database)
 
@@ -618,9 +802,15 @@ def test_deleting_a_redirected_restore_after_reconfigure_puts_the_secrets_back(v
 def test_the_operators_default_topology_applies_to_requests_without_one(vault, tmp_path):
     vault.backup()
     vault.operator.stop()
-    vault.operator = OperatorProcess(vault.cluster, vault.namespace, tmp_path / "operator-profile.log", {
-        "WALWARDEN_POLL_SECONDS": "1",
-        "WALWARDEN_DEFAULT_TOPOLOGY": json.dumps({"stopTiers": [["wallet"], ["nats"]]})}).start()
+    vault.operator = OperatorProcess(
+        vault.cluster,
+        vault.namespace,
+        tmp_path / "operator-profile.log",
+        {
+            "WALWARDEN_POLL_SECONDS": "1",
+            "WALWARDEN_DEFAULT_TOPOLOGY": json.dumps({"stopTiers": [["wallet"], ["nats"]]}),
+        },
+    ).start()
     vault.apply(vault.restore_request("profile", dryRun=True))
     status = vault.wait_finished("restorerequests", "profile")["status"]
     vault.operator.stop()
@@ -631,19 +821,35 @@ def test_the_operators_default_topology_applies_to_requests_without_one(vault, t
 def test_a_pod_that_never_goes_away_fails_scale_down_and_the_services_start_again(vault, tmp_path):
     vault.backup()
     vault.operator.stop()
-    vault.operator = OperatorProcess(vault.cluster, vault.namespace, tmp_path / "operator-stuck.log", {
-        "WALWARDEN_POLL_SECONDS": "1", "WALWARDEN_STOP_TIMEOUT_SECONDS": str(STOP_TIMEOUT_SECONDS)}).start()
+    vault.operator = OperatorProcess(
+        vault.cluster,
+        vault.namespace,
+        tmp_path / "operator-stuck.log",
+        {"WALWARDEN_POLL_SECONDS": "1", "WALWARDEN_STOP_TIMEOUT_SECONDS": str(STOP_TIMEOUT_SECONDS)},
+    ).start()
     # A finalizer nobody removes keeps a policy node's pod Terminating: tier 2 never goes away.
-    [pod] = vault.cluster.kubectl_json(["get", "pods", "-n", vault.namespace, "-l",
-                                        "app.kubernetes.io/name=policy-node1"])["items"]
+    [pod] = vault.cluster.kubectl_json(
+        ["get", "pods", "-n", vault.namespace, "-l", "app.kubernetes.io/name=policy-node1"]
+    )["items"]
     patch = json.dumps({"metadata": {"finalizers": ["walwarden.test/never"]}})
     vault.cluster.kubectl(["patch", "pod", pod["metadata"]["name"], "-n", vault.namespace, "--type=merge", "-p", patch])
     try:
         vault.apply(vault.restore_request("stuck", safetyBackup=False))
         status = vault.wait_finished("restorerequests", "stuck")["status"]
     finally:
-        vault.cluster.kubectl(["patch", "pod", pod["metadata"]["name"], "-n", vault.namespace, "--type=merge", "-p",
-                               json.dumps({"metadata": {"finalizers": None}})], check=False)
+        vault.cluster.kubectl(
+            [
+                "patch",
+                "pod",
+                pod["metadata"]["name"],
+                "-n",
+                vault.namespace,
+                "--type=merge",
+                "-p",
+                json.dumps({"metadata": {"finalizers": None}}),
+            ],
+            check=False,
+        )
     assert status["phase"] == "RolledBack", json.dumps(status, indent=1)
     assert [c["reason"] for c in status["conditions"] if c["type"] == "Failed"] == ["ServicesStuckStopping"]
     assert pod["metadata"]["name"] in status["message"] and f"more than {STOP_TIMEOUT_SECONDS}s" in status["message"]
@@ -654,14 +860,20 @@ def test_a_pod_that_never_goes_away_fails_scale_down_and_the_services_start_agai
 def test_services_that_do_not_become_ready_raise_a_loud_condition_until_they_are(vault, tmp_path):
     vault.backup()
     vault.operator.stop()
-    vault.operator = OperatorProcess(vault.cluster, vault.namespace, tmp_path / "operator-slow.log", {
-        "WALWARDEN_POLL_SECONDS": "1", "WALWARDEN_STOP_TIMEOUT_SECONDS": str(STOP_TIMEOUT_SECONDS)}).start()
+    vault.operator = OperatorProcess(
+        vault.cluster,
+        vault.namespace,
+        tmp_path / "operator-slow.log",
+        {"WALWARDEN_POLL_SECONDS": "1", "WALWARDEN_STOP_TIMEOUT_SECONDS": str(STOP_TIMEOUT_SECONDS)},
+    ).start()
 
     def readiness_path(path: str) -> None:
-        patch = [{"op": "replace", "path": "/spec/template/spec/containers/0/readinessProbe/httpGet/path",
-                  "value": path}]
-        vault.cluster.kubectl(["patch", "deployment", "wallet", "-n", vault.namespace, "--type=json",
-                               "-p", json.dumps(patch)])
+        patch = [
+            {"op": "replace", "path": "/spec/template/spec/containers/0/readinessProbe/httpGet/path", "value": path}
+        ]
+        vault.cluster.kubectl(
+            ["patch", "deployment", "wallet", "-n", vault.namespace, "--type=json", "-p", json.dumps(patch)]
+        )
 
     readiness_path("/never-ready")  # the wallet started by ScaleUp will not become Ready
     vault.apply(vault.restore_request("slow-start", safetyBackup=False))
@@ -679,6 +891,7 @@ def test_services_that_do_not_become_ready_raise_a_loud_condition_until_they_are
     status = vault.wait_finished("restorerequests", "slow-start")["status"]
     assert status["phase"] == "Succeeded", json.dumps(status, indent=1)
     assert (not_ready_condition()["status"], not_ready_condition()["reason"]) == ("False", "ServicesReady")
-    events = vault.cluster.kubectl_json(["get", "events", "-n", vault.namespace,
-                                         "--field-selector", "involvedObject.name=slow-start"])["items"]
+    events = vault.cluster.kubectl_json(
+        ["get", "events", "-n", vault.namespace, "--field-selector", "involvedObject.name=slow-start"]
+    )["items"]
     assert [e["type"] for e in events if e["reason"] == "ServicesNotReady"] == ["Warning"]

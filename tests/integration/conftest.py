@@ -22,27 +22,47 @@ class BackupStack:
     operator: object
 
     def create_admin_secret(self, name: str = "vault-db-admin", password: str | None = None) -> None:
-        data = {"host": "127.0.0.1", "port": str(self.postgres.port), "user": self.postgres.superuser,
-                "password": password or self.postgres.password, "sslmode": "disable"}
+        data = {
+            "host": "127.0.0.1",
+            "port": str(self.postgres.port),
+            "user": self.postgres.superuser,
+            "password": password or self.postgres.password,
+            "sslmode": "disable",
+        }
         self.apply({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name}, "stringData": data})
 
     def apply(self, manifest: dict) -> None:
         self.cluster.kubectl(["apply", "-n", self.namespace, "-f", "-"], stdin=json.dumps(manifest))
 
     def backup_request(self, name: str, databases: list[str], **spec) -> dict:
-        return {"apiVersion": "walwarden.io/v1alpha1", "kind": "BackupRequest", "metadata": {"name": name},
-                "spec": {"database": {"secretRef": {"name": "vault-db-admin"}, "databases": databases},
-                         "storage": {"s3": {"bucket": self.bucket, "endpoint": self.s3.endpoint,
-                                            "forcePathStyle": True, "prefix": "backups",
-                                            "credentialsSecretRef": {"name": "s3-credentials"}}},
-                         **spec}}
+        return {
+            "apiVersion": "walwarden.io/v1alpha1",
+            "kind": "BackupRequest",
+            "metadata": {"name": name},
+            "spec": {
+                "database": {"secretRef": {"name": "vault-db-admin"}, "databases": databases},
+                "storage": {
+                    "s3": {
+                        "bucket": self.bucket,
+                        "endpoint": self.s3.endpoint,
+                        "forcePathStyle": True,
+                        "prefix": "backups",
+                        "credentialsSecretRef": {"name": "s3-credentials"},
+                    }
+                },
+                **spec,
+            },
+        }
 
     def get(self, name: str) -> dict:
         return self.cluster.kubectl_json(["get", "backuprequest", name, "-n", self.namespace])
 
     def wait_finished(self, name: str, timeout: float = 180) -> dict:
-        wait_for(lambda: (self.get(name).get("status") or {}).get("phase") in ("Succeeded", "Failed"), timeout,
-                 f"BackupRequest {name} to finish")
+        wait_for(
+            lambda: (self.get(name).get("status") or {}).get("phase") in ("Succeeded", "Failed"),
+            timeout,
+            f"BackupRequest {name} to finish",
+        )
         return self.get(name)
 
 

@@ -22,7 +22,6 @@ from pathlib import Path
 import pytest
 import yaml
 
-from walwarden.workflow import steps as common_steps
 from walwarden.api import (
     BackupArtifact,
     BackupRequest,
@@ -32,9 +31,10 @@ from walwarden.api import (
     RestoreRequestStatus,
     set_condition,
 )
-from walwarden.settings import OperatorConfig
-from walwarden.workflow.engine import Run, Skip, Step, StepFailed, StepTable, Wait, advance, finish
 from walwarden.kube import leases as locks
+from walwarden.settings import OperatorConfig
+from walwarden.workflow import steps as common_steps
+from walwarden.workflow.engine import Run, Skip, Step, StepFailed, StepTable, Wait, advance, finish
 
 REPO = Path(__file__).resolve().parents[2]
 HEALTH_DIR = REPO / "argocd" / "health"
@@ -71,8 +71,17 @@ def script(kind: str) -> Path:
 
 
 def render_cm_patch() -> str:
-    lines = [CM_PATCH_HEADER.rstrip("\n"), "apiVersion: v1", "kind: ConfigMap", "metadata:", "  name: argocd-cm",
-             "  labels:", "    app.kubernetes.io/name: argocd-cm", "    app.kubernetes.io/part-of: argocd", "data:"]
+    lines = [
+        CM_PATCH_HEADER.rstrip("\n"),
+        "apiVersion: v1",
+        "kind: ConfigMap",
+        "metadata:",
+        "  name: argocd-cm",
+        "  labels:",
+        "    app.kubernetes.io/name: argocd-cm",
+        "    app.kubernetes.io/part-of: argocd",
+        "data:",
+    ]
     for kind in KINDS:
         lines.append(f"  resource.customizations.health.walwarden.io_{kind}: |")
         lines += [f"    {line}" if line else "" for line in script(kind).read_text().splitlines()]
@@ -119,8 +128,7 @@ def lua(luatest: Path, tmp_path: Path, source: str, obj: dict | None = None, ope
 
 def body(kind: str, **spec_changes) -> dict:
     document = yaml.safe_load((REPO / "examples" / EXAMPLE[kind]).read_text())
-    document["metadata"].update(namespace=NAMESPACE, uid=UID, generation=1,
-                                creationTimestamp="2025-06-01T10:00:00Z")
+    document["metadata"].update(namespace=NAMESPACE, uid=UID, generation=1, creationTimestamp="2025-06-01T10:00:00Z")
     document["spec"].update(spec_changes)
     return document
 
@@ -129,8 +137,12 @@ def accepted(kind: str) -> dict:
     """What the handlers write on first sight of a valid request (handlers.requests.accept)."""
     message = f"{kind} validated; waiting to run"
     conditions = set_condition(None, ConditionType.PROGRESSING, True, "Accepted", message, 1)
-    return {"phase": "Pending", "message": message, "observedGeneration": 1,
-            "conditions": [c.to_dict() for c in conditions]}
+    return {
+        "phase": "Pending",
+        "message": message,
+        "observedGeneration": 1,
+        "conditions": [c.to_dict() for c in conditions],
+    }
 
 
 def ok(message: str):
@@ -140,37 +152,53 @@ def ok(message: str):
 def waits(message: str):
     def step(run):
         raise Wait(message)
+
     return step
 
 
 def fails(reason: str, message: str):
     def step(run):
         raise StepFailed(reason, message)
+
     return step
 
 
 def skips(message: str):
     def step(run):
         raise Skip(message)
+
     return step
 
 
 def with_artifact(run) -> str:
-    run.status.artifact = BackupArtifact(uri=ARTIFACT_URI, manifest_uri=ARTIFACT_URI.rsplit("/", 1)[0] + "/manifest.json",
-                                         sha256="ab" * 32, size_bytes=1048576)
+    run.status.artifact = BackupArtifact(
+        uri=ARTIFACT_URI,
+        manifest_uri=ARTIFACT_URI.rsplit("/", 1)[0] + "/manifest.json",
+        sha256="ab" * 32,
+        size_bytes=1048576,
+    )
     return "1 dump(s) verified in S3 against the signed manifest"
 
 
-def drive(monkeypatch, kind: str, steps: list[Step], finished: bool = False, lock_holder=None,
-          **spec_changes) -> dict:
+def drive(monkeypatch, kind: str, steps: list[Step], finished: bool = False, lock_holder=None, **spec_changes) -> dict:
     """The object after one pass of the engine over `steps` (and `finish` when it finished)."""
     monkeypatch.setattr(locks, "acquire", lambda kube, namespace, me, parent=None: lock_holder)
     obj = body(kind, **spec_changes)
     request = MODELS[kind].model_validate(obj)
     status = STATUS_MODELS[kind].model_validate(accepted(kind))
-    run = Run(kind=kind, namespace=NAMESPACE, name=obj["metadata"]["name"], uid=UID, generation=1, owner={},
-              spec=request.spec, status=status, kube=None, settings=OperatorConfig(poll_seconds=1),
-              dry_run=bool(getattr(request.spec, "dry_run", False)))
+    run = Run(
+        kind=kind,
+        namespace=NAMESPACE,
+        name=obj["metadata"]["name"],
+        uid=UID,
+        generation=1,
+        owner={},
+        spec=request.spec,
+        status=status,
+        kube=None,
+        settings=OperatorConfig(poll_seconds=1),
+        dry_run=bool(getattr(request.spec, "dry_run", False)),
+    )
     table = StepTable(tuple(steps))
     outcome = advance(table, run)
     assert outcome.finished == finished
@@ -186,38 +214,57 @@ def undo_with(action):
 
 LOCK = Step("AcquireLock", common_steps.acquire_lock)
 OTHER = locks.Holder("RestoreRequest", "vault-restore-2025-05-30", "5e6f7a8b-0000-4000-8000-000000000000")
-LOCK_MESSAGE = ("waiting for RestoreRequest vault-restore-2025-05-30 to finish: one backup or restore at a time "
-                "in namespace vault")
+LOCK_MESSAGE = (
+    "waiting for RestoreRequest vault-restore-2025-05-30 to finish: one backup or restore at a time in namespace vault"
+)
 BACKUP_JOB_WAIT = "Job vault-2025-06-01-backup-0a1b2c3d is dumping vault to S3"
-SCALE_DOWN_WAIT = ("stopping tier 1 (wallet): waiting for 2 pod(s) to stop: wallet-5d9c8-abcde, "
-                   "wallet-5d9c8-fghij")
-PG_DUMP_TOO_OLD = ("the backup Job vault-2025-06-01-backup-0a1b2c3d failed: pg_dump 15.8 cannot dump a "
-                   "PostgreSQL 16.4 server: use a pg_dump (a runner image) of major version 16 or newer")
-CHECKSUM = ("the artifact failed verification: the artifact's sha256 is 1f…, the manifest says ab…: it is "
-            "corrupt or was replaced; it is not restored. Nothing was touched: every service is still running")
+SCALE_DOWN_WAIT = "stopping tier 1 (wallet): waiting for 2 pod(s) to stop: wallet-5d9c8-abcde, wallet-5d9c8-fghij"
+PG_DUMP_TOO_OLD = (
+    "the backup Job vault-2025-06-01-backup-0a1b2c3d failed: pg_dump 15.8 cannot dump a "
+    "PostgreSQL 16.4 server: use a pg_dump (a runner image) of major version 16 or newer"
+)
+CHECKSUM = (
+    "the artifact failed verification: the artifact's sha256 is 1f…, the manifest says ab…: it is "
+    "corrupt or was replaced; it is not restored. Nothing was touched: every service is still running"
+)
 RESTORE_FAILED = "pg_restore failed: pg_restore exited 1: pg_restore: error: could not execute query"
-ROLLED_BACK = ("database restored from the safety backup vault-restore-2025-06-01-safety-0a1b2c3d; started nats, "
-               "policy-node0, policy-node1, policy-node2, wallet with their original replica counts")
+ROLLED_BACK = (
+    "database restored from the safety backup vault-restore-2025-06-01-safety-0a1b2c3d; started nats, "
+    "policy-node0, policy-node1, policy-node2, wallet with their original replica counts"
+)
 
 
 def backup_steps(dump) -> list[Step]:
-    return [Step("Validate", ok("Secrets checked")), LOCK, Step("Quiesce", skips("spec.quiesce is false")),
-            Step("Dump", dump), Step("VerifyArtifact", with_artifact),
-            Step("Resume", skips("nothing was stopped"), cleanup=True),
-            Step("ReleaseLock", ok("namespace lock released"), cleanup=True)]
+    return [
+        Step("Validate", ok("Secrets checked")),
+        LOCK,
+        Step("Quiesce", skips("spec.quiesce is false")),
+        Step("Dump", dump),
+        Step("VerifyArtifact", with_artifact),
+        Step("Resume", skips("nothing was stopped"), cleanup=True),
+        Step("ReleaseLock", ok("namespace lock released"), cleanup=True),
+    ]
 
 
 def restore_steps(preflight=None, scale_down=None, restore=None, rollback=None) -> list[Step]:
-    return [Step("Validate", ok("source and target checked")), Step("Plan", ok("stops wallet×2")), LOCK,
-            Step("Preflight", preflight or ok("artifact sha256 verified")),
-            Step("SafetyBackup", ok("safety backup taken")),
-            Step("ScaleDown", scale_down or ok("stopped wallet → nats")),
-            Step("Restore", restore or ok("Job restored 1048576 bytes into vault"),
-                 undo=undo_with(rollback) if rollback else None),
-            Step("Reconfigure", skips("InPlace: the services keep their database")),
-            Step("ScaleUp", ok("started nats")), Step("Verify", ok("pods Ready; health OK; accounts OK")),
-            Step("Rollback", None, rollback=True),
-            Step("ReleaseLock", ok("namespace lock released"), cleanup=True)]
+    return [
+        Step("Validate", ok("source and target checked")),
+        Step("Plan", ok("stops wallet×2")),
+        LOCK,
+        Step("Preflight", preflight or ok("artifact sha256 verified")),
+        Step("SafetyBackup", ok("safety backup taken")),
+        Step("ScaleDown", scale_down or ok("stopped wallet → nats")),
+        Step(
+            "Restore",
+            restore or ok("Job restored 1048576 bytes into vault"),
+            undo=undo_with(rollback) if rollback else None,
+        ),
+        Step("Reconfigure", skips("InPlace: the services keep their database")),
+        Step("ScaleUp", ok("started nats")),
+        Step("Verify", ok("pods Ready; health OK; accounts OK")),
+        Step("Rollback", None, rollback=True),
+        Step("ReleaseLock", ok("namespace lock released"), cleanup=True),
+    ]
 
 
 # -- every phase, both kinds ------------------------------------------------------------------------
@@ -226,13 +273,17 @@ def restore_steps(preflight=None, scale_down=None, restore=None, rollback=None) 
 @pytest.mark.parametrize("kind", KINDS)
 def test_a_request_without_status_is_progressing(luatest, kind):
     assert health(luatest, kind, body(kind)) == {
-        "status": "Progressing", "message": f"waiting for the Walwarden operator to accept the {kind}"}
+        "status": "Progressing",
+        "message": f"waiting for the Walwarden operator to accept the {kind}",
+    }
 
 
 @pytest.mark.parametrize("kind", KINDS)
 def test_a_pending_request_is_progressing_with_its_message(luatest, kind):
     assert health(luatest, kind, {**body(kind), "status": accepted(kind)}) == {
-        "status": "Progressing", "message": f"{kind} validated; waiting to run"}
+        "status": "Progressing",
+        "message": f"{kind} validated; waiting to run",
+    }
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -241,7 +292,9 @@ def test_a_request_waiting_for_the_lock_says_what_it_waits_for(luatest, monkeypa
     obj = drive(monkeypatch, kind, steps, lock_holder=OTHER)
     status = obj["status"]
     assert status["phase"] == "Pending" and status["currentStep"] == "AcquireLock"
-    assert [(c["status"], c["reason"]) for c in status["conditions"] if c["type"] == "Waiting"] == [("True", "LockHeld")]
+    assert [(c["status"], c["reason"]) for c in status["conditions"] if c["type"] == "Waiting"] == [
+        ("True", "LockHeld")
+    ]
     assert health(luatest, kind, obj) == {"status": "Progressing", "message": LOCK_MESSAGE}
 
 
@@ -257,13 +310,17 @@ def test_a_running_restore_names_its_step_and_what_it_does(luatest, monkeypatch)
     obj = drive(monkeypatch, "RestoreRequest", restore_steps(scale_down=waits(SCALE_DOWN_WAIT)))
     assert obj["status"]["phase"] == "Running" and obj["status"]["currentStep"] == "ScaleDown"
     assert health(luatest, "RestoreRequest", obj) == {
-        "status": "Progressing", "message": f"ScaleDown: {SCALE_DOWN_WAIT}"}
+        "status": "Progressing",
+        "message": f"ScaleDown: {SCALE_DOWN_WAIT}",
+    }
 
 
 def test_a_running_request_without_step_messages_still_names_the_step(luatest):
     for kind in KINDS:
-        obj = {**body(kind), "status": {"phase": "Running", "currentStep": "Verify", "steps": [
-            {"name": "Verify", "state": "Running"}]}}
+        obj = {
+            **body(kind),
+            "status": {"phase": "Running", "currentStep": "Verify", "steps": [{"name": "Verify", "state": "Running"}]},
+        }
         assert health(luatest, kind, obj) == {"status": "Progressing", "message": "step Verify"}
 
 
@@ -271,7 +328,9 @@ def test_a_succeeded_backup_is_healthy_and_names_its_artifact(luatest, monkeypat
     obj = drive(monkeypatch, "BackupRequest", backup_steps(dump=ok("Job finished")), finished=True)
     assert obj["status"]["phase"] == "Succeeded"
     assert health(luatest, "BackupRequest", obj) == {
-        "status": "Healthy", "message": f"BackupRequest succeeded: {ARTIFACT_URI}"}
+        "status": "Healthy",
+        "message": f"BackupRequest succeeded: {ARTIFACT_URI}",
+    }
 
 
 def test_a_succeeded_restore_is_healthy(luatest, monkeypatch):
@@ -281,50 +340,71 @@ def test_a_succeeded_restore_is_healthy(luatest, monkeypatch):
 
 
 def test_a_finished_dry_run_is_healthy_and_points_at_the_plan(luatest, monkeypatch):
-    steps = [Step("Validate", ok("checked"), in_dry_run=True), Step("Plan", ok("dry run: stops wallet×2"), in_dry_run=True),
-             Step("AcquireLock", skips("dry run: nothing changed")), Step("Preflight", skips("dry run: nothing changed")),
-             Step("ReleaseLock", ok("namespace lock released"), cleanup=True)]
+    steps = [
+        Step("Validate", ok("checked"), in_dry_run=True),
+        Step("Plan", ok("dry run: stops wallet×2"), in_dry_run=True),
+        Step("AcquireLock", skips("dry run: nothing changed")),
+        Step("Preflight", skips("dry run: nothing changed")),
+        Step("ReleaseLock", ok("namespace lock released"), cleanup=True),
+    ]
     obj = drive(monkeypatch, "RestoreRequest", steps, finished=True, dryRun=True)
     assert obj["status"]["phase"] == "Succeeded"
     assert health(luatest, "RestoreRequest", obj) == {
-        "status": "Healthy", "message": "dry run: the plan is in status.plan; nothing was changed"}
+        "status": "Healthy",
+        "message": "dry run: the plan is in status.plan; nothing was changed",
+    }
 
 
 def test_a_failed_backup_is_degraded_with_the_reason_to_act_on(luatest, monkeypatch):
-    obj = drive(monkeypatch, "BackupRequest", backup_steps(dump=fails("PgDumpTooOld", PG_DUMP_TOO_OLD)),
-                finished=True)
+    obj = drive(monkeypatch, "BackupRequest", backup_steps(dump=fails("PgDumpTooOld", PG_DUMP_TOO_OLD)), finished=True)
     assert obj["status"]["phase"] == "Failed" and obj["status"]["currentStep"] == "Dump"
     assert health(luatest, "BackupRequest", obj) == {"status": "Degraded", "message": PG_DUMP_TOO_OLD}
 
 
 def test_a_failed_restore_is_degraded_with_the_reason_to_act_on(luatest, monkeypatch):
-    obj = drive(monkeypatch, "RestoreRequest", restore_steps(preflight=fails("ChecksumMismatch", CHECKSUM)),
-                finished=True)
+    obj = drive(
+        monkeypatch, "RestoreRequest", restore_steps(preflight=fails("ChecksumMismatch", CHECKSUM)), finished=True
+    )
     assert obj["status"]["phase"] == "Failed" and obj["status"]["currentStep"] == "Preflight"
     assert health(luatest, "RestoreRequest", obj) == {"status": "Degraded", "message": CHECKSUM}
 
 
 def test_a_rolled_back_restore_is_degraded_and_says_what_was_put_back(luatest, monkeypatch):
-    obj = drive(monkeypatch, "RestoreRequest", restore_steps(restore=fails("RestoreFailed", RESTORE_FAILED),
-                                                             rollback=ok(ROLLED_BACK)), finished=True)
+    obj = drive(
+        monkeypatch,
+        "RestoreRequest",
+        restore_steps(restore=fails("RestoreFailed", RESTORE_FAILED), rollback=ok(ROLLED_BACK)),
+        finished=True,
+    )
     assert obj["status"]["phase"] == "RolledBack"
     assert health(luatest, "RestoreRequest", obj) == {
-        "status": "Degraded", "message": f"{RESTORE_FAILED} — rolled back: {ROLLED_BACK}"}
+        "status": "Degraded",
+        "message": f"{RESTORE_FAILED} — rolled back: {ROLLED_BACK}",
+    }
 
 
 def test_a_failed_rollback_is_loud_in_the_message_and_a_condition_of_its_own(luatest, monkeypatch):
-    rollback_failed = ("restoring the safety backup vault-restore-2025-06-01-safety-0a1b2c3d failed: pg_restore "
-                       "exited 1. The services are stopped; restore it by hand, then scale them up")
-    obj = drive(monkeypatch, "RestoreRequest", restore_steps(restore=fails("RestoreFailed", RESTORE_FAILED),
-                                                             rollback=fails("RollbackFailed", rollback_failed)),
-                finished=True)
+    rollback_failed = (
+        "restoring the safety backup vault-restore-2025-06-01-safety-0a1b2c3d failed: pg_restore "
+        "exited 1. The services are stopped; restore it by hand, then scale them up"
+    )
+    obj = drive(
+        monkeypatch,
+        "RestoreRequest",
+        restore_steps(
+            restore=fails("RestoreFailed", RESTORE_FAILED), rollback=fails("RollbackFailed", rollback_failed)
+        ),
+        finished=True,
+    )
     status = obj["status"]
     message = f"{RESTORE_FAILED} — ROLLBACK FAILED, the vault is not back to normal: {rollback_failed}"
     assert status["phase"] == "Failed" and status["message"] == message
     conditions = {c["type"]: c for c in status["conditions"]}
     assert conditions["Failed"]["reason"] == "RestoreFailed"  # the first failure stays the reason
     assert (conditions["VaultNotRestored"]["status"], conditions["VaultNotRestored"]["reason"]) == (
-        "True", "RollbackFailed")
+        "True",
+        "RollbackFailed",
+    )
     assert health(luatest, "RestoreRequest", obj) == {"status": "Degraded", "message": message}
 
 
@@ -338,7 +418,9 @@ def test_a_failure_without_a_status_message_falls_back_to_the_failed_condition(l
 @pytest.mark.parametrize("kind, phase", [("BackupRequest", "RolledBack"), ("RestoreRequest", "Paused")])
 def test_a_phase_the_check_does_not_know_is_unknown(luatest, kind, phase):
     assert health(luatest, kind, {**body(kind), "status": {"phase": phase}}) == {
-        "status": "Unknown", "message": f"unknown {kind} phase {phase}"}
+        "status": "Unknown",
+        "message": f"unknown {kind} phase {phase}",
+    }
 
 
 def test_status_objects_as_the_api_server_returns_them_are_read(luatest, monkeypatch):
@@ -347,8 +429,14 @@ def test_status_objects_as_the_api_server_returns_them_are_read(luatest, monkeyp
     obj = copy.deepcopy(obj)
     obj["metadata"].update(
         finalizers=["argocd.argoproj.io/hook-finalizer"],
-        annotations={"argocd.argoproj.io/hook": "PreSync", "argocd.argoproj.io/hook-delete-policy": "BeforeHookCreation"},
-        managedFields=[{"manager": "kopf", "operation": "Update", "subresource": "status", "fieldsV1": {"f:status": {}}}])
+        annotations={
+            "argocd.argoproj.io/hook": "PreSync",
+            "argocd.argoproj.io/hook-delete-policy": "BeforeHookCreation",
+        },
+        managedFields=[
+            {"manager": "kopf", "operation": "Update", "subresource": "status", "fieldsV1": {"f:status": {}}}
+        ],
+    )
     assert health(luatest, "BackupRequest", obj)["message"] == f"Dump: {BACKUP_JOB_WAIT}"
 
 
@@ -363,26 +451,31 @@ def test_the_string_library_is_missing_as_in_argocd(luatest, tmp_path):
 
 
 def test_only_the_safe_os_functions_are_there(luatest, tmp_path):
-    source = ('local ok = type(os.time) == "function" and os.execute == nil and os.getenv == nil '
-              'and io == nil and require("os").exit == nil\n'
-              'if ok then return {status = "Healthy"} end\nreturn {status = "Degraded"}')
+    source = (
+        'local ok = type(os.time) == "function" and os.execute == nil and os.getenv == nil '
+        'and io == nil and require("os").exit == nil\n'
+        'if ok then return {status = "Healthy"} end\nreturn {status = "Degraded"}'
+    )
     assert json.loads(lua(luatest, tmp_path, source).stdout)["status"] == "Healthy"
 
 
 def test_the_object_becomes_nested_tables_with_one_based_arrays(luatest, tmp_path):
-    obj = {"status": {"phase": None, "count": 3, "ok": True,
-                      "conditions": [{"type": "Ready"}, {"type": "Failed"}]}}
-    source = ('local s = obj.status\n'
-              'if s.phase == nil and s.count == 3 and s.ok == true and #s.conditions == 2 '
-              'and s.conditions[1].type == "Ready" and s.conditions[2].type == "Failed" then\n'
-              '  return {status = "Healthy", message = s.conditions[1].type .. "," .. s.conditions[2].type}\n'
-              'end\nreturn {status = "Degraded"}')
+    obj = {"status": {"phase": None, "count": 3, "ok": True, "conditions": [{"type": "Ready"}, {"type": "Failed"}]}}
+    source = (
+        "local s = obj.status\n"
+        "if s.phase == nil and s.count == 3 and s.ok == true and #s.conditions == 2 "
+        'and s.conditions[1].type == "Ready" and s.conditions[2].type == "Failed" then\n'
+        '  return {status = "Healthy", message = s.conditions[1].type .. "," .. s.conditions[2].type}\n'
+        'end\nreturn {status = "Degraded"}'
+    )
     assert json.loads(lua(luatest, tmp_path, source, obj).stdout) == {"status": "Healthy", "message": "Ready,Failed"}
 
 
 def test_an_invalid_status_becomes_unknown_and_a_non_table_is_an_error(luatest, tmp_path):
     assert json.loads(lua(luatest, tmp_path, 'return {status = "Fine"}').stdout) == {
-        "status": "Unknown", "message": "Lua returned an invalid health status"}
+        "status": "Unknown",
+        "message": "Lua returned an invalid health status",
+    }
     refused = lua(luatest, tmp_path, 'return "Healthy"')
     assert refused.returncode == 1 and "expect table output from Lua script, not string" in refused.stderr
 
@@ -399,17 +492,20 @@ def test_a_script_that_never_ends_is_stopped(luatest, tmp_path):
 def test_the_charts_copy_is_identical(kind):
     copy_path = CHART_COPIES / script(kind).name
     assert copy_path.read_bytes() == script(kind).read_bytes(), (
-        f"{copy_path} differs from {script(kind)}: run .venv/bin/python tests/integration/test_argocd_health.py --write")
+        f"{copy_path} differs from {script(kind)}: run .venv/bin/python tests/integration/test_argocd_health.py --write"
+    )
 
 
 def test_the_argocd_cm_patch_embeds_the_sources():
     assert CM_PATCH.read_text() == render_cm_patch(), (
-        f"{CM_PATCH} is stale: run .venv/bin/python tests/integration/test_argocd_health.py --write")
+        f"{CM_PATCH} is stale: run .venv/bin/python tests/integration/test_argocd_health.py --write"
+    )
     patch = yaml.safe_load(CM_PATCH.read_text())
     assert (patch["apiVersion"], patch["kind"], patch["metadata"]["name"]) == ("v1", "ConfigMap", "argocd-cm")
     assert "namespace" not in patch["metadata"]  # `kubectl -n argocd patch` names it
-    assert patch["data"] == {f"resource.customizations.health.walwarden.io_{kind}": script(kind).read_text()
-                             for kind in KINDS}
+    assert patch["data"] == {
+        f"resource.customizations.health.walwarden.io_{kind}": script(kind).read_text() for kind in KINDS
+    }
 
 
 if __name__ == "__main__":

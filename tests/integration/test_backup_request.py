@@ -6,13 +6,14 @@ from __future__ import annotations
 import hashlib
 import json
 import subprocess
+
 import pytest
 
 from devstack import vaultdb
 from devstack.observe import PodObserver, assert_tiers_in_order
 from devstack.pytest_kube import wait_for
 from devstack.vault import ready_replicas
-from tests.integration.conftest import BackupStack, deploy_stand_in_vault, describe
+from tests.integration.conftest import deploy_stand_in_vault, describe
 
 pytestmark = pytest.mark.integration
 
@@ -38,21 +39,35 @@ def test_backup_lands_in_s3_with_a_manifest_that_matches_its_bytes(stack, vault_
     assert artifact["pgServerVersion"] and artifact["pgDumpVersion"]
 
     # The artifact is a plain pg_dump archive: pg_restore alone brings back the same rows.
-    restore = subprocess.run([str(stack.postgres.bindir / "pg_restore"), "--exit-on-error", "-d", empty_db],
-                             input=body, capture_output=True, env=stack.postgres.client_env(empty_db))
+    restore = subprocess.run(
+        [str(stack.postgres.bindir / "pg_restore"), "--exit-on-error", "-d", empty_db],
+        input=body,
+        capture_output=True,
+        env=stack.postgres.client_env(empty_db),
+    )
     assert restore.returncode == 0, restore.stderr.decode()
     restored = vaultdb.row_counts(stack.postgres.dsn(empty_db))
     assert restored == vault_db.row_counts
     assert {k.split(".")[-1]: v for k, v in entry["rowCounts"].items()} == vault_db.row_counts
 
     steps = [(s["name"], s["state"]) for s in status["steps"]]
-    assert steps == [("Validate", "Succeeded"), ("AcquireLock", "Succeeded"), ("Quiesce", "Skipped"),
-                     ("Dump", "Succeeded"), ("VerifyArtifact", "Succeeded"), ("Resume", "Skipped"),
-                     ("ReleaseLock", "Succeeded")]
+    assert steps == [
+        ("Validate", "Succeeded"),
+        ("AcquireLock", "Succeeded"),
+        ("Quiesce", "Skipped"),
+        ("Dump", "Succeeded"),
+        ("VerifyArtifact", "Succeeded"),
+        ("Resume", "Skipped"),
+        ("ReleaseLock", "Succeeded"),
+    ]
     ready = [c for c in status["conditions"] if c["type"] == "Ready"]
     assert ready and ready[0]["status"] == "True"
-    reasons = {e["reason"] for e in stack.cluster.kubectl_json(
-        ["get", "events", "-n", stack.namespace, "--field-selector", "involvedObject.name=nightly"])["items"]}
+    reasons = {
+        e["reason"]
+        for e in stack.cluster.kubectl_json(
+            ["get", "events", "-n", stack.namespace, "--field-selector", "involvedObject.name=nightly"]
+        )["items"]
+    }
     assert {"Accepted", "DumpStarted", "DumpSucceeded", "VerifyArtifactSucceeded", "Succeeded"} <= reasons
     # The Job carried no secret value: credentials only by reference.
     job = stack.cluster.kubectl_json(["get", "job", status["jobName"], "-n", stack.namespace])
@@ -73,8 +88,9 @@ def test_quiesce_stops_in_order_and_restarts_in_reverse_with_original_replicas(s
     assert max(observer.times("deleted", sum(STOP_TIERS, []))) < min(observer.times("ready", sum(STOP_TIERS, [])))
     assert backup["status"]["originalReplicas"] == {k: v for k, v in original.items() if k != "orchestrator"}
     assert not observer.times("deleted", ["orchestrator"])  # never stopped
-    annotations = stack.cluster.kubectl_json(["get", "deployment", "wallet", "-n", stack.namespace])[
-        "metadata"].get("annotations", {})
+    annotations = stack.cluster.kubectl_json(["get", "deployment", "wallet", "-n", stack.namespace])["metadata"].get(
+        "annotations", {}
+    )
     assert "walwarden.io/original-replicas" not in annotations
 
 
@@ -111,14 +127,18 @@ def test_missing_secret_fails_in_validate_and_touches_nothing(stack):
 def test_invalid_backup_request_is_refused(stack):
     request = stack.backup_request("invalid", ["vault"])
     del request["spec"]["storage"]
-    result = stack.cluster.kubectl(["apply", "-n", stack.namespace, "-f", "-"], stdin=json.dumps(request),
-                                   check=False)
+    result = stack.cluster.kubectl(["apply", "-n", stack.namespace, "-f", "-"], stdin=json.dumps(request), check=False)
     assert result.returncode != 0 and "spec.storage: Required value" in result.stderr
 
 
 def test_two_backups_in_one_namespace_run_one_after_the_other(stack, vault_db):
-    stack.apply({"apiVersion": "v1", "kind": "List", "items": [
-        stack.backup_request("first", [vault_db.name]), stack.backup_request("second", [vault_db.name])]})
+    stack.apply(
+        {
+            "apiVersion": "v1",
+            "kind": "List",
+            "items": [stack.backup_request("first", [vault_db.name]), stack.backup_request("second", [vault_db.name])],
+        }
+    )
     first, second = stack.wait_finished("first"), stack.wait_finished("second")
     assert first["status"]["phase"] == second["status"]["phase"] == "Succeeded"
 
@@ -128,7 +148,10 @@ def test_two_backups_in_one_namespace_run_one_after_the_other(stack, vault_db):
 
     (a_start, a_end), (b_start, b_end) = sorted([window(first), window(second)])
     assert a_end <= b_start, "the two backups held the lock at the same time"
-    waited = [b for b in (first, second)
-              if any(c["type"] == "Waiting" and c["reason"] == "LockAcquired" for c in b["status"]["conditions"])
-              and any(s["name"] == "AcquireLock" and s["startedAt"] < s["finishedAt"] for s in b["status"]["steps"])]
+    waited = [
+        b
+        for b in (first, second)
+        if any(c["type"] == "Waiting" and c["reason"] == "LockAcquired" for c in b["status"]["conditions"])
+        and any(s["name"] == "AcquireLock" and s["startedAt"] < s["finishedAt"] for s in b["status"]["steps"])
+    ]
     assert waited, "one of them should have waited for the lock"

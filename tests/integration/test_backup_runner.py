@@ -16,13 +16,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from walwarden.security.fingerprints import matches
-from walwarden.storage.manifest import manifest_key, read_manifest, signature_valid
 
 from devstack import vaultdb
 from devstack.postgres import PostgresServer
 from devstack.processes import free_port
 from devstack.s3 import S3Server
+from walwarden.security.fingerprints import matches
+from walwarden.storage.manifest import manifest_key, read_manifest, signature_valid
 
 pytestmark = pytest.mark.integration
 
@@ -53,21 +53,47 @@ class Runner:
     bucket: str
 
     def env(self, **overrides: str) -> dict[str, str]:
-        env = {**self.postgres.client_env(), "AWS_ACCESS_KEY_ID": self.s3.access_key,
-               "AWS_SECRET_ACCESS_KEY": self.s3.secret_key, "WALWARDEN_RESULT_KEY": RESULT_KEY,
-               "WALWARDEN_EMP_0": EMP_VALUE}
+        env = {
+            **self.postgres.client_env(),
+            "AWS_ACCESS_KEY_ID": self.s3.access_key,
+            "AWS_SECRET_ACCESS_KEY": self.s3.secret_key,
+            "WALWARDEN_RESULT_KEY": RESULT_KEY,
+            "WALWARDEN_EMP_0": EMP_VALUE,
+        }
         env.pop("PGDATABASE")  # the runner names its databases itself
         return {**env, **overrides}
 
-    def backup(self, *databases: str, bucket: str | None = None, prefix: str = PREFIX, extra: tuple[str, ...] = (),
-               **env: str) -> Outcome:
-        args = ["--bucket", bucket or self.bucket, "--prefix", prefix, "--endpoint", self.s3.endpoint,
-                "--force-path-style", "--emp", "emp/password=WALWARDEN_EMP_0", "--backup-namespace", "vault",
-                "--backup-name", "nightly", "--backup-uid", "1a2b3c4d-0000", *extra]
+    def backup(
+        self, *databases: str, bucket: str | None = None, prefix: str = PREFIX, extra: tuple[str, ...] = (), **env: str
+    ) -> Outcome:
+        args = [
+            "--bucket",
+            bucket or self.bucket,
+            "--prefix",
+            prefix,
+            "--endpoint",
+            self.s3.endpoint,
+            "--force-path-style",
+            "--emp",
+            "emp/password=WALWARDEN_EMP_0",
+            "--backup-namespace",
+            "vault",
+            "--backup-name",
+            "nightly",
+            "--backup-uid",
+            "1a2b3c4d-0000",
+            *extra,
+        ]
         for database in databases:
             args += ["--database", database]
-        result = subprocess.run([sys.executable, "-m", "walwarden", "runner", "backup", *args], env=self.env(**env),
-                                capture_output=True, text=True, timeout=300, check=False)
+        result = subprocess.run(
+            [sys.executable, "-m", "walwarden", "runner", "backup", *args],
+            env=self.env(**env),
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
+        )
         outcome = Outcome(result.returncode, result.stdout, result.stderr)
         for secret in (self.postgres.password, self.s3.secret_key, EMP_VALUE, RESULT_KEY):
             assert secret not in outcome.stdout + outcome.stderr, "a secret was printed"
@@ -98,13 +124,14 @@ def fake_pg_dump(tmp_path: Path, script: str) -> dict[str, str]:
     bindir = tmp_path / "fake-bin"
     bindir.mkdir()
     path = bindir / "pg_dump"
-    path.write_text(f'#!/bin/sh\nREAL={shutil.which("pg_dump")}\n{script}\n')
+    path.write_text(f"#!/bin/sh\nREAL={shutil.which('pg_dump')}\n{script}\n")
     path.chmod(0o755)
     return {"PATH": f"{bindir}{os.pathsep}{os.environ['PATH']}"}
 
 
 def test_the_dump_lands_in_s3_with_a_signed_manifest_that_matches_its_bytes_and_restores(
-        runner, vault_db, empty_db, postgres_server, tmp_path):
+    runner, vault_db, empty_db, postgres_server, tmp_path
+):
     outcome = runner.backup(vault_db.name)
     assert outcome.returncode == 0, outcome.stderr
     assert "MiB/s" in outcome.stdout  # the progress lines
@@ -113,16 +140,22 @@ def test_the_dump_lands_in_s3_with_a_signed_manifest_that_matches_its_bytes_and_
     manifest = read_manifest(client, runner.bucket, manifest_key(PREFIX))
     assert runner.keys() == sorted([f"{PREFIX}/{vault_db.name}.dump", f"{PREFIX}/manifest.json"])
     [dump] = manifest.databases
-    assert (dump.name, dump.key, dump.uri) == (vault_db.name, f"{PREFIX}/{vault_db.name}.dump",
-                                               f"s3://{runner.bucket}/{PREFIX}/{vault_db.name}.dump")
+    assert (dump.name, dump.key, dump.uri) == (
+        vault_db.name,
+        f"{PREFIX}/{vault_db.name}.dump",
+        f"s3://{runner.bucket}/{PREFIX}/{vault_db.name}.dump",
+    )
     body = client.get_object(Bucket=runner.bucket, Key=dump.key)["Body"].read()
     assert len(body) == dump.size_bytes
     assert hashlib.sha256(body).hexdigest() == dump.sha256
     assert body.startswith(b"PGDMP")  # pg_dump's custom format
     assert dump.row_counts == qualified(vault_db.row_counts)
     assert manifest.pg_dump_version and manifest.pg_server_version == postgres_server.version.split()[0]
-    assert (manifest.backup.namespace, manifest.backup.name, manifest.backup.uid) == ("vault", "nightly",
-                                                                                       "1a2b3c4d-0000")
+    assert (manifest.backup.namespace, manifest.backup.name, manifest.backup.uid) == (
+        "vault",
+        "nightly",
+        "1a2b3c4d-0000",
+    )
     assert signature_valid(manifest, RESULT_KEY.encode())
     assert not signature_valid(manifest, b"another key")
     [emp] = manifest.encryptor_fingerprints
@@ -133,9 +166,13 @@ def test_the_dump_lands_in_s3_with_a_signed_manifest_that_matches_its_bytes_and_
     # Plain pg_restore of the downloaded bytes gives back the rows the manifest promises.
     path = tmp_path / "vault.dump"
     path.write_bytes(body)
-    restored = subprocess.run([str(postgres_server.bindir / "pg_restore"), "--exit-on-error", "--no-owner",
-                               "--dbname", empty_db, str(path)], env=postgres_server.client_env(empty_db),
-                              capture_output=True, text=True, check=False)
+    restored = subprocess.run(
+        [str(postgres_server.bindir / "pg_restore"), "--exit-on-error", "--no-owner", "--dbname", empty_db, str(path)],
+        env=postgres_server.client_env(empty_db),
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert restored.returncode == 0, restored.stderr
     assert qualified(vaultdb.row_counts(postgres_server.dsn(empty_db))) == dump.row_counts
 
@@ -205,16 +242,18 @@ def test_a_pg_dump_older_than_the_server(runner, vault_db, tmp_path):
     assert "9.6.24" in message and runner.postgres.version.split()[0] in message
 
 
-def test_a_dump_failing_midway_leaves_no_upload_no_manifest_and_no_earlier_dump(runner, vault_db, empty_db,
-                                                                                 tmp_path):
+def test_a_dump_failing_midway_leaves_no_upload_no_manifest_and_no_earlier_dump(runner, vault_db, empty_db, tmp_path):
     # The second database's pg_dump writes 20 MB (two parts uploaded) and then fails; the first
     # is dumped for real and completes, and must be deleted since no manifest will describe it.
-    failing = fake_pg_dump(tmp_path, f"""
+    failing = fake_pg_dump(
+        tmp_path,
+        f"""
         [ "$1" = --version ] && exec "$REAL" --version
         [ "$PGDATABASE" = "{empty_db}" ] || exec "$REAL" "$@"
         head -c 20000000 /dev/urandom
         echo "pg_dump: error: simulated failure after 20 MB" >&2
-        exit 1""")
+        exit 1""",
+    )
     outcome = runner.backup(vault_db.name, empty_db, **failing)
     reason, message = outcome.error
     assert reason == "DumpFailed"

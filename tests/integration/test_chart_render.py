@@ -5,7 +5,6 @@ the values schema refusing bad values with a clear message."""
 from __future__ import annotations
 
 import json
-import re
 import subprocess
 from pathlib import Path
 
@@ -25,18 +24,32 @@ NAMESPACED = ["--set", "rbac.scope=namespaces", "--set", "watchNamespaces={vault
 # Every permission the operator has in a namespace it watches: what kopf and the steps call, no
 # more (see the comments in templates/_helpers.tpl). Changing RBAC means changing this table.
 EXPECTED_RULES = [
-    {"apiGroups": ["walwarden.io"], "resources": ["backuprequests"],
-     "verbs": ["get", "list", "watch", "patch", "create"]},
+    {
+        "apiGroups": ["walwarden.io"],
+        "resources": ["backuprequests"],
+        "verbs": ["get", "list", "watch", "patch", "create"],
+    },
     {"apiGroups": ["walwarden.io"], "resources": ["restorerequests"], "verbs": ["get", "list", "watch", "patch"]},
-    {"apiGroups": ["walwarden.io"], "resources": ["backuprequests/status", "restorerequests/status"],
-     "verbs": ["patch"]},
+    {
+        "apiGroups": ["walwarden.io"],
+        "resources": ["backuprequests/status", "restorerequests/status"],
+        "verbs": ["patch"],
+    },
     {"apiGroups": [""], "resources": ["events"], "verbs": ["create"]},
     {"apiGroups": [""], "resources": ["secrets"], "verbs": ["get", "create", "delete", "patch"]},
-    {"apiGroups": [""], "resources": ["configmaps"], "resourceNames": ["walwarden-approvals"],
-     "verbs": ["get", "update"]},
+    {
+        "apiGroups": [""],
+        "resources": ["configmaps"],
+        "resourceNames": ["walwarden-approvals"],
+        "verbs": ["get", "update"],
+    },
     {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["create"]},
-    {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "resourceNames": ["walwarden-lock"],
-     "verbs": ["get", "update", "delete"]},
+    {
+        "apiGroups": ["coordination.k8s.io"],
+        "resources": ["leases"],
+        "resourceNames": ["walwarden-lock"],
+        "verbs": ["get", "update", "delete"],
+    },
     {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["create"]},
     {"apiGroups": ["batch"], "resources": ["jobs"], "verbs": ["get", "create"]},
     {"apiGroups": [""], "resources": ["pods"], "verbs": ["list"]},
@@ -70,7 +83,8 @@ def test_helm_reports_its_pinned_version_and_a_current_kubernetes(helm, tmp_path
     (chart / "Chart.yaml").write_text("apiVersion: v2\nname: probe\nversion: 0.1.0\n")
     (chart / "templates" / "kube.yaml").write_text(
         "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: probe}\n"
-        "data: {minor: {{ .Capabilities.KubeVersion.Minor | quote }}}\n")
+        "data: {minor: {{ .Capabilities.KubeVersion.Minor | quote }}}\n"
+    )
     [probe] = yaml.safe_load_all(run_helm(helm, "template", "probe", str(chart)).stdout)
     assert int(probe["data"]["minor"]) >= 30, probe  # helm's client-go minor (v0.34 → 1.34)
 
@@ -82,8 +96,13 @@ def render_error(helm: Path, *args: str) -> str:
 
 
 def only(docs: list[dict], kind: str, name: str | None = None, namespace: str | None = None) -> dict:
-    found = [d for d in docs if d["kind"] == kind and (name is None or d["metadata"]["name"] == name)
-             and (namespace is None or d["metadata"].get("namespace") == namespace)]
+    found = [
+        d
+        for d in docs
+        if d["kind"] == kind
+        and (name is None or d["metadata"]["name"] == name)
+        and (namespace is None or d["metadata"].get("namespace") == namespace)
+    ]
     assert len(found) == 1, f"expected one {kind} {name or ''}, found {len(found)}"
     return found[0]
 
@@ -102,9 +121,12 @@ def env(docs: list[dict]) -> dict[str, object]:
 
 # --- lint -------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("args", [[], NAMESPACED, ["--set", "metrics.serviceMonitor.enabled=true",
-                                                   "--set", "operator.approvalsRequired=true"]],
-                         ids=["cluster", "namespaces", "servicemonitor"])
+
+@pytest.mark.parametrize(
+    "args",
+    [[], NAMESPACED, ["--set", "metrics.serviceMonitor.enabled=true", "--set", "operator.approvalsRequired=true"]],
+    ids=["cluster", "namespaces", "servicemonitor"],
+)
 def test_helm_lint_strict_passes(helm, args):
     result = run_helm(helm, "lint", "--strict", str(CHART), *args)
     assert "0 chart(s) failed" in result.stdout
@@ -137,11 +159,22 @@ def test_every_value_is_covered_by_the_schema():
 
 # --- RBAC ---------------------------------------------------------------------------------------
 
+
 def test_cluster_scope_grants_the_rules_cluster_wide_and_watches_every_namespace(helm):
     docs = render(helm)
-    assert kinds(docs) == sorted(["ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding",
-                                  "Service", "Deployment", "CustomResourceDefinition",
-                                  "CustomResourceDefinition"])
+    assert kinds(docs) == sorted(
+        [
+            "ServiceAccount",
+            "ClusterRole",
+            "ClusterRoleBinding",
+            "Role",
+            "RoleBinding",
+            "Service",
+            "Deployment",
+            "CustomResourceDefinition",
+            "CustomResourceDefinition",
+        ]
+    )
     role = only(docs, "ClusterRole", RELEASE)
     assert role["rules"] == EXPECTED_RULES
     binding = only(docs, "ClusterRoleBinding", RELEASE)
@@ -169,8 +202,9 @@ def test_namespaces_scope_has_no_cluster_role_and_a_role_in_each_listed_namespac
 def test_the_approval_key_is_the_only_thing_granted_in_the_release_namespace(helm, args):
     docs = render(helm, *args, "--set", "operator.approvalKeySecret=my-approval-key")
     role = only(docs, "Role", f"{RELEASE}-approval-key", RELEASE_NS)
-    assert role["rules"] == [{"apiGroups": [""], "resources": ["secrets"], "resourceNames": ["my-approval-key"],
-                              "verbs": ["get"]}]
+    assert role["rules"] == [
+        {"apiGroups": [""], "resources": ["secrets"], "resourceNames": ["my-approval-key"], "verbs": ["get"]}
+    ]
     binding = only(docs, "RoleBinding", f"{RELEASE}-approval-key", RELEASE_NS)
     assert binding["subjects"] == [{"kind": "ServiceAccount", "name": RELEASE, "namespace": RELEASE_NS}]
     assert env(docs)["WALWARDEN_APPROVAL_KEY_SECRET"] == "my-approval-key"
@@ -188,6 +222,7 @@ def test_rules_grant_nothing_broad():
 
 
 # --- Deployment -----------------------------------------------------------------------------------
+
 
 def test_deployment_is_one_hardened_replica_with_health_probes(helm):
     docs = render(helm)
@@ -229,20 +264,37 @@ def test_every_setting_the_operator_reads_is_set_from_values(helm):
 
 
 def test_settings_follow_values(helm):
-    docs = render(helm, "--set", "operator.approvalsRequired=true", "--set", "operator.logFormat=text",
-                  "--set", "operator.pollSeconds=2.5", "--set", "image.repository=registry.example/walwarden",
-                  "--set", "image.tag=1.2.3", "--set-json",
-                  'operator.runnerPodLabels={"team":"custody","devstack.walwarden.io/exec":"true"}',
-                  "--set", "operator.healthPort=8181", "--set", "metrics.port=9191",
-                  "--set-json", 'operator.extraEnv=[{"name":"AWS_REGION","value":"eu-west-1"}]')
+    docs = render(
+        helm,
+        "--set",
+        "operator.approvalsRequired=true",
+        "--set",
+        "operator.logFormat=text",
+        "--set",
+        "operator.pollSeconds=2.5",
+        "--set",
+        "image.repository=registry.example/walwarden",
+        "--set",
+        "image.tag=1.2.3",
+        "--set-json",
+        'operator.runnerPodLabels={"team":"custody","devstack.walwarden.io/exec":"true"}',
+        "--set",
+        "operator.healthPort=8181",
+        "--set",
+        "metrics.port=9191",
+        "--set-json",
+        'operator.extraEnv=[{"name":"AWS_REGION","value":"eu-west-1"}]',
+    )
     values = env(docs)
     assert values["WALWARDEN_APPROVALS_REQUIRED"] == "true"
     assert values["WALWARDEN_LOG_FORMAT"] == "text"
     assert values["WALWARDEN_POLL_SECONDS"] == "2.5"
     # The runner Jobs run the operator's own image unless told otherwise.
     assert container(docs)["image"] == values["WALWARDEN_RUNNER_IMAGE"] == "registry.example/walwarden:1.2.3"
-    assert json.loads(values["WALWARDEN_RUNNER_POD_LABELS"]) == {"team": "custody",
-                                                                "devstack.walwarden.io/exec": "true"}
+    assert json.loads(values["WALWARDEN_RUNNER_POD_LABELS"]) == {
+        "team": "custody",
+        "devstack.walwarden.io/exec": "true",
+    }
     assert values["WALWARDEN_HEALTH_PORT"] == "8181" and values["WALWARDEN_METRICS_PORT"] == "9191"
     assert values["AWS_REGION"] == "eu-west-1"
     assert env(render(helm, "--set", "operator.runnerImage=runner:9"))["WALWARDEN_RUNNER_IMAGE"] == "runner:9"
@@ -251,10 +303,12 @@ def test_settings_follow_values(helm):
 def test_service_account_annotations_for_ambient_cloud_identity(helm):
     docs = render(helm, "--set", "serviceAccount.annotations.eks\\.amazonaws\\.com/role-arn=arn:aws:iam::1:role/ww")
     assert only(docs, "ServiceAccount", RELEASE)["metadata"]["annotations"] == {
-        "eks.amazonaws.com/role-arn": "arn:aws:iam::1:role/ww"}
+        "eks.amazonaws.com/role-arn": "arn:aws:iam::1:role/ww"
+    }
 
 
 # --- CRDs -------------------------------------------------------------------------------------------
+
 
 def test_crds_are_the_generated_ones_kept_on_uninstall(helm):
     rendered = {d["metadata"]["name"]: d for d in render(helm) if d["kind"] == "CustomResourceDefinition"}
@@ -271,6 +325,7 @@ def test_crds_can_be_left_out(helm):
 
 # --- metrics ----------------------------------------------------------------------------------------
 
+
 def test_metrics_service_and_no_service_monitor_by_default(helm):
     docs = render(helm)
     service = only(docs, "Service", f"{RELEASE}-metrics")
@@ -281,14 +336,21 @@ def test_metrics_service_and_no_service_monitor_by_default(helm):
 
 
 def test_service_monitor_when_enabled(helm):
-    docs = render(helm, "--set", "metrics.serviceMonitor.enabled=true",
-                  "--set", "metrics.serviceMonitor.labels.release=prometheus",
-                  "--set", "metrics.serviceMonitor.interval=15s")
+    docs = render(
+        helm,
+        "--set",
+        "metrics.serviceMonitor.enabled=true",
+        "--set",
+        "metrics.serviceMonitor.labels.release=prometheus",
+        "--set",
+        "metrics.serviceMonitor.interval=15s",
+    )
     monitor = only(docs, "ServiceMonitor", RELEASE)
     assert monitor["apiVersion"] == "monitoring.coreos.com/v1"
     assert monitor["metadata"]["labels"]["release"] == "prometheus"
-    assert monitor["spec"]["endpoints"] == [{"port": "metrics", "path": "/metrics", "interval": "15s",
-                                             "scrapeTimeout": "10s"}]
+    assert monitor["spec"]["endpoints"] == [
+        {"port": "metrics", "path": "/metrics", "interval": "15s", "scrapeTimeout": "10s"}
+    ]
     assert monitor["spec"]["namespaceSelector"] == {"matchNames": [RELEASE_NS]}
     service = only(docs, "Service", f"{RELEASE}-metrics")
     assert monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
@@ -303,33 +365,46 @@ def test_metrics_can_be_turned_off(helm):
 
 # --- refusing bad values ------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("args, message", [
-    (["--set", "rbac.scope=everything"], "at '/rbac/scope': value must be one of 'cluster', 'namespaces'"),
-    (["--set", "operator.healthPort=70000"], "at '/operator/healthPort': maximum"),
-    (["--set", "operator.logFormat=xml"], "at '/operator/logFormat': value must be one of 'json', 'text'"),
-    (["--set", "image.pullPolicy=Sometimes"], "at '/image/pullPolicy'"),
-    (["--set", "operator.approvalsRequired=maybe"], "at '/operator/approvalsRequired': got string, want boolean"),
-    (["--set", "crds.create=yes"], "at '/crds/create': got string, want boolean"),
-    (["--set", "operatr.approvalsRequired=true"], "additional properties 'operatr' not allowed"),
-    (["--set-json", 'operator.runnerPodLabels={"team":1}'], "at '/operator/runnerPodLabels/team': got number"),
-    (["--set", "rbac.scope=namespaces", "--set", "watchNamespaces={Vault_A}"], "at '/watchNamespaces/0'"),
-    (["--set", "operator.approvalKeySecret=Not A Name"], "at '/operator/approvalKeySecret'"),
-    (["--set", "metrics.serviceMonitor.interval=often"], "at '/metrics/serviceMonitor/interval'"),
-    (["--set", "resources.limits.memory=lots"], "at '/resources/limits/memory'"),
-    (["--set", "operator.pollSeconds=0"], "at '/operator/pollSeconds'"),
-], ids=lambda value: value if isinstance(value, str) and len(value) < 30 else None)
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--set", "rbac.scope=everything"], "at '/rbac/scope': value must be one of 'cluster', 'namespaces'"),
+        (["--set", "operator.healthPort=70000"], "at '/operator/healthPort': maximum"),
+        (["--set", "operator.logFormat=xml"], "at '/operator/logFormat': value must be one of 'json', 'text'"),
+        (["--set", "image.pullPolicy=Sometimes"], "at '/image/pullPolicy'"),
+        (["--set", "operator.approvalsRequired=maybe"], "at '/operator/approvalsRequired': got string, want boolean"),
+        (["--set", "crds.create=yes"], "at '/crds/create': got string, want boolean"),
+        (["--set", "operatr.approvalsRequired=true"], "additional properties 'operatr' not allowed"),
+        (["--set-json", 'operator.runnerPodLabels={"team":1}'], "at '/operator/runnerPodLabels/team': got number"),
+        (["--set", "rbac.scope=namespaces", "--set", "watchNamespaces={Vault_A}"], "at '/watchNamespaces/0'"),
+        (["--set", "operator.approvalKeySecret=Not A Name"], "at '/operator/approvalKeySecret'"),
+        (["--set", "metrics.serviceMonitor.interval=often"], "at '/metrics/serviceMonitor/interval'"),
+        (["--set", "resources.limits.memory=lots"], "at '/resources/limits/memory'"),
+        (["--set", "operator.pollSeconds=0"], "at '/operator/pollSeconds'"),
+    ],
+    ids=lambda value: value if isinstance(value, str) and len(value) < 30 else None,
+)
 def test_schema_refuses_bad_values_naming_the_value(helm, args, message):
     error = render_error(helm, *args)
     assert "values don't meet the specifications of the schema" in error
     assert message in error, error
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--set", "rbac.scope=namespaces"], "rbac.scope is namespaces: list the namespaces to watch in watchNamespaces"),
-    (["--set", "watchNamespaces={vault}"], "watchNamespaces is only used with rbac.scope: namespaces"),
-    (["--set", "metrics.enabled=false", "--set", "metrics.serviceMonitor.enabled=true"],
-     "metrics.serviceMonitor.enabled needs metrics.enabled: true"),
-    (["--set", "metrics.port=8081"], "metrics.port and operator.healthPort must differ"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (
+            ["--set", "rbac.scope=namespaces"],
+            "rbac.scope is namespaces: list the namespaces to watch in watchNamespaces",
+        ),
+        (["--set", "watchNamespaces={vault}"], "watchNamespaces is only used with rbac.scope: namespaces"),
+        (
+            ["--set", "metrics.enabled=false", "--set", "metrics.serviceMonitor.enabled=true"],
+            "metrics.serviceMonitor.enabled needs metrics.enabled: true",
+        ),
+        (["--set", "metrics.port=8081"], "metrics.port and operator.healthPort must differ"),
+    ],
+)
 def test_inconsistent_values_are_refused_with_a_clear_message(helm, args, message):
     assert message in render_error(helm, *args)

@@ -8,6 +8,7 @@ import secrets
 
 import pytest
 from kubernetes import client as k8s
+
 from walwarden.secretstores import (
     AwsSecretsManager,
     DbInfoBackend,
@@ -17,12 +18,17 @@ from walwarden.secretstores import (
     refresh_synced_copy,
 )
 
-
 pytestmark = pytest.mark.integration
 
 PASSWORD = "Pw-" + secrets.token_urlsafe(12)
-ORIGINAL = {"DB_HOST": "old-db.vault.internal", "DB_PORT": "5432", "DB_USER": "wallet", "DB_PASSWORD": PASSWORD,
-            "DB_NAME": "vault", "SSL_MODE": "require"}
+ORIGINAL = {
+    "DB_HOST": "old-db.vault.internal",
+    "DB_PORT": "5432",
+    "DB_USER": "wallet",
+    "DB_PASSWORD": PASSWORD,
+    "DB_NAME": "vault",
+    "SSL_MODE": "require",
+}
 SERVICES = ("orchestrator", "policy-node0", "policy-node1", "policy-node2", "wallet")
 
 
@@ -37,13 +43,17 @@ def core(cluster) -> k8s.CoreV1Api:
 
 @pytest.fixture
 def aws_backend(secrets_manager) -> AwsSecretsManager:
-    return AwsSecretsManager(make_aws_client(secrets_manager.region, secrets_manager.endpoint,
-                                             secrets_manager.access_key, secrets_manager.secret_key))
+    return AwsSecretsManager(
+        make_aws_client(
+            secrets_manager.region, secrets_manager.endpoint, secrets_manager.access_key, secrets_manager.secret_key
+        )
+    )
 
 
 def create_kube_secret(core, namespace: str, name: str, values: dict[str, str]) -> None:
-    core.create_namespaced_secret(namespace, {"apiVersion": "v1", "kind": "Secret",
-                                              "metadata": {"name": name}, "stringData": values})
+    core.create_namespaced_secret(
+        namespace, {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name}, "stringData": values}
+    )
 
 
 @pytest.fixture(params=["Kubernetes", "AWSSecretsManager"])
@@ -52,12 +62,14 @@ def backend_and_create(request, secrets_manager, aws_backend):
     if request.param == "Kubernetes":
         core = k8s.CoreV1Api(request.getfixturevalue("cluster").api_client())
         namespace = request.getfixturevalue("namespace")
-        return KubernetesSecrets(core, namespace), lambda name, values: create_kube_secret(core, namespace, name,
-                                                                                            values)
+        return KubernetesSecrets(core, namespace), lambda name, values: create_kube_secret(
+            core, namespace, name, values
+        )
     return aws_backend, secrets_manager.create_secret
 
 
 # -- the contract, for both backends -------------------------------------------------------------------
+
 
 def test_read_update_and_merge_keep_unrelated_keys(backend_and_create):
     backend, create = backend_and_create
@@ -70,8 +82,12 @@ def test_read_update_and_merge_keep_unrelated_keys(backend_and_create):
     assert backend.read(name) == {**ORIGINAL, "DB_HOST": "new-db.vault.internal", "DB_PORT": "6432"}
 
     backend.update(name, {"DB_NAME": "restored"})  # a second change keeps the first
-    assert backend.read(name) == {**ORIGINAL, "DB_HOST": "new-db.vault.internal", "DB_PORT": "6432",
-                                  "DB_NAME": "restored"}
+    assert backend.read(name) == {
+        **ORIGINAL,
+        "DB_HOST": "new-db.vault.internal",
+        "DB_PORT": "6432",
+        "DB_NAME": "restored",
+    }
 
 
 def test_all_five_secrets_repointed_and_back(backend_and_create):
@@ -79,7 +95,7 @@ def test_all_five_secrets_repointed_and_back(backend_and_create):
     backend, create = backend_and_create
     environment = f"test-{secrets.token_hex(3)}"
     names = [f"{environment}.vault.{service}.db-info" for service in SERVICES]
-    for service, name in zip(SERVICES, names):
+    for service, name in zip(SERVICES, names, strict=False):
         create(name, {**ORIGINAL, "DB_USER": service})
     snapshot = {name: backend.read(name) for name in names}
     for name in names:
@@ -102,6 +118,7 @@ def test_missing_secret_reads_as_none_and_is_never_created(backend_and_create):
 
 
 # -- AWS Secrets Manager -------------------------------------------------------------------------------
+
 
 def _version_ids(secrets_manager, name: str) -> dict[str, list[str]]:
     versions = secrets_manager.client().list_secret_version_ids(SecretId=name)["Versions"]
@@ -128,12 +145,13 @@ def test_aws_update_makes_one_new_current_version_and_keeps_the_previous(secrets
 def test_aws_region_is_honoured(secrets_manager):
     name = secret_name()
     secrets_manager.create_secret(name, ORIGINAL)
-    elsewhere = AwsSecretsManager(make_aws_client("us-east-2", secrets_manager.endpoint,
-                                                  secrets_manager.access_key, secrets_manager.secret_key))
+    elsewhere = AwsSecretsManager(
+        make_aws_client("us-east-2", secrets_manager.endpoint, secrets_manager.access_key, secrets_manager.secret_key)
+    )
     assert elsewhere.read(name) is None
 
 
-@pytest.mark.parametrize("text", [PASSWORD, json.dumps([PASSWORD, "x"]), "{\"DB_PASSWORD\": \"" + PASSWORD])
+@pytest.mark.parametrize("text", [PASSWORD, json.dumps([PASSWORD, "x"]), '{"DB_PASSWORD": "' + PASSWORD])
 def test_aws_secret_that_is_not_a_json_object(secrets_manager, aws_backend, text):
     name = secret_name()
     secrets_manager.create_secret(name, text)
@@ -160,8 +178,9 @@ def test_aws_access_denied_is_clear_and_holds_no_values(secrets_manager):
         with pytest.raises(DbInfoError) as denied_read:
             stranger.read(name)
 
-        forged = AwsSecretsManager(make_aws_client(secrets_manager.region, secrets_manager.endpoint,
-                                                   "AKIAFORGED0000000000", "not-a-key"))
+        forged = AwsSecretsManager(
+            make_aws_client(secrets_manager.region, secrets_manager.endpoint, "AKIAFORGED0000000000", "not-a-key")
+        )
         with pytest.raises(DbInfoError) as unknown_key:
             forged.read(name)
 
@@ -188,6 +207,7 @@ def test_aws_unreachable_endpoint_is_retryable():
 
 
 # -- the synced Kubernetes copy ------------------------------------------------------------------------
+
 
 def test_refresh_synced_copy_after_a_secrets_manager_update(secrets_manager, aws_backend, core, namespace):
     kube = KubernetesSecrets(core, namespace)

@@ -39,7 +39,7 @@ def assert_subset(expected, actual, where: str = "spec") -> None:
             assert_subset(value, actual[key], f"{where}.{key}")
     elif isinstance(expected, list):  # element by element: the server may default keys inside
         assert isinstance(actual, list) and len(actual) == len(expected), f"{where}: {actual!r}"
-        for index, (sent, kept) in enumerate(zip(expected, actual)):
+        for index, (sent, kept) in enumerate(zip(expected, actual, strict=False)):
             assert_subset(sent, kept, f"{where}[{index}]")
     else:
         assert expected == actual, f"{where}: sent {expected!r}, the API server has {actual!r}"
@@ -108,16 +108,18 @@ def test_two_creates_of_the_presync_hook_make_two_requests(cluster, crds, namesp
     first = cluster.kubectl_json(["create", "-n", namespace, "-f", path])
     second = cluster.kubectl_json(["create", "-n", namespace, "-f", path])
     assert first["metadata"]["name"] != second["metadata"]["name"]
-    names = {item["metadata"]["name"] for item in cluster.kubectl_json(
-        ["get", "backuprequests", "-n", namespace])["items"]}
+    names = {
+        item["metadata"]["name"] for item in cluster.kubectl_json(["get", "backuprequests", "-n", namespace])["items"]
+    }
     assert names == {first["metadata"]["name"], second["metadata"]["name"]}
 
 
 def test_the_argocd_cm_patch_installs_both_health_checks(cluster, namespace):
     """The documented command, against a stand-in argocd-cm in the test namespace."""
     cluster.kubectl(["create", "configmap", "argocd-cm", "-n", namespace, "--from-literal=url=https://argocd.example"])
-    cluster.kubectl(["patch", "configmap", "argocd-cm", "-n", namespace, "--type", "merge",
-                     "--patch-file", str(CM_PATCH)])
+    cluster.kubectl(
+        ["patch", "configmap", "argocd-cm", "-n", namespace, "--type", "merge", "--patch-file", str(CM_PATCH)]
+    )
     data = cluster.kubectl_json(["get", "configmap", "argocd-cm", "-n", namespace])["data"]
     assert data["url"] == "https://argocd.example"  # the rest of argocd-cm is kept
     for kind in ("BackupRequest", "RestoreRequest"):

@@ -28,10 +28,10 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from walwarden import __version__
-from walwarden.storage.manifest import manifest_key, read_manifest
 
 from devstack import vaultdb
+from walwarden import __version__
+from walwarden.storage.manifest import manifest_key, read_manifest
 
 pytestmark = pytest.mark.integration
 
@@ -59,12 +59,16 @@ def _step(what: str, argv: list[str], log: Path, timeout: float) -> subprocess.C
     except subprocess.TimeoutExpired as error:
         output = _text(error.stdout) + _text(error.stderr)
         log.write_text(output)
-        pytest.fail(f"{what}: no result after {timeout:.0f}s; the end of its output ({log}):\n{_tail(output)}",
-                    pytrace=False)
+        pytest.fail(
+            f"{what}: no result after {timeout:.0f}s; the end of its output ({log}):\n{_tail(output)}", pytrace=False
+        )
     log.write_text(result.stdout + result.stderr)
     if result.returncode != 0:
-        pytest.fail(f"{what} failed (exit {result.returncode}); the end of its output ({log}):\n"
-                    f"{_tail(result.stderr or result.stdout)}", pytrace=False)
+        pytest.fail(
+            f"{what} failed (exit {result.returncode}); the end of its output ({log}):\n"
+            f"{_tail(result.stderr or result.stdout)}",
+            pytrace=False,
+        )
     print(f"{what}: {time.monotonic() - started:.1f}s")
     return result
 
@@ -82,8 +86,9 @@ class Image:
     ref: str
     docker: str
 
-    def run(self, *args: str, env: dict[str, str] | None = None, entrypoint: str | None = None,
-            timeout: float = 300) -> subprocess.CompletedProcess:
+    def run(
+        self, *args: str, env: dict[str, str] | None = None, entrypoint: str | None = None, timeout: float = 300
+    ) -> subprocess.CompletedProcess:
         """`docker run --rm --network host` of the image. The variables in env reach the container
         by name only (`-e NAME`): their values, passwords and presigned URLs, stay off command lines."""
         env = env or {}
@@ -92,38 +97,61 @@ class Image:
             argv += ["-e", name]
         if entrypoint:
             argv += ["--entrypoint", entrypoint]
-        return subprocess.run([*argv, self.ref, *args], env={**os.environ, **env}, capture_output=True, text=True,
-                              timeout=timeout, check=False)
+        return subprocess.run(
+            [*argv, self.ref, *args],
+            env={**os.environ, **env},
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
 
     def inspect(self) -> dict:
-        result = subprocess.run([self.docker, "image", "inspect", self.ref], capture_output=True, text=True,
-                                check=True)
+        result = subprocess.run([self.docker, "image", "inspect", self.ref], capture_output=True, text=True, check=True)
         return json.loads(result.stdout)[0]
 
 
 @pytest.fixture(scope="session")
 def image(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Image]:
     logs = tmp_path_factory.mktemp("image")
-    engine = _step("starting the Docker engine (docker/start-engine.sh)", ["bash", str(SCRIPTS / "start-engine.sh")],
-                   logs / "engine.log", STEP_TIMEOUTS["engine"])
+    engine = _step(
+        "starting the Docker engine (docker/start-engine.sh)",
+        ["bash", str(SCRIPTS / "start-engine.sh")],
+        logs / "engine.log",
+        STEP_TIMEOUTS["engine"],
+    )
     started_here = engine.stdout.strip().startswith("started")
     try:
-        _step("making the Debian base image (docker/make-base-image.sh)",
-              ["bash", str(SCRIPTS / "make-base-image.sh")], logs / "base.log", STEP_TIMEOUTS["base"])
-        build = _step(f"building {IMAGE} (docker/build-image.sh)", ["bash", str(SCRIPTS / "build-image.sh")],
-                      logs / "build.log", STEP_TIMEOUTS["build"])
+        _step(
+            "making the Debian base image (docker/make-base-image.sh)",
+            ["bash", str(SCRIPTS / "make-base-image.sh")],
+            logs / "base.log",
+            STEP_TIMEOUTS["base"],
+        )
+        build = _step(
+            f"building {IMAGE} (docker/build-image.sh)",
+            ["bash", str(SCRIPTS / "build-image.sh")],
+            logs / "build.log",
+            STEP_TIMEOUTS["build"],
+        )
         assert build.stdout.strip() == IMAGE, build.stdout
         yield Image(IMAGE, docker_client())
     finally:
         if started_here and not os.environ.get("WALWARDEN_KEEP_ENGINE"):
-            subprocess.run(["bash", str(SCRIPTS / "start-engine.sh"), "--stop"], capture_output=True, timeout=60,
-                           check=False)
+            subprocess.run(
+                ["bash", str(SCRIPTS / "start-engine.sh"), "--stop"], capture_output=True, timeout=60, check=False
+            )
 
 
 def runner_env(postgres_server, **extra: str) -> dict[str, str]:
     """The admin connection as the runner Jobs get it: libpq's PG* variables."""
-    return {"PGHOST": "127.0.0.1", "PGPORT": str(postgres_server.port), "PGUSER": postgres_server.superuser,
-            "PGPASSWORD": postgres_server.password, **extra}
+    return {
+        "PGHOST": "127.0.0.1",
+        "PGPORT": str(postgres_server.port),
+        "PGUSER": postgres_server.superuser,
+        "PGPASSWORD": postgres_server.password,
+        **extra,
+    }
 
 
 def error_reason(result: subprocess.CompletedProcess) -> str:
@@ -134,8 +162,9 @@ def error_reason(result: subprocess.CompletedProcess) -> str:
 
 def table_count(dsn: str) -> int:
     with psycopg.connect(dsn) as connection:
-        return connection.execute("SELECT count(*) FROM pg_tables WHERE schemaname NOT IN "
-                                  "('pg_catalog', 'information_schema')").fetchone()[0]
+        return connection.execute(
+            "SELECT count(*) FROM pg_tables WHERE schemaname NOT IN ('pg_catalog', 'information_schema')"
+        ).fetchone()[0]
 
 
 def test_walwarden_version_is_the_package_version(image):
@@ -162,27 +191,35 @@ def test_the_postgresql_client_tools_are_of_pg_major(image):
 
 
 def test_the_restore_runner_in_the_image_restores_a_dump_into_postgres(
-        image, postgres_server, vault_db, empty_db, s3_server, s3_bucket, tmp_path):
+    image, postgres_server, vault_db, empty_db, s3_server, s3_bucket, tmp_path
+):
     dump = tmp_path / "vault.dump"
-    subprocess.run([str(postgres_server.bindir / "pg_dump"), "-Fc", "-f", str(dump), "-d", vault_db.name],
-                   env=postgres_server.client_env(vault_db.name), check=True, capture_output=True)
+    subprocess.run(
+        [str(postgres_server.bindir / "pg_dump"), "-Fc", "-f", str(dump), "-d", vault_db.name],
+        env=postgres_server.client_env(vault_db.name),
+        check=True,
+        capture_output=True,
+    )
     s3 = s3_server.client()
     s3.upload_file(str(dump), s3_bucket, "backups/vault.dump")
-    url = s3.generate_presigned_url("get_object", Params={"Bucket": s3_bucket, "Key": "backups/vault.dump"},
-                                    ExpiresIn=900)
+    url = s3.generate_presigned_url(
+        "get_object", Params={"Bucket": s3_bucket, "Key": "backups/vault.dump"}, ExpiresIn=900
+    )
     sha256 = hashlib.sha256(dump.read_bytes()).hexdigest()
     size = str(dump.stat().st_size)
     env = runner_env(postgres_server, **{URL_ENV: url})
 
     # A checksum that is not the artifact's: refused before the database is touched.
-    refused = image.run("runner", "restore", "--url-env", URL_ENV, "--sha256", "0" * 64, "--size", size,
-                        "--database", empty_db, env=env)
+    refused = image.run(
+        "runner", "restore", "--url-env", URL_ENV, "--sha256", "0" * 64, "--size", size, "--database", empty_db, env=env
+    )
     assert refused.returncode == 1, refused.stderr
     assert error_reason(refused) == "ChecksumMismatch"
     assert table_count(postgres_server.dsn(empty_db)) == 0
 
-    result = image.run("runner", "restore", "--url-env", URL_ENV, "--sha256", sha256, "--size", size,
-                       "--database", empty_db, env=env)
+    result = image.run(
+        "runner", "restore", "--url-env", URL_ENV, "--sha256", sha256, "--size", size, "--database", empty_db, env=env
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "pg_restore finished" in result.stdout
     assert vaultdb.row_counts(postgres_server.dsn(empty_db)) == vault_db.row_counts
@@ -190,13 +227,27 @@ def test_the_restore_runner_in_the_image_restores_a_dump_into_postgres(
         assert secret not in result.stdout + result.stderr
 
 
-def test_a_backup_by_the_image_restores_with_the_image(image, postgres_server, vault_db, empty_db, s3_server,
-                                                         s3_bucket):
+def test_a_backup_by_the_image_restores_with_the_image(
+    image, postgres_server, vault_db, empty_db, s3_server, s3_bucket
+):
     """The image's pg_dump against the test server, then its pg_restore: both ends of the runner."""
-    env = runner_env(postgres_server, AWS_ACCESS_KEY_ID=s3_server.access_key,
-                     AWS_SECRET_ACCESS_KEY=s3_server.secret_key)
-    backup = image.run("runner", "backup", "--database", vault_db.name, "--bucket", s3_bucket, "--prefix",
-                       "backups/image", "--endpoint", s3_server.endpoint, "--force-path-style", env=env)
+    env = runner_env(
+        postgres_server, AWS_ACCESS_KEY_ID=s3_server.access_key, AWS_SECRET_ACCESS_KEY=s3_server.secret_key
+    )
+    backup = image.run(
+        "runner",
+        "backup",
+        "--database",
+        vault_db.name,
+        "--bucket",
+        s3_bucket,
+        "--prefix",
+        "backups/image",
+        "--endpoint",
+        s3_server.endpoint,
+        "--force-path-style",
+        env=env,
+    )
     assert backup.returncode == 0, backup.stdout + backup.stderr
 
     s3 = s3_server.client()
@@ -204,7 +255,18 @@ def test_a_backup_by_the_image_restores_with_the_image(image, postgres_server, v
     assert manifest.pg_dump_version.startswith(f"{PG_MAJOR}."), manifest.pg_dump_version
     [dump] = manifest.databases
     url = s3.generate_presigned_url("get_object", Params={"Bucket": s3_bucket, "Key": dump.key}, ExpiresIn=900)
-    restore = image.run("runner", "restore", "--url-env", URL_ENV, "--sha256", dump.sha256, "--size",
-                        str(dump.size_bytes), "--database", empty_db, env=runner_env(postgres_server, **{URL_ENV: url}))
+    restore = image.run(
+        "runner",
+        "restore",
+        "--url-env",
+        URL_ENV,
+        "--sha256",
+        dump.sha256,
+        "--size",
+        str(dump.size_bytes),
+        "--database",
+        empty_db,
+        env=runner_env(postgres_server, **{URL_ENV: url}),
+    )
     assert restore.returncode == 0, restore.stdout + restore.stderr
     assert vaultdb.row_counts(postgres_server.dsn(empty_db)) == vault_db.row_counts

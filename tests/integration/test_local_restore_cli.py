@@ -18,9 +18,9 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from walwarden.storage.manifest import DatabaseDump, manifest_key, read_manifest
 
 from devstack import vaultdb
+from walwarden.storage.manifest import DatabaseDump, manifest_key, read_manifest
 
 pytestmark = pytest.mark.integration
 
@@ -56,19 +56,47 @@ class LocalRestore:
     def dsn(self, database: str, password: str | None = None) -> str:
         return self.postgres.dsn(database, password=password)
 
-    def run(self, *args: str, target_dsn: str, mode: str = "Redirected", artifact: str | None = None,
-            secrets: tuple[str, ...] = ()) -> Outcome:
+    def run(
+        self,
+        *args: str,
+        target_dsn: str,
+        mode: str = "Redirected",
+        artifact: str | None = None,
+        secrets: tuple[str, ...] = (),
+    ) -> Outcome:
         """`python -m walwarden restore` with the user's AWS keys in the environment and no PG* variable:
         the DSN is the only way to the database. stdin is not a terminal."""
         env = {name: value for name, value in os.environ.items() if not name.startswith("PG")}
-        env.update(AWS_ACCESS_KEY_ID=self.s3.access_key, AWS_SECRET_ACCESS_KEY=self.s3.secret_key,
-                   PATH=f"{self.pg_restore_log.parent}{os.pathsep}{os.environ['PATH']}",
-                   PG_RESTORE_LOG=str(self.pg_restore_log))
+        env.update(
+            AWS_ACCESS_KEY_ID=self.s3.access_key,
+            AWS_SECRET_ACCESS_KEY=self.s3.secret_key,
+            PATH=f"{self.pg_restore_log.parent}{os.pathsep}{os.environ['PATH']}",
+            PG_RESTORE_LOG=str(self.pg_restore_log),
+        )
         result = subprocess.run(
-            [sys.executable, "-m", "walwarden", "restore", "--artifact", artifact or self.artifact,
-             "--target-dsn", target_dsn, "--mode", mode, "--endpoint", self.s3.endpoint, "--force-path-style",
-             *args],
-            env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=300, check=False)
+            [
+                sys.executable,
+                "-m",
+                "walwarden",
+                "restore",
+                "--artifact",
+                artifact or self.artifact,
+                "--target-dsn",
+                target_dsn,
+                "--mode",
+                mode,
+                "--endpoint",
+                self.s3.endpoint,
+                "--force-path-style",
+                *args,
+            ],
+            env=env,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
+        )
         outcome = Outcome(result.returncode, result.stdout, result.stderr)
         for secret in (self.postgres.password, target_dsn, self.s3.secret_key, *secrets):
             assert secret not in outcome.stdout + outcome.stderr, "a secret was printed"
@@ -84,18 +112,42 @@ class LocalRestore:
 
 @pytest.fixture
 def local(postgres_server, s3_server, s3_bucket, vault_db, tmp_path) -> LocalRestore:
-    env = {**postgres_server.client_env(), "AWS_ACCESS_KEY_ID": s3_server.access_key,
-           "AWS_SECRET_ACCESS_KEY": s3_server.secret_key}
-    subprocess.run([sys.executable, "-m", "walwarden", "runner", "backup", "--database", vault_db.name,
-                    "--bucket", s3_bucket, "--prefix", PREFIX, "--endpoint", s3_server.endpoint,
-                    "--force-path-style"], env=env, capture_output=True, check=True, timeout=300)
+    env = {
+        **postgres_server.client_env(),
+        "AWS_ACCESS_KEY_ID": s3_server.access_key,
+        "AWS_SECRET_ACCESS_KEY": s3_server.secret_key,
+    }
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "walwarden",
+            "runner",
+            "backup",
+            "--database",
+            vault_db.name,
+            "--bucket",
+            s3_bucket,
+            "--prefix",
+            PREFIX,
+            "--endpoint",
+            s3_server.endpoint,
+            "--force-path-style",
+        ],
+        env=env,
+        capture_output=True,
+        check=True,
+        timeout=300,
+    )
     [dump] = read_manifest(s3_server.client(), s3_bucket, manifest_key(PREFIX)).databases
     bindir = tmp_path / "bin"
     bindir.mkdir()
     wrapper = bindir / "pg_restore"
-    wrapper.write_text(f'#!/bin/sh\nprintf "%s\\n" "$@" >> "$PG_RESTORE_LOG"\n'
-                       f'[ -n "$PGPASSWORD" ] && echo "PGPASSWORD set" >> "$PG_RESTORE_LOG"\n'
-                       f'exec {shutil.which("pg_restore")} "$@"\n')
+    wrapper.write_text(
+        f'#!/bin/sh\nprintf "%s\\n" "$@" >> "$PG_RESTORE_LOG"\n'
+        f'[ -n "$PGPASSWORD" ] && echo "PGPASSWORD set" >> "$PG_RESTORE_LOG"\n'
+        f'exec {shutil.which("pg_restore")} "$@"\n'
+    )
     wrapper.chmod(0o755)
     return LocalRestore(postgres_server, s3_server, s3_bucket, dump, bindir / "calls.log")
 
@@ -142,7 +194,7 @@ def test_a_damaged_artifact_is_refused_before_the_database_is_touched(local, vau
     client = local.s3.client()
     body = bytearray(client.get_object(Bucket=local.bucket, Key=local.dump.key)["Body"].read())
     if damage == "truncate":
-        del body[len(body) // 2:]
+        del body[len(body) // 2 :]
     else:
         body[len(body) // 2] ^= 0xFF
     client.put_object(Bucket=local.bucket, Key=local.dump.key, Body=bytes(body))
@@ -152,7 +204,7 @@ def test_a_damaged_artifact_is_refused_before_the_database_is_touched(local, vau
     outcome = local.run("--yes", target_dsn=vault_db.dsn, mode="InPlace")
     assert outcome.returncode == 1 and outcome.reason == reason, outcome.stderr
     assert account_names(vault_db.dsn) == before  # untouched: still the mutated accounts
-    assert local.pg_restore_calls() == []        # pg_restore never ran
+    assert local.pg_restore_calls() == []  # pg_restore never ran
 
 
 def test_in_place_without_yes_is_refused_when_there_is_no_terminal_to_ask_on(local, vault_db):
@@ -166,8 +218,7 @@ def test_in_place_without_yes_is_refused_when_there_is_no_terminal_to_ask_on(loc
 
 def test_a_wrong_password_fails_before_the_download_and_is_never_printed(local, vault_db):
     wrong = "not-the-password-4f1c"
-    outcome = local.run("--yes", target_dsn=local.dsn(vault_db.name, password=wrong), mode="InPlace",
-                        secrets=(wrong,))
+    outcome = local.run("--yes", target_dsn=local.dsn(vault_db.name, password=wrong), mode="InPlace", secrets=(wrong,))
     assert outcome.returncode == 1 and outcome.reason == "AuthenticationFailed", outcome.stderr
     assert "download" not in outcome.stderr  # no progress line: nothing was downloaded
     assert local.pg_restore_calls() == []
@@ -175,9 +226,11 @@ def test_a_wrong_password_fails_before_the_download_and_is_never_printed(local, 
 
 def test_an_artifact_without_a_manifest_beside_it_is_refused(local, vault_db):
     client = local.s3.client()
-    client.copy_object(Bucket=local.bucket, Key="elsewhere/vault.dump",
-                       CopySource={"Bucket": local.bucket, "Key": local.dump.key})
-    outcome = local.run("--yes", target_dsn=vault_db.dsn, mode="InPlace",
-                        artifact=f"s3://{local.bucket}/elsewhere/vault.dump")
+    client.copy_object(
+        Bucket=local.bucket, Key="elsewhere/vault.dump", CopySource={"Bucket": local.bucket, "Key": local.dump.key}
+    )
+    outcome = local.run(
+        "--yes", target_dsn=vault_db.dsn, mode="InPlace", artifact=f"s3://{local.bucket}/elsewhere/vault.dump"
+    )
     assert outcome.returncode == 1 and outcome.reason == "ManifestMissing", outcome.stderr
     assert local.pg_restore_calls() == []

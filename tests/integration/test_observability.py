@@ -36,21 +36,45 @@ def scrape(port: int, missing_ok: bool = False) -> dict[str, float]:
 def test_metrics_health_and_json_logs_after_a_backup_and_a_restore(stack: BackupStack, vault_db, tmp_path):
     metrics_port, health_port = free_port(), free_port()
     stack.operator.stop()
-    stack.operator = OperatorProcess(stack.cluster, stack.namespace, tmp_path / "observed.log", {
-        "WALWARDEN_POLL_SECONDS": "1", "WALWARDEN_METRICS_PORT": str(metrics_port),
-        "WALWARDEN_HEALTH_PORT": str(health_port), "WALWARDEN_LISTEN_ADDRESS": "127.0.0.1",
-        "WALWARDEN_LOG_FORMAT": "json"}).start()
+    stack.operator = OperatorProcess(
+        stack.cluster,
+        stack.namespace,
+        tmp_path / "observed.log",
+        {
+            "WALWARDEN_POLL_SECONDS": "1",
+            "WALWARDEN_METRICS_PORT": str(metrics_port),
+            "WALWARDEN_HEALTH_PORT": str(health_port),
+            "WALWARDEN_LISTEN_ADDRESS": "127.0.0.1",
+            "WALWARDEN_LOG_FORMAT": "json",
+        },
+    ).start()
     deploy_stand_in_vault(stack)
     stack.apply(stack.backup_request("nightly", [vault_db.name]))
     assert stack.wait_finished("nightly")["status"]["phase"] == "Succeeded", describe(stack, "nightly")
-    stack.apply({"apiVersion": "walwarden.io/v1alpha1", "kind": "RestoreRequest", "metadata": {"name": "undo"},
-                 "spec": {"mode": "InPlace", "source": {"backupRef": {"name": "nightly"}}, "safetyBackup": False}})
-    wait_for(lambda: (stack.cluster.kubectl_json(["get", "restorerequest", "undo", "-n", stack.namespace])
-                      .get("status") or {}).get("phase") in ("Succeeded", "Failed", "RolledBack"), 180, "the restore")
+    stack.apply(
+        {
+            "apiVersion": "walwarden.io/v1alpha1",
+            "kind": "RestoreRequest",
+            "metadata": {"name": "undo"},
+            "spec": {"mode": "InPlace", "source": {"backupRef": {"name": "nightly"}}, "safetyBackup": False},
+        }
+    )
+    wait_for(
+        lambda: (
+            (
+                stack.cluster.kubectl_json(["get", "restorerequest", "undo", "-n", stack.namespace]).get("status") or {}
+            ).get("phase")
+            in ("Succeeded", "Failed", "RolledBack")
+        ),
+        180,
+        "the restore",
+    )
     restore = stack.cluster.kubectl_json(["get", "restorerequest", "undo", "-n", stack.namespace])
     verify = next(step for step in restore["status"]["steps"] if step["name"] == "Verify")
-    assert verify["message"] == ("pods Ready; health not checked (spec.verify.healthUrl is unset); accounts not "
-                                 "checked (spec.verify.accountsUrl is unset)"), verify  # said, not silently skipped
+    assert verify["message"] == (
+        "pods Ready; health not checked (spec.verify.healthUrl is unset); accounts not "
+        "checked (spec.verify.accountsUrl is unset)"
+    ), verify  # said, not silently skipped
 
     samples = scrape(metrics_port)
     ns = stack.namespace
@@ -70,8 +94,12 @@ def test_metrics_health_and_json_logs_after_a_backup_and_a_restore(stack: Backup
     # A restarted operator knows the last successful backup again (from the finished request it
     # finds), so an alert on that timestamp's age neither goes silent nor fires falsely.
     stack.operator.stop()
-    stack.operator = OperatorProcess(stack.cluster, stack.namespace, tmp_path / "restarted.log", {
-        "WALWARDEN_METRICS_PORT": str(metrics_port), "WALWARDEN_LISTEN_ADDRESS": "127.0.0.1"}).start()
+    stack.operator = OperatorProcess(
+        stack.cluster,
+        stack.namespace,
+        tmp_path / "restarted.log",
+        {"WALWARDEN_METRICS_PORT": str(metrics_port), "WALWARDEN_LISTEN_ADDRESS": "127.0.0.1"},
+    ).start()
     last_backup = f'walwarden_last_successful_backup_timestamp_seconds{{namespace="{ns}"}}'
     # A new Python process importing kopf and the clients: seconds on a busy machine.
     wait_for(lambda: last_backup in scrape(metrics_port, missing_ok=True), 120, "the restarted operator's backup gauge")

@@ -12,12 +12,18 @@ from devstack.pytest_kube import wait_for
 pytestmark = pytest.mark.integration
 
 BACKUP = {
-    "apiVersion": "walwarden.io/v1alpha1", "kind": "BackupRequest", "metadata": {"name": "nightly"},
-    "spec": {"database": {"secretRef": {"name": "vault-db-admin"}, "databases": ["vault"]},
-             "storage": {"s3": {"bucket": "vault-backups", "endpoint": "http://127.0.0.1:9000"}}},
+    "apiVersion": "walwarden.io/v1alpha1",
+    "kind": "BackupRequest",
+    "metadata": {"name": "nightly"},
+    "spec": {
+        "database": {"secretRef": {"name": "vault-db-admin"}, "databases": ["vault"]},
+        "storage": {"s3": {"bucket": "vault-backups", "endpoint": "http://127.0.0.1:9000"}},
+    },
 }
 RESTORE = {
-    "apiVersion": "walwarden.io/v1alpha1", "kind": "RestoreRequest", "metadata": {"name": "back-to-nightly"},
+    "apiVersion": "walwarden.io/v1alpha1",
+    "kind": "RestoreRequest",
+    "metadata": {"name": "back-to-nightly"},
     "spec": {"mode": "InPlace", "source": {"backupRef": {"name": "nightly"}}},
 }
 
@@ -32,18 +38,32 @@ def create(cluster, namespace, manifest, check=True):
     return cluster.kubectl(["create", "-n", namespace, "-f", "-"], stdin=json.dumps(manifest), check=check)
 
 
-@pytest.mark.parametrize("manifest, expected", [
-    (with_spec(RESTORE, mode="Redirected"), "Redirected restores need spec.redirect"),
-    (with_spec(RESTORE, mode="Sideways"), 'Unsupported value: "Sideways"'),
-    (with_spec(RESTORE, source={"backupRef": {"name": "a"}, "artifact": "s3://b/k.dump"}),
-     "exactly one of backupRef"),
-    (with_spec(RESTORE, source={"artifact": "s3://bucket/key.dump"}), "spec.source.artifact needs spec.storage.s3"),
-    (with_spec(RESTORE, redirect={"dbHost": "db2", "environment": "prod"}), "InPlace"),
-    (with_spec(BACKUP, database={"secretRef": {"name": "x"}, "databases": []}), "spec.database.databases"),
-    (with_spec(BACKUP, storage={"s3": {"bucket": "Not_A_Bucket"}}), "spec.storage.s3.bucket"),
-    (with_spec(BACKUP, surprise=True), 'unknown field "spec.surprise"'),
-], ids=["redirected-without-redirect", "unknown-mode", "two-sources", "artifact-without-storage",
-        "inplace-with-redirect", "no-databases", "bad-bucket", "unknown-field"])
+@pytest.mark.parametrize(
+    "manifest, expected",
+    [
+        (with_spec(RESTORE, mode="Redirected"), "Redirected restores need spec.redirect"),
+        (with_spec(RESTORE, mode="Sideways"), 'Unsupported value: "Sideways"'),
+        (
+            with_spec(RESTORE, source={"backupRef": {"name": "a"}, "artifact": "s3://b/k.dump"}),
+            "exactly one of backupRef",
+        ),
+        (with_spec(RESTORE, source={"artifact": "s3://bucket/key.dump"}), "spec.source.artifact needs spec.storage.s3"),
+        (with_spec(RESTORE, redirect={"dbHost": "db2", "environment": "prod"}), "InPlace"),
+        (with_spec(BACKUP, database={"secretRef": {"name": "x"}, "databases": []}), "spec.database.databases"),
+        (with_spec(BACKUP, storage={"s3": {"bucket": "Not_A_Bucket"}}), "spec.storage.s3.bucket"),
+        (with_spec(BACKUP, surprise=True), 'unknown field "spec.surprise"'),
+    ],
+    ids=[
+        "redirected-without-redirect",
+        "unknown-mode",
+        "two-sources",
+        "artifact-without-storage",
+        "inplace-with-redirect",
+        "no-databases",
+        "bad-bucket",
+        "unknown-field",
+    ],
+)
 def test_invalid_requests_are_refused_by_the_api_server(cluster, crds, namespace, manifest, expected):
     result = create(cluster, namespace, manifest, check=False)
     assert result.returncode != 0
@@ -54,8 +74,10 @@ def test_invalid_requests_are_refused_by_the_api_server(cluster, crds, namespace
 
 def test_spec_is_immutable(cluster, crds, namespace):
     create(cluster, namespace, BACKUP)
-    result = cluster.kubectl(["patch", "backuprequest", "nightly", "-n", namespace, "--type=merge",
-                              "-p", '{"spec":{"quiesce":true}}'], check=False)
+    result = cluster.kubectl(
+        ["patch", "backuprequest", "nightly", "-n", namespace, "--type=merge", "-p", '{"spec":{"quiesce":true}}'],
+        check=False,
+    )
     assert result.returncode != 0
     assert "spec is immutable" in result.stderr
 
@@ -70,7 +92,11 @@ def test_valid_requests_are_accepted_listed_and_validated_by_the_operator(cluste
     # Both are valid for the API server; the operator then finds what the cluster lacks and says so.
     wait_for(lambda: status("backuprequest", "nightly").get("phase") == "Failed", 60, "the backup to fail")
     backup = status("backuprequest", "nightly")
-    assert "Secret" in backup["message"] and "vault-db-admin" in backup["message"] and "does not exist" in backup["message"]
+    assert (
+        "Secret" in backup["message"]
+        and "vault-db-admin" in backup["message"]
+        and "does not exist" in backup["message"]
+    )
     wait_for(lambda: status("restorerequest", "back-to-nightly").get("phase") == "Failed", 60, "the restore to fail")
     restore = cluster.kubectl_json(["get", "restorerequest", "back-to-nightly", "-n", namespace])
     assert restore["status"]["observedGeneration"] == restore["metadata"]["generation"]
@@ -80,10 +106,11 @@ def test_valid_requests_are_accepted_listed_and_validated_by_the_operator(cluste
     table = cluster.kubectl(["get", "restorerequests", "-n", namespace]).stdout
     header = table.splitlines()[0].split()
     assert header[:5] == ["NAME", "PHASE", "MODE", "SOURCE", "STEP"]
-    assert ["back-to-nightly", "Failed", "InPlace", "nightly", "Validate"] == table.splitlines()[1].split()[:5]
+    assert table.splitlines()[1].split()[:5] == ["back-to-nightly", "Failed", "InPlace", "nightly", "Validate"]
     backups = cluster.kubectl(["get", "bkreq", "-n", namespace]).stdout
     assert backups.splitlines()[0].split()[:4] == ["NAME", "PHASE", "QUIESCE", "STEP"]
 
-    events = cluster.kubectl_json(["get", "events", "-n", namespace,
-                                   "--field-selector", "involvedObject.name=back-to-nightly"])["items"]
+    events = cluster.kubectl_json(
+        ["get", "events", "-n", namespace, "--field-selector", "involvedObject.name=back-to-nightly"]
+    )["items"]
     assert {"Accepted", "SourceFailed"} <= {e["reason"] for e in events}

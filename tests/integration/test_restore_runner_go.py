@@ -54,8 +54,12 @@ def database_exists(postgres_server, name: str) -> bool:
 def staged(postgres_server, s3_server, s3_bucket, vault_db, tmp_path):
     """Start a gated restore of vault_db's dump into a database that does not exist yet."""
     dump = tmp_path / "vault.dump"
-    subprocess.run([str(postgres_server.bindir / "pg_dump"), "-Fc", "-f", str(dump), vault_db.name],
-                   env=postgres_server.client_env(vault_db.name), check=True, capture_output=True)
+    subprocess.run(
+        [str(postgres_server.bindir / "pg_dump"), "-Fc", "-f", str(dump), vault_db.name],
+        env=postgres_server.client_env(vault_db.name),
+        check=True,
+        capture_output=True,
+    )
     client = s3_server.client()
     client.upload_file(str(dump), s3_bucket, "restore/vault.dump")
     go_key = f"restore/restore-signals/{uuid.uuid4()}"
@@ -64,8 +68,12 @@ def staged(postgres_server, s3_server, s3_bucket, vault_db, tmp_path):
         return client.generate_presigned_url("get_object", Params={"Bucket": s3_bucket, "Key": key}, ExpiresIn=600)
 
     target = f"restored_{uuid.uuid4().hex[:10]}"
-    env = {**postgres_server.client_env(), "WALWARDEN_ARTIFACT_URL": presign("restore/vault.dump"),
-           "WALWARDEN_GO_URL": presign(go_key), "PATH": f"{postgres_server.bindir}:{os.environ['PATH']}"}
+    env = {
+        **postgres_server.client_env(),
+        "WALWARDEN_ARTIFACT_URL": presign("restore/vault.dump"),
+        "WALWARDEN_GO_URL": presign(go_key),
+        "PATH": f"{postgres_server.bindir}:{os.environ['PATH']}",
+    }
     env.pop("PGDATABASE")
     output = tmp_path / "runner.log"
 
@@ -76,15 +84,44 @@ def staged(postgres_server, s3_server, s3_bucket, vault_db, tmp_path):
             staging = tmp_path / "staging"
             staging.mkdir()
             env["WALWARDEN_STAGING_DIR"] = str(staging)
-            wrapper = ["unshare", "--mount", "--map-root-user", "sh", "-c",
-                       f'mount -t tmpfs -o size={staging_room} tmpfs "{staging}" && exec "$@"', "sh"]
-        args = [*wrapper, sys.executable, "-m", "walwarden", "runner", "restore", "--url-env", "WALWARDEN_ARTIFACT_URL",
-                "--sha256", hashlib.sha256(dump.read_bytes()).hexdigest(), "--size", str(dump.stat().st_size),
-                "--database", target, "--go-url-env", "WALWARDEN_GO_URL",
-                "--go-sha256", hashlib.sha256(GO_CONTENT.encode()).hexdigest(), "--go-timeout", str(go_timeout)]
+            wrapper = [
+                "unshare",
+                "--mount",
+                "--map-root-user",
+                "sh",
+                "-c",
+                f'mount -t tmpfs -o size={staging_room} tmpfs "{staging}" && exec "$@"',
+                "sh",
+            ]
+        args = [
+            *wrapper,
+            sys.executable,
+            "-m",
+            "walwarden",
+            "runner",
+            "restore",
+            "--url-env",
+            "WALWARDEN_ARTIFACT_URL",
+            "--sha256",
+            hashlib.sha256(dump.read_bytes()).hexdigest(),
+            "--size",
+            str(dump.stat().st_size),
+            "--database",
+            target,
+            "--go-url-env",
+            "WALWARDEN_GO_URL",
+            "--go-sha256",
+            hashlib.sha256(GO_CONTENT.encode()).hexdigest(),
+            "--go-timeout",
+            str(go_timeout),
+        ]
         process = subprocess.Popen(args, env=env, stdout=output.open("w"), stderr=subprocess.STDOUT)
-        return StagedRestore(process, output, target,
-                             lambda content: client.put_object(Bucket=s3_bucket, Key=go_key, Body=content.encode()))
+        return StagedRestore(
+            process,
+            output,
+            target,
+            lambda content: client.put_object(Bucket=s3_bucket, Key=go_key, Body=content.encode()),
+        )
 
     yield start
     if database_exists(postgres_server, target):
@@ -108,10 +145,8 @@ def test_pg_restore_waits_for_the_operators_go_then_restores_every_row(staged, p
     assert vaultdb.row_counts(postgres_server.dsn(run.database)) == vault_db.row_counts
 
 
-@pytest.mark.parametrize("content, reason", [("someone else's go", "GoSignalInvalid"),
-                                             ("abort", "RestoreCalledOff")])
-def test_a_go_object_the_operator_did_not_write_or_an_abort_ends_it_untouched(staged, postgres_server,
-                                                                             content, reason):
+@pytest.mark.parametrize("content, reason", [("someone else's go", "GoSignalInvalid"), ("abort", "RestoreCalledOff")])
+def test_a_go_object_the_operator_did_not_write_or_an_abort_ends_it_untouched(staged, postgres_server, content, reason):
     run = staged()
     run.wait_until_waiting_for_go()
     run.put_go(content)

@@ -13,15 +13,18 @@ from walwarden.api.crdgen import build_crds, to_yaml
 from walwarden.cli import audit, crds, operator, restore, runner, token
 
 
-@pytest.mark.parametrize(("argv", "handler"), [
-    (["run", "-n", "vault"], operator.run),
-    (["runner", "verify", "--url-env", "URL", "--sha256", "ab", "--size", "1"], runner.run),
-    (["token", "issue", "--backup", "b", "--mode", "InPlace", "-n", "v", "--key-env", "K"], token.issue_command),
-    (["token", "inspect", "wwt1.a.b"], token.inspect_command),
-    (["restore", "--artifact", "s3://b/k", "--target-dsn", "dbname=vault"], restore.run),
-    (["audit", "verify", "s3://b/audit.log"], audit.verify_log),
-    (["crds"], crds.print_crds),
-])
+@pytest.mark.parametrize(
+    ("argv", "handler"),
+    [
+        (["run", "-n", "vault"], operator.run),
+        (["runner", "verify", "--url-env", "URL", "--sha256", "ab", "--size", "1"], runner.run),
+        (["token", "issue", "--backup", "b", "--mode", "InPlace", "-n", "v", "--key-env", "K"], token.issue_command),
+        (["token", "inspect", "wwt1.a.b"], token.inspect_command),
+        (["restore", "--artifact", "s3://b/k", "--target-dsn", "dbname=vault"], restore.run),
+        (["audit", "verify", "s3://b/audit.log"], audit.verify_log),
+        (["crds"], crds.print_crds),
+    ],
+)
 def test_each_command_names_its_handler(argv, handler):
     assert cli.build_parser().parse_args(argv).handler is handler
 
@@ -42,14 +45,23 @@ def test_run_with_a_bad_setting_stops_before_the_operator_starts(monkeypatch, ca
 def test_run_passes_the_namespaces_flags_over_the_environment(monkeypatch):
     started = {}
     monkeypatch.setenv("WALWARDEN_NAMESPACES", "from-env")
-    monkeypatch.setattr(operator, "run_operator", lambda settings, **kwargs: started.update(settings=settings, **kwargs))
+    monkeypatch.setattr(
+        operator, "run_operator", lambda settings, **kwargs: started.update(settings=settings, **kwargs)
+    )
     assert cli.main(["run", "-n", "a", "--namespace", "b", "--kubeconfig", "/k", "-v"]) == 0
     assert (started["settings"].namespaces, started["kubeconfig"], started["verbose"]) == (("a", "b"), "/k", True)
 
 
 def test_help_does_not_load_kopf_nor_the_kubernetes_client():
     loaded = subprocess.run(
-        [sys.executable, "-c", "import sys\nfrom walwarden import cli\ncli.build_parser().format_help()\n"
-                               "print(' '.join(m for m in ('kopf', 'kubernetes', 'tqdm') if m in sys.modules))"],
-        capture_output=True, text=True, check=True).stdout
+        [
+            sys.executable,
+            "-c",
+            "import sys\nfrom walwarden import cli\ncli.build_parser().format_help()\n"
+            "print(' '.join(m for m in ('kopf', 'kubernetes', 'tqdm') if m in sys.modules))",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     assert loaded.strip() == ""

@@ -8,6 +8,7 @@ import io
 from urllib.parse import quote
 
 import pytest
+
 from walwarden.cli import restore as local_restore
 from walwarden.cli.restore import (
     Cancelled,
@@ -31,17 +32,35 @@ QUOTED = quote(PASSWORD, safe="")
 
 def test_a_uri_becomes_libpq_environment_variables():
     target = parse_target(f"postgresql://admin:{QUOTED}@db.internal:6432/vault?sslmode=verify-full")
-    assert target == Target("vault", {"PGUSER": "admin", "PGPASSWORD": PASSWORD, "PGHOST": "db.internal",
-                                      "PGPORT": "6432", "PGDATABASE": "vault", "PGSSLMODE": "verify-full"})
+    assert target == Target(
+        "vault",
+        {
+            "PGUSER": "admin",
+            "PGPASSWORD": PASSWORD,
+            "PGHOST": "db.internal",
+            "PGPORT": "6432",
+            "PGDATABASE": "vault",
+            "PGSSLMODE": "verify-full",
+        },
+    )
 
 
 def test_a_keyword_string_becomes_libpq_environment_variables():
-    target = parse_target("host=10.0.0.5 port=5432 user=admin password='s3cr3t p@ss\\'word' dbname=vault "
-                          "sslmode=require sslrootcert=/etc/ca.pem connect_timeout=5")
+    target = parse_target(
+        "host=10.0.0.5 port=5432 user=admin password='s3cr3t p@ss\\'word' dbname=vault "
+        "sslmode=require sslrootcert=/etc/ca.pem connect_timeout=5"
+    )
     assert target.database == "vault"
-    assert target.environment == {"PGHOST": "10.0.0.5", "PGPORT": "5432", "PGUSER": "admin", "PGPASSWORD": PASSWORD,
-                                  "PGDATABASE": "vault", "PGSSLMODE": "require", "PGSSLROOTCERT": "/etc/ca.pem",
-                                  "PGCONNECT_TIMEOUT": "5"}
+    assert target.environment == {
+        "PGHOST": "10.0.0.5",
+        "PGPORT": "5432",
+        "PGUSER": "admin",
+        "PGPASSWORD": PASSWORD,
+        "PGDATABASE": "vault",
+        "PGSSLMODE": "require",
+        "PGSSLROOTCERT": "/etc/ca.pem",
+        "PGCONNECT_TIMEOUT": "5",
+    }
 
 
 def test_several_hosts_stay_one_variable_as_libpq_reads_it():
@@ -170,8 +189,9 @@ def parse(*argv: str) -> argparse.Namespace:
 
 def test_in_place_without_yes_and_without_a_terminal_is_refused_before_anything_is_contacted(monkeypatch, capsys):
     monkeypatch.setattr("sys.stdin", io.StringIO(""))
-    args = parse("--artifact", "s3://bucket/backups/vault.dump", "--target-dsn",
-                 f"postgresql://admin:{QUOTED}@192.0.2.1/vault")
+    args = parse(
+        "--artifact", "s3://bucket/backups/vault.dump", "--target-dsn", f"postgresql://admin:{QUOTED}@192.0.2.1/vault"
+    )
     assert args.handler(args) == 2
     output = capsys.readouterr()
     assert output.err.strip().splitlines()[-1].startswith("walwarden-error: ConfirmationRequired: ")

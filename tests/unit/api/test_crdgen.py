@@ -129,9 +129,7 @@ def test_schema_is_structural(kind):
             assert isinstance(node.get("additionalProperties", {}), dict), (
                 f"{path}: additionalProperties must be a schema"
             )
-            assert set(node.get("required", [])) <= node.get("properties", {}).keys(), (
-                f"{path}: required unknown field"
-            )
+            assert set(node.get("required", [])) <= node.get("properties", {}).keys(), f"{path}: required unknown field"
         if node["type"] == "array":
             assert "items" in node, f"{path}: array without items"
 
@@ -207,8 +205,7 @@ def test_cel_rules_come_from_the_models():
     spec = schema_of("RestoreRequest")["properties"]["spec"]
     rules = {rule["rule"]: rule for rule in spec["x-kubernetes-validations"]}
     assert (
-        rules["self == oldSelf"]["message"]
-        == "spec is immutable: a request is one-shot; create a new request instead"
+        rules["self == oldSelf"]["message"] == "spec is immutable: a request is one-shot; create a new request instead"
     )
     assert rules["self.mode != 'Redirected' || has(self.redirect)"]["message"].startswith(
         "Redirected restores need spec.redirect"
@@ -240,14 +237,9 @@ def test_backup_columns_and_restore_columns():
     backup = {c["name"]: c for c in CRDS["BackupRequest"]["spec"]["versions"][0]["additionalPrinterColumns"]}
     assert list(backup) == ["Phase", "Quiesce", "Step", "Size", "Duration", "Message", "Age"]
     assert backup["Size"]["format"] == "int64" and backup["Message"]["priority"] == 1
-    restore = {
-        c["name"]: c for c in CRDS["RestoreRequest"]["spec"]["versions"][0]["additionalPrinterColumns"]
-    }
+    restore = {c["name"]: c for c in CRDS["RestoreRequest"]["spec"]["versions"][0]["additionalPrinterColumns"]}
     assert list(restore) == ["Phase", "Mode", "Source", "Artifact", "Step", "Downtime", "Message", "Age"]
-    assert (
-        restore["Artifact"]["priority"] == 1
-        and restore["Source"]["jsonPath"] == ".spec.source.backupRef.name"
-    )
+    assert restore["Artifact"]["priority"] == 1 and restore["Source"]["jsonPath"] == ".spec.source.backupRef.name"
 
 
 def test_chart_templates_wrap_the_same_crd_and_keep_it_on_uninstall():

@@ -44,9 +44,7 @@ BACKUP_BODY = {
     "metadata": {"name": "nightly", "namespace": "vault", "generation": 1},
     "spec": {
         "database": {"secretRef": {"name": "pg-admin"}, "databases": ["vault", "policy_db"]},
-        "storage": {
-            "s3": {"bucket": "vault-backups", "endpoint": "http://127.0.0.1:9000", "forcePathStyle": True}
-        },
+        "storage": {"s3": {"bucket": "vault-backups", "endpoint": "http://127.0.0.1:9000", "forcePathStyle": True}},
         "encryptorSecrets": [{"name": "emp"}],
     },
 }
@@ -185,9 +183,7 @@ def test_restore_request_parses_a_full_redirected_body():
     [
         (restore_spec(source={}), EXACTLY_ONE_SOURCE.message),
         (
-            restore_spec(
-                source={"backupRef": {"name": "nightly"}, "artifact": "s3://b/k.dump"}, storage=STORAGE
-            ),
+            restore_spec(source={"backupRef": {"name": "nightly"}, "artifact": "s3://b/k.dump"}, storage=STORAGE),
             EXACTLY_ONE_SOURCE.message,
         ),
         (restore_spec(source={"artifact": "s3://b/k.dump"}), ARTIFACT_NEEDS_STORAGE.message),
@@ -280,9 +276,7 @@ def test_start_tiers_is_a_copy():
     assert topology.stop_tiers[-1] == ["nats"]
 
 
-@pytest.mark.parametrize(
-    "template", ["{environment}.{namespace}.db-info", "{service}.{cluster}", "{service", "{}"]
-)
+@pytest.mark.parametrize("template", ["{environment}.{namespace}.db-info", "{service}.{cluster}", "{service", "{}"])
 def test_secret_name_template_needs_service_and_known_placeholders_only(template):
     with pytest.raises(ValidationError):
         Topology(secret_name_template=template)
@@ -329,9 +323,7 @@ def test_condition_helpers_accept_raw_status_dicts():
     assert get_condition(raw, ConditionType.FAILED).reason == "ChecksumMismatch"
     assert get_condition(raw, ConditionType.READY) is None
     assert get_condition(None, ConditionType.READY) is None
-    updated = set_condition(
-        raw, ConditionType.FAILED, True, "ChecksumMismatch", "again", now=T0 + timedelta(days=1)
-    )
+    updated = set_condition(raw, ConditionType.FAILED, True, "ChecksumMismatch", "again", now=T0 + timedelta(days=1))
     assert updated[0].to_dict()["lastTransitionTime"] == "2025-03-01T12:00:00Z"
 
 

@@ -7,18 +7,33 @@ from walwarden.backup.job import artifact_prefix, backup_job
 from walwarden.kube.runner_job import job_name
 from walwarden.settings import OperatorConfig
 
-SPEC = BackupRequestSpec.model_validate({
-    "database": {"secretRef": {"name": "vault-db-admin"}, "databases": ["vault", "audit"]},
-    "storage": {"s3": {"bucket": "vault-backups", "prefix": "prod/", "endpoint": "http://127.0.0.1:9000",
-                       "forcePathStyle": True, "credentialsSecretRef": {"name": "s3-credentials"}}},
-    "encryptorSecrets": [{"name": "emp", "key": "password"}],
-})
+SPEC = BackupRequestSpec.model_validate(
+    {
+        "database": {"secretRef": {"name": "vault-db-admin"}, "databases": ["vault", "audit"]},
+        "storage": {
+            "s3": {
+                "bucket": "vault-backups",
+                "prefix": "prod/",
+                "endpoint": "http://127.0.0.1:9000",
+                "forcePathStyle": True,
+                "credentialsSecretRef": {"name": "s3-credentials"},
+            }
+        },
+        "encryptorSecrets": [{"name": "emp", "key": "password"}],
+    }
+)
 UID = "1a2b3c4d-0000-1111-2222-333344445555"
 
 
 def build(config=None):
-    return backup_job(spec=SPEC, namespace="vault", name="nightly", uid=UID, owner={"uid": UID},
-                      config=config or OperatorConfig(runner_image="walwarden:test"))
+    return backup_job(
+        spec=SPEC,
+        namespace="vault",
+        name="nightly",
+        uid=UID,
+        owner={"uid": UID},
+        config=config or OperatorConfig(runner_image="walwarden:test"),
+    )
 
 
 def test_the_job_runs_the_backup_runner_with_only_non_secret_arguments():
@@ -33,8 +48,16 @@ def test_the_job_runs_the_backup_runner_with_only_non_secret_arguments():
     assert args[args.index("--emp") + 1] == "emp/password=WALWARDEN_EMP_0"
     # Every credential arrives by reference only.
     by_name = {e["name"]: e for e in container["env"]}
-    for variable in ("PGHOST", "PGPORT", "PGUSER", "PGPASSWORD", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY",
-                     "WALWARDEN_RESULT_KEY", "WALWARDEN_EMP_0"):
+    for variable in (
+        "PGHOST",
+        "PGPORT",
+        "PGUSER",
+        "PGPASSWORD",
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
+        "WALWARDEN_RESULT_KEY",
+        "WALWARDEN_EMP_0",
+    ):
         assert "value" not in by_name[variable] and by_name[variable]["valueFrom"]["secretKeyRef"]
     assert by_name["PGPASSWORD"]["valueFrom"]["secretKeyRef"] == {"name": "vault-db-admin", "key": "password"}
 
@@ -47,8 +70,11 @@ def test_the_job_is_hardened_and_single_attempt():
     assert pod["restartPolicy"] == "Never" and pod["automountServiceAccountToken"] is False
     assert pod["securityContext"]["runAsNonRoot"] is True
     security = pod["containers"][0]["securityContext"]
-    assert security == {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True,
-                        "capabilities": {"drop": ["ALL"]}}
+    assert security == {
+        "allowPrivilegeEscalation": False,
+        "readOnlyRootFilesystem": True,
+        "capabilities": {"drop": ["ALL"]},
+    }
     assert job["metadata"]["ownerReferences"] == [{"uid": UID}]
 
 

@@ -11,7 +11,8 @@ from walwarden.api import RestoreRequest, RestoreRequestStatus
 from walwarden.handlers import common as handlers
 
 VALID = {
-    "apiVersion": "walwarden.io/v1alpha1", "kind": "RestoreRequest",
+    "apiVersion": "walwarden.io/v1alpha1",
+    "kind": "RestoreRequest",
     "metadata": {"name": "r", "namespace": "ns", "generation": 1, "uid": "u1"},
     "spec": {"mode": "InPlace", "source": {"backupRef": {"name": "nightly"}}},
 }
@@ -20,15 +21,21 @@ VALID = {
 @pytest.fixture
 def events(monkeypatch):
     posted = []
-    monkeypatch.setattr(handlers, "announce", lambda body, reason, message, warning=False:
-                        posted.append((reason, warning)))
+    monkeypatch.setattr(
+        handlers, "announce", lambda body, reason, message, warning=False: posted.append((reason, warning))
+    )
     return posted
 
 
 def run_accept(body: dict, status: dict | None = None) -> dict:
     patch = kopf.Patch()
-    handlers.accept(RestoreRequest, RestoreRequestStatus, kopf.Body({**body, "status": status or {}}), patch,
-                    logging.getLogger("test"))
+    handlers.accept(
+        RestoreRequest,
+        RestoreRequestStatus,
+        kopf.Body({**body, "status": status or {}}),
+        patch,
+        logging.getLogger("test"),
+    )
     return dict(patch.get("status", {}))
 
 

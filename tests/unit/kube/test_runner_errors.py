@@ -4,8 +4,10 @@ from walwarden.kube.jobs import parse_runner_error
 
 
 def test_the_last_walwarden_error_line_wins():
-    text = "dumping...\nwalwarden-error: DumpFailed: first\nmore output\nwalwarden-error: AuthenticationFailed: " \
-           "password authentication failed for user \"postgres\""
+    text = (
+        "dumping...\nwalwarden-error: DumpFailed: first\nmore output\nwalwarden-error: AuthenticationFailed: "
+        'password authentication failed for user "postgres"'
+    )
     assert parse_runner_error(text) == ("AuthenticationFailed", 'password authentication failed for user "postgres"')
 
 

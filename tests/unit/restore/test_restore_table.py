@@ -35,7 +35,7 @@ def test_what_touches_the_vault_comes_after_the_lock_and_every_check_and_can_be_
 def test_the_rollback_comes_after_every_step_it_undoes_and_only_clean_up_follows_it():
     [rollback] = [i for i, step in enumerate(STEPS) if step.rollback]
     assert all(i < rollback for i, step in enumerate(STEPS) if step.undo)
-    assert all(step.cleanup for step in STEPS[rollback + 1:])
+    assert all(step.cleanup for step in STEPS[rollback + 1 :])
     assert STEPS[-1].name == RestoreStep.RELEASE_LOCK and STEPS[-1].cleanup
 
 

@@ -6,6 +6,7 @@ import ast
 from pathlib import Path
 
 import pytest
+
 from walwarden.runner import contract
 
 
@@ -28,15 +29,19 @@ def test_the_operator_side_reads_the_contract_and_nothing_else_of_the_runner(mod
         if isinstance(node, ast.ImportFrom) and node.module:
             # `from walwarden.runner import contract` imports walwarden.runner.contract.
             packages = ("walwarden", "walwarden.runner")
-            imported |= ({f"{node.module}.{alias.name}" for alias in node.names} if node.module in packages
-                         else {node.module})
+            imported |= (
+                {f"{node.module}.{alias.name}" for alias in node.names} if node.module in packages else {node.module}
+            )
     assert {name for name in imported if name.startswith("walwarden.runner")} <= {"walwarden.runner.contract"}
 
 
-@pytest.mark.parametrize("reason, message", [
-    ("AuthenticationFailed", 'password authentication failed for user "postgres"'),
-    ("RestoreFailed", "pg_restore exited 1: ERROR: x; the target database may be partly restored"),
-])
+@pytest.mark.parametrize(
+    "reason, message",
+    [
+        ("AuthenticationFailed", 'password authentication failed for user "postgres"'),
+        ("RestoreFailed", "pg_restore exited 1: ERROR: x; the target database may be partly restored"),
+    ],
+)
 def test_an_error_line_reads_back_as_it_was_written(reason, message):
     line = contract.format_error_line(reason, message)
     assert line.startswith(contract.ERROR_PREFIX)
@@ -56,8 +61,9 @@ def test_a_long_line_is_cut_to_fit_the_termination_message_in_bytes(character):
     line.encode().decode()  # no character cut in half
 
 
-@pytest.mark.parametrize("line", ["", "pg_restore: error: x", "walwarden-error DumpFailed: x",
-                                  " walwarden-error: DumpFailed: x"])
+@pytest.mark.parametrize(
+    "line", ["", "pg_restore: error: x", "walwarden-error DumpFailed: x", " walwarden-error: DumpFailed: x"]
+)
 def test_other_lines_are_no_error_line(line):
     assert contract.parse_error_line(line) is None
 

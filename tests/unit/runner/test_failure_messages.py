@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 import pytest
+
 from walwarden.cli import runner as cli
 from walwarden.runner import restore as runner_restore
 from walwarden.runner.contract import Env, parse_error_line
@@ -73,14 +74,27 @@ def artifact(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> list[bytes]:
 
 def pg_restore(monkeypatch: pytest.MonkeyPatch, script: str) -> None:
     """pg_restore stands in as `sh -c script`, reading the artifact from its stdin or its file."""
-    monkeypatch.setattr(runner_restore, "pg_restore_command",
-                        lambda database, clean, jobs, path: ["sh", "-c", script, "pg_restore",
-                                                             *([str(path)] if path else [])])
+    monkeypatch.setattr(
+        runner_restore,
+        "pg_restore_command",
+        lambda database, clean, jobs, path: ["sh", "-c", script, "pg_restore", *([str(path)] if path else [])],
+    )
 
 
 def restore_args(*extra: str, clean: bool = True) -> tuple[str, ...]:
-    return ("restore", "--url-env", URL_ENV, "--sha256", SHA256, "--size", str(len(CONTENT)), "--database", "vault",
-            *(["--clean"] if clean else []), *extra)
+    return (
+        "restore",
+        "--url-env",
+        URL_ENV,
+        "--sha256",
+        SHA256,
+        "--size",
+        str(len(CONTENT)),
+        "--database",
+        "vault",
+        *(["--clean"] if clean else []),
+        *extra,
+    )
 
 
 def verify_args() -> tuple[str, ...]:
@@ -159,24 +173,30 @@ def test_a_restore_interrupted_during_pg_restore_may_be_partly_restored(artifact
     pg_restore(monkeypatch, "kill -TERM $PPID; sleep 10")  # the Job deleted while pg_restore runs
     reason, message = run(capsys, *restore_args())
     assert reason == "RestoreInterrupted"
-    assert message == ("interrupted by SIGTERM (the Job's deadline, or its deletion); the target database 'vault' "
-                       f"{PARTLY}: restore again (InPlace replaces what is there) or roll back to the safety backup")
+    assert message == (
+        "interrupted by SIGTERM (the Job's deadline, or its deletion); the target database 'vault' "
+        f"{PARTLY}: restore again (InPlace replaces what is there) or roll back to the safety backup"
+    )
 
 
 def test_a_redirected_restore_interrupted_during_pg_restore_says_to_drop_the_target(artifact, monkeypatch, capsys):
     pg_restore(monkeypatch, "kill -TERM $PPID; sleep 10")
     reason, message = run(capsys, *restore_args(clean=False))
     assert reason == "RestoreInterrupted"
-    assert message.endswith(f"the target database 'vault' {PARTLY}: drop it and restore again, or roll back (leave "
-                            "the services on the original database)")
+    assert message.endswith(
+        f"the target database 'vault' {PARTLY}: drop it and restore again, or roll back (leave "
+        "the services on the original database)"
+    )
 
 
 def test_a_failed_pg_restore_may_have_restored_part(artifact, monkeypatch, capsys):
     pg_restore(monkeypatch, 'echo "pg_restore: error: could not execute query: ERROR: out of disk" >&2; exit 1')
     reason, message = run(capsys, *restore_args())
     assert reason == "RestoreFailed"
-    assert message.startswith("pg_restore exited 1: pg_restore: error: could not execute query: ERROR: out of disk; "
-                              f"the target database 'vault' {PARTLY}: restore again")
+    assert message.startswith(
+        "pg_restore exited 1: pg_restore: error: could not execute query: ERROR: out of disk; "
+        f"the target database 'vault' {PARTLY}: restore again"
+    )
 
 
 def test_a_bug_after_pg_restore_started_says_the_target_may_be_partly_restored(artifact, monkeypatch, capsys):
@@ -194,8 +214,10 @@ def test_an_artifact_changed_while_streaming_into_pg_restore_may_have_restored_p
     artifact[:] = [CONTENT, CONTENT.upper()]
     reason, message = run(capsys, *restore_args())
     assert reason == "ChecksumMismatch"
-    assert message.endswith(f"it is corrupt or was replaced; the target database 'vault' {PARTLY}: restore again "
-                            "(InPlace replaces what is there) or roll back to the safety backup")
+    assert message.endswith(
+        f"it is corrupt or was replaced; the target database 'vault' {PARTLY}: restore again "
+        "(InPlace replaces what is there) or roll back to the safety backup"
+    )
 
 
 def test_the_local_restore_gets_the_same_account_of_a_failure(artifact, monkeypatch):
@@ -208,7 +230,7 @@ def test_the_local_restore_gets_the_same_account_of_a_failure(artifact, monkeypa
 
 
 def test_a_successful_restore_says_nothing_of_the_sort(artifact, monkeypatch, capsys):
-    pg_restore(monkeypatch, "cat \"$1\" > /dev/null")
+    pg_restore(monkeypatch, 'cat "$1" > /dev/null')
     assert cli.run(parse(*restore_args())) == 0
     assert "walwarden-error" not in capsys.readouterr().err
 

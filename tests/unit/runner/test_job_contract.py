@@ -11,6 +11,7 @@ import argparse
 from typing import Any
 
 import pytest
+
 from walwarden.api import BackupRequestSpec
 from walwarden.backup.job import artifact_prefix, backup_job, result_key_secret_name
 from walwarden.cli import build_parser
@@ -23,13 +24,22 @@ UID = "1a2b3c4d-0000-1111-2222-333344445555"
 CONFIG = OperatorConfig(runner_image="walwarden:test")
 SHA256 = "ab" * 32
 GO_SHA256 = "cd" * 32
-SPEC = BackupRequestSpec.model_validate({
-    "database": {"secretRef": {"name": "vault-db-admin"}, "databases": ["vault", "audit"]},
-    "storage": {"s3": {"bucket": "vault-backups", "prefix": "prod/", "region": "eu-west-1",
-                       "endpoint": "http://127.0.0.1:9000", "forcePathStyle": True,
-                       "credentialsSecretRef": {"name": "s3-credentials"}}},
-    "encryptorSecrets": [{"name": "emp", "key": "password"}, {"name": "emp-2", "key": "value"}],
-})
+SPEC = BackupRequestSpec.model_validate(
+    {
+        "database": {"secretRef": {"name": "vault-db-admin"}, "databases": ["vault", "audit"]},
+        "storage": {
+            "s3": {
+                "bucket": "vault-backups",
+                "prefix": "prod/",
+                "region": "eu-west-1",
+                "endpoint": "http://127.0.0.1:9000",
+                "forcePathStyle": True,
+                "credentialsSecretRef": {"name": "s3-credentials"},
+            }
+        },
+        "encryptorSecrets": [{"name": "emp", "key": "password"}, {"name": "emp-2", "key": "value"}],
+    }
+)
 
 
 def container(job: dict[str, Any]) -> dict[str, Any]:
@@ -45,8 +55,9 @@ def parse_as_the_runner(job: dict[str, Any]) -> argparse.Namespace:
 
 def env_refs(job: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """The Job's environment: name -> secretKeyRef."""
-    return {entry["name"]: entry["valueFrom"]["secretKeyRef"] for entry in container(job)["env"]
-            if "valueFrom" in entry}
+    return {
+        entry["name"]: entry["valueFrom"]["secretKeyRef"] for entry in container(job)["env"] if "valueFrom" in entry
+    }
 
 
 def test_the_backup_job_parses_as_the_operator_meant():
@@ -55,7 +66,11 @@ def test_the_backup_job_parses_as_the_operator_meant():
     assert (args.command, args.runner_command) == ("runner", "backup")
     assert args.database == ["vault", "audit"]
     assert (args.bucket, args.region, args.endpoint, args.force_path_style) == (
-        "vault-backups", "eu-west-1", "http://127.0.0.1:9000", True)
+        "vault-backups",
+        "eu-west-1",
+        "http://127.0.0.1:9000",
+        True,
+    )
     assert args.prefix == artifact_prefix(SPEC, "vault", "nightly", UID)
     assert (args.backup_namespace, args.backup_name, args.backup_uid) == ("vault", "nightly", UID)
     refs = env_refs(job)
@@ -66,14 +81,19 @@ def test_the_backup_job_parses_as_the_operator_meant():
         assert refs[variable] == {"name": secret, "key": key}
     # What the runner reads from the environment besides the flags.
     assert refs[contract.Env.RESULT_KEY]["name"] == result_key_secret_name("nightly", UID)
-    for variable in (contract.Env.PG_HOST, contract.Env.PG_PORT, contract.Env.PG_USER, contract.Env.PG_PASSWORD,
-                     contract.Env.AWS_ACCESS_KEY_ID, contract.Env.AWS_SECRET_ACCESS_KEY):
+    for variable in (
+        contract.Env.PG_HOST,
+        contract.Env.PG_PORT,
+        contract.Env.PG_USER,
+        contract.Env.PG_PASSWORD,
+        contract.Env.AWS_ACCESS_KEY_ID,
+        contract.Env.AWS_SECRET_ACCESS_KEY,
+    ):
         assert variable in refs
 
 
 def test_the_verify_job_parses_as_the_operator_meant(monkeypatch):
-    job = verify_job(name="r", namespace="vault", uid=UID, owner={"uid": UID}, config=CONFIG, sha256=SHA256,
-                     size=1234)
+    job = verify_job(name="r", namespace="vault", uid=UID, owner={"uid": UID}, config=CONFIG, sha256=SHA256, size=1234)
     args = parse_as_the_runner(job)
     assert (args.runner_command, args.sha256, args.size) == ("verify", SHA256, 1234)
     assert env_refs(job)[args.url_env] == {"name": url_secret_name("r", UID, "verify"), "key": "url"}
@@ -84,8 +104,19 @@ def test_the_verify_job_parses_as_the_operator_meant(monkeypatch):
 
 @pytest.mark.parametrize("clean", [True, False])
 def test_a_restore_job_without_a_go_restores_at_once(clean):
-    job = restore_job(name="r", namespace="vault", uid=UID, owner={"uid": UID}, config=CONFIG, sha256=SHA256,
-                      size=99, target_secret="target-admin", database="vault_copy", clean=clean, role="rollback")
+    job = restore_job(
+        name="r",
+        namespace="vault",
+        uid=UID,
+        owner={"uid": UID},
+        config=CONFIG,
+        sha256=SHA256,
+        size=99,
+        target_secret="target-admin",
+        database="vault_copy",
+        clean=clean,
+        role="rollback",
+    )
     args = parse_as_the_runner(job)
     assert (args.runner_command, args.database, args.clean) == ("restore", "vault_copy", clean)
     assert args.jobs == contract.DEFAULT_PARALLEL_JOBS and args.go_url_env is None
@@ -96,9 +127,20 @@ def test_a_restore_job_without_a_go_restores_at_once(clean):
 
 
 def test_a_staged_restore_job_waits_for_the_go_the_operator_writes(monkeypatch):
-    job = restore_job(name="r", namespace="vault", uid=UID, owner={"uid": UID}, config=CONFIG, sha256=SHA256,
-                      size=99, target_secret="target-admin", database="vault", clean=True, go_sha256=GO_SHA256,
-                      go_timeout_seconds=7200)
+    job = restore_job(
+        name="r",
+        namespace="vault",
+        uid=UID,
+        owner={"uid": UID},
+        config=CONFIG,
+        sha256=SHA256,
+        size=99,
+        target_secret="target-admin",
+        database="vault",
+        clean=True,
+        go_sha256=GO_SHA256,
+        go_timeout_seconds=7200,
+    )
     args = parse_as_the_runner(job)
     refs = env_refs(job)
     assert refs[args.go_url_env] == {"name": url_secret_name("r", UID, "restore"), "key": "go"}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 import pytest
+
 from walwarden.cli import runner as cli
 from walwarden.runner.errors import AuthenticationFailed, DumpFailed, RunnerError
 
@@ -16,18 +17,35 @@ def parse(*argv: str) -> argparse.Namespace:
 
 
 def test_backup_arguments():
-    args = parse("backup", "--database", "vault", "--database", "audit", "--bucket", "b", "--prefix", "p/q",
-                 "--emp", "emp/password=WALWARDEN_EMP_0", "--expected-bytes", "1024", "--force-path-style")
+    args = parse(
+        "backup",
+        "--database",
+        "vault",
+        "--database",
+        "audit",
+        "--bucket",
+        "b",
+        "--prefix",
+        "p/q",
+        "--emp",
+        "emp/password=WALWARDEN_EMP_0",
+        "--expected-bytes",
+        "1024",
+        "--force-path-style",
+    )
     assert (args.runner_command, args.database, args.bucket, args.prefix) == ("backup", ["vault", "audit"], "b", "p/q")
     assert args.emp == [("emp/password", "WALWARDEN_EMP_0")]
     assert (args.region, args.endpoint, args.force_path_style, args.expected_bytes) == ("us-east-1", None, True, 1024)
 
 
-@pytest.mark.parametrize("argv", [
-    ("backup", "--bucket", "b", "--prefix", "p"),                                 # no --database
-    ("backup", "--database", "d", "--bucket", "b", "--prefix", "p", "--emp", "no-variable"),
-    ("backup", "--database", "d", "--bucket", "b", "--prefix", "p", "--expected-bytes", "-1"),
-])
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ("backup", "--bucket", "b", "--prefix", "p"),  # no --database
+        ("backup", "--database", "d", "--bucket", "b", "--prefix", "p", "--emp", "no-variable"),
+        ("backup", "--database", "d", "--bucket", "b", "--prefix", "p", "--expected-bytes", "-1"),
+    ],
+)
 def test_bad_arguments_end_with_an_invalid_arguments_line(argv, capsys):
     with pytest.raises(SystemExit) as exit_:
         parse(*argv)
@@ -43,15 +61,17 @@ def test_a_failure_is_the_last_stderr_line_on_one_line(capsys):
     assert cli._report(fail, cli.BACKUP_EXPLANATION) == 1
     out = capsys.readouterr()
     assert out.out == "progress\n"
-    assert out.err.splitlines()[-1] == ('walwarden-error: AuthenticationFailed: password authentication failed '
-                                        'for user "postgres"')
+    assert out.err.splitlines()[-1] == (
+        'walwarden-error: AuthenticationFailed: password authentication failed for user "postgres"'
+    )
 
 
 def test_a_note_added_on_the_way_out_is_kept():
     error = DumpFailed("pg_dump exited with status 1")
     error.add_note("aborting the multipart upload failed too: timeout")
-    assert error.error_line() == ("walwarden-error: DumpFailed: pg_dump exited with status 1 aborting the "
-                                  "multipart upload failed too: timeout")
+    assert error.error_line() == (
+        "walwarden-error: DumpFailed: pg_dump exited with status 1 aborting the multipart upload failed too: timeout"
+    )
 
 
 def test_an_unexpected_exception_still_ends_with_a_reason(capsys):
@@ -68,11 +88,24 @@ def test_an_unexpected_exception_still_ends_with_a_reason(capsys):
 def test_every_reason_is_a_runner_error():
     from walwarden.runner import errors
 
-    reasons = {cls.reason for cls in vars(errors).values()
-               if isinstance(cls, type) and issubclass(cls, RunnerError) and "reason" in vars(cls)}
-    assert reasons == {"RunnerError", "InvalidArguments", "AuthenticationFailed", "DatabaseUnreachable",
-                       "DatabaseNotFound", "PgDumpTooOld", "DumpFailed", "BucketNotFound", "StorageAccessDenied",
-                       "UploadFailed", "UnexpectedError"}
+    reasons = {
+        cls.reason
+        for cls in vars(errors).values()
+        if isinstance(cls, type) and issubclass(cls, RunnerError) and "reason" in vars(cls)
+    }
+    assert reasons == {
+        "RunnerError",
+        "InvalidArguments",
+        "AuthenticationFailed",
+        "DatabaseUnreachable",
+        "DatabaseNotFound",
+        "PgDumpTooOld",
+        "DumpFailed",
+        "BucketNotFound",
+        "StorageAccessDenied",
+        "UploadFailed",
+        "UnexpectedError",
+    }
 
 
 def test_a_long_message_is_cut_to_fit_the_termination_message():
@@ -95,8 +128,7 @@ def test_restore_takes_an_optional_go_signal(monkeypatch):
     assert (go.url, go.sha256, go.timeout_seconds) == ("https://s3.example/go?X-Amz-Signature=x", "cd" * 32, 30)
 
 
-@pytest.mark.parametrize("extra", [("--go-url-env", "UNSET_GO_URL", "--go-sha256", "cd"),
-                                   ("--go-url-env", "GO")])
+@pytest.mark.parametrize("extra", [("--go-url-env", "UNSET_GO_URL", "--go-sha256", "cd"), ("--go-url-env", "GO")])
 def test_a_go_signal_needs_its_url_and_sha256(monkeypatch, extra):
     monkeypatch.setenv("GO", "https://s3.example/go")
     args = parse("restore", "--url-env", "URL", "--sha256", "ab", "--size", "10", "--database", "vault", *extra)

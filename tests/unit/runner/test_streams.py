@@ -20,7 +20,7 @@ class ShortReads:
 
     def readinto(self, buffer) -> int:
         size = min(len(buffer), self.sizes[self.calls % len(self.sizes)], len(self.data) - self.position)
-        buffer[:size] = self.data[self.position:self.position + size]
+        buffer[:size] = self.data[self.position : self.position + size]
         self.position += size
         self.calls += 1
         return size
@@ -68,7 +68,7 @@ def test_a_real_pipe_written_in_small_pieces():
     def write_slowly():
         with os.fdopen(write_end, "wb", buffering=0) as pipe:
             for start in range(0, len(DATA), 10_007):
-                pipe.write(DATA[start:start + 10_007])
+                pipe.write(DATA[start : start + 10_007])
                 time.sleep(0.001)
 
     writer = threading.Thread(target=write_slowly)
@@ -89,5 +89,8 @@ def test_progress_prints_at_most_every_interval_and_at_the_end():
         now[0] = 100.0 + seconds
         progress.update(size)
     progress.done(21 * 2**20)
-    assert lines == ["vault: 10.0 MiB in 5s, 2.0 MiB/s", "vault: 20.0 MiB in 10s, 2.0 MiB/s",
-                     "vault: 21.0 MiB in 10s, 2.1 MiB/s (done)"]
+    assert lines == [
+        "vault: 10.0 MiB in 5s, 2.0 MiB/s",
+        "vault: 20.0 MiB in 10s, 2.0 MiB/s",
+        "vault: 21.0 MiB in 10s, 2.1 MiB/s (done)",
+    ]

@@ -11,6 +11,7 @@ import pytest
 from botocore.exceptions import EndpointConnectionError, NoCredentialsError, ParamValidationError
 from botocore.stub import Stubber
 from kubernetes.client.rest import ApiException
+
 from walwarden.secretstores import (
     AwsSecretsManager,
     DbInfoBackend,
@@ -26,11 +27,18 @@ from walwarden.secretstores import (
 )
 
 PASSWORD = "s3cr3t-Pa55word!"
-CURRENT = {"DB_HOST": "old-db.internal", "DB_PORT": 5432, "DB_USER": "wallet", "DB_PASSWORD": PASSWORD,
-           "DB_NAME": "vault", "EXTRA": {"a": 1}}
+CURRENT = {
+    "DB_HOST": "old-db.internal",
+    "DB_PORT": 5432,
+    "DB_USER": "wallet",
+    "DB_PASSWORD": PASSWORD,
+    "DB_NAME": "vault",
+    "EXTRA": {"a": 1},
+}
 
 
 # -- pure logic ------------------------------------------------------------------------------------
+
 
 def test_merge_sets_the_given_keys_and_keeps_the_others_with_their_types():
     merged = merge_values(CURRENT, {"DB_HOST": "new-db.internal", "DB_NAME": "restored"})
@@ -59,7 +67,13 @@ def test_changed_keys_compares_as_strings():
 
 def test_as_strings_renders_json_values_as_a_syncer_would():
     assert as_strings({"s": "x", "i": 5432, "f": 1.5, "t": True, "n": None, "o": {"b": 2, "a": 1}}) == {
-        "s": "x", "i": "5432", "f": "1.5", "t": "true", "n": "", "o": '{"a":1,"b":2}'}
+        "s": "x",
+        "i": "5432",
+        "f": "1.5",
+        "t": "true",
+        "n": "",
+        "o": '{"a":1,"b":2}',
+    }
 
 
 def test_parse_secret_string():
@@ -85,10 +99,12 @@ def test_scrub_replaces_values_and_withholds_text_with_short_ones():
 
 # -- AWS Secrets Manager, with botocore's Stubber (a real client, no network) ------------------------
 
+
 @pytest.fixture
 def aws():
-    client = boto3.session.Session().client("secretsmanager", region_name="eu-west-1",
-                                            aws_access_key_id="k", aws_secret_access_key="s")
+    client = boto3.session.Session().client(
+        "secretsmanager", region_name="eu-west-1", aws_access_key_id="k", aws_secret_access_key="s"
+    )
     with Stubber(client) as stubber:
         yield AwsSecretsManager(client), stubber
 
@@ -104,8 +120,9 @@ def test_aws_backend_is_a_db_info_backend(aws):
 def test_aws_update_merges_and_puts_the_whole_document(aws):
     backend, stubber = aws
     stubber.add_response("get_secret_value", _value(CURRENT), {"SecretId": "n"})
-    stubber.add_response("put_secret_value", {"Name": "n"}, {
-        "SecretId": "n", "SecretString": json.dumps({**CURRENT, "DB_HOST": "new"})})
+    stubber.add_response(
+        "put_secret_value", {"Name": "n"}, {"SecretId": "n", "SecretString": json.dumps({**CURRENT, "DB_HOST": "new"})}
+    )
     backend.update("n", {"DB_HOST": "new"})
     stubber.assert_no_pending_responses()
 
@@ -127,19 +144,26 @@ def test_aws_read_of_a_missing_secret_is_none_and_update_is_an_error(aws):
     assert missing.value.reason == "SecretNotFound" and "eu-west-1" in missing.value.message
 
 
-@pytest.mark.parametrize("code,status,reason,retryable", [
-    ("AccessDeniedException", 400, "AccessDenied", False),
-    ("UnrecognizedClientException", 400, "InvalidCredentials", False),
-    ("DecryptionFailure", 400, "KmsError", False),
-    ("ThrottlingException", 400, "Throttled", True),
-    ("InternalServiceError", 500, "AwsServiceError", True),
-    ("SomethingNew", 400, "AwsServiceError", False),
-    ("403", 403, "AccessDenied", False),  # moto's XML error body for a JSON-protocol call
-])
+@pytest.mark.parametrize(
+    "code,status,reason,retryable",
+    [
+        ("AccessDeniedException", 400, "AccessDenied", False),
+        ("UnrecognizedClientException", 400, "InvalidCredentials", False),
+        ("DecryptionFailure", 400, "KmsError", False),
+        ("ThrottlingException", 400, "Throttled", True),
+        ("InternalServiceError", 500, "AwsServiceError", True),
+        ("SomethingNew", 400, "AwsServiceError", False),
+        ("403", 403, "AccessDenied", False),  # moto's XML error body for a JSON-protocol call
+    ],
+)
 def test_aws_errors_are_classified(aws, code, status, reason, retryable):
     backend, stubber = aws
-    message = "<ErrorResponse><Error><Code>AccessDenied</Code><Message>User: x is not authorized</Message>" \
-              "</Error></ErrorResponse>" if code == "403" else "the server says no"
+    message = (
+        "<ErrorResponse><Error><Code>AccessDenied</Code><Message>User: x is not authorized</Message>"
+        "</Error></ErrorResponse>"
+        if code == "403"
+        else "the server says no"
+    )
     stubber.add_client_error("get_secret_value", code, message, status)
     with pytest.raises(DbInfoError) as failed:
         backend.read("prod.ns.wallet.db-info")
@@ -153,8 +177,12 @@ def test_aws_errors_are_classified(aws, code, status, reason, retryable):
 def test_aws_error_text_from_the_server_is_scrubbed_of_the_values(aws):
     backend, stubber = aws
     stubber.add_response("get_secret_value", _value(CURRENT), {"SecretId": "n"})
-    stubber.add_client_error("put_secret_value", "InvalidParameterException",
-                             f"bad SecretString containing {PASSWORD} and new-host.example", 400)
+    stubber.add_client_error(
+        "put_secret_value",
+        "InvalidParameterException",
+        f"bad SecretString containing {PASSWORD} and new-host.example",
+        400,
+    )
     with pytest.raises(DbInfoError) as failed:
         backend.update("n", {"DB_HOST": "new-host.example"})
     assert failed.value.reason == "InvalidRequest"
@@ -172,11 +200,14 @@ class _Raising:
         raise self.error
 
 
-@pytest.mark.parametrize("error,reason,retryable", [
-    (NoCredentialsError(), "NoCredentials", False),
-    (EndpointConnectionError(endpoint_url="http://127.0.0.1:9"), "Unreachable", True),
-    (ParamValidationError(report=f"Invalid value {PASSWORD}"), "AwsClientError", False),
-])
+@pytest.mark.parametrize(
+    "error,reason,retryable",
+    [
+        (NoCredentialsError(), "NoCredentials", False),
+        (EndpointConnectionError(endpoint_url="http://127.0.0.1:9"), "Unreachable", True),
+        (ParamValidationError(report=f"Invalid value {PASSWORD}"), "AwsClientError", False),
+    ],
+)
 def test_botocore_errors(error, reason, retryable):
     with pytest.raises(DbInfoError) as failed:
         AwsSecretsManager(_Raising(error)).read("n")
@@ -203,6 +234,7 @@ def test_make_aws_client_without_a_region_is_a_clear_error(monkeypatch):
 
 
 # -- Kubernetes Secrets, with a stand-in CoreV1Api -------------------------------------------------
+
 
 class FakeCore:
     def __init__(self, secrets: dict[str, dict[str, str]], deny: bool = False):

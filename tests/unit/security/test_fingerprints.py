@@ -32,5 +32,5 @@ def test_a_given_salt_is_deterministic():
 def test_malformed_or_forged_fingerprints_do_not_match_and_do_not_crash():
     fp = fingerprint("emp", n=2**10)
     assert not matches("emp", fp.model_copy(update={"salt": "not base64!"}))
-    assert not matches("emp", fp.model_copy(update={"n": 3}))            # not a power of two
+    assert not matches("emp", fp.model_copy(update={"n": 3}))  # not a power of two
     assert not matches("emp", fp.model_copy(update={"n": 2**20, "r": 64}))  # 8 GiB of memory

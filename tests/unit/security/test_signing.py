@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import pytest
+
 from walwarden.security.signing import canonical_json, sign, verify
 
 

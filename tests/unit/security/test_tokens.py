@@ -61,9 +61,15 @@ def signed_token(claims: object, key: bytes = KEY) -> str:
 def test_round_trip_returns_the_claims():
     token = issue()
     claims = verify(token)
-    assert claims == TokenClaims(token_id=claims.token_id, backup=REQUEST["backup"], sha256=SHA,
-                                 mode="Redirected", namespace="vault-prod", issued_at=int(NOW),
-                                 expires_at=int(NOW) + 900)
+    assert claims == TokenClaims(
+        token_id=claims.token_id,
+        backup=REQUEST["backup"],
+        sha256=SHA,
+        mode="Redirected",
+        namespace="vault-prod",
+        issued_at=int(NOW),
+        expires_at=int(NOW) + 900,
+    )
     assert len(claims.token_id) >= 22  # 128 random bits
 
 
@@ -75,8 +81,9 @@ def test_token_is_url_safe_and_carries_labels_only():
     assert set(claims) == {"backup", "sha256", "mode", "namespace", "iat", "exp", "jti"}
     assert KEY.decode() not in token
     # Compact JSON with sorted keys, as the format promises.
-    assert base64.urlsafe_b64decode(payload + "==").decode() == json.dumps(claims, sort_keys=True,
-                                                                           separators=(",", ":"))
+    assert base64.urlsafe_b64decode(payload + "==").decode() == json.dumps(
+        claims, sort_keys=True, separators=(",", ":")
+    )
 
 
 def test_every_token_has_its_own_id():
@@ -99,12 +106,15 @@ def test_surrounding_whitespace_of_key_and_token_is_ignored():
 # -- refusals -------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("field", "other"), [
-    ("backup", "s3://bucket/vault/other.dump"),
-    ("sha256", "cd" * 32),
-    ("mode", "InPlace"),
-    ("namespace", "vault-staging"),
-])
+@pytest.mark.parametrize(
+    ("field", "other"),
+    [
+        ("backup", "s3://bucket/vault/other.dump"),
+        ("sha256", "cd" * 32),
+        ("mode", "InPlace"),
+        ("namespace", "vault-staging"),
+    ],
+)
 def test_each_mismatch_is_refused_and_named(field, other):
     error = refused(TokenErrorReason.MISMATCH, issue(), **{field: other})
     assert error.message == f"the token was issued for {field} {REQUEST[field]}, this request is {other}"
@@ -162,26 +172,44 @@ def test_non_canonical_base64_is_malformed():
     refused(TokenErrorReason.MALFORMED, token[:-1] + sibling)
 
 
-@pytest.mark.parametrize("token", [
-    "", "   ", "wwt1", "wwt1..", "wwt1.abc", "wwt2.abc.def", "WWT1.abc.def", "wwt1.abc.def.ghi",
-    "wwt1.a+b.c/d", "wwt1.abc.def\x00", "eyJhbGciOiJIUzI1NiJ9.e30.sig", "wwt1." + "a" * 9000 + ".b",
-    "wwt1.YWJj.c2ln",  # well-formed base64, but a 3-byte signature
-])
+@pytest.mark.parametrize(
+    "token",
+    [
+        "",
+        "   ",
+        "wwt1",
+        "wwt1..",
+        "wwt1.abc",
+        "wwt2.abc.def",
+        "WWT1.abc.def",
+        "wwt1.abc.def.ghi",
+        "wwt1.a+b.c/d",
+        "wwt1.abc.def\x00",
+        "eyJhbGciOiJIUzI1NiJ9.e30.sig",
+        "wwt1." + "a" * 9000 + ".b",
+        "wwt1.YWJj.c2ln",  # well-formed base64, but a 3-byte signature
+    ],
+)
 def test_malformed_strings_are_refused(token):
     refused(TokenErrorReason.MALFORMED, token)
     with pytest.raises(TokenError):
         token_id(token)
 
 
-@pytest.mark.parametrize("claims", [
-    "not an object",
-    [1, 2],
-    {"backup": "b"},
-    {**{"backup": "b", "sha256": SHA, "mode": "InPlace", "namespace": "n", "iat": 1, "exp": 2, "jti": "x"},
-     "extra": 1},
-    {"backup": "b", "sha256": SHA, "mode": "InPlace", "namespace": "n", "iat": 1, "exp": "2", "jti": "x"},
-    {"backup": "b", "sha256": SHA, "mode": "InPlace", "namespace": "n", "iat": 1, "exp": True, "jti": "x"},
-])
+@pytest.mark.parametrize(
+    "claims",
+    [
+        "not an object",
+        [1, 2],
+        {"backup": "b"},
+        {
+            **{"backup": "b", "sha256": SHA, "mode": "InPlace", "namespace": "n", "iat": 1, "exp": 2, "jti": "x"},
+            "extra": 1,
+        },
+        {"backup": "b", "sha256": SHA, "mode": "InPlace", "namespace": "n", "iat": 1, "exp": "2", "jti": "x"},
+        {"backup": "b", "sha256": SHA, "mode": "InPlace", "namespace": "n", "iat": 1, "exp": True, "jti": "x"},
+    ],
+)
 def test_signed_but_malformed_claims_are_refused(claims):
     refused(TokenErrorReason.MALFORMED, signed_token(claims))
 
@@ -217,13 +245,16 @@ def test_ttl_bounds_are_inclusive(ttl):
     assert verify(issue(ttl_seconds=ttl), now=NOW).expires_at == int(NOW) + ttl
 
 
-@pytest.mark.parametrize(("field", "value", "message"), [
-    ("mode", "inplace", "mode must be one of InPlace, Redirected"),
-    ("sha256", "abc", "64 hexadecimal digits"),
-    ("sha256", "g" * 64, "64 hexadecimal digits"),
-    ("backup", "", "backup must name"),
-    ("namespace", "", "namespace must not be empty"),
-])
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("mode", "inplace", "mode must be one of InPlace, Redirected"),
+        ("sha256", "abc", "64 hexadecimal digits"),
+        ("sha256", "g" * 64, "64 hexadecimal digits"),
+        ("backup", "", "backup must name"),
+        ("namespace", "", "namespace must not be empty"),
+    ],
+)
 def test_bad_arguments_are_refused_at_issue(field, value, message):
     with pytest.raises(ValueError, match=message):
         issue(**{field: value})
@@ -239,9 +270,18 @@ def test_short_key_is_refused():
 # -- the command ----------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("text", "seconds"), [
-    ("90s", 90), ("15m", 900), ("2h", 7200), ("7d", 604800), ("600", 600), (" 15M ", 900), ("30d", 2592000),
-])
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [
+        ("90s", 90),
+        ("15m", 900),
+        ("2h", 7200),
+        ("7d", 604800),
+        ("600", 600),
+        (" 15M ", 900),
+        ("30d", 2592000),
+    ],
+)
 def test_durations(text, seconds):
     assert token_cli.parse_duration(text) == seconds
 
@@ -260,10 +300,8 @@ def run_cli(*argv: str) -> int:
 
 
 def issue_argv(*key_args: str, **overrides: str) -> list[str]:
-    values = {"backup": "nightly", "sha256": SHA, "mode": "InPlace", "namespace": "vault", "ttl": "10m",
-              **overrides}
-    return ["token", "issue", *[part for name, value in values.items() for part in (f"--{name}", value)],
-            *key_args]
+    values = {"backup": "nightly", "sha256": SHA, "mode": "InPlace", "namespace": "vault", "ttl": "10m", **overrides}
+    return ["token", "issue", *[part for name, value in values.items() for part in (f"--{name}", value)], *key_args]
 
 
 def test_issue_prints_only_the_token(tmp_path, capsys):
@@ -283,12 +321,15 @@ def test_issue_reads_the_key_from_the_environment(monkeypatch, capsys):
     verify_token(KEY, capsys.readouterr().out, backup="nightly", sha256=SHA, mode="Redirected", namespace="vault")
 
 
-@pytest.mark.parametrize(("argv", "message"), [
-    (issue_argv("--key-env", "WALWARDEN_TEST_UNSET_VARIABLE"), "WALWARDEN_TEST_UNSET_VARIABLE is not set"),
-    (issue_argv("--key-file", "/nonexistent/key"), "cannot read the key file /nonexistent/key"),
-    (issue_argv("--key-env", "HOME", ttl="31d"), "at most 30 days"),
-    (issue_argv("--key-env", "HOME", sha256="xyz"), "64 hexadecimal digits"),
-])
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (issue_argv("--key-env", "WALWARDEN_TEST_UNSET_VARIABLE"), "WALWARDEN_TEST_UNSET_VARIABLE is not set"),
+        (issue_argv("--key-file", "/nonexistent/key"), "cannot read the key file /nonexistent/key"),
+        (issue_argv("--key-env", "HOME", ttl="31d"), "at most 30 days"),
+        (issue_argv("--key-env", "HOME", sha256="xyz"), "64 hexadecimal digits"),
+    ],
+)
 def test_issue_errors_are_one_sentence(argv, message, capsys):
     assert run_cli(*argv) == 1
     out, err = capsys.readouterr()
@@ -306,9 +347,17 @@ def test_inspect_prints_claims_and_says_they_are_unverified(capsys):
     assert run_cli("token", "inspect", token) == 0
     out, err = capsys.readouterr()
     shown = json.loads(out)
-    assert shown == {"verified": False, "tokenId": token_id(token), "backup": REQUEST["backup"], "sha256": SHA,
-                     "mode": "Redirected", "namespace": "vault-prod", "issuedAt": "2023-11-14T22:13:20Z",
-                     "expiresAt": "2023-11-14T22:14:20Z", "expired": True}
+    assert shown == {
+        "verified": False,
+        "tokenId": token_id(token),
+        "backup": REQUEST["backup"],
+        "sha256": SHA,
+        "mode": "Redirected",
+        "namespace": "vault-prod",
+        "issuedAt": "2023-11-14T22:13:20Z",
+        "expiresAt": "2023-11-14T22:14:20Z",
+        "expired": True,
+    }
     assert "without verifying" in err
 
 
@@ -330,10 +379,13 @@ class FakeCluster:
         return self.backups.get((namespace, name))
 
 
-@pytest.mark.parametrize(("ref", "parsed"), [
-    ("ops/approval", ("ops", "approval", "key")),
-    ("ops/approval:hmac", ("ops", "approval", "hmac")),
-])
+@pytest.mark.parametrize(
+    ("ref", "parsed"),
+    [
+        ("ops/approval", ("ops", "approval", "key")),
+        ("ops/approval:hmac", ("ops", "approval", "hmac")),
+    ],
+)
 def test_secret_refs(ref, parsed):
     assert token_cli.parse_secret_ref(ref) == parsed
 
@@ -356,8 +408,7 @@ def test_secret_key_is_the_bytes_of_the_text_the_operator_reads_and_missing_keys
 def backup_body(phase: str, sha256: str | None = None) -> dict:
     status = {"phase": phase}
     if sha256:
-        status["artifact"] = {"uri": "s3://b/a.dump", "manifestUri": "s3://b/a.json", "sha256": sha256,
-                              "sizeBytes": 10}
+        status["artifact"] = {"uri": "s3://b/a.dump", "manifestUri": "s3://b/a.json", "sha256": sha256, "sizeBytes": 10}
     return {"apiVersion": "walwarden.io/v1alpha1", "kind": "BackupRequest", "status": status}
 
 
@@ -366,12 +417,15 @@ def test_sha256_comes_from_a_succeeded_backup_request():
     assert token_cli.backup_sha256(cluster, "vault", "nightly") == SHA
 
 
-@pytest.mark.parametrize(("backups", "backup", "message"), [
-    ({("vault", "nightly"): backup_body("Running")}, "nightly", "has not succeeded (phase Running)"),
-    ({("vault", "nightly"): {"status": {}}}, "nightly", "has not succeeded (phase unset)"),
-    ({}, "nightly", "no BackupRequest nightly in namespace vault"),
-    ({}, "s3://bucket/a.dump", "--sha256 is required with an s3:// artifact"),
-])
+@pytest.mark.parametrize(
+    ("backups", "backup", "message"),
+    [
+        ({("vault", "nightly"): backup_body("Running")}, "nightly", "has not succeeded (phase Running)"),
+        ({("vault", "nightly"): {"status": {}}}, "nightly", "has not succeeded (phase unset)"),
+        ({}, "nightly", "no BackupRequest nightly in namespace vault"),
+        ({}, "s3://bucket/a.dump", "--sha256 is required with an s3:// artifact"),
+    ],
+)
 def test_sha256_lookup_fails_clearly(backups, backup, message):
     with pytest.raises(token_cli.TokenCliError, match=re.escape(message)):
         token_cli.backup_sha256(FakeCluster(backups=backups), "vault", backup)
@@ -425,8 +479,9 @@ def api_server(monkeypatch):
 
 def test_the_key_and_the_sha256_are_read_through_one_connection(api_server):
     api_server.core.secrets[("ops", "approval")] = {"key": KEY}
-    api_server.custom.objects[("walwarden.io", "v1alpha1", "backuprequests", "vault", "nightly")] = \
-        backup_body("Succeeded", SHA)
+    api_server.custom.objects[("walwarden.io", "v1alpha1", "backuprequests", "vault", "nightly")] = backup_body(
+        "Succeeded", SHA
+    )
     cluster = token_cli.Cluster("/home/me/kubeconfig")
     assert token_cli.secret_key(cluster, "ops/approval") == KEY
     assert token_cli.backup_sha256(cluster, "vault", "nightly") == SHA
@@ -453,8 +508,10 @@ def test_what_the_api_server_refuses_is_one_sentence(api_server):
     api_server.core.error = ApiException(status=403, reason="Forbidden")
     with pytest.raises(token_cli.TokenCliError) as raised:
         token_cli.secret_key(token_cli.Cluster(), "ops/approval")
-    assert str(raised.value) == ("cannot read the Secret ops/approval: the Kubernetes API server answered 403 "
-                                 "Forbidden (may your kubeconfig's user read it?)")
+    assert str(raised.value) == (
+        "cannot read the Secret ops/approval: the Kubernetes API server answered 403 "
+        "Forbidden (may your kubeconfig's user read it?)"
+    )
 
 
 def test_without_a_cluster_the_error_says_so(monkeypatch):
@@ -466,6 +523,7 @@ def test_without_a_cluster_the_error_says_so(monkeypatch):
         raise ConfigException("Invalid kube-config file. No configuration found.")
 
     monkeypatch.setattr(Kube, "connect", staticmethod(connect))
-    with pytest.raises(token_cli.TokenCliError, match="cannot read the Secret ops/approval: no Kubernetes cluster "
-                                                      "configured"):
+    with pytest.raises(
+        token_cli.TokenCliError, match="cannot read the Secret ops/approval: no Kubernetes cluster configured"
+    ):
         token_cli.secret_key(token_cli.Cluster(), "ops/approval")

@@ -6,6 +6,7 @@ import json
 
 import pytest
 from pydantic import ValidationError
+
 from walwarden.security.fingerprints import fingerprint
 from walwarden.storage.manifest import (
     DatabaseDump,
@@ -22,12 +23,23 @@ KEY = b"per-request result key"
 def make_manifest() -> Manifest:
     emp = fingerprint("emp value", salt=b"0123456789abcdef", n=2**10)
     return Manifest(
-        created_at="2025-01-02T03:04:05Z", completed_at="2025-01-02T03:09:05Z",
+        created_at="2025-01-02T03:04:05Z",
+        completed_at="2025-01-02T03:09:05Z",
         backup={"namespace": "vault", "name": "nightly", "uid": "1a2b"},
-        pg_dump_version="15.18", pg_server_version="15.18",
-        databases=[DatabaseDump(name="vault", key="p/vault.dump", uri="s3://b/p/vault.dump", sha256="ab" * 32,
-                                size_bytes=1234, row_counts={"public.accounts": 200})],
-        encryptor_fingerprints=[EncryptorEntry(secret="emp/password", **emp.model_dump())])
+        pg_dump_version="15.18",
+        pg_server_version="15.18",
+        databases=[
+            DatabaseDump(
+                name="vault",
+                key="p/vault.dump",
+                uri="s3://b/p/vault.dump",
+                sha256="ab" * 32,
+                size_bytes=1234,
+                row_counts={"public.accounts": 200},
+            )
+        ],
+        encryptor_fingerprints=[EncryptorEntry(secret="emp/password", **emp.model_dump())],
+    )
 
 
 def test_json_is_camel_case_and_round_trips():

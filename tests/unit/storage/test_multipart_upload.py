@@ -8,6 +8,7 @@ import threading
 import time
 
 import pytest
+
 from walwarden.storage.s3 import MultipartUpload
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from walwarden.storage.s3 import (
     DEFAULT_PART_SIZE,
     MAX_PART_SIZE,

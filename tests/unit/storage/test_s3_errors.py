@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 from botocore.exceptions import ClientError, EndpointConnectionError
+
 from walwarden.storage import s3
 
 
@@ -16,8 +17,20 @@ def test_not_found(code):
     assert s3.is_not_found(client_error(code)) and not s3.is_access_denied(client_error(code))
 
 
-@pytest.mark.parametrize("code", ["403", "AccessDenied", "Forbidden", "SignatureDoesNotMatch", "InvalidAccessKeyId",
-                                  "InvalidToken", "ExpiredToken", "AllAccessDisabled", "AccountProblem"])
+@pytest.mark.parametrize(
+    "code",
+    [
+        "403",
+        "AccessDenied",
+        "Forbidden",
+        "SignatureDoesNotMatch",
+        "InvalidAccessKeyId",
+        "InvalidToken",
+        "ExpiredToken",
+        "AllAccessDisabled",
+        "AccountProblem",
+    ],
+)
 def test_access_denied(code):
     assert s3.is_access_denied(client_error(code)) and not s3.is_not_found(client_error(code))
 
@@ -28,8 +41,15 @@ def test_only_a_body_tells_a_missing_bucket_apart():
     assert not s3.is_bucket_not_found(client_error("NoSuchKey"))
 
 
-@pytest.mark.parametrize("error", [client_error("NoSuchUpload", "UploadPart"), client_error("InternalError"),
-                                   EndpointConnectionError(endpoint_url="http://127.0.0.1:1"), ValueError("x")])
+@pytest.mark.parametrize(
+    "error",
+    [
+        client_error("NoSuchUpload", "UploadPart"),
+        client_error("InternalError"),
+        EndpointConnectionError(endpoint_url="http://127.0.0.1:1"),
+        ValueError("x"),
+    ],
+)
 def test_other_failures_are_neither(error):
     assert not s3.is_not_found(error) and not s3.is_access_denied(error) and not s3.is_bucket_not_found(error)
 

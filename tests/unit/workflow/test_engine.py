@@ -9,8 +9,19 @@ from walwarden.workflow.engine import Run, Skip, Step, StepFailed, StepTable, Un
 
 
 def make_run(status: BackupRequestStatus | None = None, dry_run: bool = False) -> Run:
-    return Run(kind="BackupRequest", namespace="ns", name="r", uid="u", generation=3, owner={}, spec=None,
-               status=status or BackupRequestStatus(), kube=None, settings=None, dry_run=dry_run)
+    return Run(
+        kind="BackupRequest",
+        namespace="ns",
+        name="r",
+        uid="u",
+        generation=3,
+        owner={},
+        spec=None,
+        status=status or BackupRequestStatus(),
+        kube=None,
+        settings=None,
+        dry_run=dry_run,
+    )
 
 
 def table(*steps: Step) -> StepTable:
@@ -23,6 +34,7 @@ def recorder(log: list[str], name: str, result=None):
         if isinstance(result, Exception):
             raise result
         return result
+
     return run
 
 
@@ -73,9 +85,11 @@ def test_a_waiting_step_stops_the_pass_and_resumes_without_rerunning_finished_st
 
 def test_a_failure_skips_ordinary_steps_but_runs_the_always_steps():
     log = []
-    steps = [Step("A", recorder(log, "A", StepFailed("Broken", "A broke; fix X"))),
-             Step("B", recorder(log, "B")),
-             Step("Cleanup", recorder(log, "Cleanup"), cleanup=True)]
+    steps = [
+        Step("A", recorder(log, "A", StepFailed("Broken", "A broke; fix X"))),
+        Step("B", recorder(log, "B")),
+        Step("Cleanup", recorder(log, "Cleanup"), cleanup=True),
+    ]
     run = make_run()
     outcome = advance(table(*steps), run)
     assert outcome.finished and outcome.result == "Failed"
@@ -87,8 +101,10 @@ def test_a_failure_skips_ordinary_steps_but_runs_the_always_steps():
 
 
 def test_a_later_failure_does_not_hide_the_first():
-    steps = [Step("A", recorder([], "A", StepFailed("First", "first problem"))),
-             Step("Cleanup", recorder([], "C", StepFailed("Second", "cleanup problem")), cleanup=True)]
+    steps = [
+        Step("A", recorder([], "A", StepFailed("First", "first problem"))),
+        Step("Cleanup", recorder([], "C", StepFailed("Second", "cleanup problem")), cleanup=True),
+    ]
     run = make_run()
     advance(table(*steps), run)
     assert run.status.failure.reason == "First"
@@ -108,11 +124,17 @@ def test_the_rollback_step_runs_the_undo_of_every_step_that_ran_last_first_and_o
         def run(_run, cause):
             log.append(f"undo {name} ({cause})")
             return f"put back {name}"
+
         return run
 
-    steps = (Step("A", recorder(log, "A"), undo=undo("A")), Step("B", recorder(log, "B"), undo=undo("B")),
-             Step("C", recorder(log, "C", StepFailed("X", "x"))), Step("D", recorder(log, "D"), undo=undo("D")),
-             Step("Rollback", None, rollback=True), Step("Release", recorder(log, "Release"), cleanup=True))
+    steps = (
+        Step("A", recorder(log, "A"), undo=undo("A")),
+        Step("B", recorder(log, "B"), undo=undo("B")),
+        Step("C", recorder(log, "C", StepFailed("X", "x"))),
+        Step("D", recorder(log, "D"), undo=undo("D")),
+        Step("Rollback", None, rollback=True),
+        Step("Release", recorder(log, "Release"), cleanup=True),
+    )
     run = make_run()
     outcome = advance(table(*steps), run)
     assert log == ["A", "B", "C", "undo B (Failure)", "undo A (Failure)", "Release"]  # D never ran: no undo
@@ -134,8 +156,10 @@ def test_a_rollback_with_nothing_to_undo_is_skipped_and_the_request_failed():
 
 def test_a_deletion_undoes_what_ran_with_its_cause():
     causes = []
-    steps = table(Step("A", recorder([], "A"), undo=lambda run, cause: causes.append(cause) or "a"),
-                  Step("B", recorder([], "B", Wait("later"))))
+    steps = table(
+        Step("A", recorder([], "A"), undo=lambda run, cause: causes.append(cause) or "a"),
+        Step("B", recorder([], "B", Wait("later"))),
+    )
     run = make_run()
     advance(steps, run)
     assert steps.undo(run, UndoCause.DELETION) == ["a"] and causes == [UndoCause.DELETION]
@@ -143,8 +167,11 @@ def test_a_deletion_undoes_what_ran_with_its_cause():
 
 def test_a_dry_run_runs_only_the_steps_the_table_allows():
     log = []
-    steps = table(Step("Validate", recorder(log, "Validate"), in_dry_run=True),
-                  Step("Change", recorder(log, "Change")), Step("Release", recorder(log, "Release"), cleanup=True))
+    steps = table(
+        Step("Validate", recorder(log, "Validate"), in_dry_run=True),
+        Step("Change", recorder(log, "Change")),
+        Step("Release", recorder(log, "Release"), cleanup=True),
+    )
     run = make_run(dry_run=True)
     assert advance(steps, run).result == "Succeeded"
     assert log == ["Validate"]
@@ -170,13 +197,16 @@ def waits_then_finishes(log: list[str], waits: int):
         if len(log) <= waits:
             raise Wait("not yet", delay=5)
         return "done"
+
     return run
 
 
 def test_a_first_wait_ends_the_pass_at_once_so_status_shows_the_step_running():
     log, clock = [], FakeClock()
     run = make_run()
-    outcome = advance(table(Step("B", waits_then_finishes(log, 3))), run, settle_seconds=5, clock=clock, sleep=clock.sleep)
+    outcome = advance(
+        table(Step("B", waits_then_finishes(log, 3))), run, settle_seconds=5, clock=clock, sleep=clock.sleep
+    )
     assert not outcome.finished and log == ["B"] and clock.sleeps == []
     assert outcome.waiting.delay == pytest.approx(0.2)  # come back soon: the pass only wrote status
     assert states(run) == {"B": "Running"}

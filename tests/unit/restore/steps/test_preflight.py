@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from walwarden.workflow.engine import StepFailed
 from walwarden.restore.steps.preflight import check_target_version
+from walwarden.workflow.engine import StepFailed
 
 
-@pytest.mark.parametrize("target, source", [("16.4", "16.1"), ("17.0", "15.18 (Debian 15.18-0+deb12u1)"),
-                                            ("unknown", "16.4")])
+@pytest.mark.parametrize(
+    "target, source", [("16.4", "16.1"), ("17.0", "15.18 (Debian 15.18-0+deb12u1)"), ("unknown", "16.4")]
+)
 def test_the_same_or_a_newer_major_version_is_accepted(target, source):
     check_target_version(target, source)
 
