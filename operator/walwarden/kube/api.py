@@ -63,22 +63,26 @@ def owner_reference(body: Any) -> dict[str, Any]:
     return dict(kopf.build_owner_reference(body, controller=True, block_owner_deletion=False))
 
 
+# As client-go's retry.DefaultRetry: a handful, since each attempt reads the object afresh.
 CONFLICT_ATTEMPTS = 5
 
 
 class StillConflicting(Exception):
-    """Others kept changing the object between our read and our write."""
+    """Others kept changing the object between our read and our write, on every attempt."""
 
 
-def retry_on_conflict(action: Callable[[], T], attempts: int = CONFLICT_ATTEMPTS) -> T:
+def retry_on_conflict(action: Callable[[], T], attempts: int = CONFLICT_ATTEMPTS, *, what: str = "the object") -> T:
     """Run `action` (which reads, then writes) again while the write meets a conflict (HTTP 409),
-    at most `attempts` times; then StillConflicting, rather than retrying for ever."""
-    for _ in range(attempts - 1):
+    at most `attempts` times in all; then StillConflicting naming `what`, rather than retrying for
+    ever. Each run of `action` must read what it writes afresh: a conflict means its read is stale
+    (client-go's retry.RetryOnConflict)."""
+    if attempts < 1:
+        raise ValueError(f"attempts must be at least 1, not {attempts}")
+    for _ in range(attempts):
         try:
             return action()
         except Conflict:
             continue
-    try:
-        return action()
-    except Conflict as error:
-        raise StillConflicting(f"still conflicting after {attempts} attempts: {error}") from None
+    raise StillConflicting(
+        f"{what}: still conflicting after {attempts} attempts (others kept changing it between our read and our write)"
+    )

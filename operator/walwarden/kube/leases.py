@@ -47,11 +47,13 @@ def _holder_active(kube: Kube, namespace: str, holder: Holder) -> bool:
 def acquire(kube: Kube, namespace: str, me: Holder, parent: Holder | None = None) -> Holder | None:
     """Take the lock; None when we hold it, else the active holder we have to wait for.
     A request whose `parent` holds the lock (a restore's own safety backup) runs under it.
-    Another writer racing us (HTTP 409) makes us look again, a bounded number of times."""
-    return retry_on_conflict(lambda: _try_acquire(kube, namespace, me, parent))
+    Another writer racing us (HTTP 409) makes us read the lease again and decide afresh, at most
+    CONFLICT_ATTEMPTS times; then StillConflicting, which ends the pass (kopf retries the handler)."""
+    return retry_on_conflict(lambda: _try_acquire(kube, namespace, me, parent), what=f"Lease {namespace}/{LOCK_NAME}")
 
 
 def _try_acquire(kube: Kube, namespace: str, me: Holder, parent: Holder | None) -> Holder | None:
+    """One read of the lease and at most one write; `Conflict` when another writer got there first."""
     lease = call(kube.coordination.read_namespaced_lease, LOCK_NAME, namespace)
     if lease is None:
         call(

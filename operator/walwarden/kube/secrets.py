@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+from typing import Any
 
 from walwarden.kube.api import Conflict, Kube, call
 
@@ -15,7 +16,12 @@ def read_secret(kube: Kube, namespace: str, name: str) -> dict[str, str] | None:
 
 
 def ensure_secret(
-    kube: Kube, namespace: str, name: str, data: dict[str, str], owner: dict, labels: dict[str, str] | None = None
+    kube: Kube,
+    namespace: str,
+    name: str,
+    data: dict[str, str],
+    owner: dict[str, Any],
+    labels: dict[str, str] | None = None,
 ) -> dict[str, str]:
     """Create the Secret unless it exists; return what it holds (the existing one wins)."""
     existing = read_secret(kube, namespace, name)

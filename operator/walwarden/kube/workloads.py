@@ -7,8 +7,12 @@ patch as the scale: if the operator dies right after, the world still says what 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 from walwarden.kube.api import Kube, call
+
+if TYPE_CHECKING:
+    from kubernetes.client import V1Deployment, V1StatefulSet
 
 ORIGINAL_REPLICAS = "walwarden.io/original-replicas"
 KINDS = ("Deployment", "StatefulSet")
@@ -29,16 +33,19 @@ class Workload:
         return ",".join(f"{k}={v}" for k, v in sorted(self.selector.items()))
 
 
-def _read(kube: Kube, kind: str, namespace: str, name: str):
-    reader = kube.apps.read_namespaced_deployment if kind == "Deployment" else kube.apps.read_namespaced_stateful_set
-    return call(reader, name, namespace)
+def _read(kube: Kube, kind: str, namespace: str, name: str) -> V1Deployment | V1StatefulSet | None:
+    if kind == "Deployment":
+        return call(kube.apps.read_namespaced_deployment, name, namespace)
+    return call(kube.apps.read_namespaced_stateful_set, name, namespace)
 
 
 def find_workload(kube: Kube, namespace: str, name: str) -> Workload | None:
+    """The service `name` as a Deployment, else as a StatefulSet; None when it is neither."""
     for kind in KINDS:
         found = _read(kube, kind, namespace, name)
         if found is not None:
-            annotation = (found.metadata.annotations or {}).get(ORIGINAL_REPLICAS)
+            assert found.spec is not None  # the API server always returns a workload's spec
+            annotation = ((found.metadata.annotations if found.metadata else None) or {}).get(ORIGINAL_REPLICAS)
             return Workload(
                 kind=kind,
                 namespace=namespace,
@@ -51,7 +58,7 @@ def find_workload(kube: Kube, namespace: str, name: str) -> Workload | None:
     return None
 
 
-def _patch(kube: Kube, workload: Workload, body: dict) -> None:
+def _patch(kube: Kube, workload: Workload, body: dict[str, Any]) -> None:
     patcher = (
         kube.apps.patch_namespaced_deployment
         if workload.kind == "Deployment"
@@ -72,6 +79,7 @@ def scale_to(kube: Kube, workload: Workload, replicas: int) -> None:
 
 
 def forget_original_replicas(kube: Kube, workload: Workload) -> None:
+    """Remove our record of the original count (once the service runs again): a null in a merge patch."""
     _patch(kube, workload, {"metadata": {"annotations": {ORIGINAL_REPLICAS: None}}})
 
 

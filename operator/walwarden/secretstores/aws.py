@@ -1,25 +1,36 @@
-"""db-info secrets in AWS Secrets Manager: a JSON object in each secret's SecretString."""
+"""db-info secrets in AWS Secrets Manager: a JSON object in each secret's SecretString.
+
+An external syncer (External Secrets Operator, the Secrets Store CSI driver...) usually copies each
+into a Kubernetes Secret of the same name; `refresh_synced_copy` (synced.py) updates that copy at
+once after a change here. Errors of Secrets Manager and of AWS authentication become a
+`DbInfoError` through one table, `_AWS_ERRORS`, with what to do about each.
+"""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
-from typing import Any
+from collections.abc import Callable, Iterable
+from typing import Any, TypeVar
 
 from walwarden.secretstores.base import (
     DbInfoError,
-    _check_values,
-    _server_text,
     as_strings,
     changed_keys,
+    check_values,
     merge_values,
     parse_secret_string,
+    server_text,
 )
+
+T = TypeVar("T")
+
+# A boto3 "secretsmanager" client: botocore builds its methods at run time, so it has no static type.
+SecretsManagerClient = Any
 
 
 def make_aws_client(
     region: str | None, endpoint: str | None, access_key: str | None = None, secret_key: str | None = None
-):
+) -> SecretsManagerClient:
     """A boto3 Secrets Manager client. Without keys: the ambient identity (IRSA, instance profile,
     environment); without a region: the ambient region. Bounded timeouts and retries, so a
     hanging endpoint cannot block a restore step forever."""
@@ -113,7 +124,7 @@ class AwsSecretsManager:
 
     kind = "AWS Secrets Manager secret"
 
-    def __init__(self, client):
+    def __init__(self, client: SecretsManagerClient) -> None:
         self.client = client
 
     def read(self, name: str) -> dict[str, str] | None:
@@ -121,7 +132,7 @@ class AwsSecretsManager:
         return None if document is None else as_strings(document)
 
     def update(self, name: str, values: dict[str, str]) -> None:
-        _check_values(values)
+        check_values(values)
         document = self._read_document(name)
         if document is None:
             raise DbInfoError(
@@ -145,7 +156,9 @@ class AwsSecretsManager:
     def _region(self) -> str:
         return getattr(getattr(self.client, "meta", None), "region_name", None) or "ambient region"
 
-    def _call(self, verb: str, name: str, secrets: Iterable[str], function, missing_ok: bool = False):
+    def _call(
+        self, verb: str, name: str, secrets: Iterable[str], function: Callable[[], T], missing_ok: bool = False
+    ) -> T | None:
         from botocore.exceptions import (
             BotoCoreError,
             ClientError,
@@ -164,7 +177,7 @@ class AwsSecretsManager:
             status = int(error.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
             if code == "ResourceNotFoundException" and missing_ok:
                 return None
-            server = _server_text(error.response.get("Error", {}).get("Message", ""), secrets)
+            server = server_text(error.response.get("Error", {}).get("Message", ""), secrets)
             if code not in _AWS_ERRORS and status == 403:
                 # Answers without a JSON error body (e.g. moto's XML, a proxy) still say 403.
                 code = "AccessDenied" if "AccessDenied" in str(error.response) else "InvalidClientTokenId"

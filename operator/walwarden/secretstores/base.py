@@ -1,5 +1,11 @@
-"""What every db-info backend shares: the protocol, the error (never a secret value in it), the
-keys, and the pure helpers (what changed, merging, JSON secret strings, scrubbing server text)."""
+"""What every db-info secret store shares: the protocol, the error, and the pure logic of a change.
+
+A backend (kubernetes.py, aws.py) reads a secret as a dict of strings and changes only the keys it
+is given. The helpers here decide what a change is (`changed_keys`, `merge_values`), read a secret
+manager's JSON SecretString (`parse_secret_string`), render JSON values the way a syncer writes
+them into a Kubernetes Secret (`as_strings`), and make any text a server sent safe to show
+(`scrub`, `server_text`): no secret value ever reaches a `DbInfoError`.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +14,7 @@ import re
 from collections.abc import Iterable, Mapping
 from typing import Any, Protocol, runtime_checkable
 
+# The keys a db-info secret holds (DESIGN §1). Other keys are kept untouched.
 DB_INFO_KEYS = ("DB_HOST", "DB_PORT", "DB_USER", "DB_PASSWORD", "DB_NAME")
 
 # Values shorter than this are not scrubbed out of server messages one by one (replacing every "5"
@@ -25,7 +32,7 @@ class DbInfoError(Exception):
     and what to do; `retryable` is true when trying again later may succeed.
     """
 
-    def __init__(self, reason: str, message: str, *, retryable: bool = False):
+    def __init__(self, reason: str, message: str, *, retryable: bool = False) -> None:
         super().__init__(f"{reason}: {message}")
         self.reason = reason
         self.message = message
@@ -43,19 +50,19 @@ class DbInfoBackend(Protocol):
         ...
 
 
-# -- pure logic ------------------------------------------------------------------------------------
+# -- what a change is ------------------------------------------------------------------------------
 
 
 def changed_keys(current: Mapping[str, Any] | None, values: Mapping[str, str]) -> list[str]:
     """The keys of `values` whose value differs from `current` (as strings); all of them when None."""
     current = current or {}
-    return [key for key, value in values.items() if key not in current or _as_string(current[key]) != value]
+    return [key for key, value in values.items() if key not in current or as_string(current[key]) != value]
 
 
 def merge_values(current: Mapping[str, Any], values: Mapping[str, str]) -> dict[str, Any]:
     """`current` with the keys of `values` set; every other key (and its JSON type) kept as it was,
     in its original order."""
-    _check_values(values)
+    check_values(values)
     merged = dict(current)
     merged.update(values)
     return merged
@@ -85,13 +92,24 @@ def parse_secret_string(name: str, text: str | None) -> dict[str, Any]:
     return document
 
 
+def check_values(values: Mapping[str, str]) -> None:
+    """Refuse keys that are not non-empty strings and values that are not strings, without naming a value."""
+    for key, value in values.items():
+        if not isinstance(key, str) or not key:
+            raise ValueError("db-info keys must be non-empty strings")
+        if not isinstance(value, str):
+            # The value itself is not named: it may be a password.
+            raise TypeError(f"the value of db-info key {key} must be a string, not {type(value).__name__}")
+
+
 def as_strings(document: Mapping[str, Any]) -> dict[str, str]:
     """A JSON object's values as strings, as a syncer puts them into a Kubernetes Secret
     (5432 -> "5432", true -> "true", null -> "", nested values as JSON)."""
-    return {str(key): _as_string(value) for key, value in document.items()}
+    return {str(key): as_string(value) for key, value in document.items()}
 
 
-def _as_string(value: Any) -> str:
+def as_string(value: Any) -> str:
+    """One JSON value as `as_strings` renders it."""
     if isinstance(value, str):
         return value
     if value is None:
@@ -103,13 +121,7 @@ def _as_string(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"), sort_keys=True)
 
 
-def _check_values(values: Mapping[str, str]) -> None:
-    for key, value in values.items():
-        if not isinstance(key, str) or not key:
-            raise ValueError("db-info keys must be non-empty strings")
-        if not isinstance(value, str):
-            # The value itself is not named: it may be a password.
-            raise TypeError(f"the value of db-info key {key} must be a string, not {type(value).__name__}")
+# -- server text without secret values -------------------------------------------------------------
 
 
 def scrub(text: str, secrets: Iterable[str]) -> str:
@@ -125,7 +137,8 @@ def scrub(text: str, secrets: Iterable[str]) -> str:
     return text
 
 
-def _server_text(text: str, secrets: Iterable[str]) -> str:
+def server_text(text: str, secrets: Iterable[str]) -> str:
+    """A server's error message fit for a `DbInfoError`: on one line, scrubbed of `secrets`, bounded."""
     text = " ".join(str(text).split())
     # moto (and some proxies) answer JSON-protocol calls with an XML error document.
     inner = re.search(r"<Message>(.*?)</Message>", text)

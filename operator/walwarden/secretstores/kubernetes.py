@@ -5,8 +5,13 @@ from __future__ import annotations
 import base64
 import json
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
-from walwarden.secretstores.base import DbInfoError, _check_values, _server_text, changed_keys
+from walwarden.secretstores.base import DbInfoError, changed_keys, check_values, server_text
+
+if TYPE_CHECKING:
+    from kubernetes.client import CoreV1Api
+    from kubernetes.client.rest import ApiException
 
 
 class KubernetesSecrets:
@@ -14,7 +19,7 @@ class KubernetesSecrets:
 
     kind = "Kubernetes Secret"
 
-    def __init__(self, core_v1_api, namespace: str):
+    def __init__(self, core_v1_api: CoreV1Api, namespace: str) -> None:
         self.core = core_v1_api
         self.namespace = namespace
 
@@ -34,7 +39,7 @@ class KubernetesSecrets:
     def update(self, name: str, values: dict[str, str]) -> None:
         from kubernetes.client.rest import ApiException
 
-        _check_values(values)
+        check_values(values)
         current = self.read(name)
         if current is None:
             raise DbInfoError("SecretNotFound", f"Kubernetes Secret {self.namespace}/{name} does not exist")
@@ -46,7 +51,7 @@ class KubernetesSecrets:
         except ApiException as error:
             raise self._error(error, name, "patch", [*values.values(), *current.values()]) from None
 
-    def _error(self, error, name: str, verb: str, secrets: Iterable[str]) -> DbInfoError:
+    def _error(self, error: ApiException, name: str, verb: str, secrets: Iterable[str]) -> DbInfoError:
         where = f"Kubernetes Secret {self.namespace}/{name}"
         status = error.status or 0
         detail = _kubernetes_message(error, secrets)
@@ -62,11 +67,12 @@ class KubernetesSecrets:
         return DbInfoError("KubernetesApiError", f"{verb} {where} failed (HTTP {status}){detail}", retryable=retryable)
 
 
-def _kubernetes_message(error, secrets: Iterable[str]) -> str:
+def _kubernetes_message(error: ApiException, secrets: Iterable[str]) -> str:
+    """The API server's message of `error`, scrubbed, as ": <message>" (or "" without one)."""
     text = ""
     try:
         text = json.loads(error.body or "{}").get("message", "")
     except (ValueError, AttributeError):
         text = error.reason or ""
-    text = _server_text(text, secrets) if text else ""
+    text = server_text(text, secrets) if text else ""
     return f": {text}" if text else ""

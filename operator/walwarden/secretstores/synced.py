@@ -1,4 +1,10 @@
-"""The Kubernetes copy a syncer keeps of a secret-manager secret, refreshed at once after a change."""
+"""The Kubernetes copy a syncer keeps of a secret that lives elsewhere (AWS Secrets Manager).
+
+A syncer (External Secrets Operator, the Secrets Store CSI driver...) refreshes that copy on its
+own schedule. Writing the same keys into it at once, right after the source changed, is what the
+syncer would do on its next refresh: the consumers restarted next read the new values instead of
+a stale copy, and the syncer's next refresh writes the same values again.
+"""
 
 from __future__ import annotations
 

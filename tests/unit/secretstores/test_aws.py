@@ -1,8 +1,8 @@
-"""db-info backends: the merge logic, and how errors are reported without secret values."""
+"""AWS Secrets Manager (secretstores/aws.py), with botocore's Stubber: the merge, and how errors are
+reported without secret values."""
 
 from __future__ import annotations
 
-import base64
 import json
 from types import SimpleNamespace
 
@@ -10,21 +10,9 @@ import boto3
 import pytest
 from botocore.exceptions import EndpointConnectionError, NoCredentialsError, ParamValidationError
 from botocore.stub import Stubber
-from kubernetes.client.rest import ApiException
 
-from walwarden.secretstores import (
-    AwsSecretsManager,
-    DbInfoBackend,
-    DbInfoError,
-    KubernetesSecrets,
-    as_strings,
-    changed_keys,
-    make_aws_client,
-    merge_values,
-    parse_secret_string,
-    refresh_synced_copy,
-    scrub,
-)
+from walwarden.secretstores.aws import AwsSecretsManager, make_aws_client
+from walwarden.secretstores.base import DbInfoBackend, DbInfoError
 
 PASSWORD = "s3cr3t-Pa55word!"
 CURRENT = {
@@ -37,67 +25,7 @@ CURRENT = {
 }
 
 
-# -- pure logic ------------------------------------------------------------------------------------
-
-
-def test_merge_sets_the_given_keys_and_keeps_the_others_with_their_types():
-    merged = merge_values(CURRENT, {"DB_HOST": "new-db.internal", "DB_NAME": "restored"})
-    assert merged == {**CURRENT, "DB_HOST": "new-db.internal", "DB_NAME": "restored"}
-    assert merged["DB_PORT"] == 5432 and merged["EXTRA"] == {"a": 1}
-    assert list(merged) == list(CURRENT)  # order kept
-    assert CURRENT["DB_HOST"] == "old-db.internal"  # the input is not changed
-
-
-def test_merge_adds_a_missing_key():
-    assert merge_values({"DB_HOST": "a"}, {"DB_PORT": "5433"}) == {"DB_HOST": "a", "DB_PORT": "5433"}
-
-
-def test_merge_refuses_non_string_values_without_naming_them():
-    with pytest.raises(TypeError) as refused:
-        merge_values({}, {"DB_PASSWORD": 12345678})
-    assert "12345678" not in str(refused.value) and "DB_PASSWORD" in str(refused.value)
-
-
-def test_changed_keys_compares_as_strings():
-    assert changed_keys(CURRENT, {"DB_PORT": "5432", "DB_HOST": "old-db.internal"}) == []
-    assert changed_keys(CURRENT, {"DB_PORT": "5433", "DB_HOST": "old-db.internal"}) == ["DB_PORT"]
-    assert changed_keys(CURRENT, {"NEW": "x"}) == ["NEW"]
-    assert changed_keys(None, {"DB_HOST": "a"}) == ["DB_HOST"]
-
-
-def test_as_strings_renders_json_values_as_a_syncer_would():
-    assert as_strings({"s": "x", "i": 5432, "f": 1.5, "t": True, "n": None, "o": {"b": 2, "a": 1}}) == {
-        "s": "x",
-        "i": "5432",
-        "f": "1.5",
-        "t": "true",
-        "n": "",
-        "o": '{"a":1,"b":2}',
-    }
-
-
-def test_parse_secret_string():
-    assert parse_secret_string("n", json.dumps(CURRENT)) == CURRENT
-
-
-@pytest.mark.parametrize("text", [PASSWORD, json.dumps([PASSWORD]), json.dumps(PASSWORD), "{" + PASSWORD, None])
-def test_a_secret_string_that_is_not_a_json_object_is_refused_without_quoting_it(text):
-    with pytest.raises(DbInfoError) as refused:
-        parse_secret_string("prod.ns.wallet.db-info", text)
-    assert refused.value.reason == "SecretNotJson"
-    assert "prod.ns.wallet.db-info" in str(refused.value)
-    assert PASSWORD not in str(refused.value) and refused.value.__cause__ is None
-
-
-def test_scrub_replaces_values_and_withholds_text_with_short_ones():
-    assert scrub(f"bad value {PASSWORD} here", [PASSWORD, "x"]) == "bad value *** here"
-    assert scrub("port 54 refused", ["54"]) == "(server message withheld: it may contain a secret value)"
-    assert scrub("nothing secret", ["ab", PASSWORD, ""]) == "nothing secret"
-    # Longer values first, so one value inside another leaves nothing behind.
-    assert scrub("abcdefgh", ["abcd", "abcdefgh"]) == "***"
-
-
-# -- AWS Secrets Manager, with botocore's Stubber (a real client, no network) ------------------------
+# -- AWS Secrets Manager, with botocore's Stubber (a real client, no network) ----------------------
 
 
 @pytest.fixture
@@ -231,58 +159,3 @@ def test_make_aws_client_without_a_region_is_a_clear_error(monkeypatch):
     with pytest.raises(DbInfoError) as failed:
         make_aws_client(None, None, "k", "s")
     assert failed.value.reason == "NoRegion"
-
-
-# -- Kubernetes Secrets, with a stand-in CoreV1Api -------------------------------------------------
-
-
-class FakeCore:
-    def __init__(self, secrets: dict[str, dict[str, str]], deny: bool = False):
-        self.secrets = secrets
-        self.patches: list[tuple[str, dict]] = []
-        self.deny = deny
-
-    def read_namespaced_secret(self, name, namespace):
-        if self.deny:
-            raise ApiException(status=403, reason="Forbidden")
-        if name not in self.secrets:
-            raise ApiException(status=404, reason="Not Found")
-        return SimpleNamespace(data={k: base64.b64encode(v.encode()).decode() for k, v in self.secrets[name].items()})
-
-    def patch_namespaced_secret(self, name, namespace, body):
-        self.patches.append((name, body))
-        self.secrets[name].update(body["stringData"])
-
-
-def test_kubernetes_read_decodes_and_missing_is_none():
-    backend = KubernetesSecrets(FakeCore({"s": {"DB_HOST": "a", "DB_PASSWORD": PASSWORD}}), "ns")
-    assert isinstance(backend, DbInfoBackend)
-    assert backend.read("s") == {"DB_HOST": "a", "DB_PASSWORD": PASSWORD}
-    assert backend.read("other") is None
-
-
-def test_kubernetes_update_patches_only_the_given_keys_once():
-    core = FakeCore({"s": {"DB_HOST": "a", "DB_PASSWORD": PASSWORD}})
-    backend = KubernetesSecrets(core, "ns")
-    backend.update("s", {"DB_HOST": "b"})
-    backend.update("s", {"DB_HOST": "b"})
-    assert core.patches == [("s", {"stringData": {"DB_HOST": "b"}})]
-    assert core.secrets["s"] == {"DB_HOST": "b", "DB_PASSWORD": PASSWORD}
-
-
-def test_kubernetes_errors():
-    with pytest.raises(DbInfoError) as missing:
-        KubernetesSecrets(FakeCore({}), "ns").update("s", {"DB_HOST": "b"})
-    assert missing.value.reason == "SecretNotFound" and "ns/s" in missing.value.message
-    with pytest.raises(DbInfoError) as denied:
-        KubernetesSecrets(FakeCore({}, deny=True), "ns").read("s")
-    assert denied.value.reason == "AccessDenied"
-
-
-def test_refresh_synced_copy_only_writes_an_existing_copy():
-    core = FakeCore({"s": {"DB_HOST": "a", "DB_USER": "u"}})
-    kube = KubernetesSecrets(core, "ns")
-    assert refresh_synced_copy(kube, "s", {"DB_HOST": "b"}) is True
-    assert core.secrets["s"] == {"DB_HOST": "b", "DB_USER": "u"}
-    assert refresh_synced_copy(kube, "missing", {"DB_HOST": "b"}) is False
-    assert "missing" not in core.secrets
