@@ -7,6 +7,7 @@ from typing import Any
 
 from walwarden.api import ConditionType, S3Storage, Topology
 from walwarden.kube import jobs, leases
+from walwarden.kube.api import StillConflicting
 from walwarden.kube.secrets import read_secret
 from walwarden.storage import s3 as storage
 from walwarden.workflow.engine import Run, StepFailed, Wait
@@ -27,7 +28,10 @@ def controller_holder(run: AnyRun) -> leases.Holder | None:
 
 
 def acquire_lock(run: AnyRun) -> str:
-    other = leases.acquire(run.kube, run.namespace, holder(run), parent=controller_holder(run))
+    try:
+        other = leases.acquire(run.kube, run.namespace, holder(run), parent=controller_holder(run))
+    except StillConflicting as busy:  # others keep writing the lease: look again later, quietly
+        raise Wait(f"the namespace lock is busy ({busy}); looking again", delay=run.poll_seconds) from None
     if other is not None:
         message = (
             f"waiting for {other.kind} {other.name} to finish: one backup or restore at a time "
