@@ -26,6 +26,7 @@ import copy
 import hashlib
 import io
 import itertools
+import json
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from types import SimpleNamespace as NS
@@ -572,8 +573,9 @@ class Vault:
                                                      for secret, fp in fingerprints_.items()])
 
     def write_manifest(self, prefix: str, manifest: manifests.Manifest, key: str | None) -> None:
+        """Put `manifest` at `prefix` (signed with `key`, unless None), as a backup Job writes it."""
         signed = manifests.sign_manifest(manifest, key.encode()) if key else manifest
-        manifests.write_manifest(self.s3, BUCKET, manifests.manifest_key(prefix), signed)
+        self.s3.put(BUCKET, manifests.manifest_key(prefix), json.dumps(signed.to_json()).encode())
 
     def add_backup(self, name: str, *, phase: str = "Succeeded", databases: tuple[str, ...] = ("vault",),
                    storage_prefix: str = "prod", **manifest_options: Any) -> PublishedBackup:
