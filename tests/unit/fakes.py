@@ -30,7 +30,8 @@ import json
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from types import SimpleNamespace as NS
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import pytest
 from botocore.exceptions import ClientError
@@ -55,7 +56,9 @@ from walwarden.security import fingerprints
 from walwarden.settings import Settings
 from walwarden.storage import manifest as manifests
 from walwarden.storage import s3 as storage
-from walwarden.workflow.engine import Run
+from walwarden.workflow.engine import Run, Wait
+
+T = TypeVar("T")
 
 NAMESPACE = "vault"
 OPERATOR_NAMESPACE = "walwarden-system"
@@ -645,6 +648,15 @@ class Vault:
                    spec=BackupRequestSpec.model_validate(spec if spec is not None else self.backup_spec()),
                    status=status or BackupRequestStatus(), kube=self.kube, settings=self.settings,
                    controller=controller, step_names=tuple(BACKUP_TABLE.planned()))
+
+    def until_done(self, look: Callable[[], T], looks: int = 6) -> T:
+        """`look()` again, the cluster catching up (settle) after each Wait, until it is done."""
+        for _ in range(looks):
+            try:
+                return look()
+            except Wait:
+                self.kube.settle()
+        raise AssertionError(f"still waiting after {looks} looks")
 
     def next_pass(self, run: Run) -> Run:
         """The same request on the operator's next pass: its status as written to the API and read

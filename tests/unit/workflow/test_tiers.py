@@ -24,22 +24,13 @@ def start(vault, run, loud_after=None):
 
 def started(vault, run, loud_after=None):
     """Start the services, the cluster catching up after each look; what the start said."""
-    for _ in range(5):
-        try:
-            return start(vault, run, loud_after)
-        except Wait:
-            vault.kube.settle()
-    raise AssertionError("the services never started")
+    return vault.until_done(lambda: start(vault, run, loud_after))
 
 
 def stopped_vault(vault):
     """Every tier stopped by a run whose status recorded the counts."""
     run = vault.restore_run()
-    for _ in range(3):
-        with pytest.raises(Wait):
-            stop(vault, run)
-        vault.kube.settle()
-    stop(vault, run)
+    vault.until_done(lambda: stop(vault, run))
     return run
 
 

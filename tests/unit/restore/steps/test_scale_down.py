@@ -16,12 +16,7 @@ POLICY = ("policy-node0", "policy-node1", "policy-node2")
 
 def scaled_down(vault, run):
     """ScaleDown looked at again, the cluster catching up in between, until it is done."""
-    for _ in range(5):
-        try:
-            return scale_down(run)
-        except Wait:
-            vault.kube.settle()
-    raise AssertionError("the services never stopped")
+    return vault.until_done(lambda: scale_down(run))
 
 
 def with_policy(vault, on_remaining: str, wait_seconds: int = 60):
@@ -193,12 +188,7 @@ def test_nothing_recorded_nothing_to_start(vault):
 
 
 def started_by_undo(vault, run, cause):
-    for _ in range(5):
-        try:
-            return start_stopped_services(run, cause)
-        except Wait:
-            vault.kube.settle()
-    raise AssertionError("the services never started")
+    return vault.until_done(lambda: start_stopped_services(run, cause))
 
 
 @pytest.mark.parametrize("cause", list(UndoCause))

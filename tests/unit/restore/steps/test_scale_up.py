@@ -17,23 +17,14 @@ POLICY = ("policy-node0", "policy-node1", "policy-node2")
 def stopped(vault):
     """A restore whose ScaleDown stopped every service five minutes ago."""
     run = vault.restore_run()
-    for _ in range(3):
-        with pytest.raises(Wait):
-            scale_down(run)
-        vault.kube.settle()
-    scale_down(run)
+    vault.until_done(lambda: scale_down(run))
     run.status.scaled_down_at = ago(300)
     running_since(run, RestoreStep.SCALE_UP, 1)
     return vault.next_pass(run)
 
 
 def started(vault, run) -> str:
-    for _ in range(5):
-        try:
-            return scale_up(run)
-        except Wait:
-            vault.kube.settle()
-    raise AssertionError("the services never started")
+    return vault.until_done(lambda: scale_up(run))
 
 
 def test_nats_starts_first_and_the_policy_nodes_wait_for_it_to_be_ready(vault):
