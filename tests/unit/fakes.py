@@ -16,7 +16,10 @@ A `Vault` is one small world, all in memory:
   Succeeded BackupRequest `nightly` whose signed manifest is in S3.
 
 `vault.restore_run(...)` and `vault.backup_run(...)` build a Run over it; `vault.next_pass(run)`
-is the same request on the operator's next pass (its status through JSON, nothing resolved).
+is the same request on the operator's next pass (its status through JSON, nothing resolved);
+`vault.until_done(look)` looks again, the cluster catching up in between, until a step is done.
+Time is arranged through the status, never a patched clock: `ago(seconds)` for its timestamps,
+`running_since(run, step, seconds)` for how long the current step has run.
 """
 
 from __future__ import annotations
@@ -27,10 +30,10 @@ import hashlib
 import io
 import itertools
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from types import SimpleNamespace as NS
-from collections.abc import Callable
 from typing import Any, TypeVar
 
 import pytest

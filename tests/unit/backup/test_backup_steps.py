@@ -10,7 +10,6 @@ from tests.unit.fakes import ADMIN_SECRET, BUCKET, EMP_SECRET, running_since
 from walwarden.api import BackupStep, ConditionType
 from walwarden.backup import job as backup_job
 from walwarden.backup.steps import dump, quiesce, resume, start_quiesced_services, validate, verify_artifact
-from walwarden.storage import manifest as manifests
 from walwarden.workflow.engine import Skip, StepFailed, UndoCause, Wait
 
 UID = "b0b0b0b0-1111-4222-8333-444455556666"
