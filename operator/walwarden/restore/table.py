@@ -18,7 +18,7 @@
     ReleaseLock   always
 
 The columns say what runs in a dry run, what a failure (or a deletion) undoes, and which steps
-touch the vault; tests/unit/restore/test_table.py checks the order keeps its promises.
+touch the vault; tests/unit/restore/test_restore_table.py checks the order keeps its promises.
 """
 
 from __future__ import annotations

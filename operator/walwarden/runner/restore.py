@@ -391,6 +391,7 @@ def _restore(artifact: Artifact, state: TargetState, jobs: int, progress: Progre
         pass  # pg_restore stopped early: its exit status says why
     except BaseException:
         process.kill()
+        process.stdin.close()  # nothing may keep pg_restore's end of the pipe waiting for more
         raise
     finally:
         stderr = process.stderr.read().decode(errors="replace")

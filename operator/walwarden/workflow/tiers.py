@@ -7,6 +7,7 @@ Both are steps of the engine: they look at the world, act where it is not yet ri
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from walwarden.api import ConditionType, Topology
@@ -56,7 +57,11 @@ def _stop_in_order(run: Run[Any, Any], kube: Kube, namespace: str, topology: Top
     for index, tier in enumerate(topology.stop_tiers, start=1):
         remaining = []
         for workload in _tier_workloads(kube, namespace, tier):
-            if workload.replicas != 0 or workload.original_replicas is None:
+            if workload.original_replicas is None and workload.name in recorded:
+                # Our annotation was lost while we held it down (a GitOps replace?): the first
+                # record wins, or ScaleUp would "start" it with 0 replicas.
+                workloads.scale_to_zero(kube, replace(workload, original_replicas=recorded[workload.name]))
+            elif workload.replicas != 0 or workload.original_replicas is None:
                 recorded[workload.name] = workloads.scale_to_zero(kube, workload)
             elif workload.name not in recorded:
                 recorded[workload.name] = workload.original_replicas

@@ -210,7 +210,7 @@ def test_an_artifact_changed_while_streaming_into_pg_restore_may_have_restored_p
     """Without staging room the artifact is read twice: a change seen on the second pass, which
     pg_restore was fed, comes after the database was touched."""
     monkeypatch.setattr(runner_restore, "has_room", lambda artifact, directory: False)
-    pg_restore(monkeypatch, "cat > /dev/null")
+    pg_restore(monkeypatch, "exec cat > /dev/null")
     artifact[:] = [CONTENT, CONTENT.upper()]
     reason, message = run(capsys, *restore_args())
     assert reason == "ChecksumMismatch"

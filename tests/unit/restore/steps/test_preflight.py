@@ -1,11 +1,16 @@
-"""Which server versions a dump may be restored into: the same or a newer major version."""
+"""Preflight (restore/steps/preflight.py): the artifact verified by a Job, the target usable and
+of a version the dump restores into, the Encryptor Master Passwords the backup's — before anything
+is touched."""
 
 from __future__ import annotations
 
 import pytest
 
-from walwarden.restore.steps.preflight import check_target_version
-from walwarden.workflow.engine import StepFailed
+from tests.unit.fakes import BUCKET, EMP, EMP_SECRET, REDIRECTED
+from walwarden import postgres
+from walwarden.restore.steps.preflight import check_target_version, preflight
+from walwarden.security import fingerprints
+from walwarden.workflow.engine import StepFailed, Wait
 
 
 @pytest.mark.parametrize(
@@ -20,3 +25,127 @@ def test_an_older_major_version_is_refused_before_anything_is_touched():
         check_target_version("15.18 (Debian 15.18-0+deb12u1)", "16.4")
     assert refused.value.reason == "TargetServerTooOld"
     assert "PostgreSQL 16.4" in refused.value.message and "Nothing was touched" in refused.value.message
+
+
+# --- the step ------------------------------------------------------------------------------------
+
+VERIFY_JOB = "restore-1-verify-5e5f0e3c"
+VERIFY_URL_SECRET = "restore-1-verify-url-5e5f0e3c"
+
+
+def verified(vault, spec=None):
+    """A restore whose verify Job was started by a first pass and has succeeded since."""
+    run = vault.restore_run(spec)
+    with pytest.raises(Wait):
+        preflight(run)
+    vault.kube.finish_job(VERIFY_JOB)
+    return vault.next_pass(run)
+
+
+def refused(run) -> StepFailed:
+    with pytest.raises(StepFailed) as failed:
+        preflight(run)
+    return failed.value
+
+
+def test_the_first_pass_starts_a_verify_job_with_a_presigned_url_and_waits(vault):
+    vault.db.error = postgres.DatabaseError("DatabaseUnreachable", "cannot connect")  # not looked at yet
+    with pytest.raises(Wait) as waiting:
+        preflight(vault.restore_run())
+    assert "downloading the artifact and checking its sha256" in waiting.value.message
+    dump = vault.backup.manifest.databases[0]
+    args = vault.kube.job(VERIFY_JOB)["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert dump.sha256 in args and str(dump.size_bytes) in args
+    url = vault.kube.secret(VERIFY_URL_SECRET)["url"]
+    assert url.startswith(f"https://s3.test/{BUCKET}/{dump.key}?")
+    assert vault.kube.writes.index(("create", "Secret", VERIFY_URL_SECRET)) < vault.kube.writes.index(
+        ("create", "Job", VERIFY_JOB)
+    )
+
+
+def test_a_failed_verification_stops_the_restore_before_anything_is_touched(vault):
+    run = vault.restore_run()
+    with pytest.raises(Wait):
+        preflight(run)
+    vault.kube.fail_job(VERIFY_JOB, "ChecksumMismatch", "the artifact's sha256 is not the manifest's")
+    failure = refused(vault.next_pass(run))
+    assert failure.reason == "ChecksumMismatch"
+    assert "the artifact's sha256 is not the manifest's" in failure.message
+    assert "every service is still running" in failure.message
+    assert vault.kube.replicas()["wallet"] == 2
+
+
+def test_a_verified_artifact_a_usable_target_and_matching_emps_pass(vault):
+    message = preflight(verified(vault))
+    assert message == (
+        f"artifact sha256 verified by Job {VERIFY_JOB}; target PostgreSQL {vault.db.version} "
+        "reachable; EMP fingerprints match"
+    )
+
+
+def test_an_unreachable_target_is_reported_with_its_own_reason(vault):
+    run = verified(vault)
+    vault.db.error = postgres.DatabaseError("AuthenticationFailed", "password authentication failed")
+    failure = refused(run)
+    assert failure.reason == "AuthenticationFailed"
+    assert failure.message == "the target database is not usable: password authentication failed"
+
+
+def test_in_place_needs_its_database_to_exist_redirected_does_not(vault):
+    vault.db.databases = set()
+    failure = refused(verified(vault))
+    assert failure.reason == "DatabaseNotFound" and "vault" in failure.message
+    vault.kube.jobs.clear()
+    preflight(verified(vault, vault.restore_spec(**REDIRECTED)))
+
+
+def test_a_target_older_than_the_backups_server_is_refused(vault):
+    vault.db.version = "15.8"
+    assert refused(verified(vault)).reason == "TargetServerTooOld"
+
+
+# --- the Encryptor Master Passwords -------------------------------------------------------------
+
+
+def test_emp_secrets_must_be_named_when_the_backup_has_fingerprints(vault):
+    failure = refused(verified(vault, vault.restore_spec(encryptorSecrets=[])))
+    assert failure.reason == "EncryptorSecretsMissing" and f"{EMP_SECRET}/password" in failure.message
+
+
+def test_another_emp_than_the_backups_is_refused(vault):
+    vault.kube.add_secret(EMP_SECRET, {"password": "another-password"})
+    failure = refused(verified(vault))
+    assert failure.reason == "EncryptorMismatch" and "undecryptable" in failure.message
+
+
+def test_the_only_fingerprint_is_compared_whatever_the_target_calls_its_secret(vault):
+    vault.kube.add_secret("target-emp", {"emp": EMP})
+    spec = vault.restore_spec(encryptorSecrets=[{"name": "target-emp", "key": "emp"}])
+    assert preflight(verified(vault, spec)).endswith("EMP fingerprints match")
+    vault.kube.add_secret("target-emp", {"emp": "not-the-emp"})
+    vault.kube.jobs.clear()
+    assert refused(verified(vault, spec)).reason == "EncryptorMismatch"
+
+
+def test_with_several_fingerprints_each_secret_is_compared_with_its_own(vault):
+    other = fingerprints.fingerprint("second-emp", n=16)
+    vault.add_backup("two-emps", emps={f"{EMP_SECRET}/password": vault.emp_fingerprint, "emp-2/password": other})
+    vault.kube.add_secret("emp-2", {"password": "second-emp"})
+    vault.kube.add_secret("emp-3", {"password": "second-emp"})
+    source = {"backupRef": {"name": "two-emps"}}
+    both = vault.restore_spec(source=source, encryptorSecrets=[{"name": EMP_SECRET}, {"name": "emp-2"}])
+    preflight(verified(vault, both))
+    vault.kube.jobs.clear()
+    unknown = vault.restore_spec(source=source, encryptorSecrets=[{"name": "emp-3"}])
+    failure = refused(verified(vault, unknown))
+    assert failure.reason == "EncryptorMismatch" and "no fingerprint for emp-3/password" in failure.message
+
+
+def test_a_backup_without_fingerprints_needs_no_emp_secrets(vault):
+    vault.add_backup("no-emps", emps={})
+    preflight(verified(vault, vault.restore_spec(source={"backupRef": {"name": "no-emps"}}, encryptorSecrets=[])))
+
+
+def test_an_emp_secret_without_its_key_is_refused(vault):
+    vault.kube.add_secret(EMP_SECRET, {"other-key": EMP})
+    assert refused(verified(vault)).reason == "SecretIncomplete"

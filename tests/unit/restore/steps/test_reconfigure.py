@@ -1,0 +1,139 @@
+"""Reconfigure (restore/steps/reconfigure.py): a Redirected restore snapshots, then repoints every
+db-info secret and rolls the consumers that kept running; its undo puts them back from the snapshot."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.unit.fakes import REDIRECTED, deep_merge
+from walwarden.restore.steps.reconfigure import put_secrets_back, reconfigure
+from walwarden.workflow.engine import Skip, StepFailed, UndoCause
+
+SNAPSHOT = "restore-1-snapshot-5e5f0e3c"
+UID = "5e5f0e3c-1111-4222-8333-444455556666"
+RESTARTED_AT = "kubectl.kubernetes.io/restartedAt"
+
+
+@pytest.fixture
+def db_info(vault) -> dict[str, str]:
+    """The five db-info secrets (name -> service), pointing at old-db.internal."""
+    return vault.add_db_info_secrets()
+
+
+def redirected(vault, **redirect):
+    return vault.restore_run(vault.restore_spec(**deep_merge(REDIRECTED, {"redirect": redirect})))
+
+
+def test_in_place_changes_no_secret(vault, db_info):
+    run = vault.restore_run()
+    with pytest.raises(Skip) as skipped:
+        reconfigure(run)
+    assert str(skipped.value) == "InPlace: the services keep their database"
+    assert vault.kube.writes == [] and run.status.secrets_repointed is None
+
+
+def test_every_db_info_secret_is_repointed_and_nothing_else_in_it_changes(vault, db_info):
+    run = redirected(vault)
+    message = reconfigure(run)
+    for name, service in db_info.items():
+        assert vault.kube.secret(name) == {
+            "DB_HOST": "new-db.internal",
+            "DB_PORT": "5432",
+            "DB_NAME": "vault",
+            "DB_USER": service,
+            "DB_PASSWORD": f"{service}-password",
+        }
+    assert run.status.secrets_repointed is True
+    assert message.startswith("repointed 5 db-info secrets (Kubernetes) to new-db.internal; restarted orchestrator")
+
+
+def test_a_new_port_and_database_name_are_written_when_given(vault, db_info):
+    reconfigure(redirected(vault, dbPort=6432, dbName="vault_restored"))
+    for name in db_info:
+        secret = vault.kube.secret(name)
+        assert (secret["DB_HOST"], secret["DB_PORT"], secret["DB_NAME"]) == (
+            "new-db.internal",
+            "6432",
+            "vault_restored",
+        )
+
+
+def test_the_originals_are_snapshotted_before_the_first_change(vault, db_info):
+    run = redirected(vault)
+    reconfigure(run)
+    snapshot = vault.kube.secret(SNAPSHOT)
+    assert snapshot == {
+        f"{name}.{key}": value
+        for name in db_info
+        for key, value in (("DB_HOST", "old-db.internal"), ("DB_PORT", "5432"), ("DB_NAME", "vault"))
+    }
+    assert not any("PASSWORD" in key or "USER" in key for key in snapshot)  # only what a restore changes
+    patches = [i for i, w in enumerate(vault.kube.writes) if w[:2] == ("patch", "Secret")]
+    assert vault.kube.writes.index(("create", "Secret", SNAPSHOT)) < min(patches)
+    metadata = vault.kube.secrets[(vault.namespace, SNAPSHOT)]["metadata"]
+    assert metadata["ownerReferences"] == [run.owner]
+    assert metadata["labels"] == {"walwarden.io/snapshot-of": "restore-1"}
+
+
+def test_a_second_pass_keeps_the_first_snapshot(vault, db_info):
+    run = redirected(vault)
+    reconfigure(run)
+    first = vault.kube.secret(SNAPSHOT)
+    reconfigure(vault.next_pass(run))  # the secrets now hold the new values
+    assert vault.kube.secret(SNAPSHOT) == first
+
+
+def test_only_consumers_that_kept_running_are_restarted(vault, db_info):
+    run = redirected(vault)
+    reconfigure(run)
+    assert vault.kube.workload("orchestrator").template_annotations == {RESTARTED_AT: f"walwarden-reconfigure-{UID}"}
+    assert vault.kube.workload("wallet").template_annotations == {}  # stopped: reads the new values at start
+    reconfigure(vault.next_pass(run))
+    assert vault.kube.workload("orchestrator").template_annotations[RESTARTED_AT] == f"walwarden-reconfigure-{UID}"
+
+
+def test_a_consumer_that_does_not_exist_is_not_restarted(vault, db_info):
+    del vault.kube.workloads[(vault.namespace, "orchestrator")]
+    assert reconfigure(redirected(vault)).endswith("restarted nothing")
+
+
+def test_a_missing_db_info_secret_fails_after_the_change_is_recorded(vault, db_info):
+    wallet = next(name for name, service in db_info.items() if service == "wallet")
+    del vault.kube.secrets[(vault.namespace, wallet)]
+    run = redirected(vault)
+    with pytest.raises(StepFailed) as failed:
+        reconfigure(run)
+    assert failed.value.reason == "SecretNotFound" and wallet in failed.value.message
+    assert run.status.secrets_repointed is True  # the others were repointed: the undo must run
+
+
+# --- the undo -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("cause", list(UndoCause))
+def test_nothing_repointed_nothing_to_put_back(vault, db_info, cause):
+    run = redirected(vault)
+    assert put_secrets_back(run, cause) is None
+    assert vault.kube.writes == []
+
+
+@pytest.mark.parametrize("cause", list(UndoCause))
+def test_the_secrets_are_put_back_from_the_snapshot_and_every_user_is_rolled(vault, db_info, cause):
+    originals = {name: vault.kube.secret(name) for name in db_info}
+    run = redirected(vault, dbPort=6432, dbName="vault_restored")
+    reconfigure(run)
+    again = vault.next_pass(run)
+    assert put_secrets_back(again, cause) == "db-info secrets restored from the snapshot"
+    assert {name: vault.kube.secret(name) for name in db_info} == originals
+    for service in ("orchestrator", "policy-node0", "policy-node1", "policy-node2", "wallet"):
+        assert vault.kube.workload(service).template_annotations[RESTARTED_AT] == f"walwarden-rollback-{UID}"
+    assert vault.kube.workload("nats").template_annotations == {}  # no database user
+
+
+def test_putting_back_twice_changes_nothing_more(vault, db_info):
+    run = redirected(vault)
+    reconfigure(run)
+    put_secrets_back(run, UndoCause.FAILURE)
+    secrets = {name: vault.kube.secret(name) for name in db_info}
+    put_secrets_back(vault.next_pass(run), UndoCause.FAILURE)
+    assert {name: vault.kube.secret(name) for name in db_info} == secrets

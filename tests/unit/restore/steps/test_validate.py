@@ -1,0 +1,277 @@
+"""Validate (restore/steps/validate.py): source, target, secrets, services and the approval token
+are right before anything happens — and checking them changes nothing."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from tests.unit.fakes import ADMIN_SECRET, BUCKET, EMP_SECRET, OPERATOR_NAMESPACE, REDIRECTED
+from walwarden.restore.approvals import USED_TOKENS_CONFIGMAP
+from walwarden.restore.steps.validate import validate
+from walwarden.security import tokens
+from walwarden.storage import manifest as manifests
+from walwarden.workflow.engine import StepFailed, Wait
+
+APPROVAL_KEY = "an-approval-key-of-at-least-16-bytes"
+
+
+def refused(run) -> StepFailed:
+    with pytest.raises(StepFailed) as failed:
+        validate(run)
+    return failed.value
+
+
+def test_a_right_request_is_validated_without_changing_anything(vault):
+    message = validate(vault.restore_run())
+    assert (
+        message == f"source nightly (vault, {vault.backup.manifest.databases[0].size_bytes} bytes) and target checked"
+    )
+    assert vault.kube.writes == [] and vault.s3.puts == []
+
+
+# --- source -------------------------------------------------------------------------------------
+
+
+def test_a_backup_still_running_is_waited_for(vault):
+    vault.add_backup("later", phase="Running")
+    with pytest.raises(Wait) as waiting:
+        validate(vault.restore_run(vault.restore_spec(source={"backupRef": {"name": "later"}})))
+    assert "BackupRequest later" in waiting.value.message and "Running" in waiting.value.message
+
+
+@pytest.mark.parametrize(
+    "name, phase, reason", [("broken", "Failed", "SourceFailed"), ("absent", None, "SourceNotFound")]
+)
+def test_a_failed_or_missing_backup_cannot_be_restored(vault, name, phase, reason):
+    if phase:
+        vault.add_backup(name, phase=phase)
+    assert refused(vault.restore_run(vault.restore_spec(source={"backupRef": {"name": name}}))).reason == reason
+
+
+def test_a_manifest_not_signed_by_the_backups_job_is_refused(vault):
+    vault.write_manifest(vault.backup.prefix, vault.backup.manifest, key="someone-elses-key")
+    failure = refused(vault.restore_run())
+    assert failure.reason == "ManifestNotSigned" and "Nothing was touched" in failure.message
+
+
+def test_a_manifest_describing_another_dump_than_the_backup_recorded_is_refused(vault):
+    vault.kube.custom_object("backuprequests", "nightly")["status"]["artifact"]["files"][0]["sha256"] = "f" * 64
+    assert refused(vault.restore_run()).reason == "ManifestChanged"
+
+
+def test_a_manifest_that_cannot_be_read_is_refused(vault):
+    del vault.s3.objects[(BUCKET, manifests.manifest_key(vault.backup.prefix))]
+    failure = refused(vault.restore_run())
+    assert failure.reason == "ManifestMissing" and "NoSuchKey" not in failure.message  # by class only
+    assert "ClientError" in failure.message
+
+
+def test_an_artifact_uri_must_be_listed_in_its_manifest(vault):
+    dump = vault.backup.manifest.databases[0]
+    spec = vault.restore_spec(
+        source={"backupRef": None, "artifact": dump.uri.replace("vault.dump", "other.dump")},
+        storage={"s3": {"bucket": BUCKET}},
+        target={"secretRef": {"name": ADMIN_SECRET}},
+    )
+    assert refused(vault.restore_run(spec)).reason == "ArtifactNotInManifest"
+
+
+def test_an_in_place_restore_of_an_artifact_uri_needs_a_target(vault):
+    spec = vault.restore_spec(
+        source={"backupRef": None, "artifact": vault.backup.manifest.databases[0].uri},
+        storage={"s3": {"bucket": BUCKET}},
+    )
+    assert refused(vault.restore_run(spec)).reason == "TargetMissing"
+
+
+# --- target, EMP and services -------------------------------------------------------------------
+
+
+def test_the_in_place_target_defaults_to_the_backups_admin_secret(vault):
+    del vault.kube.secrets[(vault.namespace, ADMIN_SECRET)]
+    failure = refused(vault.restore_run())
+    assert failure.reason == "SecretNotFound"
+    assert f"{ADMIN_SECRET} (the target database)" in failure.message
+
+
+def test_an_incomplete_target_secret_is_refused(vault):
+    vault.kube.add_secret("restore-admin", {"host": "new-db.internal", "user": "postgres"})
+    failure = refused(vault.restore_run(vault.restore_spec(**REDIRECTED)))
+    assert failure.reason == "SecretIncomplete" and "port, password" in failure.message
+
+
+def test_every_named_emp_secret_must_exist(vault):
+    spec = vault.restore_spec(encryptorSecrets=[{"name": EMP_SECRET}, {"name": "second-emp", "key": "emp"}])
+    failure = refused(vault.restore_run(spec))
+    assert failure.reason == "SecretNotFound" and "second-emp" in failure.message
+
+
+def test_services_of_the_topology_must_exist(vault):
+    del vault.kube.workloads[(vault.namespace, "wallet")]
+    del vault.kube.workloads[(vault.namespace, "nats")]
+    failure = refused(vault.restore_run())
+    assert failure.reason == "ServiceNotFound"
+    assert "wallet, nats" in failure.message and "spec.topology" in failure.message
+
+
+def test_a_topology_of_the_request_is_the_one_checked(vault):
+    del vault.kube.workloads[(vault.namespace, "nats")]
+    validate(vault.restore_run(vault.restore_spec(topology={"stopTiers": [["wallet"]]})))
+
+
+# --- Redirected: the db-info secrets ------------------------------------------------------------
+
+
+def test_redirected_needs_every_db_info_secret(vault):
+    names = vault.add_db_info_secrets()
+    validate(vault.restore_run(vault.restore_spec(**REDIRECTED)))
+    missing = next(name for name, service in names.items() if service == "policy-node1")
+    del vault.kube.secrets[(vault.namespace, missing)]
+    failure = refused(vault.restore_run(vault.restore_spec(**REDIRECTED)))
+    assert failure.reason == "SecretNotFound" and missing in failure.message and "Kubernetes" in failure.message
+
+
+def test_a_db_info_secret_without_db_host_is_refused(vault):
+    names = vault.add_db_info_secrets()
+    vault.kube.add_secret(next(iter(names)), {"DB_PORT": "5432", "DB_NAME": "vault"})
+    failure = refused(vault.restore_run(vault.restore_spec(**REDIRECTED)))
+    assert failure.reason == "SecretNotFound" and "no DB_HOST" in failure.message
+
+
+def test_in_place_does_not_look_at_db_info_secrets(vault):
+    validate(vault.restore_run())  # none exist
+
+
+# --- approval tokens ----------------------------------------------------------------------------
+
+
+@pytest.fixture
+def approvals(vault):
+    """The operator runs with approvals required and its approval key."""
+    vault.settings = vault.settings.model_copy(update={"approvals_required": True})
+    vault.kube.add_secret("walwarden-approval-key", {"key": APPROVAL_KEY}, namespace=OPERATOR_NAMESPACE)
+    return vault
+
+
+def token(vault, *, backup="nightly", mode="InPlace", ttl=3600, now=None, key=APPROVAL_KEY) -> str:
+    return tokens.issue_token(
+        key.encode(),
+        backup=backup,
+        sha256=vault.backup.manifest.databases[0].sha256,
+        mode=mode,
+        namespace=vault.namespace,
+        ttl_seconds=ttl,
+        now=now,
+    )
+
+
+def used_tokens(vault) -> dict[str, str]:
+    found = vault.kube.config_maps.get((vault.namespace, USED_TOKENS_CONFIGMAP))
+    return {} if found is None else found["data"]
+
+
+def with_token(vault, value, **changes):
+    return vault.restore_run(vault.restore_spec(approvalToken=value, **changes))
+
+
+def test_an_approval_is_required_when_the_operator_says_so(approvals):
+    failure = refused(approvals.restore_run())
+    assert failure.reason == "ApprovalRequired" and "walwarden token issue" in failure.message
+
+
+def test_a_dry_run_needs_no_approval(approvals):
+    validate(approvals.restore_run(approvals.restore_spec(dryRun=True)))
+
+
+def test_a_valid_token_is_consumed_once_and_recorded(approvals):
+    value = token(approvals)
+    run = with_token(approvals, value)
+    validate(run)
+    token_id = tokens.token_id(value)
+    assert run.status.approval_token_id == token_id
+    assert used_tokens(approvals)[token_id].startswith(f"RestoreRequest/restore-1/{run.uid} expires ")
+
+
+def test_a_token_used_by_another_request_is_refused(approvals):
+    value = token(approvals)
+    validate(with_token(approvals, value))
+    other = approvals.restore_run(
+        approvals.restore_spec(approvalToken=value), name="restore-2", uid="0ther000-1111-4222-8333-444455556666"
+    )
+    failure = refused(other)
+    assert failure.reason == "TokenReused" and "RestoreRequest/restore-1/" in failure.message
+    assert other.status.approval_token_id is None
+
+
+def test_a_resumed_request_is_not_refused_its_own_token(approvals):
+    value = token(approvals)
+    validate(with_token(approvals, value))
+    validate(with_token(approvals, value))  # the first pass's status was lost: consumed again, by itself
+    assert len(used_tokens(approvals)) == 1
+
+
+def test_a_request_that_consumed_its_token_does_not_check_it_again(approvals):
+    run = with_token(approvals, token(approvals))
+    validate(run)
+    writes = list(approvals.kube.writes)
+    del approvals.kube.secrets[(OPERATOR_NAMESPACE, "walwarden-approval-key")]  # even the key is gone now
+    validate(approvals.next_pass(run))
+    assert approvals.kube.writes == writes
+
+
+def test_a_dry_run_checks_a_token_without_consuming_it(approvals):
+    value = token(approvals)
+    run = with_token(approvals, value, dryRun=True)
+    validate(run)
+    assert run.status.approval_token_id == tokens.token_id(value) and used_tokens(approvals) == {}
+    validate(with_token(approvals, value))  # the real request may still use it
+
+
+def test_a_token_is_checked_and_consumed_even_when_approvals_are_not_required(approvals):
+    approvals.settings = approvals.settings.model_copy(update={"approvals_required": False})
+    value = token(approvals)
+    validate(with_token(approvals, value))
+    assert tokens.token_id(value) in used_tokens(approvals)
+
+
+@pytest.mark.parametrize(
+    "make, reason",
+    [
+        (lambda v: token(v, backup="another-backup"), "TokenMismatch"),
+        (lambda v: token(v, mode="Redirected"), "TokenMismatch"),
+        (lambda v: token(v, ttl=60, now=time.time() - 3600), "TokenExpired"),
+        (lambda v: token(v, key="not-the-operators-approval-key"), "TokenSignatureInvalid"),
+        (lambda v: "wwt1.garbage", "TokenMalformed"),
+    ],
+)
+def test_a_token_for_another_restore_or_expired_or_forged_is_refused(approvals, make, reason):
+    failure = refused(with_token(approvals, make(approvals)))
+    assert failure.reason == reason and failure.message.startswith("approval token refused: ")
+    assert used_tokens(approvals) == {}
+
+
+def test_without_the_approval_key_nothing_is_approved(approvals):
+    del approvals.kube.secrets[(OPERATOR_NAMESPACE, "walwarden-approval-key")]
+    failure = refused(with_token(approvals, token(approvals)))
+    assert failure.reason == "ApprovalKeyMissing" and "walwarden-system/walwarden-approval-key" in failure.message
+
+
+def test_a_key_too_short_to_be_safe_is_refused(approvals):
+    approvals.kube.add_secret("walwarden-approval-key", {"key": "short"}, namespace=OPERATOR_NAMESPACE)
+    failure = refused(with_token(approvals, token(approvals)))
+    assert failure.reason == "ApprovalKeyInvalid"
+
+
+def test_consuming_a_token_prunes_the_records_of_expired_ones(approvals):
+    approvals.kube.core.create_namespaced_config_map(
+        approvals.namespace,
+        {
+            "metadata": {"name": USED_TOKENS_CONFIGMAP},
+            "data": {"old": "RestoreRequest/r0/u0 expires 1000", "live": f"RestoreRequest/r1/u1 expires {2**40}"},
+        },
+    )
+    value = token(approvals)
+    validate(with_token(approvals, value))
+    assert set(used_tokens(approvals)) == {"live", tokens.token_id(value)}
