@@ -53,8 +53,9 @@ from walwarden.api import (
 from walwarden.api import backup as backup_api
 from walwarden.api.common import GROUP, VERSION
 from walwarden.backup.table import BACKUP_TABLE
+from walwarden.postgres import databases
 from walwarden.restore.run import RestoreRun
-from walwarden.restore.table import RESTORE_TABLE
+from walwarden.restore.table import table_for
 from walwarden.security import fingerprints
 from walwarden.settings import Settings
 from walwarden.storage import manifest as manifests
@@ -513,11 +514,17 @@ class FakeS3:
 
 
 class FakePostgres:
-    """The target server as walwarden.postgres reports it."""
+    """The target server as walwarden.postgres (and postgres.databases) reports it. `databases` are
+    the names that exist; `refusing` those of them that refuse connections (ALLOW_CONNECTIONS false)."""
 
     def __init__(self) -> None:
         self.version = "16.4 (Debian 16.4-1.pgdg120+1)"
         self.databases = {"vault"}
+        self.refusing: set[str] = set()
+        self.objects: dict[str, list[str]] = {}  # tables already in a database
+        self.missing_privileges: list[str] = []
+        self.statements: list[str] = []  # database-level statements run, in order
+        self.in_use_once: set[str] = set()  # a rename of these meets a session once (DatabaseInUse)
         self.sessions: list[postgres.Session] = []
         self.reconnecting = False  # terminated clients come back at once
         self.terminated: list[int] = []
@@ -549,6 +556,78 @@ class FakePostgres:
     def row_counts(self, secret: dict[str, str], dbname: str, tables: list[str]) -> dict[str, int | None]:
         self._check()
         return {table: self.rows.get(table) for table in tables}
+
+    # -- postgres.databases --
+
+    def states(self, secret: dict[str, str], names: list[str]) -> dict[str, databases.DatabaseState]:
+        self._check()
+        return {
+            name: databases.DatabaseState(name, name in self.databases, name not in self.refusing) for name in names
+        }
+
+    def read_properties(self, secret: dict[str, str], dbname: str) -> databases.DatabaseProperties:
+        self._check()
+        return databases.DatabaseProperties(owner="vault", encoding="UTF8", collate="C.UTF-8", ctype="C.UTF-8")
+
+    def create_like(self, secret: dict[str, str], name: str, properties: databases.DatabaseProperties) -> None:
+        self._check()
+        if name not in self.databases:
+            self.databases.add(name)
+            self.statements.append(f"create {name} owned by {properties.owner}")
+
+    def allow_connections(self, secret: dict[str, str], name: str, allowed: bool) -> None:
+        self._check()
+        (self.refusing.discard if allowed else self.refusing.add)(name)
+        self.statements.append(f"{'allow' if allowed else 'refuse'} {name}")
+
+    def terminate_all_sessions(self, secret: dict[str, str], names: list[str]) -> int:
+        self._check()
+        return 0
+
+    def rename(self, secret: dict[str, str], old: str, new: str) -> None:
+        self._check()
+        if old in self.in_use_once:
+            self.in_use_once.discard(old)
+            raise databases.DatabaseInUse("DatabaseInUse", f"renaming {old!r}: a session is still on it")
+        assert old in self.databases and new not in self.databases, (old, new, self.databases)
+        self.databases.remove(old)
+        self.databases.add(new)
+        if old in self.refusing:
+            self.refusing.remove(old)
+            self.refusing.add(new)
+        self.statements.append(f"rename {old} to {new}")
+
+    def drop(self, secret: dict[str, str], name: str) -> None:
+        self._check()
+        self.databases.discard(name)
+        self.refusing.discard(name)
+        self.statements.append(f"drop {name}")
+
+    def size_bytes(self, secret: dict[str, str], name: str) -> int | None:
+        self._check()
+        return 12_345_678 if name in self.databases else None
+
+    def has_objects(self, secret: dict[str, str], name: str) -> list[str]:
+        self._check()
+        return list(self.objects.get(name, []))
+
+    def missing_switch_privileges(self, secret: dict[str, str], name: str) -> list[str]:
+        self._check()
+        return list(self.missing_privileges)
+
+
+DATABASE_OPERATIONS = (
+    "states",
+    "read_properties",
+    "create_like",
+    "allow_connections",
+    "terminate_all_sessions",
+    "rename",
+    "drop",
+    "size_bytes",
+    "has_objects",
+    "missing_switch_privileges",
+)
 
 
 def session(pid: int, application: str = "wallet") -> postgres.Session:
@@ -596,6 +675,8 @@ class Vault:
         monkeypatch.setattr(storage, "make_client", lambda **_: self.s3)
         for name in ("server_version", "database_exists", "application_sessions", "terminate_sessions", "row_counts"):
             monkeypatch.setattr(postgres, name, getattr(self.db, name))
+        for name in DATABASE_OPERATIONS:
+            monkeypatch.setattr(databases, name, getattr(self.db, name))
         self.settings = Settings(
             poll_seconds=1,
             settle_seconds=0,
@@ -725,12 +806,18 @@ class Vault:
     # -- runs --
 
     def restore_spec(self, **changes: Any) -> dict[str, Any]:
+        """An InPlace restore with strategy Overwrite unless `changes` say otherwise (`strategy=None`:
+        the default, Switch); Redirected ones have no strategy."""
         spec = {
             "source": {"backupRef": {"name": "nightly"}},
             "mode": "InPlace",
+            "strategy": "Overwrite",
             "encryptorSecrets": [{"name": EMP_SECRET}],
         }
-        return deep_merge(spec, changes)
+        merged = deep_merge(spec, changes)
+        if merged.get("mode") != "InPlace" or merged.get("strategy") is None:
+            merged.pop("strategy", None)
+        return merged
 
     def restore_run(
         self,
@@ -756,7 +843,7 @@ class Vault:
             settings=settings or self.settings,
             controller=controller,
             dry_run=parsed.dry_run,
-            step_names=tuple(RESTORE_TABLE.planned()),
+            step_names=tuple(table_for(parsed).planned()),
         )
 
     def backup_spec(self, **changes: Any) -> dict[str, Any]:

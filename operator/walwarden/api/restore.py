@@ -56,19 +56,29 @@ class RestoreStep(StrEnum):
     ACQUIRE_LOCK = "AcquireLock"
     PREFLIGHT = "Preflight"
     SAFETY_BACKUP = "SafetyBackup"
+    BUILD = "Build"  # Switch and Redirected: the restored database built while the vault runs
     STAGE = "Stage"
     SCALE_DOWN = "ScaleDown"
     RESTORE = "Restore"
+    SWITCH = "Switch"  # Switch: the restored database renamed into place
     RECONFIGURE = "Reconfigure"
     SCALE_UP = "ScaleUp"
     VERIFY = "Verify"
     ROLLBACK = "Rollback"
+    DROP_PREVIOUS = "DropPrevious"  # Switch: the previous database, by spec.previousDatabase
     RELEASE_LOCK = "ReleaseLock"
 
 
 class RestoreMode(StrEnum):
     IN_PLACE = "InPlace"
     REDIRECTED = "Redirected"
+
+
+class RestoreStrategy(StrEnum):
+    """How an InPlace restore replaces the database (a Redirected restore always builds first)."""
+
+    SWITCH = "Switch"  # build a sibling database while the vault runs; the stop window only renames
+    OVERWRITE = "Overwrite"  # pg_restore --clean into the live database, inside the stop window
 
 
 class SecretBackend(StrEnum):
@@ -115,6 +125,20 @@ IN_PLACE_FORBIDS_REDIRECT = CelRule(
     "self.mode != 'InPlace' || !has(self.redirect)",
     "InPlace restores must not set spec.redirect: remove it, or use mode: Redirected to restore into another database",
     field_path=".redirect",
+    reason="FieldValueForbidden",
+)
+STRATEGY_IS_IN_PLACE = CelRule(
+    "self.mode == 'InPlace' || !has(self.strategy)",
+    "spec.strategy applies to InPlace restores only: a Redirected restore always builds the new database "
+    "while the vault runs; remove spec.strategy",
+    field_path=".strategy",
+    reason="FieldValueForbidden",
+)
+PREVIOUS_DATABASE_NEEDS_SWITCH = CelRule(
+    "!has(self.previousDatabase) || (self.mode == 'InPlace' && (!has(self.strategy) || self.strategy == 'Switch'))",
+    "spec.previousDatabase applies to InPlace restores with strategy Switch only (the others keep no previous "
+    "database); remove it",
+    field_path=".previousDatabase",
     reason="FieldValueForbidden",
 )
 
@@ -240,6 +264,22 @@ class SessionPolicy(SpecModel):
     )
 
 
+class PreviousDatabase(SpecModel):
+    """What becomes of the database a Switch restore replaced. It holds the history the restore
+    rolled back (everything written after the backup), so it is kept unless you choose otherwise;
+    it never accepts connections, and it is never dropped before Verify succeeded."""
+
+    drop_after_seconds: int | None = Field(
+        None,
+        ge=0,
+        le=10 * 365 * 24 * 3600,
+        description=(
+            "Drop the previous database this many seconds after Verify succeeded (0: at once). "
+            "Unset: kept until you drop it (its name is in status.previousDatabase)."
+        ),
+    )
+
+
 class RestoreRequestSpec(SpecModel):
     """What to restore, where to, and how to check it."""
 
@@ -250,16 +290,40 @@ class RestoreRequestSpec(SpecModel):
             REDIRECTED_NEEDS_REDIRECT,
             REDIRECTED_NEEDS_TARGET,
             IN_PLACE_FORBIDS_REDIRECT,
+            STRATEGY_IS_IN_PLACE,
+            PREVIOUS_DATABASE_NEEDS_SWITCH,
         )
     )
 
     source: RestoreSource = Field(description="The backup to restore: exactly one of backupRef or artifact.")
     mode: RestoreMode = Field(
         description=(
-            "InPlace: restore into the same database (pg_restore --clean --if-exists). Redirected: "
-            "restore into another database, then repoint the db-info secrets to it; the original "
-            "database is untouched, so rollback is a secret switch."
+            "InPlace: the vault's database is replaced by the backup's (see strategy). Redirected: "
+            "restore into another database while the vault runs, then repoint the db-info secrets "
+            "to it; the original database is untouched, so rollback is a secret switch."
         )
+    )
+    strategy: RestoreStrategy | None = Field(
+        None,
+        description=(
+            "InPlace only. Switch (unset): the backup is restored into a new database on the same server "
+            "while the vault runs; inside the stop window the current database is renamed aside "
+            "(<db>_pre_restore_<time>, kept) and the new one renamed into place, and rollback renames "
+            "back. Needs a restore user that may create databases and owns the target. Overwrite: "
+            "pg_restore --clean --if-exists into the live database inside the stop window, with a "
+            "safety backup to roll back to."
+        ),
+    )
+    stop_services_first: bool = Field(
+        False,
+        description=(
+            "Stop the services before the restored database is built, not after (for corruption that "
+            "keeps spreading while the vault runs). The downtime then includes pg_restore."
+        ),
+    )
+    previous_database: PreviousDatabase | None = Field(
+        None,
+        description="Switch only: what becomes of the replaced database. Unset: kept until you drop it.",
     )
     target: RestoreTarget | None = Field(
         None,
@@ -312,13 +376,25 @@ class RestoreRequestSpec(SpecModel):
         REDIRECTED_NEEDS_REDIRECT.require(not redirected or self.redirect is not None)
         REDIRECTED_NEEDS_TARGET.require(not redirected or self.target is not None)
         IN_PLACE_FORBIDS_REDIRECT.require(self.mode != RestoreMode.IN_PLACE or self.redirect is None)
+        STRATEGY_IS_IN_PLACE.require(self.mode == RestoreMode.IN_PLACE or self.strategy is None)
+        PREVIOUS_DATABASE_NEEDS_SWITCH.require(
+            self.previous_database is None or self.effective_strategy == RestoreStrategy.SWITCH
+        )
         return self
 
+    @property
+    def effective_strategy(self) -> RestoreStrategy | None:
+        """The InPlace strategy that runs (Switch when unset); None for Redirected."""
+        if self.mode != RestoreMode.IN_PLACE:
+            return None
+        return self.strategy or RestoreStrategy.SWITCH
+
     def wants_safety_backup(self) -> bool:
-        """safetyBackup, or the mode's default when unset: InPlace overwrites, so it backs up first."""
+        """safetyBackup, or the default when unset: only Overwrite destroys the current database,
+        so only it dumps it first (Switch keeps it, renamed; Redirected never writes to it)."""
         if self.safety_backup is not None:
             return self.safety_backup
-        return self.mode == RestoreMode.IN_PLACE
+        return self.effective_strategy == RestoreStrategy.OVERWRITE
 
 
 # --- status -------------------------------------------------------------------------------
@@ -330,6 +406,13 @@ class DataLossWindow(StatusModel):
     backup_time: Timestamp | None = Field(None, description="When the restored backup was taken (RFC 3339).")
     restore_time: Timestamp | None = Field(None, description="When the restore ran or is planned (RFC 3339).")
     seconds: float | None = Field(None, description="Seconds of history lost, from backupTime to restoreTime.")
+    kept_in: str | None = Field(
+        None,
+        description=(
+            "Where that history is kept instead of lost: Switch keeps the replaced database (named here), "
+            "Redirected leaves the original database untouched."
+        ),
+    )
 
 
 class PlannedService(StatusModel):
@@ -343,16 +426,55 @@ class PlannedService(StatusModel):
 class RestorePlan(StatusModel):
     """What the restore would do (dry run) or is doing."""
 
+    strategy: str | None = Field(None, description="Switch or Overwrite (InPlace); Redirected builds first too.")
     steps: list[str] = Field(default_factory=list, description="Steps in order.")
+    before_stop: list[str] = Field(default_factory=list, description="Steps that run while the vault still runs.")
+    stop_window: list[str] = Field(
+        default_factory=list, description="Steps that run while the services are stopped (the downtime)."
+    )
+    downtime: list[str] = Field(default_factory=list, description="What the downtime is made of, in order.")
+    restored_database: str | None = Field(None, description="The database the backup is restored into.")
+    previous_database: str | None = Field(None, description="Switch: the name the replaced database will keep.")
+    space_bytes: int | None = Field(
+        None,
+        description=(
+            "Switch and Redirected: about what the restored database takes on its server (the current "
+            "database's size; the dump is smaller than what it restores)."
+        ),
+    )
     services: list[PlannedService] = Field(default_factory=list, description="Services stopped and started again.")
     secrets: list[str] = Field(default_factory=list, description="db-info secrets that would be repointed.")
     data_loss_window: DataLossWindow | None = Field(None, description="History that would be lost.")
+
+
+class PreviousDatabaseStatus(StatusModel):
+    """The database a Switch restore replaced: kept (never accepting connections) until dropped."""
+
+    name: str = Field(description="Its name on the target server, <db>_pre_restore_<time>.")
+    drop_at: Timestamp | None = Field(None, description="When it will be dropped (spec.previousDatabase); unset: kept.")
+    dropped_at: Timestamp | None = Field(None, description="When it was dropped.")
 
 
 class RestoreRequestStatus(RequestStatus):
     """What the operator observed and did; written by the operator only."""
 
     phase: RestorePhase | None = Field(None, description="Pending, Running, Succeeded, Failed or RolledBack.")
+    strategy: str | None = Field(None, description="How the database was replaced: Switch, Overwrite or Redirected.")
+    restored_database: str | None = Field(
+        None, description="Switch and Redirected: the database the backup was restored into, before the stop."
+    )
+    restored_database_created: bool | None = Field(
+        None, description="Redirected: whether the restore created its database (then a rollback drops it)."
+    )
+    switched_at: Timestamp | None = Field(
+        None, description="Switch: when the restored database was renamed into place (RFC 3339)."
+    )
+    previous_database: PreviousDatabaseStatus | None = Field(
+        None, description="Switch: the replaced database, kept with the history after the backup."
+    )
+    switched_back: str | None = Field(
+        None, description="Switch, after a failure: what the switch back did (the vault's database is its own again)."
+    )
     downtime_seconds: float | None = Field(None, description="Seconds the services were stopped.")
     scaled_down_at: Timestamp | None = Field(None, description="When the first service was stopped (RFC 3339).")
     database_modified: bool | None = Field(

@@ -104,6 +104,7 @@ def make_run(
         kube=context.kube,
         settings=context.config,
         controller=dict(controller) if controller else None,
+        created_at=metadata.get("creationTimestamp") or "",
         dry_run=dry_run,
     )
 

@@ -15,10 +15,12 @@ from walwarden.backup.run import BackupRun
 from walwarden.backup.steps import audit_location as backup_audit_location
 from walwarden.backup.table import BACKUP_TABLE
 from walwarden.handlers import metrics
-from walwarden.handlers.common import ERROR_BACKOFF, accept, drive, make_run, put_back_on_delete
+from walwarden.handlers.common import ERROR_BACKOFF, accept, announce, drive, make_run, put_back_on_delete
+from walwarden.restore.previous import drop_when_due
 from walwarden.restore.run import RestoreRun
 from walwarden.restore.source import audit_location as restore_audit_location
-from walwarden.restore.table import RESTORE_TABLE
+from walwarden.restore.table import table_for
+from walwarden.workflow.engine import StepFailed
 
 
 def _status(model: type[Any], body: kopf.Body, patch: kopf.Patch) -> Any:
@@ -54,7 +56,15 @@ def on_restore_request(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, logg
             memo.context,
             dry_run=request.spec.dry_run,
         )
-        drive(RESTORE_TABLE, run, body, patch, memo.context.config.settle_seconds, restore_audit_location, logger)
+        drive(
+            table_for(request.spec),
+            run,
+            body,
+            patch,
+            memo.context.config.settle_seconds,
+            restore_audit_location,
+            logger,
+        )
 
 
 @kopf.on.delete(GROUP, VERSION, backup_api.PLURAL, id="backup-delete", backoff=ERROR_BACKOFF)
@@ -70,4 +80,27 @@ def on_restore_deleted(body: kopf.Body, memo: kopf.Memo, logger: Any, **_: Any) 
     status = RestoreRequestStatus.model_validate(dict(body.status))
     if not status.finished:
         request = RestoreRequest.model_validate(dict(body))
-        put_back_on_delete(RESTORE_TABLE, make_run(RestoreRun, request, body, status, memo.context), body, logger)
+        run = make_run(RestoreRun, request, body, status, memo.context)
+        put_back_on_delete(table_for(request.spec), run, body, logger)
+
+
+def _previous_database_due(status: kopf.Status, **_: Any) -> bool:
+    previous = status.get("previousDatabase") or {}
+    return bool(previous.get("dropAt")) and not previous.get("droppedAt")
+
+
+@kopf.timer(GROUP, VERSION, restore_api.PLURAL, id="drop-previous", interval=60, when=_previous_database_due)
+def on_previous_database_due(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, logger: Any, **_: Any) -> None:
+    """A Switch restore's previous database is dropped once spec.previousDatabase.dropAfterSeconds passed."""
+    request = RestoreRequest.model_validate(dict(body))
+    run = make_run(RestoreRun, request, body, RestoreRequestStatus.model_validate(dict(body.status)), memo.context)
+    try:
+        dropped = drop_when_due(run)
+    except StepFailed as failure:
+        announce(body, failure.reason, failure.message, warning=True)
+        return
+    if dropped and run.status.previous_database is not None:
+        patch.status["previousDatabase"] = run.status.previous_database.to_dict()
+        for event in run.events:
+            announce(body, event.reason, event.message, event.warning)
+        logger.info("%s", dropped)

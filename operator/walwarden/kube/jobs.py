@@ -40,6 +40,11 @@ def ensure_job(kube: Kube, namespace: str, manifest: dict) -> None:
         pass
 
 
+def delete_job(kube: Kube, namespace: str, name: str) -> None:
+    """Delete the Job and, before it is gone, its pods (foreground): its runner stops."""
+    call(kube.batch.delete_namespaced_job, name, namespace, propagation_policy="Foreground")
+
+
 def job_outcome(kube: Kube, namespace: str, name: str) -> JobOutcome | None:
     job = call(kube.batch.read_namespaced_job, name, namespace)
     if job is None:

@@ -100,6 +100,7 @@ class Run(Generic[SpecT, StatusT]):
     kube: Kube
     settings: OperatorConfig
     controller: dict[str, Any] | None = None  # the request that created this one (a restore's safety backup)
+    created_at: str = ""  # metadata.creationTimestamp: immutable, so names derived from it are stable
     dry_run: bool = False
     events: list[Event] = field(default_factory=list)
     step_names: tuple[str, ...] = ()  # the table's steps in order, for the plan

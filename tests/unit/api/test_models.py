@@ -214,18 +214,41 @@ def test_restore_spec_rejects_invalid_values(spec):
 
 
 @pytest.mark.parametrize(
-    ("mode", "safety_backup", "wanted"),
+    ("mode", "strategy", "safety_backup", "wanted"),
     [
-        ("InPlace", None, True),
-        ("Redirected", None, False),
-        ("InPlace", False, False),
-        ("Redirected", True, True),
+        ("InPlace", None, None, False),  # Switch keeps the database itself, renamed aside
+        ("InPlace", "Switch", True, True),  # asked for explicitly
+        ("InPlace", "Overwrite", None, True),
+        ("InPlace", "Overwrite", False, False),
+        ("Redirected", None, None, False),
+        ("Redirected", None, True, True),
     ],
 )
-def test_safety_backup_defaults_by_mode(mode, safety_backup, wanted):
+def test_safety_backup_defaults_by_strategy(mode, strategy, safety_backup, wanted):
     extra = {"target": TARGET, "redirect": REDIRECT} if mode == "Redirected" else {}
+    if strategy:
+        extra["strategy"] = strategy
     spec = RestoreRequestSpec.model_validate(restore_spec(mode=mode, safetyBackup=safety_backup, **extra))
     assert spec.wants_safety_backup() is wanted
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"mode": "Redirected", "target": TARGET, "redirect": REDIRECT, "strategy": "Switch"},
+        {"strategy": "Overwrite", "previousDatabase": {"dropAfterSeconds": 0}},
+        {"mode": "Redirected", "target": TARGET, "redirect": REDIRECT, "previousDatabase": {}},
+        {"previousDatabase": {"dropAfterSeconds": -1}},
+    ],
+    ids=["strategy-on-redirected", "previous-with-overwrite", "previous-with-redirected", "negative-drop"],
+)
+def test_strategy_fields_that_do_not_apply_are_refused(changes):
+    with pytest.raises(ValidationError):
+        RestoreRequestSpec.model_validate(restore_spec(**changes))
+
+
+def test_the_in_place_default_strategy_is_switch():
+    assert RestoreRequestSpec.model_validate(restore_spec()).effective_strategy == "Switch"
 
 
 def test_restore_status_round_trips_steps_plan_and_replicas():

@@ -3,13 +3,17 @@ other as the table says, and a failure after the switch puts the vault back (Rol
 
 from __future__ import annotations
 
+import pytest
+
 from tests.unit.fakes import BUCKET, REDIRECTED, ago, session
+from walwarden import failpoints
 from walwarden.api import RestoreStep
 from walwarden.restore import go_signal
+from walwarden.restore.previous import drop_when_due
 from walwarden.restore.steps import verify as verify_step
-from walwarden.restore.table import RESTORE_TABLE
+from walwarden.restore.table import table_for
 from walwarden.runner.contract import GO_ABORT_CONTENT
-from walwarden.workflow.engine import advance, finish
+from walwarden.workflow.engine import StepFailed, advance, finish
 
 CHILD = "restore-1-safety-5e5f0e3c"
 RESTORE_JOB = "restore-1-restore-5e5f0e3c"
@@ -26,6 +30,9 @@ def catch_up(vault) -> None:
             vault.kube.finish_job(name)  # verify and rollback Jobs
             continue
         url_secret = vault.kube.secret("restore-1-restore-url-5e5f0e3c") or {}
+        if go_signal.GO_CONTENT_KEY not in url_secret:
+            vault.kube.finish_job(name)  # not staged (Build): it restores at once
+            continue
         go = next((body for (_, key), body in vault.s3.objects.items() if "/restore-signals/" in key), None)
         if go is not None and go.decode() == url_secret.get(go_signal.GO_CONTENT_KEY):
             vault.kube.finish_job(name)  # the staged Job restores once told to go
@@ -39,9 +46,10 @@ def catch_up(vault) -> None:
 def drive(vault, run, between=None, passes=40):
     """Passes until the workflow finishes; the last pass's run."""
     for _ in range(passes):
-        outcome = advance(RESTORE_TABLE, run)
+        table = table_for(run.spec)
+        outcome = advance(table, run)
         if outcome.finished:
-            finish(RESTORE_TABLE, run, outcome.result)
+            finish(table, run, outcome.result)
             return run
         catch_up(vault)
         if between:
@@ -58,8 +66,7 @@ def test_an_in_place_restore_runs_the_runbook_and_leaves_the_vault_as_it_was(vau
     run = drive(vault, vault.restore_run())
     assert run.status.phase == "Succeeded", run.status.message
     assert states(run) == {
-        **{str(s): "Succeeded" for s in RESTORE_TABLE.planned()},
-        "Reconfigure": "Skipped",
+        **{str(s): "Succeeded" for s in table_for(run.spec).planned()},
         "Rollback": "Skipped",
     }
     assert vault.kube.replicas() == ORIGINAL
@@ -117,3 +124,192 @@ def test_a_failed_redirected_restore_points_the_services_back_at_the_original_da
     assert all(vault.kube.secret(name)["DB_HOST"] == "old-db.internal" for name in names)
     assert "db-info secrets restored from the snapshot" in run.status.step(RestoreStep.ROLLBACK).message
     assert vault.kube.replicas() == ORIGINAL
+
+
+# --- Switch ---------------------------------------------------------------------------------
+
+SIBLING = "vault_walwarden_5e5f0e3c"
+
+
+def switch_run(vault, **changes):
+    run = vault.restore_run(vault.restore_spec(strategy=None, **changes))
+    run.created_at = "2026-12-02T17:05:00Z"
+    return run
+
+
+PREVIOUS = "vault_pre_restore_202612021705_5e5f0e3c"
+
+
+def test_a_switch_restore_builds_while_the_vault_runs_and_keeps_the_previous_database(vault):
+    stopped_while_building = []
+
+    def watch(run):
+        if run.status.current_step == RestoreStep.BUILD:
+            stopped_while_building.append(vault.kube.replicas()["wallet"] == 0)
+
+    run = drive(vault, switch_run(vault), between=watch)
+    assert run.status.phase == "Succeeded", run.status.message
+    assert stopped_while_building and not any(stopped_while_building)  # the vault ran during pg_restore
+    assert states(run)["SafetyBackup"] == "Skipped" and "no safety dump" in run.status.step("SafetyBackup").message
+    assert vault.db.databases == {"vault", PREVIOUS} and vault.db.refusing == {PREVIOUS}
+    assert vault.db.statements == [
+        f"create {SIBLING} owned by vault",
+        f"refuse {SIBLING}",
+        "refuse vault",
+        f"rename vault to {PREVIOUS}",
+        f"rename {SIBLING} to vault",
+        "allow vault",
+    ]
+    assert run.status.previous_database.name == PREVIOUS and run.status.switched_at
+    assert "kept, refusing connections" in run.status.step(RestoreStep.DROP_PREVIOUS).message
+    assert vault.kube.replicas() == ORIGINAL
+    assert (
+        vault.kube.job("restore-1-restore-5e5f0e3c")["spec"]["template"]["spec"]["containers"][0]["args"].count(
+            "--clean"
+        )
+        == 0
+    )
+
+
+def test_a_failed_verify_after_the_switch_renames_back_and_drops_the_restored_copy(vault, monkeypatch):
+    monkeypatch.setattr(verify_step, "_get", lambda url, headers: (503, b""))
+
+    def past_the_deadline(run):
+        if run.status.services_ready_at:
+            run.status.services_ready_at = ago(3600)
+
+    run = drive(vault, switch_run(vault, verify={"healthUrl": "http://w/health"}), between=past_the_deadline)
+    assert run.status.phase == "RolledBack", run.status.message
+    assert vault.db.databases == {"vault"} and not vault.db.refusing
+    assert vault.db.statements[-5:] == [
+        "refuse vault",
+        f"rename vault to {SIBLING}",
+        f"rename {PREVIOUS} to vault",
+        "allow vault",
+        f"drop {SIBLING}",
+    ]
+    assert "switched back in seconds" in run.status.step(RestoreStep.ROLLBACK).message
+    assert vault.kube.job("restore-1-rollback-5e5f0e3c") is None  # no pg_restore to roll back
+    assert vault.kube.replicas() == ORIGINAL
+    assert states(run)[RestoreStep.DROP_PREVIOUS] == "Skipped"
+
+
+def test_a_user_without_the_privileges_is_refused_in_preflight_with_the_vault_untouched(vault):
+    vault.db.missing_privileges = ["CREATEDB (ALTER ROLE restorer CREATEDB): to create the new database"]
+    run = drive(vault, switch_run(vault))
+    assert run.status.phase == "Failed" and run.status.failure.reason == "SwitchNotPermitted"
+    assert "CREATEDB" in run.status.message and "spec.strategy: Overwrite" in run.status.message
+    assert vault.db.statements == [] and vault.kube.replicas() == ORIGINAL
+
+
+class Crash(Exception):
+    """The operator dying at a failpoint (in the real operator: SIGKILL)."""
+
+
+@pytest.mark.parametrize(
+    "point",
+    [
+        "build:created",
+        "switch:refuse-current",
+        "switch:rename-current-aside",
+        "switch:rename-restored-in",
+        "switch:allow-restored",
+    ],
+)
+def test_a_crash_at_any_point_of_the_switch_is_resumed_from_what_the_server_shows(vault, monkeypatch, point):
+    crashed = []
+
+    def reached(name):
+        if name == point and not crashed:
+            crashed.append(name)
+            raise Crash(name)
+
+    monkeypatch.setattr(failpoints, "reached", reached)
+    run = switch_run(vault)
+    for _ in range(40):
+        written = vault.next_pass(run)  # the status as stored before this pass
+        table = table_for(run.spec)
+        try:
+            outcome = advance(table, run)
+        except Crash:
+            run = vault.next_pass(written)  # a new operator: what this pass did to the status is lost
+            continue
+        if outcome.finished:
+            finish(table, run, outcome.result)
+            break
+        catch_up(vault)
+        run = vault.next_pass(run)
+    assert crashed == [point]
+    assert run.status.phase == "Succeeded", run.status.message
+    assert vault.db.databases == {"vault", PREVIOUS} and vault.db.refusing == {PREVIOUS}
+    assert vault.kube.replicas() == ORIGINAL
+
+
+def test_a_session_that_reaches_the_database_before_its_rename_is_ended_again(vault):
+    vault.db.in_use_once = {"vault"}
+    run = drive(vault, switch_run(vault))
+    assert run.status.phase == "Succeeded", run.status.message
+    assert vault.db.databases == {"vault", PREVIOUS}
+
+
+def test_drop_after_zero_seconds_drops_the_previous_database_once_verify_succeeded(vault):
+    run = drive(vault, switch_run(vault, previousDatabase={"dropAfterSeconds": 0}))
+    assert run.status.phase == "Succeeded", run.status.message
+    assert vault.db.databases == {"vault"} and vault.db.statements[-1] == f"drop {PREVIOUS}"
+    assert run.status.previous_database.dropped_at
+
+
+def test_drop_after_some_time_is_left_to_the_timer_which_drops_it_when_due(vault):
+    run = drive(vault, switch_run(vault, previousDatabase={"dropAfterSeconds": 3600}))
+    assert run.status.phase == "Succeeded" and PREVIOUS in vault.db.databases
+    assert run.status.previous_database.drop_at and not run.status.previous_database.dropped_at
+    assert drop_when_due(run) is None  # not yet
+    run.status.previous_database.drop_at = ago(1)
+    assert drop_when_due(run) == f"dropped {PREVIOUS}, as spec.previousDatabase asked"
+    assert PREVIOUS not in vault.db.databases
+
+
+def test_a_previous_database_somebody_opened_again_is_not_dropped(vault):
+    run = drive(vault, switch_run(vault, previousDatabase={"dropAfterSeconds": 3600}))
+    vault.db.refusing.discard(PREVIOUS)
+    run.status.previous_database.drop_at = ago(1)
+    with pytest.raises(StepFailed, match="accepts connections"):
+        drop_when_due(run)
+    assert PREVIOUS in vault.db.databases
+
+
+def test_stopping_first_stops_the_vault_before_pg_restore(vault):
+    running_while_building = []
+
+    def watch(run):
+        if run.status.current_step == RestoreStep.BUILD:
+            running_while_building.append(vault.kube.replicas()["wallet"])
+
+    run = drive(vault, switch_run(vault, stopServicesFirst=True), between=watch)
+    assert run.status.phase == "Succeeded", run.status.message
+    assert running_while_building and set(running_while_building) == {0}
+
+
+def test_a_failed_build_drops_the_sibling_and_never_stops_the_vault(vault):
+    def fail_the_restore_job(run):
+        job = vault.kube.job(RESTORE_JOB)
+        if job is not None and not vault.kube.jobs[(vault.namespace, RESTORE_JOB)].conditions:
+            vault.kube.fail_job(RESTORE_JOB, "RestoreFailed", "pg_restore exited 1: role missing")
+
+    run = switch_run(vault)
+    table = table_for(run.spec)
+    for _ in range(40):
+        outcome = advance(table, run)
+        if outcome.finished:
+            finish(table, run, outcome.result)
+            break
+        fail_the_restore_job(run)
+        vault.kube.settle()
+        for (_, name), job in list(vault.kube.jobs.items()):
+            if not job.conditions:
+                vault.kube.finish_job(name)
+        run = vault.next_pass(run)
+    assert run.status.phase == "RolledBack", run.status.message
+    assert "was not touched" in run.status.message
+    assert vault.db.databases == {"vault"} and vault.db.statements[-1] == f"drop {SIBLING}"
+    assert vault.kube.replicas() == ORIGINAL and states(run)["ScaleDown"] == "Skipped"

@@ -1,16 +1,20 @@
 """Preflight: everything checked before anything is touched — the artifact's sha256 (a verify
-Job), the target server (reachable, its version, the InPlace database exists), the Encryptor
-Master Passwords. Any failure here ends with every service untouched."""
+Job), the target server (reachable, its version, the InPlace database exists), what the strategy
+needs there (Switch: the restore user may create databases and rename the vault's, the names it
+will use are free; Redirected: the target database is new or empty), the Encryptor Master
+Passwords. Any failure here ends with every service untouched."""
 
 from __future__ import annotations
 
 from walwarden import postgres
-from walwarden.api import RestoreMode
+from walwarden.api import RestoreMode, RestoreStrategy
 from walwarden.kube.jobs import JobState
+from walwarden.postgres import databases
 from walwarden.restore import job as restore_jobs
 from walwarden.restore.artifact_urls import url_secret
 from walwarden.restore.run import RestoreRun
 from walwarden.restore.source import Source, source_of
+from walwarden.restore.switch import switch_names
 from walwarden.restore.target import target_database, target_secret
 from walwarden.security import fingerprints
 from walwarden.workflow.engine import StepFailed
@@ -44,14 +48,51 @@ def preflight(run: RestoreRun) -> str:
         version = postgres.server_version(secret)
         if run.spec.mode == RestoreMode.IN_PLACE and not postgres.database_exists(secret, target_database(run)):
             raise StepFailed("DatabaseNotFound", f"the InPlace target database {target_database(run)} does not exist")
+        strategy_checked = check_strategy_needs(run, secret)
     except postgres.DatabaseError as error:
         raise StepFailed(error.reason, f"the target database is not usable: {error.message}") from None
     check_target_version(version, found.manifest.pg_server_version)
     check_encryptor_fingerprints(run, found)
     return (
         f"artifact sha256 verified by Job {manifest['metadata']['name']}; target PostgreSQL {version} "
-        f"reachable; EMP fingerprints match"
+        f"reachable; {strategy_checked}; EMP fingerprints match"
     )
+
+
+def check_strategy_needs(run: RestoreRun, secret: dict[str, str]) -> str:
+    """What the strategy needs of the target server, before anything is touched."""
+    if run.spec.effective_strategy == RestoreStrategy.SWITCH:
+        names = switch_names(run)
+        missing = databases.missing_switch_privileges(secret, names.database)
+        if missing:
+            raise StepFailed(
+                "SwitchNotPermitted",
+                f"the restore user {secret.get('user')!r} lacks what the Switch strategy needs: {'; '.join(missing)}. "
+                "Nothing was touched: grant it, or set spec.strategy: Overwrite (pg_restore into the live "
+                "database inside the stop window, with a safety backup)",
+            )
+        # The sibling's name holds this request's uid: if it exists, an interrupted pass of Build made it.
+        if databases.states(secret, [names.previous])[names.previous].exists:
+            raise StepFailed(
+                "DatabaseNameTaken",
+                f"a database named {names.previous}, the name the switch would give the vault's current database, "
+                "already exists on the target server (an earlier restore's previous database?). Nothing was "
+                "touched: rename or drop it, or create the request again in a minute (the name holds the minute)",
+            )
+        return f"the restore user may build {names.restored} and switch it in"
+    if run.spec.mode == RestoreMode.REDIRECTED:
+        database = target_database(run)
+        if postgres.database_exists(secret, database):
+            objects = databases.has_objects(secret, database)
+            if objects:
+                raise StepFailed(
+                    "TargetNotEmpty",
+                    f"the Redirected target database {database} already holds objects ({', '.join(objects)}, ...): "
+                    "a restore does not mix into them. Nothing was touched: name an empty or new database in "
+                    "spec.target.database, or empty this one",
+                )
+        return f"the Redirected target {database} is empty or new"
+    return "Overwrite: pg_restore --clean into the live database"
 
 
 def check_target_version(target: str, source: str) -> None:

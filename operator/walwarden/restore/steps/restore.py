@@ -6,16 +6,16 @@ rollbackPolicy, with the services stopped; on a deletion, the user is told inste
 
 from __future__ import annotations
 
-from walwarden import postgres
 from walwarden.api import BackupPhase, RestoreMode, RollbackPolicy, format_timestamp, utcnow
 from walwarden.kube import jobs
 from walwarden.kube.jobs import JobState
 from walwarden.restore import go_signal
 from walwarden.restore import job as restore_jobs
 from walwarden.restore.artifact_urls import url_secret
+from walwarden.restore.row_counts import compare_row_counts
 from walwarden.restore.run import RestoreRun
 from walwarden.restore.source import read_backup, source_of
-from walwarden.restore.target import target_database, target_secret, target_secret_name
+from walwarden.restore.target import target_database, target_secret_name
 from walwarden.storage import s3 as storage
 from walwarden.workflow import tiers
 from walwarden.workflow.engine import StepFailed, UndoCause, Wait
@@ -45,24 +45,7 @@ def restore(run: RestoreRun) -> str:
         # The runner's message says whether the database was touched (runner/restore.py).
         raise StepFailed(outcome.reason or "RestoreFailed", f"the restore Job failed: {outcome.message}")
     restored = f"Job {name} restored {found.dump.size_bytes} bytes into {target_database(run)}"
-    return "; ".join([restored, *compare_row_counts(run)])
-
-
-def compare_row_counts(run: RestoreRun) -> list[str]:
-    """Row counts against the manifest, while the services are still stopped (their writes after
-    start-up would make any comparison meaningless)."""
-    expected = source_of(run).dump.row_counts
-    if not (run.spec.verify.compare_row_counts and expected):
-        return []
-    try:
-        actual = postgres.row_counts(target_secret(run), target_database(run), list(expected))
-    except postgres.DatabaseError as error:
-        raise StepFailed(error.reason, f"cannot count rows on the target: {error.message}") from None
-    different = {table: (count, actual.get(table)) for table, count in expected.items() if actual.get(table) != count}
-    if different:
-        listed = ", ".join(f"{t}: {a} rows, manifest {e}" for t, (e, a) in list(different.items())[:5])
-        raise StepFailed("RowCountMismatch", f"the restored database differs from the backup: {listed}")
-    return [f"row counts of {len(expected)} tables match the manifest"]
+    return "; ".join([restored, *compare_row_counts(run, target_database(run))])
 
 
 def put_database_back(run: RestoreRun, cause: UndoCause) -> str | None:

@@ -3,7 +3,7 @@ failed restore can be rolled back."""
 
 from __future__ import annotations
 
-from walwarden.api import BackupPhase, BackupRequest
+from walwarden.api import BackupPhase, BackupRequest, RestoreStrategy
 from walwarden.api import backup as backup_api
 from walwarden.api.common import API_VERSION, GROUP, VERSION
 from walwarden.kube.api import Conflict, call
@@ -20,11 +20,14 @@ def safety_backup_name(run: RestoreRun) -> str:
 def safety_backup(run: RestoreRun) -> str:
     spec = run.spec
     if not spec.wants_safety_backup():
-        raise Skip(
-            "spec.safetyBackup is false"
-            if spec.safety_backup is False
-            else "Redirected: the original database is left untouched, so rollback is a secret switch"
-        )
+        if spec.safety_backup is False:
+            raise Skip("spec.safetyBackup is false")
+        if spec.effective_strategy == RestoreStrategy.SWITCH:
+            raise Skip(
+                "Switch: the vault's database is kept, renamed aside, and rollback renames it back: no safety dump "
+                "needed, and no write before the stop is lost"
+            )
+        raise Skip("Redirected: the original database is left untouched, so rollback is a secret switch")
     child = safety_backup_name(run)
     run.status.safety_backup = child
     existing = read_backup(run, child)

@@ -85,6 +85,42 @@ def test_redirected_lists_the_db_info_secrets_it_repoints(vault):
 
 def test_a_dry_run_says_so_and_changes_nothing(vault):
     run = vault.restore_run(vault.restore_spec(dryRun=True))
-    assert plan(run).startswith("dry run: stops wallet×2")
+    assert plan(run).startswith("dry run: Overwrite: Preflight, SafetyBackup, Stage before the stop")
     assert not plan(vault.restore_run()).startswith("dry run")
     assert vault.kube.writes == [] and vault.s3.puts == []
+
+
+def test_a_switch_plan_shows_what_runs_before_and_inside_the_stop_and_where_the_history_is_kept(vault):
+    run = vault.restore_run(vault.restore_spec(strategy=None, dryRun=True))
+    message = plan(run)
+    planned = run.status.plan
+    assert planned.strategy == "Switch" and run.status.strategy == "Switch"
+    assert planned.before_stop[-2:] == ["SafetyBackup", "Build"]
+    assert planned.stop_window == ["ScaleDown", "Switch", "ScaleUp"]
+    assert [line.partition(":")[0] for line in planned.downtime] == planned.stop_window
+    assert "seconds, whatever the size" in planned.downtime[1]
+    assert planned.restored_database == "vault_walwarden_5e5f0e3c"
+    assert planned.previous_database and planned.previous_database.startswith("vault_pre_restore_")
+    assert planned.space_bytes == 12_345_678  # the vault's database now
+    assert planned.data_loss_window.kept_in == f"the previous database {planned.previous_database}"
+    assert f"is kept in the previous database {planned.previous_database}" in message
+
+
+def test_an_overwrite_plan_says_pg_restore_is_inside_the_stop_and_the_history_lost(vault):
+    plan(run := vault.restore_run())
+    assert run.status.plan.stop_window == ["ScaleDown", "Restore", "ScaleUp"]
+    assert "grows with the database" in run.status.plan.downtime[1]
+    assert run.status.plan.data_loss_window.kept_in is None and run.status.plan.space_bytes is None
+
+
+def test_a_redirected_plan_builds_before_the_stop_and_keeps_the_original(vault):
+    plan(run := vault.restore_run(vault.restore_spec(**REDIRECTED)))
+    assert run.status.plan.strategy == "Redirected" and run.status.plan.before_stop[-1] == "Build"
+    assert run.status.plan.stop_window == ["ScaleDown", "Reconfigure", "ScaleUp"]
+    assert run.status.plan.data_loss_window.kept_in == "the original database (untouched)"
+
+
+def test_stopping_first_puts_pg_restore_inside_the_stop_window(vault):
+    plan(run := vault.restore_run(vault.restore_spec(strategy=None, stopServicesFirst=True)))
+    assert run.status.plan.stop_window == ["ScaleDown", "Build", "Switch", "ScaleUp"]
+    assert "spec.stopServicesFirst" in run.status.plan.downtime[1]

@@ -79,7 +79,7 @@ def test_a_verified_artifact_a_usable_target_and_matching_emps_pass(vault):
     message = preflight(verified(vault))
     assert message == (
         f"artifact sha256 verified by Job {VERIFY_JOB}; target PostgreSQL {vault.db.version} "
-        "reachable; EMP fingerprints match"
+        "reachable; Overwrite: pg_restore --clean into the live database; EMP fingerprints match"
     )
 
 

@@ -220,7 +220,7 @@ def test_row_counts_that_cannot_be_read_fail_with_the_databases_reason(vault):
     vault.kube.finish_job(JOB)
     vault.db.error = postgres.DatabaseError("DatabaseUnreachable", "cannot connect to db.internal:5432")
     failure = refused(vault.next_pass(run))
-    assert failure.reason == "DatabaseUnreachable" and failure.message.startswith("cannot count rows on the target")
+    assert failure.reason == "DatabaseUnreachable" and failure.message.startswith("cannot count rows in vault")
 
 
 # --- the undo: putting the database back --------------------------------------------------------

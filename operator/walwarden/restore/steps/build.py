@@ -1,0 +1,121 @@
+"""Build: the restored database, made while the vault keeps running on its own (Switch, Redirected).
+
+Switch: a sibling of the vault's database on the same server (<db>_walwarden_<uid>), made the way
+the original is (owner, encoding, locale, tablespace) with what pg_dump keeps only for --create
+(comment, ACL, per-database settings); then a restore Job runs pg_restore --exit-on-error into it,
+in parallel from the staged artifact; then its row counts are checked against the manifest and
+it stops accepting connections until the switch. Redirected: the same Job restores into the new
+server's database (creating it when missing) and the counts are checked there.
+
+Undo: what Build made is dropped — the sibling (after a switch back it holds the restored copy
+again), or a Redirected database this restore created. A database it did not create is left.
+"""
+
+from __future__ import annotations
+
+from walwarden import failpoints, postgres
+from walwarden.api import RestoreStrategy
+from walwarden.kube import jobs
+from walwarden.kube.jobs import JobState
+from walwarden.kube.runner_job import job_name
+from walwarden.postgres import databases
+from walwarden.restore import job as restore_jobs
+from walwarden.restore.artifact_urls import url_secret
+from walwarden.restore.row_counts import compare_row_counts
+from walwarden.restore.run import RestoreRun
+from walwarden.restore.source import source_of
+from walwarden.restore.switch import switch_names
+from walwarden.restore.target import target_database, target_secret, target_secret_name
+from walwarden.workflow.engine import Skip, StepFailed, UndoCause, Wait
+
+
+def restored_database(run: RestoreRun) -> str:
+    if run.spec.effective_strategy == RestoreStrategy.SWITCH:
+        return switch_names(run).restored
+    return target_database(run)
+
+
+def build(run: RestoreRun) -> str:
+    if run.spec.effective_strategy == RestoreStrategy.OVERWRITE:
+        raise Skip("Overwrite: pg_restore runs into the live database, inside the stop window")
+    found, status = source_of(run), run.status
+    database, secret = restored_database(run), target_secret(run)
+    status.restored_database = database
+    name = job_name(run.name, run.uid, "restore")
+    outcome = jobs.job_outcome(run.kube, run.namespace, name)
+    if outcome is None:
+        try:
+            if run.spec.effective_strategy == RestoreStrategy.SWITCH:
+                _make_sibling(run, secret, database)
+            elif status.restored_database_created is None:
+                status.restored_database_created = not postgres.database_exists(secret, database)
+        except postgres.DatabaseError as error:
+            raise StepFailed(error.reason, f"{error.message}. The vault was not touched: it runs as before") from None
+        url_secret(run, "restore", found.bucket, found.dump.key, found.storage)
+        jobs.ensure_job(
+            run.kube,
+            run.namespace,
+            restore_jobs.restore_job(
+                name=run.name,
+                namespace=run.namespace,
+                uid=run.uid,
+                owner=run.owner,
+                config=run.settings,
+                sha256=found.dump.sha256,
+                size=found.dump.size_bytes,
+                target_secret=target_secret_name(run),
+                database=database,
+                clean=False,
+            ),
+        )
+        status.restore_job = name
+        raise Wait(f"Job {name} started: pg_restore of {found.dump.name} into {database}", delay=run.poll_seconds)
+    status.restore_job = name
+    if outcome.state == JobState.RUNNING:
+        raise Wait(f"Job {name}: pg_restore of {found.dump.name} into {database}, the vault running", run.poll_seconds)
+    if outcome.state == JobState.FAILED:
+        raise StepFailed(
+            outcome.reason or "RestoreFailed",
+            f"the restore Job failed: {outcome.message}. The vault's own database was not touched",
+        )
+    checked = compare_row_counts(run, database)
+    if run.spec.effective_strategy == RestoreStrategy.SWITCH:
+        try:  # nobody may use it before it is switched in (a wrong DB_NAME, a curious person)
+            databases.allow_connections(secret, database, False)
+            databases.terminate_all_sessions(secret, [database])
+        except postgres.DatabaseError as error:
+            raise StepFailed(error.reason, error.message) from None
+    switching = run.spec.effective_strategy == RestoreStrategy.SWITCH
+    where = f"{database} (refusing connections until the switch)" if switching else database
+    return "; ".join([f"Job {name} restored {found.dump.size_bytes} bytes into {where}", *checked])
+
+
+def _make_sibling(run: RestoreRun, secret: dict[str, str], database: str) -> None:
+    original = switch_names(run).database
+    databases.create_like(secret, database, databases.read_properties(secret, original))
+    failpoints.reached("build:created")
+    run.event("RestoredDatabaseCreated", f"created {database} the way {original} is made, for the restore")
+
+
+def drop_restored_database(run: RestoreRun, cause: UndoCause) -> str | None:
+    database, status = run.status.restored_database, run.status
+    if database is None:
+        return None
+    switch = run.spec.effective_strategy == RestoreStrategy.SWITCH
+    if not switch and not status.restored_database_created:
+        return f"{database} was there before the restore and is left as it is (it may be partly restored)"
+    running = jobs.job_outcome(run.kube, run.namespace, status.restore_job) if status.restore_job else None
+    if running is not None and running.state == JobState.RUNNING and status.restore_job:
+        # A runner still going would create the database again after the drop: stop it first.
+        jobs.delete_job(run.kube, run.namespace, status.restore_job)
+        raise Wait(f"stopping the restore Job {status.restore_job} before dropping {database}", delay=1)
+    try:
+        secret = target_secret(run)
+        if switch and database in (switch_names(run).database, switch_names(run).previous):
+            return None  # never: the names are apart; a guard against a future change
+        if not postgres.database_exists(secret, database):
+            return None
+        databases.drop(secret, database)
+    except postgres.DatabaseError as error:
+        raise StepFailed("RollbackFailed", f"dropping the restored database {database}: {error.message}") from None
+    return f"the restored database {database} was dropped"
