@@ -14,6 +14,8 @@ import time
 import urllib.request
 from pathlib import Path
 
+import psycopg
+
 from devstack import vaultdb, wallet
 from devstack.controlplane import LocalControlPlane
 from devstack.operator_process import EXEC_LABELS, OperatorProcess
@@ -211,7 +213,10 @@ def main(argv: list[str] | None = None) -> int:
                 "accountsUrl": f"{WALLET_URL}/api/v2/accounts",
                 "timeoutSeconds": 60,
             }
-            say("3. RestoreRequest InPlace: safety backup, scale down, pg_restore, scale up, verify")
+            say(
+                "3. RestoreRequest InPlace (strategy Switch): the backup is restored into a new database while the "
+                "vault runs; the stop window only renames it into place; the previous database is kept"
+            )
             apply(
                 cluster,
                 request(
@@ -222,10 +227,19 @@ def main(argv: list[str] | None = None) -> int:
             )
             status = watch_request(cluster, "restorerequests", "undo-in-place", operator)
             print_steps(status)
+            print(f"  before the stop: {', '.join(status['plan']['beforeStop'])}")
+            inside = ", ".join(status["plan"]["stopWindow"])
+            print(f"  inside the stop: {inside}; downtime {status.get('downtimeSeconds')} s")
+            previous = status["previousDatabase"]["name"]
             print(
-                f"  downtime {status.get('downtimeSeconds')} s; history lost after "
-                f"{status['dataLossWindow']['backupTime']} ({status['dataLossWindow']['seconds']} s)"
+                f"  history after {status['dataLossWindow']['backupTime']} is not lost: it is kept in {previous} "
+                "(refusing connections; drop it when nobody needs it)"
             )
+            with psycopg.connect(postgres.dsn()) as connection:
+                for name, allowed in connection.execute(
+                    "SELECT datname, datallowconn FROM pg_database WHERE datname LIKE 'vault%' ORDER BY 1"
+                ):
+                    print(f"  database {name:<48} {'accepts connections' if allowed else 'refuses connections'}")
             show_wallet("the wallet serves the backed-up accounts again")
 
             say("4. RestoreRequest Redirected: restore into a new database, repoint all five db-info secrets")

@@ -42,6 +42,13 @@ def _fresh_database(server: PostgresServer, prefix: str) -> Iterator[str]:
         yield name
     finally:
         server.drop_database(name)
+        # And what restores of it left beside it: a Switch restore's previous database, its sibling.
+        with server.connect() as connection:
+            leftovers = connection.execute(
+                "SELECT datname FROM pg_database WHERE starts_with(datname, %s)", (f"{name}_",)
+            ).fetchall()
+        for (leftover,) in leftovers:
+            server.drop_database(leftover)
 
 
 @pytest.fixture

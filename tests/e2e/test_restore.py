@@ -64,7 +64,7 @@ class Vault:
     def describe(self, plural: str, name: str) -> str:
         return json.dumps(self.get(plural, name).get("status"), indent=1) + "\n" + self.operator.log()
 
-    def admin_secret(self, name: str, password: str | None = None) -> None:
+    def admin_secret(self, name: str, password: str | None = None, user: str | None = None) -> None:
         self.apply(
             {
                 "apiVersion": "v1",
@@ -73,7 +73,7 @@ class Vault:
                 "stringData": {
                     "host": "127.0.0.1",
                     "port": str(self.postgres.port),
-                    "user": self.postgres.superuser,
+                    "user": user or self.postgres.superuser,
                     "password": password or self.postgres.password,
                     "sslmode": "disable",
                 },
@@ -192,6 +192,46 @@ def account_names(dsn: str) -> list[str]:
         return [row[0] for row in connection.execute("SELECT name FROM accounts ORDER BY id")]
 
 
+def server_databases(vault: Vault) -> dict[str, bool]:
+    """The vault database and those beside it (<db>_...) on the server: name -> accepts connections."""
+    import psycopg
+
+    with psycopg.connect(vault.postgres.dsn()) as connection:
+        rows = connection.execute(
+            "SELECT datname, datallowconn FROM pg_database WHERE datname = %s OR starts_with(datname, %s)",
+            (vault.database, f"{vault.database}_"),
+        ).fetchall()
+    return dict(rows)
+
+
+def accounts_in_closed_database(vault: Vault, name: str) -> list[str]:
+    """The accounts of a database that refuses connections (opened for the look, closed again)."""
+    import psycopg
+    from psycopg import sql
+
+    def allow(allowed: bool) -> None:
+        with psycopg.connect(vault.postgres.dsn(), autocommit=True) as connection:
+            connection.execute(
+                sql.SQL("ALTER DATABASE {} WITH ALLOW_CONNECTIONS {}").format(
+                    sql.Identifier(name), sql.SQL(str(allowed).lower())
+                )
+            )
+
+    allow(True)
+    try:
+        return account_names(vault.postgres.dsn(name))
+    finally:
+        allow(False)
+
+
+def assert_switched(vault: Vault, status: dict, history: list[str]) -> None:
+    """After a Switch restore: the previous database is kept, named in status, refusing connections,
+    with the accounts as they were up to the stop; no sibling is left."""
+    previous = status["previousDatabase"]["name"]
+    assert server_databases(vault) == {vault.database: True, previous: False}, status
+    assert accounts_in_closed_database(vault, previous) == history
+
+
 @pytest.fixture
 def vault(cluster, namespace, operator, postgres_server, s3_server, s3_bucket, vault_db) -> Vault:
     if not cluster.local:
@@ -215,13 +255,13 @@ def vault(cluster, namespace, operator, postgres_server, s3_server, s3_bucket, v
     return result
 
 
-def test_in_place_restore_brings_the_backed_up_accounts_back(vault):
+def test_in_place_overwrite_restore_brings_the_backed_up_accounts_back(vault):
     vault.backup()
     original = account_names(vault.postgres.dsn(vault.database))
     vaultdb.mutate_accounts(vault.postgres.dsn(vault.database))
     assert account_names(vault.postgres.dsn(vault.database)) != original
     with PodObserver(vault.cluster, vault.namespace) as observer:
-        vault.apply(vault.restore_request("in-place"))
+        vault.apply(vault.restore_request("in-place", strategy="Overwrite"))
         restore = vault.wait_finished("restorerequests", "in-place")
     status = restore["status"]
     assert status["phase"] == "Succeeded", vault.describe("restorerequests", "in-place")
@@ -233,8 +273,8 @@ def test_in_place_restore_brings_the_backed_up_accounts_back(vault):
     assert_tiers_in_order(observer, "ready", list(reversed(STOP_TIERS)))
     assert max(observer.times("deleted", sum(STOP_TIERS, []))) < min(observer.times("ready", sum(STOP_TIERS, [])))
     steps = {s["name"]: s["state"] for s in status["steps"]}
-    assert steps["SafetyBackup"] == "Succeeded" and steps["Reconfigure"] == "Skipped"
-    assert steps["Rollback"] == "Skipped"
+    assert steps["SafetyBackup"] == "Succeeded" and "Reconfigure" not in steps and "Switch" not in steps
+    assert steps["Rollback"] == "Skipped" and status["strategy"] == "Overwrite"
     assert status["downtimeSeconds"] > 0 and status["dataLossWindow"]["seconds"] >= 0
     assert status["originalReplicas"] == {k: v for k, v in vault.replicas.items() if k != "orchestrator"}
     restore_jobs = vault.cluster.kubectl_json(["get", "jobs", "-n", vault.namespace, "-l", "walwarden.io/role=restore"])
@@ -278,16 +318,24 @@ def test_redirected_restore_repoints_every_secret_and_leaves_the_original_alone(
     mutated = account_names(vault.postgres.dsn(vault.database))
     new_database = f"{vault.database}_redirected"
     vault.admin_secret("new-db-admin")
-    vault.apply(
-        vault.restore_request(
-            "redirected",
-            mode="Redirected",
-            target={"secretRef": {"name": "new-db-admin"}, "database": new_database},
-            redirect={"dbHost": "127.0.0.1", "dbName": new_database, "environment": ENVIRONMENT},
+    with PodObserver(vault.cluster, vault.namespace) as observer:
+        vault.apply(
+            vault.restore_request(
+                "redirected",
+                mode="Redirected",
+                target={"secretRef": {"name": "new-db-admin"}, "database": new_database},
+                redirect={"dbHost": "127.0.0.1", "dbName": new_database, "environment": ENVIRONMENT},
+            )
         )
-    )
-    restore = vault.wait_finished("restorerequests", "redirected")
+        served_while_building, building_at = watch_the_build(vault, "redirected")
+        restore = vault.wait_finished("restorerequests", "redirected")
     assert restore["status"]["phase"] == "Succeeded", vault.describe("restorerequests", "redirected")
+    # pg_restore ran into the new database while every service was Ready and the wallet served.
+    assert served_while_building, "the Build step was never seen running"
+    for replicas, served in served_while_building:
+        assert replicas == vault.replicas and served == mutated[: len(served)]
+    assert building_at is not None and min(observer.times("deleted", sum(STOP_TIERS, []))) > building_at
+    assert restore["status"]["plan"]["stopWindow"] == ["ScaleDown", "Reconfigure", "ScaleUp"]
     import base64
 
     for service in DB_SERVICES:
@@ -401,7 +449,7 @@ def test_pg_restore_failure_rolls_back_to_the_original_world(vault):
     with psycopg.connect(dsn, autocommit=True) as connection:
         # Not in the backup, so pg_restore --clean cannot drop the table it depends on: a real failure.
         connection.execute("CREATE VIEW blocker AS SELECT id FROM accounts")
-    vault.apply(vault.restore_request("fails"))
+    vault.apply(vault.restore_request("fails", strategy="Overwrite"))
     restore = vault.wait_finished("restorerequests", "fails", timeout=300)
     status = restore["status"]
     assert status["phase"] == "RolledBack", vault.describe("restorerequests", "fails")
@@ -421,7 +469,11 @@ def test_a_failure_while_stopping_calls_the_staged_restore_off_before_it_touches
     before = account_names(dsn)
     # A client that stays connected fails ScaleDown (policy Fail), after the restore Job was staged.
     with psycopg.connect(dsn, application_name="straggler") as straggler:
-        vault.apply(vault.restore_request("called-off", safetyBackup=False, sessionPolicy={"onRemaining": "Fail"}))
+        vault.apply(
+            vault.restore_request(
+                "called-off", strategy="Overwrite", safetyBackup=False, sessionPolicy={"onRemaining": "Fail"}
+            )
+        )
         status = vault.wait_finished("restorerequests", "called-off")["status"]
         straggler.execute("SELECT 1")  # never terminated
     assert status["phase"] == "RolledBack", vault.describe("restorerequests", "called-off")
@@ -489,8 +541,9 @@ def step_state(status: dict, name: str) -> str | None:
 
 # Two runs, since one restore cannot have both in every step: the kills before a record delay the
 # next step's Running record until its Job may already be done, so it would never be seen waiting.
+@pytest.mark.parametrize("strategy", ["Switch", "Overwrite"])
 @pytest.mark.parametrize("moment", [BEFORE_ITS_RECORD, WHILE_IT_WAITS], ids=["before-each-record", "while-each-waits"])
-def test_restarted_operator_resumes_every_step_without_repeating_one(vault, tmp_path, moment):
+def test_restarted_operator_resumes_every_step_without_repeating_one(vault, tmp_path, moment, strategy):
     """A crash (SIGKILL: nothing finishes, nothing is flushed) in every step of one restore, and a
     new operator started after each kill, which has to resume from the world without repeating
     anything. before-each-record: each step did its work and the status write recording it is on
@@ -499,9 +552,10 @@ def test_restarted_operator_resumes_every_step_without_repeating_one(vault, tmp_
     vault.backup()
     original = account_names(vault.postgres.dsn(vault.database))
     vaultdb.mutate_accounts(vault.postgres.dsn(vault.database))
+    mutated = account_names(vault.postgres.dsn(vault.database))
     crashes = OperatorCrashes(vault, tmp_path)
     label = {"walwarden.test/crashes": "resumed"}
-    request = vault.restore_request("resumed")
+    request = vault.restore_request("resumed", strategy=strategy)
     request["metadata"]["labels"] = label
     hook = contextlib.nullcontext()
     if moment == BEFORE_ITS_RECORD:
@@ -541,16 +595,19 @@ def test_restarted_operator_resumes_every_step_without_repeating_one(vault, tmp_
     record = f"kills: {crashes.points}; too late: {crashes.misses}\n" + json.dumps(status, indent=1)
     assert status.get("phase") == "Succeeded", record
     states = {s["name"]: s["state"] for s in status["steps"]}
-    assert {name: state for name, state in states.items() if state != "Succeeded"} == {
-        "Reconfigure": "Skipped",
-        "Rollback": "Skipped",
-    }, record  # InPlace; nothing failed
+    not_run = {"Rollback": "Skipped"}  # nothing failed
+    if strategy == "Switch":
+        not_run |= {"SafetyBackup": "Skipped", "DropPrevious": "Skipped"}  # no dump needed; the previous kept
+    assert {name: state for name, state in states.items() if state != "Succeeded"} == not_run, record
     # Killed in each step it ran (before-each-record) or in each step that waited (while-each-waits).
     ran = [name for name, state in states.items() if state == "Succeeded"]
     expected = ran if moment == BEFORE_ITS_RECORD else waited
     assert set(crashes.points) == {(name, moment) for name in expected} and not crashes.misses, record
     if moment == WHILE_IT_WAITS:
-        assert {"Preflight", "SafetyBackup", "ScaleDown", "Restore", "ScaleUp"} <= set(waited), record
+        waiting = (
+            {"Preflight", "Build", "ScaleDown", "ScaleUp"} if strategy == "Switch" else {"SafetyBackup", "Restore"}
+        )
+        assert waiting | {"Preflight", "ScaleDown", "ScaleUp"} <= set(waited), record
     # Nothing repeated: one verify Job and one restore Job (one pod each, no retry), one safety
     # backup; the backup's accounts are back and every service runs with its replica count.
     for role in ("restore", "verify"):
@@ -562,7 +619,11 @@ def test_restarted_operator_resumes_every_step_without_repeating_one(vault, tmp_
         assert len(pods) == 1, [p["metadata"]["name"] for p in pods]
     backups = vault.cluster.kubectl_json(["get", "backuprequests", "-n", vault.namespace])["items"]
     safety = [b for b in backups if "safety" in b["metadata"]["name"]]
-    assert len(safety) == 1 and safety[0]["status"]["phase"] == "Succeeded", record
+    if strategy == "Overwrite":
+        assert len(safety) == 1 and safety[0]["status"]["phase"] == "Succeeded", record
+    else:
+        assert not safety, record
+        assert_switched(vault, status, mutated)
     assert account_names(vault.postgres.dsn(vault.database)) == original
     assert ready_replicas(vault.cluster, vault.namespace) == vault.replicas
 
@@ -734,7 +795,10 @@ def test_deleting_a_restore_mid_flight_starts_the_services_again(vault):
     with psycopg.connect(vault.postgres.dsn(vault.database), application_name="straggler") as straggler:
         vault.apply(
             vault.restore_request(
-                "abandoned", safetyBackup=False, sessionPolicy={"onRemaining": "Wait", "waitSeconds": 300}
+                "abandoned",
+                strategy="Overwrite",
+                safetyBackup=False,
+                sessionPolicy={"onRemaining": "Wait", "waitSeconds": 300},
             )
         )
         wait_for(
@@ -895,3 +959,230 @@ def test_services_that_do_not_become_ready_raise_a_loud_condition_until_they_are
         ["get", "events", "-n", vault.namespace, "--field-selector", "involvedObject.name=slow-start"]
     )["items"]
     assert [e["type"] for e in events if e["reason"] == "ServicesNotReady"] == ["Warning"]
+
+
+# --- strategy Switch: built while the vault runs, renamed into place inside the stop window ------
+
+
+def watch_the_build(vault: Vault, name: str) -> tuple[list, float | None]:
+    """Until Build is over: what the vault served while pg_restore was running — each service's
+    Ready replicas and the wallet's accounts, sampled, and counted only when the restore Job's pod
+    had still not finished after the sample (the operator stops nothing before it has) — and the
+    last moment (time.monotonic(), as PodObserver's) the Job's pod was seen still running."""
+    served, running_at = [], None
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        status = vault.get("restorerequests", name).get("status") or {}
+        if step_state(status, "Build") in ("Succeeded", "Failed", "Skipped"):
+            break
+        if step_state(status, "Build") != "Running" or not status.get("restoreJob"):
+            continue
+        try:
+            sample = (ready_replicas(vault.cluster, vault.namespace), [a["name"] for a in vault.wallet_accounts()])
+        except OSError as error:
+            sample = (ready_replicas(vault.cluster, vault.namespace), repr(error))
+        selector = f"job-name={status['restoreJob']}"
+        pods = vault.cluster.kubectl_json(["get", "pods", "-n", vault.namespace, "-l", selector])["items"]
+        if not any(p["status"].get("phase") == "Succeeded" for p in pods):
+            served.append(sample)
+            running_at = time.monotonic()
+    return served, running_at
+
+
+def set_database_properties(vault: Vault) -> dict:
+    """Database-level properties pg_dump keeps only for --create, set on the vault's database."""
+    import psycopg
+    from psycopg import sql
+
+    role = f"auditor_{vault.namespace.replace('-', '_')}"[:60]
+    db = sql.Identifier(vault.database)
+    with psycopg.connect(vault.postgres.dsn(), autocommit=True) as connection:
+        connection.execute(sql.SQL("CREATE ROLE {} NOLOGIN").format(sql.Identifier(role)))
+        for statement in (
+            sql.SQL("COMMENT ON DATABASE {} IS 'the vault of record'").format(db),
+            sql.SQL("ALTER DATABASE {} SET statement_timeout = '17s'").format(db),
+            sql.SQL("ALTER ROLE {} IN DATABASE {} SET work_mem = '7MB'").format(sql.Identifier(role), db),
+            sql.SQL("GRANT CONNECT, TEMPORARY ON DATABASE {} TO {}").format(db, sql.Identifier(role)),
+            sql.SQL("ALTER DATABASE {} CONNECTION LIMIT 90").format(db),
+        ):
+            connection.execute(statement)
+    return database_properties(vault, vault.database)
+
+
+def database_properties(vault: Vault, name: str) -> dict:
+    import psycopg
+
+    with psycopg.connect(vault.postgres.dsn()) as connection:
+        row = connection.execute(
+            "SELECT pg_get_userbyid(datdba), pg_encoding_to_char(encoding), datcollate, datctype, datconnlimit, "
+            "shobj_description(oid, 'pg_database'), "
+            "(SELECT array_agg(a::text ORDER BY a::text) FROM unnest(datacl) a), "
+            "(SELECT array_agg(coalesce(pg_get_userbyid(setrole), '-') || ':' || array_to_string(setconfig, ',') "
+            "ORDER BY setrole) FROM pg_db_role_setting WHERE setdatabase = d.oid) "
+            "FROM pg_database d WHERE datname = %s",
+            (name,),
+        ).fetchone()
+    keys = ("owner", "encoding", "collate", "ctype", "connlimit", "comment", "acl", "settings")
+    return dict(zip(keys, row, strict=True))
+
+
+def test_in_place_switch_restore_builds_while_the_vault_serves_and_keeps_the_previous_database(vault):
+    properties = set_database_properties(vault)
+    vault.backup()
+    original = account_names(vault.postgres.dsn(vault.database))
+    vaultdb.mutate_accounts(vault.postgres.dsn(vault.database))
+    mutated = account_names(vault.postgres.dsn(vault.database))
+    with PodObserver(vault.cluster, vault.namespace) as observer:
+        vault.apply(vault.restore_request("switch"))
+        served_while_building, building_at = watch_the_build(vault, "switch")
+        status = vault.wait_finished("restorerequests", "switch")["status"]
+    assert status["phase"] == "Succeeded", vault.describe("restorerequests", "switch")
+    assert status["strategy"] == "Switch" and status["plan"]["stopWindow"] == ["ScaleDown", "Switch", "ScaleUp"]
+    steps = {s["name"]: s["state"] for s in status["steps"]}
+    assert steps["Build"] == steps["Switch"] == "Succeeded" and steps["SafetyBackup"] == "Skipped"
+    assert served_while_building, "the Build step was never seen running"
+    for replicas, served in served_while_building:
+        assert replicas == vault.replicas and served == mutated[: len(served)]
+    assert building_at is not None and min(observer.times("deleted", sum(STOP_TIERS, []))) > building_at
+    assert account_names(vault.postgres.dsn(vault.database)) == original
+    assert [a["name"] for a in vault.wallet_accounts()] == original[: len(vault.wallet_accounts())]
+    assert database_properties(vault, vault.database) == properties  # carried to the restored database
+    assert_switched(vault, status, mutated)
+    backups = vault.cluster.kubectl_json(["get", "backuprequests", "-n", vault.namespace])["items"]
+    assert [b["metadata"]["name"] for b in backups] == ["nightly"]  # no safety dump
+
+
+def test_a_verify_failure_after_the_switch_renames_back_with_every_write_up_to_the_stop(vault):
+    vault.backup()
+    vaultdb.mutate_accounts(vault.postgres.dsn(vault.database))  # written after the backup
+    mutated = account_names(vault.postgres.dsn(vault.database))
+    request = vault.restore_request("unhealthy")
+    request["spec"]["verify"] = {"healthUrl": f"{vault.wallet_url}/no-such-endpoint", "timeoutSeconds": 5}
+    vault.apply(request)
+    status = vault.wait_finished("restorerequests", "unhealthy", timeout=300)["status"]
+    assert status["phase"] == "RolledBack", vault.describe("restorerequests", "unhealthy")
+    assert failure_reason(status) == ["VerifyFailed"]
+    rollback = next(s for s in status["steps"] if s["name"] == "Rollback")
+    assert "switched back in seconds" in rollback["message"] and "was dropped" in rollback["message"]
+    assert server_databases(vault) == {vault.database: True}  # the restored copy is gone
+    assert account_names(vault.postgres.dsn(vault.database)) == mutated
+    wait_for(lambda: ready_replicas(vault.cluster, vault.namespace) == vault.replicas, 60, "services back")
+    assert [a["name"] for a in vault.wallet_accounts()] == mutated[: len(vault.wallet_accounts())]
+    assert not [
+        j
+        for j in vault.cluster.kubectl_json(["get", "jobs", "-n", vault.namespace])["items"]
+        if "rollback" in j["metadata"]["name"]
+    ]  # no pg_restore to roll back
+
+
+SWITCH_POINTS = [
+    "build:created",
+    "build:closed",
+    "switch:refuse-current",
+    "switch:rename-current-aside",
+    "switch:rename-restored-in",
+    "switch:allow-restored",
+]
+SWITCH_BACK_POINTS = [
+    "switch-back:refuse-restored",
+    "switch-back:rename-restored-back",
+    "switch-back:rename-previous-in",
+    "switch-back:allow-previous",
+]
+
+
+@pytest.mark.parametrize("direction", ["switch", "switch-back"])
+def test_the_operator_killed_between_any_two_statements_of_the_switch_resumes_from_the_server(
+    vault, tmp_path, direction
+):
+    """SIGKILL (a failpoint: the operator kills itself there) after every statement of the switch,
+    or of the switch back after a failed Verify; a new operator each time, with the points not
+    reached yet. Neither database is ever lost, none is made twice."""
+    from walwarden.failpoints import ANNOUNCEMENT, ENV
+
+    vault.backup()
+    original = account_names(vault.postgres.dsn(vault.database))
+    vaultdb.mutate_accounts(vault.postgres.dsn(vault.database))
+    mutated = account_names(vault.postgres.dsn(vault.database))
+    points = SWITCH_POINTS if direction == "switch" else SWITCH_BACK_POINTS
+    remaining, hit = list(points), []
+
+    def operator_with(armed: list[str]) -> OperatorProcess:
+        env = {"WALWARDEN_POLL_SECONDS": "1", ENV: ",".join(armed)}
+        return OperatorProcess(vault.cluster, vault.namespace, tmp_path / f"operator-{len(hit)}.log", env).start()
+
+    vault.operator.stop()
+    vault.operator = operator_with(remaining)
+    request = vault.restore_request("killed")
+    if direction == "switch-back":
+        request["spec"]["verify"] = {"healthUrl": f"{vault.wallet_url}/no-such-endpoint", "timeoutSeconds": 5}
+    vault.apply(request)
+
+    def finished() -> bool:
+        return (vault.get("restorerequests", "killed").get("status") or {}).get("phase") in (
+            "Succeeded",
+            "Failed",
+            "RolledBack",
+        )
+
+    try:
+        while not finished():
+            wait_for(lambda: finished() or not vault.operator.alive(), 300, "a kill or the end")
+            if vault.operator.alive():
+                break
+            assert vault.operator.process.popen.returncode == -signal.SIGKILL
+            [point] = [
+                line.removeprefix(ANNOUNCEMENT)
+                for line in vault.operator.log().splitlines()
+                if line.startswith(ANNOUNCEMENT)
+            ]
+            hit.append(point)
+            remaining.remove(point)
+            # Whatever the moment: the vault's data is on the server, under one of the three names.
+            assert vault.database in server_databases(vault) or len(server_databases(vault)) == 2
+            vault.operator = operator_with(remaining)
+    finally:
+        vault.operator.stop()
+    status = vault.get("restorerequests", "killed")["status"]
+    record = f"hit {hit}\n" + json.dumps(status, indent=1)
+    assert hit == points, record
+    if direction == "switch":
+        assert status["phase"] == "Succeeded", record
+        assert account_names(vault.postgres.dsn(vault.database)) == original
+        assert_switched(vault, status, mutated)
+    else:
+        assert status["phase"] == "RolledBack" and failure_reason(status) == ["VerifyFailed"], record
+        assert server_databases(vault) == {vault.database: True}, record
+        assert account_names(vault.postgres.dsn(vault.database)) == mutated
+    wait_for(lambda: ready_replicas(vault.cluster, vault.namespace) == vault.replicas, 60, "services back")
+
+
+def test_a_restore_user_without_createdb_is_refused_before_any_service_stops(vault):
+    import secrets as random_secrets
+
+    vault.backup()
+    user, password = f"restorer_{random.randint(0, 10**6)}", random_secrets.token_hex(16)
+    vault.postgres.create_role(user, password)  # LOGIN, no CREATEDB, owns nothing
+    vault.admin_secret("restorer-admin", password=password, user=user)
+    with PodObserver(vault.cluster, vault.namespace) as observer:
+        vault.apply(vault.restore_request("no-createdb", target={"secretRef": {"name": "restorer-admin"}}))
+        status = vault.wait_finished("restorerequests", "no-createdb")["status"]
+    assert status["phase"] == "Failed" and status["currentStep"] == "Preflight", json.dumps(status, indent=1)
+    assert failure_reason(status) == ["SwitchNotPermitted"]
+    assert f"ALTER ROLE {user} CREATEDB" in status["message"] and "spec.strategy: Overwrite" in status["message"]
+    assert password not in json.dumps(status)
+    assert not observer.times("deleted", sum(STOP_TIERS, []))
+    assert ready_replicas(vault.cluster, vault.namespace) == vault.replicas
+    assert server_databases(vault) == {vault.database: True}
+
+
+def test_stop_services_first_stops_the_vault_before_pg_restore_starts(vault):
+    vault.backup()
+    vault.apply(vault.restore_request("stop-first", stopServicesFirst=True))
+    status = vault.wait_finished("restorerequests", "stop-first")["status"]
+    assert status["phase"] == "Succeeded", vault.describe("restorerequests", "stop-first")
+    assert status["plan"]["stopWindow"] == ["ScaleDown", "Build", "Switch", "ScaleUp"]
+    [job] = vault.cluster.kubectl_json(["get", "jobs", "-n", vault.namespace, "-l", "walwarden.io/role=restore"])[
+        "items"
+    ]
+    assert parse_time(job["metadata"]["creationTimestamp"]) >= parse_time(status["scaledDownAt"])

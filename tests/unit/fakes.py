@@ -555,6 +555,8 @@ class FakePostgres:
 
     def row_counts(self, secret: dict[str, str], dbname: str, tables: list[str]) -> dict[str, int | None]:
         self._check()
+        if dbname in self.refusing:
+            raise postgres.DatabaseError("DatabaseUnreachable", f"database {dbname!r} refuses connections")
         return {table: self.rows.get(table) for table in tables}
 
     # -- postgres.databases --

@@ -210,6 +210,7 @@ class Crash(Exception):
     "point",
     [
         "build:created",
+        "build:closed",
         "switch:refuse-current",
         "switch:rename-current-aside",
         "switch:rename-restored-in",

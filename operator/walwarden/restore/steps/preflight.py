@@ -71,14 +71,8 @@ def check_strategy_needs(run: RestoreRun, secret: dict[str, str]) -> str:
                 "Nothing was touched: grant it, or set spec.strategy: Overwrite (pg_restore into the live "
                 "database inside the stop window, with a safety backup)",
             )
-        # The sibling's name holds this request's uid: if it exists, an interrupted pass of Build made it.
-        if databases.states(secret, [names.previous])[names.previous].exists:
-            raise StepFailed(
-                "DatabaseNameTaken",
-                f"a database named {names.previous}, the name the switch would give the vault's current database, "
-                "already exists on the target server (an earlier restore's previous database?). Nothing was "
-                "touched: rename or drop it, or create the request again in a minute (the name holds the minute)",
-            )
+        # Both names the switch uses hold this request's uid: if one exists, this request made it
+        # (Preflight runs again when an operator died before recording it, even after the switch).
         return f"the restore user may build {names.restored} and switch it in"
     if run.spec.mode == RestoreMode.REDIRECTED:
         database = target_database(run)
