@@ -169,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"--from-literal=secretAccessKey={s3.secret_key}",
             ]
         )
-        wait(lambda: all(n > 0 for n in ready_replicas(cluster, NAMESPACE).values()), 90, "vault pods Ready")
+        wait(lambda: all(n > 0 for n in ready_replicas(cluster, NAMESPACE).values()), 300, "vault pods Ready")
         show(cluster, ["get", "deployments,statefulsets", "-n", NAMESPACE])
         show_wallet("the wallet serves")
 

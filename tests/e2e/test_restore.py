@@ -251,7 +251,7 @@ def vault(cluster, namespace, operator, postgres_server, s3_server, s3_bucket, v
     deploy_vault(cluster, namespace, ENVIRONMENT, info, overrides={"wallet": wallet_deployment})
     result.replicas = {name: replicas for name, (_, replicas, _) in DEFAULT_SERVICES.items()}
     result.replicas["wallet"] = 1
-    wait_for(lambda: ready_replicas(cluster, namespace) == result.replicas, 90, "the vault to be Ready")
+    wait_for(lambda: ready_replicas(cluster, namespace) == result.replicas, 300, "the vault to be Ready")
     return result
 
 

@@ -737,7 +737,7 @@ def _back_up_and_restore(cluster, operator, namespace, postgres, s3, bucket, dat
         },
     )
     replicas = {name: count for name, (_, count, _) in DEFAULT_SERVICES.items()} | {"wallet": 1}
-    wait_for(lambda: ready_replicas(cluster, namespace) == replicas, 90, "the vault to be Ready")
+    wait_for(lambda: ready_replicas(cluster, namespace) == replicas, 300, "the vault to be Ready")
     storage = {
         "s3": {
             "bucket": bucket,
@@ -766,7 +766,7 @@ def _back_up_and_restore(cluster, operator, namespace, postgres, s3, bucket, dat
     vaultdb.mutate_accounts(postgres.dsn(database))
     assert account_names(postgres.dsn(database)) != original
 
-    # InPlace, approved by a token, with a safety backup (the operator creates a BackupRequest).
+    # InPlace (Switch), approved by a token, with a safety backup asked for (the operator creates a BackupRequest).
     token = issue_token(
         APPROVAL_KEY,
         backup="nightly",
@@ -797,7 +797,7 @@ def _back_up_and_restore(cluster, operator, namespace, postgres, s3, bucket, dat
     restore = wait_finished("restorerequests", "in-place")
     assert account_names(postgres.dsn(database)) == original
     steps = {s["name"]: s["state"] for s in restore["status"]["steps"]}
-    assert steps["SafetyBackup"] == steps["ScaleDown"] == steps["Restore"] == steps["Verify"] == "Succeeded"
+    assert steps["SafetyBackup"] == steps["Build"] == steps["Switch"] == steps["Verify"] == "Succeeded"
     assert wait_finished("backuprequests", restore["status"]["safetyBackup"])
     assert ready_replicas(cluster, namespace) == replicas
 

@@ -83,7 +83,7 @@ def test_metrics_health_and_json_logs_after_a_backup_and_a_restore(stack: Backup
     assert samples[f'walwarden_last_successful_backup_timestamp_seconds{{namespace="{ns}"}}'] > 0
     assert samples[f'walwarden_backup_size_bytes{{namespace="{ns}"}}'] > 0
     assert samples[f'walwarden_restore_downtime_seconds_count{{namespace="{ns}"}}'] == 1
-    assert samples['walwarden_step_duration_seconds_count{kind="RestoreRequest",step="Restore"}'] == 1
+    assert samples['walwarden_step_duration_seconds_count{kind="RestoreRequest",step="Switch"}'] == 1
 
     with urllib.request.urlopen(f"http://127.0.0.1:{health_port}/healthz", timeout=5) as response:
         assert response.status == 200

@@ -101,7 +101,8 @@ go into the ClusterRole (rbac.scope cluster) or into a Role in each watched name
 # Requests own them, so the garbage collector deletes them with the request.
 - apiGroups: ["batch"]
   resources: ["jobs"]
-  verbs: ["get", "create"]
+  # delete: a rollback stops a restore Job still writing into the database it is about to drop.
+  verbs: ["get", "create", "delete"]
 # Pods, by label: ScaleDown waits until a tier's pods are gone; a failed Job's pod carries the
 # runner's reason in its termination message.
 - apiGroups: [""]

@@ -4,6 +4,7 @@ and `restore` (the same checks, then pg_restore into the target). Pure builders.
 The Jobs hold no object-store credentials: the artifact comes through a short-lived presigned
 GET URL, and even that is passed through a Secret (it is a bearer credential while it lives).
 Arguments and environment names come from runner/contract.py, which the runner parses with.
+`restore_job_of` fills the restore Job's builder from a run (its source and target).
 """
 
 from __future__ import annotations
@@ -11,6 +12,9 @@ from __future__ import annotations
 from typing import Any
 
 from walwarden.kube.runner_job import database_env, job_name, runner_job, runner_labels, secret_env, short_uid
+from walwarden.restore.run import RestoreRun
+from walwarden.restore.source import source_of
+from walwarden.restore.target import target_secret_name
 from walwarden.runner.contract import DEFAULT_GO_TIMEOUT_SECONDS, DEFAULT_PARALLEL_JOBS, Command, Env, Flag
 from walwarden.settings import OperatorConfig
 
@@ -97,4 +101,18 @@ def restore_job(
         args=args,
         env=env,
         deadline_seconds=deadline_seconds,
+    )
+
+
+def restore_job_of(run: RestoreRun, *, database: str, clean: bool, **options: Any) -> dict[str, Any]:
+    """The restore Job of `run`'s source into `database` on its target (options: go_sha256, ...)."""
+    dump = source_of(run).dump
+    return restore_job(
+        **run.job_identity(),
+        sha256=dump.sha256,
+        size=dump.size_bytes,
+        target_secret=target_secret_name(run),
+        database=database,
+        clean=clean,
+        **options,
     )

@@ -6,7 +6,7 @@ Steps and the restore's services (source, target, db-info secrets, the go signal
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from walwarden.api import RestoreRequestSpec, RestoreRequestStatus, SecretBackend, Topology
 from walwarden.workflow.engine import Run
@@ -19,6 +19,17 @@ if TYPE_CHECKING:
 @dataclass
 class RestoreRun(Run[RestoreRequestSpec, RestoreRequestStatus]):
     resolved_source: Source | None = None  # looked up once per pass (restore.source.source_of)
+
+    def job_identity(self) -> dict[str, Any]:
+        """Who a runner Job of this request belongs to: the keyword arguments every builder of
+        restore/job.py takes first."""
+        return {
+            "name": self.name,
+            "namespace": self.namespace,
+            "uid": self.uid,
+            "owner": self.owner,
+            "config": self.settings,
+        }
 
     @property
     def topology(self) -> Topology:

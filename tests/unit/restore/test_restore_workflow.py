@@ -314,3 +314,23 @@ def test_a_failed_build_drops_the_sibling_and_never_stops_the_vault(vault):
     assert "was not touched" in run.status.message
     assert vault.db.databases == {"vault"} and vault.db.statements[-1] == f"drop {SIBLING}"
     assert vault.kube.replicas() == ORIGINAL and states(run)["ScaleDown"] == "Skipped"
+
+
+def test_a_switch_does_not_wait_for_sessions_it_ends_itself_after_refusing_connections(vault):
+    vault.db.sessions = [session(101, application="orchestrator")]  # kept running, reconnects on its own
+    run = drive(vault, switch_run(vault))
+    assert run.status.phase == "Succeeded", run.status.message
+    assert "ended by the switch" in run.status.step(RestoreStep.SCALE_DOWN).message
+    assert vault.db.terminated == [] and run.status.sessions_seen_at is None  # no waitSeconds spent
+
+
+def test_a_refused_drop_of_the_previous_database_leaves_the_verified_restore_succeeded(vault):
+    def reopened(run):
+        if run.status.switched_at:
+            vault.db.refusing.discard(PREVIOUS)  # someone allowed connections to it again
+
+    run = drive(vault, switch_run(vault, previousDatabase={"dropAfterSeconds": 0}), between=reopened)
+    assert run.status.phase == "Succeeded", run.status.message
+    assert PREVIOUS in vault.db.databases
+    assert states(run)[RestoreStep.DROP_PREVIOUS] == "Skipped"
+    assert any(e.reason == "PreviousDatabaseInUse" and e.warning for e in run.events)

@@ -25,7 +25,7 @@ from walwarden.restore.row_counts import compare_row_counts
 from walwarden.restore.run import RestoreRun
 from walwarden.restore.source import source_of
 from walwarden.restore.switch import switch_names
-from walwarden.restore.target import target_database, target_secret, target_secret_name
+from walwarden.restore.target import target_database, target_secret
 from walwarden.workflow.engine import Skip, StepFailed, UndoCause, Wait
 
 
@@ -55,18 +55,7 @@ def build(run: RestoreRun) -> str:
         jobs.ensure_job(
             run.kube,
             run.namespace,
-            restore_jobs.restore_job(
-                name=run.name,
-                namespace=run.namespace,
-                uid=run.uid,
-                owner=run.owner,
-                config=run.settings,
-                sha256=found.dump.sha256,
-                size=found.dump.size_bytes,
-                target_secret=target_secret_name(run),
-                database=database,
-                clean=False,
-            ),
+            restore_jobs.restore_job_of(run, database=database, clean=False),
         )
         status.restore_job = name
         raise Wait(f"Job {name} started: pg_restore of {found.dump.name} into {database}", delay=run.poll_seconds)

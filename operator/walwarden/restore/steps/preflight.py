@@ -24,11 +24,7 @@ from walwarden.workflow.steps import require_secret_keys, run_job
 def preflight(run: RestoreRun) -> str:
     found = source_of(run)
     manifest = restore_jobs.verify_job(
-        name=run.name,
-        namespace=run.namespace,
-        uid=run.uid,
-        owner=run.owner,
-        config=run.settings,
+        **run.job_identity(),
         sha256=found.dump.sha256,
         size=found.dump.size_bytes,
     )

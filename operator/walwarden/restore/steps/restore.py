@@ -77,11 +77,7 @@ def _restore_safety_backup(run: RestoreRun, child: str) -> str:
     bucket, key = storage.parse_s3_uri(artifact.uri)
     size = artifact.files[0].size_bytes if artifact.files else artifact.size_bytes
     manifest = restore_jobs.restore_job(
-        name=run.name,
-        namespace=run.namespace,
-        uid=run.uid,
-        owner=run.owner,
-        config=run.settings,
+        **run.job_identity(),
         sha256=artifact.sha256,
         size=size,
         target_secret=target_secret_name(run),

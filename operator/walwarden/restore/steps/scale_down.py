@@ -6,7 +6,7 @@ Undo: the services started again in start order with their original replica coun
 from __future__ import annotations
 
 from walwarden import postgres
-from walwarden.api import RemainingSessionsAction, format_timestamp, parse_timestamp, utcnow
+from walwarden.api import RemainingSessionsAction, RestoreStrategy, format_timestamp, parse_timestamp, utcnow
 from walwarden.restore.run import RestoreRun
 from walwarden.restore.target import target_database, target_secret
 from walwarden.workflow import tiers
@@ -27,6 +27,13 @@ def scale_down(run: RestoreRun) -> str:
 def check_sessions(run: RestoreRun) -> str:
     """No application may still be connected to the database about to be overwritten."""
     policy, secret, dbname = run.spec.session_policy, target_secret(run), target_database(run)
+    if (
+        run.spec.effective_strategy == RestoreStrategy.SWITCH
+        and policy.on_remaining == RemainingSessionsAction.TERMINATE
+    ):
+        # Waiting costs downtime for nothing: the switch refuses connections to the database and then
+        # ends every session left on it (the orchestrator's too, which would reconnect after a plain kill).
+        return "sessions left are ended by the switch, after connections are refused"
     try:
         if not postgres.database_exists(secret, dbname):
             return "no sessions (the target database does not exist yet)"

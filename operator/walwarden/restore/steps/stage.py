@@ -17,7 +17,7 @@ from walwarden.restore import job as restore_jobs
 from walwarden.restore.artifact_urls import PRESIGNED_URL_SECONDS, presign_get, url_secret
 from walwarden.restore.run import RestoreRun
 from walwarden.restore.source import source_of
-from walwarden.restore.target import target_database, target_secret_name
+from walwarden.restore.target import target_database
 from walwarden.workflow.engine import UndoCause
 
 
@@ -46,15 +46,8 @@ def stage(run: RestoreRun) -> str:
         jobs.ensure_job(
             run.kube,
             run.namespace,
-            restore_jobs.restore_job(
-                name=run.name,
-                namespace=run.namespace,
-                uid=run.uid,
-                owner=run.owner,
-                config=run.settings,
-                sha256=found.dump.sha256,
-                size=found.dump.size_bytes,
-                target_secret=target_secret_name(run),
+            restore_jobs.restore_job_of(
+                run,
                 database=target_database(run),
                 clean=run.spec.mode == RestoreMode.IN_PLACE,
                 go_sha256=hashlib.sha256(content.encode()).hexdigest(),
