@@ -638,10 +638,17 @@ def test_dry_run_publishes_the_plan_and_changes_nothing(vault):
     assert [s["name"] for s in plan["services"]] == sum(STOP_TIERS, [])
     assert {s["name"]: s["replicas"] for s in plan["services"]}["nats"] == 3
     assert plan["dataLossWindow"]["backupTime"]
+    # The default strategy, Switch: what runs before the stop, what inside, what the downtime is made of.
+    assert plan["strategy"] == "Switch" and plan["beforeStop"][-1] == "Build"
+    assert plan["stopWindow"] == ["ScaleDown", "Switch", "ScaleUp"] and len(plan["downtime"]) == 3
+    assert plan["previousDatabase"].startswith(f"{vault.database}_pre_restore_")
+    assert plan["dataLossWindow"]["keptIn"] == f"the previous database {plan['previousDatabase']}"
+    assert plan["spaceBytes"] > 0
     assert not observer.events
     assert not vault.cluster.kubectl_json(["get", "jobs", "-n", vault.namespace, "-l", "walwarden.io/role=verify"])[
         "items"
     ]
+    assert server_databases(vault) == {vault.database: True}  # nothing was built
 
 
 @pytest.fixture

@@ -149,3 +149,27 @@ def test_a_backup_without_fingerprints_needs_no_emp_secrets(vault):
 def test_an_emp_secret_without_its_key_is_refused(vault):
     vault.kube.add_secret(EMP_SECRET, {"other-key": EMP})
     assert refused(verified(vault)).reason == "SecretIncomplete"
+
+
+def test_a_redirected_target_that_already_holds_objects_is_refused_before_anything_is_touched(vault):
+    spec = vault.restore_spec(**REDIRECTED)
+    target = spec["target"]["database"]
+    vault.db.databases.add(target)
+    vault.db.objects[target] = ["public.accounts", "public.wallets"]
+    failure = refused(verified(vault, spec))
+    assert failure.reason == "TargetNotEmpty" and "public.accounts" in failure.message
+    assert "spec.target.database" in failure.message
+    vault.db.objects[target] = []  # an empty database of that name is fine
+    vault.kube.jobs.clear()
+    assert "is empty or new" in preflight(verified(vault, spec))
+
+
+def test_a_switch_needs_the_restore_users_privileges_and_names_them(vault):
+    spec = vault.restore_spec(strategy=None)
+    vault.db.missing_privileges = ["CREATEDB (ALTER ROLE restorer CREATEDB): to create the new database and rename"]
+    failure = refused(verified(vault, spec))
+    assert failure.reason == "SwitchNotPermitted" and "ALTER ROLE restorer CREATEDB" in failure.message
+    assert "spec.strategy: Overwrite" in failure.message and "Nothing was touched" in failure.message
+    vault.db.missing_privileges = []
+    vault.kube.jobs.clear()
+    assert "may build vault_walwarden_5e5f0e3c and switch it in" in preflight(verified(vault, spec))
