@@ -238,7 +238,7 @@ def test_backup_columns_and_restore_columns():
     assert list(backup) == ["Phase", "Quiesce", "Step", "Size", "Duration", "Message", "Age"]
     assert backup["Size"]["format"] == "int64" and backup["Message"]["priority"] == 1
     restore = {c["name"]: c for c in CRDS["RestoreRequest"]["spec"]["versions"][0]["additionalPrinterColumns"]}
-    assert list(restore) == ["Phase", "Mode", "Source", "Artifact", "Step", "Downtime", "Message", "Age"]
+    assert list(restore) == ["Phase", "Mode", "Strategy", "Source", "Artifact", "Step", "Downtime", "Message", "Age"]
     assert restore["Artifact"]["priority"] == 1 and restore["Source"]["jsonPath"] == ".spec.source.backupRef.name"
 
 
