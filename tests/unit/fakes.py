@@ -370,6 +370,11 @@ class FakeBatch:
     def __init__(self, cluster: Cluster) -> None:
         self.cluster = cluster
 
+    def delete_namespaced_job(self, name: str, namespace: str, propagation_policy: str = "") -> None:
+        if self.cluster.jobs.pop((namespace, name), None) is None:
+            raise not_found()
+        self.cluster.writes.append(("delete", "Job", name))
+
     def read_namespaced_job(self, name: str, namespace: str) -> NS:
         job = self.cluster.jobs.get((namespace, name))
         if job is None:

@@ -13,7 +13,7 @@ from walwarden.restore.previous import drop_when_due
 from walwarden.restore.steps import verify as verify_step
 from walwarden.restore.table import table_for
 from walwarden.runner.contract import GO_ABORT_CONTENT
-from walwarden.workflow.engine import StepFailed, advance, finish
+from walwarden.workflow.engine import StepFailed, UndoCause, Wait, advance, finish
 
 CHILD = "restore-1-safety-5e5f0e3c"
 RESTORE_JOB = "restore-1-restore-5e5f0e3c"
@@ -334,3 +334,20 @@ def test_a_refused_drop_of_the_previous_database_leaves_the_verified_restore_suc
     assert PREVIOUS in vault.db.databases
     assert states(run)[RestoreStep.DROP_PREVIOUS] == "Skipped"
     assert any(e.reason == "PreviousDatabaseInUse" and e.warning for e in run.events)
+
+
+def test_a_switch_deleted_while_building_stops_the_restore_job_before_it_drops_the_sibling(vault):
+    run = switch_run(vault)
+    for _ in range(10):  # up to Build, its Job still running
+        advance(table_for(run.spec), run)
+        if run.status.current_step == RestoreStep.BUILD and vault.kube.job(RESTORE_JOB) is not None:
+            break
+        catch_up(vault)
+        run = vault.next_pass(run)
+    assert SIBLING in vault.db.databases
+    table = table_for(run.spec)
+    with pytest.raises(Wait, match="stopping the restore Job"):
+        table.undo(run, UndoCause.DELETION)  # a runner still going would make the database again
+    assert vault.kube.job(RESTORE_JOB) is None and SIBLING in vault.db.databases
+    assert table.undo(vault.next_pass(run), UndoCause.DELETION) == [f"the restored database {SIBLING} was dropped"]
+    assert vault.db.databases == {"vault"} and vault.kube.replicas() == ORIGINAL
