@@ -529,9 +529,7 @@ class RestoreRequest(ResourceModel):
         printer_columns=(
             PrinterColumn("Phase", ".status.phase", description="Pending, Running, Succeeded, Failed or RolledBack."),
             PrinterColumn("Mode", ".spec.mode", description="InPlace or Redirected."),
-            PrinterColumn(
-                "Strategy", ".status.strategy", description="Switch, Overwrite or Redirected.", priority=1
-            ),
+            PrinterColumn("Strategy", ".status.strategy", description="Switch, Overwrite or Redirected.", priority=1),
             PrinterColumn("Source", ".spec.source.backupRef.name", description="BackupRequest restored."),
             PrinterColumn("Artifact", ".spec.source.artifact", description="Artifact restored.", priority=1),
             PrinterColumn("Step", ".status.currentStep", description="Step running now, or the last one run."),
