@@ -1193,3 +1193,30 @@ def test_stop_services_first_stops_the_vault_before_pg_restore_starts(vault):
         "items"
     ]
     assert parse_time(job["metadata"]["creationTimestamp"]) >= parse_time(status["scaledDownAt"])
+
+
+def test_a_redirected_target_that_already_holds_data_is_refused_before_any_service_stops(vault):
+    import psycopg
+
+    vault.backup()
+    occupied = f"{vault.database}_occupied"
+    vault.postgres.create_database(occupied)
+    with psycopg.connect(vault.postgres.dsn(occupied), autocommit=True) as connection:
+        connection.execute("CREATE TABLE ledger (id int)")
+    vault.admin_secret("new-db-admin")
+    with PodObserver(vault.cluster, vault.namespace) as observer:
+        vault.apply(
+            vault.restore_request(
+                "occupied",
+                mode="Redirected",
+                target={"secretRef": {"name": "new-db-admin"}, "database": occupied},
+                redirect={"dbHost": "127.0.0.1", "dbName": occupied, "environment": ENVIRONMENT},
+            )
+        )
+        status = vault.wait_finished("restorerequests", "occupied")["status"]
+    assert status["phase"] == "Failed" and status["currentStep"] == "Preflight", json.dumps(status, indent=1)
+    assert failure_reason(status) == ["TargetNotEmpty"] and "public.ledger" in status["message"]
+    assert not observer.times("deleted", sum(STOP_TIERS, []))
+    assert ready_replicas(vault.cluster, vault.namespace) == vault.replicas
+    with psycopg.connect(vault.postgres.dsn(occupied)) as connection:  # left exactly as it was
+        assert connection.execute("SELECT count(*) FROM pg_tables WHERE schemaname = 'public'").fetchone()[0] == 1
