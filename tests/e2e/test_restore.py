@@ -126,6 +126,17 @@ class Vault:
             "spec": body,
         }
 
+    def redirected_request(self, name: str, database: str, **spec) -> dict:
+        """A Redirected restore into `database` on the same server (admin Secret new-db-admin),
+        repointing the services' DB_NAME to it."""
+        return self.restore_request(
+            name,
+            mode="Redirected",
+            target={"secretRef": {"name": "new-db-admin"}, "database": database},
+            redirect={"dbHost": "127.0.0.1", "dbName": database, "environment": ENVIRONMENT},
+            **spec,
+        )
+
     def wallet_accounts(self) -> list[dict]:
         with urllib.request.urlopen(f"{self.wallet_url}/api/v2/accounts?limit=1000", timeout=5) as response:
             return json.loads(response.read())["accounts"]
@@ -319,14 +330,7 @@ def test_redirected_restore_repoints_every_secret_and_leaves_the_original_alone(
     new_database = f"{vault.database}_redirected"
     vault.admin_secret("new-db-admin")
     with PodObserver(vault.cluster, vault.namespace) as observer:
-        vault.apply(
-            vault.restore_request(
-                "redirected",
-                mode="Redirected",
-                target={"secretRef": {"name": "new-db-admin"}, "database": new_database},
-                redirect={"dbHost": "127.0.0.1", "dbName": new_database, "environment": ENVIRONMENT},
-            )
-        )
+        vault.apply(vault.redirected_request("redirected", new_database))
         served_while_building, building_at = watch_the_build(vault, "redirected")
         restore = vault.wait_finished("restorerequests", "redirected")
     assert restore["status"]["phase"] == "Succeeded", vault.describe("restorerequests", "redirected")
@@ -836,12 +840,10 @@ def test_deleting_a_redirected_restore_after_reconfigure_puts_the_secrets_back(v
     vault.admin_secret("new-db-admin")
     # Verify never passes (nothing listens there), so the request sits in Verify, secrets repointed.
     vault.apply(
-        vault.restore_request(
+        vault.redirected_request(
             "redirected-abandoned",
-            mode="Redirected",
+            new_database,
             safetyBackup=False,
-            target={"secretRef": {"name": "new-db-admin"}, "database": new_database},
-            redirect={"dbHost": "127.0.0.1", "dbName": new_database, "environment": ENVIRONMENT},
             verify={"healthUrl": "http://127.0.0.1:9/health", "timeoutSeconds": 600},
         )
     )
@@ -1205,14 +1207,7 @@ def test_a_redirected_target_that_already_holds_data_is_refused_before_any_servi
         connection.execute("CREATE TABLE ledger (id int)")
     vault.admin_secret("new-db-admin")
     with PodObserver(vault.cluster, vault.namespace) as observer:
-        vault.apply(
-            vault.restore_request(
-                "occupied",
-                mode="Redirected",
-                target={"secretRef": {"name": "new-db-admin"}, "database": occupied},
-                redirect={"dbHost": "127.0.0.1", "dbName": occupied, "environment": ENVIRONMENT},
-            )
-        )
+        vault.apply(vault.redirected_request("occupied", occupied))
         status = vault.wait_finished("restorerequests", "occupied")["status"]
     assert status["phase"] == "Failed" and status["currentStep"] == "Preflight", json.dumps(status, indent=1)
     assert failure_reason(status) == ["TargetNotEmpty"] and "public.ledger" in status["message"]
