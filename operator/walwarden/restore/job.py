@@ -104,6 +104,11 @@ def restore_job(
     )
 
 
+def restore_job_name(run: RestoreRun) -> str:
+    """The restore Job's name (Build's and Stage's: a request runs one of them)."""
+    return job_name(run.name, run.uid, "restore")
+
+
 def restore_job_of(run: RestoreRun, *, database: str, clean: bool, **options: Any) -> dict[str, Any]:
     """The restore Job of `run`'s source into `database` on its target (options: go_sha256, ...)."""
     dump = source_of(run).dump

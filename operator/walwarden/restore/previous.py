@@ -19,8 +19,9 @@ def drop_previous_database(run: RestoreRun) -> str:
     names, secret = switch_names(run), target_secret(run)
     try:
         state = databases.states(secret, [previous.name])[previous.name]
-        if previous.name != names.previous or state.allows_connections:
-            # Not the database this restore set aside, or one somebody opened again: not ours to drop.
+        if previous.name != names.previous:
+            raise StepFailed("PreviousDatabaseUnknown", f"{previous.name} is not the database this restore set aside")
+        if state.allows_connections:  # somebody opened it again, to read it: not ours to drop any more
             raise StepFailed(
                 "PreviousDatabaseInUse",
                 f"{previous.name} accepts connections (someone allowed them): it is left; drop it by hand",

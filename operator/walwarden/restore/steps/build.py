@@ -17,7 +17,6 @@ from walwarden import failpoints, postgres
 from walwarden.api import RestoreStrategy
 from walwarden.kube import jobs
 from walwarden.kube.jobs import JobState
-from walwarden.kube.runner_job import job_name
 from walwarden.postgres import databases
 from walwarden.restore import job as restore_jobs
 from walwarden.restore.artifact_urls import url_secret
@@ -26,7 +25,7 @@ from walwarden.restore.run import RestoreRun
 from walwarden.restore.source import source_of
 from walwarden.restore.switch import switch_names
 from walwarden.restore.target import target_database, target_secret
-from walwarden.workflow.engine import Skip, StepFailed, UndoCause, Wait
+from walwarden.workflow.engine import StepFailed, UndoCause, Wait
 
 
 def restored_database(run: RestoreRun) -> str:
@@ -36,12 +35,10 @@ def restored_database(run: RestoreRun) -> str:
 
 
 def build(run: RestoreRun) -> str:
-    if run.spec.effective_strategy == RestoreStrategy.OVERWRITE:
-        raise Skip("Overwrite: pg_restore runs into the live database, inside the stop window")
     found, status = source_of(run), run.status
     database, secret = restored_database(run), target_secret(run)
     status.restored_database = database
-    name = job_name(run.name, run.uid, "restore")
+    name = restore_jobs.restore_job_name(run)
     outcome = jobs.job_outcome(run.kube, run.namespace, name)
     if outcome is None:
         try:
@@ -108,8 +105,6 @@ def drop_restored_database(run: RestoreRun, cause: UndoCause) -> str | None:
         raise Wait(f"stopping the restore Job {status.restore_job} before dropping {database}", delay=1)
     try:
         secret = target_secret(run)
-        if switch and database in (switch_names(run).database, switch_names(run).previous):
-            return None  # never: the names are apart; a guard against a future change
         if not postgres.database_exists(secret, database):
             return None
         databases.drop(secret, database)

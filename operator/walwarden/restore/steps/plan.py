@@ -50,6 +50,9 @@ DOWNTIME: dict[str, str] = {
 }
 
 
+PLANNING = (RestoreStep.VALIDATE, RestoreStep.PLAN, RestoreStep.ACQUIRE_LOCK)  # not worth saying in the summary
+
+
 def stop_window(steps: list[str]) -> tuple[list[str], list[str]]:
     """The steps before the stop, and those inside it (ScaleDown through ScaleUp)."""
     if RestoreStep.SCALE_DOWN not in steps or RestoreStep.SCALE_UP not in steps:
@@ -101,10 +104,11 @@ def plan(run: RestoreRun) -> str:
         run.status.data_loss_window = window
     run.status.strategy = run.status.plan.strategy
     stopped = ", ".join(f"{s.name}×{s.replicas}" for s in services)
+    checks_and_builds = [step for step in before if step not in PLANNING] or ["checks"]
     history = f"history after {found.taken_at} ({window.seconds} s)"
     history += f" is kept in {window.kept_in}" if window.kept_in else " is lost"
     return (
-        f"{'dry run: ' if run.dry_run else ''}{run.status.plan.strategy}: {', '.join(before[3:]) or 'checks'} before "
+        f"{'dry run: ' if run.dry_run else ''}{run.status.plan.strategy}: {', '.join(checks_and_builds)} before "
         f"the stop, {', '.join(inside)} inside it; stops {stopped}; {history}"
     )
 

@@ -1,7 +1,7 @@
 """Preflight: everything checked before anything is touched — the artifact's sha256 (a verify
 Job), the target server (reachable, its version, the InPlace database exists), what the strategy
-needs there (Switch: the restore user may create databases and rename the vault's, the names it
-will use are free; Redirected: the target database is new or empty), the Encryptor Master
+needs there (Switch: the restore user may create databases and rename the vault's; Redirected:
+the target database is new or empty), the Encryptor Master
 Passwords. Any failure here ends with every service untouched."""
 
 from __future__ import annotations
@@ -67,8 +67,9 @@ def check_strategy_needs(run: RestoreRun, secret: dict[str, str]) -> str:
                 "Nothing was touched: grant it, or set spec.strategy: Overwrite (pg_restore into the live "
                 "database inside the stop window, with a safety backup)",
             )
-        # Both names the switch uses hold this request's uid: if one exists, this request made it
-        # (Preflight runs again when an operator died before recording it, even after the switch).
+        # No check that the sibling's and previous database's names are free: both hold this
+        # request's uid, so one that exists was made by this request (Preflight runs again when an
+        # operator died before recording it, even after the switch).
         return f"the restore user may build {names.restored} and switch it in"
     if run.spec.mode == RestoreMode.REDIRECTED:
         database = target_database(run)

@@ -11,7 +11,6 @@ import secrets as random
 
 from walwarden.api import RestoreMode
 from walwarden.kube import jobs
-from walwarden.kube.runner_job import job_name
 from walwarden.restore import go_signal
 from walwarden.restore import job as restore_jobs
 from walwarden.restore.artifact_urls import PRESIGNED_URL_SECONDS, presign_get, url_secret
@@ -21,13 +20,9 @@ from walwarden.restore.target import target_database
 from walwarden.workflow.engine import UndoCause
 
 
-def restore_job_name(run: RestoreRun) -> str:
-    return job_name(run.name, run.uid, "restore")
-
-
 def stage(run: RestoreRun) -> str:
     found = source_of(run)
-    name = restore_job_name(run)
+    name = restore_jobs.restore_job_name(run)
     if not jobs.job_exists(run.kube, run.namespace, name):
         content = random.token_hex(32)
         go_url = presign_get(
