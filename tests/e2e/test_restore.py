@@ -9,261 +9,30 @@ import random
 import signal
 import threading
 import time
-import urllib.request
-from dataclasses import dataclass, field
 
 import pytest
 
-from devstack import vaultdb, wallet
+from devstack import vaultdb
 from devstack.admission import AdmissionHook
 from devstack.observe import PodObserver, assert_tiers_in_order
 from devstack.operator_process import OperatorProcess
 from devstack.pytest_kube import wait_for
-from devstack.vault import DEFAULT_SERVICES, DatabaseInfo, deploy_vault, ready_replicas, workload
+from devstack.vault import ready_replicas
+from tests.e2e.vaults import (
+    DB_SERVICES,
+    ENVIRONMENT,
+    STOP_TIERS,
+    STOP_TIMEOUT_SECONDS,
+    Vault,
+    account_names,
+    assert_switched,
+    audit_verify,
+    parse_time,
+    server_databases,
+    status_updates,
+)
 from walwarden.security.tokens import issue_token
 from walwarden.storage.audit import verify_chain
-
-pytestmark = pytest.mark.integration
-
-ENVIRONMENT = "test"
-STOP_TIERS = [["wallet"], ["policy-node0", "policy-node1", "policy-node2"], ["nats"]]
-DB_SERVICES = ["orchestrator", "policy-node0", "policy-node1", "policy-node2", "wallet"]
-EXEC = {"devstack.walwarden.io/exec": "true"}
-# WALWARDEN_STOP_TIMEOUT_SECONDS where a test needs it to pass: for the whole ScaleDown (the
-# wallet, a real process, stops first) and for ScaleUp's loud condition, so never a few seconds a
-# busy machine could spend stopping the services that do go away.
-STOP_TIMEOUT_SECONDS = 30
-
-
-@dataclass
-class Vault:
-    cluster: object
-    namespace: str
-    postgres: object
-    s3: object
-    bucket: str
-    operator: OperatorProcess
-    database: str
-    wallet_url: str
-    replicas: dict[str, int] = field(default_factory=dict)
-
-    def apply(self, manifest: dict) -> None:
-        self.cluster.kubectl(["apply", "-n", self.namespace, "-f", "-"], stdin=json.dumps(manifest))
-
-    def get(self, plural: str, name: str) -> dict:
-        return self.cluster.kubectl_json(["get", plural, name, "-n", self.namespace])
-
-    def wait_finished(self, plural: str, name: str, timeout: float = 240) -> dict:
-        wait_for(
-            lambda: (self.get(plural, name).get("status") or {}).get("phase") in ("Succeeded", "Failed", "RolledBack"),
-            timeout,
-            f"{plural}/{name} to finish\n",
-        )
-        return self.get(plural, name)
-
-    def describe(self, plural: str, name: str) -> str:
-        return json.dumps(self.get(plural, name).get("status"), indent=1) + "\n" + self.operator.log()
-
-    def admin_secret(self, name: str, password: str | None = None, user: str | None = None) -> None:
-        self.apply(
-            {
-                "apiVersion": "v1",
-                "kind": "Secret",
-                "metadata": {"name": name},
-                "stringData": {
-                    "host": "127.0.0.1",
-                    "port": str(self.postgres.port),
-                    "user": user or self.postgres.superuser,
-                    "password": password or self.postgres.password,
-                    "sslmode": "disable",
-                },
-            }
-        )
-
-    def backup(self, name: str = "nightly", **spec) -> dict:
-        self.apply(
-            {
-                "apiVersion": "walwarden.io/v1alpha1",
-                "kind": "BackupRequest",
-                "metadata": {"name": name},
-                "spec": {
-                    "database": {"secretRef": {"name": "vault-db-admin"}, "databases": [self.database]},
-                    "storage": self.storage(),
-                    **spec,
-                },
-            }
-        )
-        backup = self.wait_finished("backuprequests", name)
-        assert backup["status"]["phase"] == "Succeeded", self.describe("backuprequests", name)
-        return backup
-
-    def storage(self) -> dict:
-        return {
-            "s3": {
-                "bucket": self.bucket,
-                "endpoint": self.s3.endpoint,
-                "forcePathStyle": True,
-                "credentialsSecretRef": {"name": "s3-credentials"},
-            }
-        }
-
-    def restore_request(self, name: str, **spec) -> dict:
-        body = {
-            "mode": "InPlace",
-            "source": {"backupRef": {"name": "nightly"}},
-            "verify": {
-                "healthUrl": f"{self.wallet_url}/health",
-                "accountsUrl": f"{self.wallet_url}/api/v2/accounts",
-                "timeoutSeconds": 60,
-            },
-            "sessionPolicy": {"onRemaining": "Terminate", "waitSeconds": 3},
-        }
-        body.update(spec)
-        return {
-            "apiVersion": "walwarden.io/v1alpha1",
-            "kind": "RestoreRequest",
-            "metadata": {"name": name},
-            "spec": body,
-        }
-
-    def redirected_request(self, name: str, database: str, **spec) -> dict:
-        """A Redirected restore into `database` on the same server (admin Secret new-db-admin),
-        repointing the services' DB_NAME to it."""
-        return self.restore_request(
-            name,
-            mode="Redirected",
-            target={"secretRef": {"name": "new-db-admin"}, "database": database},
-            redirect={"dbHost": "127.0.0.1", "dbName": database, "environment": ENVIRONMENT},
-            **spec,
-        )
-
-    def wallet_accounts(self) -> list[dict]:
-        with urllib.request.urlopen(f"{self.wallet_url}/api/v2/accounts?limit=1000", timeout=5) as response:
-            return json.loads(response.read())["accounts"]
-
-    def db_info(self, service: str) -> dict:
-        return self.cluster.kubectl_json(
-            ["get", "secret", f"{ENVIRONMENT}.{self.namespace}.{service}.db-info", "-n", self.namespace]
-        )["data"]
-
-
-def parse_time(text: str) -> float:
-    from datetime import datetime
-
-    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
-
-
-def status_updates(vault: Vault, plural: str, name: str, timeout: float):
-    """Each status of the request as the API server stores it, in order, until `timeout`."""
-    from kubernetes import client, watch
-
-    api = client.CustomObjectsApi(vault.cluster.api_client())
-    deadline, resource_version = time.monotonic() + timeout, None
-    while (left := deadline - time.monotonic()) > 0:
-        stream = watch.Watch().stream(
-            api.list_namespaced_custom_object,
-            "walwarden.io",
-            "v1alpha1",
-            vault.namespace,
-            plural,
-            field_selector=f"metadata.name={name}",
-            resource_version=resource_version,
-            timeout_seconds=max(1, int(left)),
-        )
-        for event in stream:
-            resource_version = event["object"]["metadata"]["resourceVersion"]
-            yield event["object"].get("status") or {}
-
-
-def audit_verify(vault: Vault, uri: str, heads: list[str]):
-    import os
-    import subprocess
-    import sys
-
-    env = {**os.environ, "AWS_ACCESS_KEY_ID": vault.s3.access_key, "AWS_SECRET_ACCESS_KEY": vault.s3.secret_key}
-    args = [
-        sys.executable,
-        "-m",
-        "walwarden",
-        "audit",
-        "verify",
-        uri,
-        "--endpoint",
-        vault.s3.endpoint,
-        "--force-path-style",
-        *[arg for head in heads for arg in ("--expect-head", head)],
-    ]
-    return subprocess.run(args, env=env, capture_output=True, text=True, timeout=60)
-
-
-def account_names(dsn: str) -> list[str]:
-    import psycopg
-
-    with psycopg.connect(dsn) as connection:
-        return [row[0] for row in connection.execute("SELECT name FROM accounts ORDER BY id")]
-
-
-def server_databases(vault: Vault) -> dict[str, bool]:
-    """The vault database and those beside it (<db>_...) on the server: name -> accepts connections."""
-    import psycopg
-
-    with psycopg.connect(vault.postgres.dsn()) as connection:
-        rows = connection.execute(
-            "SELECT datname, datallowconn FROM pg_database WHERE datname = %s OR starts_with(datname, %s)",
-            (vault.database, f"{vault.database}_"),
-        ).fetchall()
-    return dict(rows)
-
-
-def accounts_in_closed_database(vault: Vault, name: str) -> list[str]:
-    """The accounts of a database that refuses connections (opened for the look, closed again)."""
-    import psycopg
-    from psycopg import sql
-
-    def allow(allowed: bool) -> None:
-        with psycopg.connect(vault.postgres.dsn(), autocommit=True) as connection:
-            connection.execute(
-                sql.SQL("ALTER DATABASE {} WITH ALLOW_CONNECTIONS {}").format(
-                    sql.Identifier(name), sql.SQL(str(allowed).lower())
-                )
-            )
-
-    allow(True)
-    try:
-        return account_names(vault.postgres.dsn(name))
-    finally:
-        allow(False)
-
-
-def assert_switched(vault: Vault, status: dict, history: list[str]) -> None:
-    """After a Switch restore: the previous database is kept, named in status, refusing connections,
-    with the accounts as they were up to the stop; no sibling is left."""
-    previous = status["previousDatabase"]["name"]
-    assert server_databases(vault) == {vault.database: True, previous: False}, status
-    assert accounts_in_closed_database(vault, previous) == history
-
-
-@pytest.fixture
-def vault(cluster, namespace, operator, postgres_server, s3_server, s3_bucket, vault_db) -> Vault:
-    if not cluster.local:
-        pytest.skip("the stand-in wallet runs on the local stack's pod executor only")
-    address = f"127.3.{random.randint(0, 255)}.{random.randint(1, 254)}"
-    result = Vault(
-        cluster, namespace, postgres_server, s3_server, s3_bucket, operator, vault_db.name, f"http://{address}:8080"
-    )
-    result.admin_secret("vault-db-admin")
-    result.apply(s3_server.credentials_secret("s3-credentials"))
-    info = DatabaseInfo(
-        "127.0.0.1", postgres_server.port, postgres_server.superuser, postgres_server.password, vault_db.name
-    )
-    wallet_deployment = workload(
-        "wallet", "Deployment", 1, EXEC, wallet.container(f"{ENVIRONMENT}.{namespace}.wallet.db-info", bind=address)
-    )
-    deploy_vault(cluster, namespace, ENVIRONMENT, info, overrides={"wallet": wallet_deployment})
-    result.replicas = {name: replicas for name, (_, replicas, _) in DEFAULT_SERVICES.items()}
-    result.replicas["wallet"] = 1
-    wait_for(lambda: ready_replicas(cluster, namespace) == result.replicas, 300, "the vault to be Ready")
-    return result
 
 
 def test_in_place_overwrite_restore_brings_the_backed_up_accounts_back(vault):
