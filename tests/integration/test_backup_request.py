@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import subprocess
 
 import pytest
@@ -69,6 +70,11 @@ def test_backup_lands_in_s3_with_a_manifest_that_matches_its_bytes(stack, vault_
         )["items"]
     }
     assert {"Accepted", "DumpStarted", "DumpSucceeded", "VerifyArtifactSucceeded", "Succeeded"} <= reasons
+    assert "QuiesceStarted" not in reasons  # skipped: no Event says it started
+    table = stack.cluster.kubectl(["get", "bkreq", "nightly", "-n", stack.namespace]).stdout.splitlines()
+    column = table[0].index("SIZE")
+    assert re.fullmatch(r"[0-9.]+ (B|KiB|MiB)", status["artifact"]["size"])
+    assert table[1][column:].startswith(status["artifact"]["size"] + " "), table
     # The Job carried no secret value: credentials only by reference.
     job = stack.cluster.kubectl_json(["get", "job", status["jobName"], "-n", stack.namespace])
     assert stack.postgres.password not in json.dumps(job)

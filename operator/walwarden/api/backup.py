@@ -102,6 +102,7 @@ class BackupArtifact(StatusModel):
     manifest_uri: str = Field(description="s3:// URI of the manifest written beside the artifact.")
     sha256: str = Field(pattern=r"^[a-f0-9]{64}$", description="SHA-256 of the artifact's bytes, hex.")
     size_bytes: int = Field(ge=0, json_schema_extra={"format": "int64"}, description="Size of the artifact in bytes.")
+    size: str | None = Field(None, description="Size of the artifact as people read it (2.3 GiB).")
     pg_server_version: str | None = Field(None, description="Version of the PostgreSQL server that was dumped.")
     pg_dump_version: str | None = Field(None, description="Version of pg_dump that wrote the artifact.")
     databases: list[PgIdentifier] = Field(default_factory=list, description="Databases in the artifact.")
@@ -149,7 +150,10 @@ class BackupRequest(ResourceModel):
             PrinterColumn("Phase", ".status.phase", description="Pending, Running, Succeeded or Failed."),
             PrinterColumn("Quiesce", ".spec.quiesce", "boolean", "Services stopped during the dump."),
             PrinterColumn("Step", ".status.currentStep", description="The step running now."),
-            PrinterColumn("Size", ".status.artifact.sizeBytes", "integer", "Artifact size in bytes.", format="int64"),
+            PrinterColumn("Size", ".status.artifact.size", description="Artifact size (binary units)."),
+            PrinterColumn(
+                "Bytes", ".status.artifact.sizeBytes", "integer", "Artifact size in bytes.", priority=1, format="int64"
+            ),
             PrinterColumn("Duration", ".status.durationSeconds", "number", "Seconds from start to finish."),
             PrinterColumn("Message", ".status.message", description="Current state.", priority=1),
             AGE_COLUMN,

@@ -487,6 +487,13 @@ class RequestStatus(StatusModel):
         default_factory=dict, description="Replica count of each service before scale-down, restored after."
     )
     audit: AuditAnchor | None = Field(None, description="The audit log this request wrote to, and its head.")
+    events_posted: int | None = Field(
+        None,
+        description=(
+            "How many Events the operator posted for this request. Each Event's message starts with its "
+            "number ([n]), so Events of the same second read in order in kubectl describe."
+        ),
+    )
 
     # -- phase ---------------------------------------------------------------------------------
 
@@ -630,3 +637,15 @@ def set_condition(
     if previous is None:
         return [*result, updated]
     return [updated if c is previous else c for c in result]
+
+
+def human_size(size_bytes: int) -> str:
+    """A byte count as people read it, in binary units: 512 B, 1.5 KiB, 295 MiB, 2.3 GiB."""
+    value, unit = float(size_bytes), "B"
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB", "PiB"):  # noqa: B007 (the last unit is the one used)
+        if value < 1024 or unit == "PiB":
+            break
+        value /= 1024
+    if unit == "B":
+        return f"{size_bytes} B"
+    return f"{value:.1f} {unit}" if value < 10 else f"{value:.0f} {unit}"

@@ -170,6 +170,11 @@ class RestoreSource(SpecModel):
         EXACTLY_ONE_SOURCE.require((self.backup_ref is None) != (self.artifact is None))
         return self
 
+    @property
+    def label(self) -> str:
+        """What is restored, as people name it: the BackupRequest's name or the artifact's URI."""
+        return self.backup_ref.name if self.backup_ref else str(self.artifact)
+
 
 class RestoreTarget(SpecModel):
     """The database server to restore into."""
@@ -460,6 +465,9 @@ class RestoreRequestStatus(RequestStatus):
 
     phase: RestorePhase | None = Field(None, description="Pending, Running, Succeeded, Failed or RolledBack.")
     strategy: str | None = Field(None, description="How the database was replaced: Switch, Overwrite or Redirected.")
+    source: str | None = Field(
+        None, description="The backup restored: the BackupRequest's name or the artifact's s3:// URI."
+    )
     restored_database: str | None = Field(
         None, description="Switch and Redirected: the database the backup was restored into, before the stop."
     )
@@ -530,8 +538,7 @@ class RestoreRequest(ResourceModel):
             PrinterColumn("Phase", ".status.phase", description="Pending, Running, Succeeded, Failed or RolledBack."),
             PrinterColumn("Mode", ".spec.mode", description="InPlace or Redirected."),
             PrinterColumn("Strategy", ".status.strategy", description="Switch, Overwrite or Redirected.", priority=1),
-            PrinterColumn("Source", ".spec.source.backupRef.name", description="BackupRequest restored."),
-            PrinterColumn("Artifact", ".spec.source.artifact", description="Artifact restored.", priority=1),
+            PrinterColumn("Source", ".status.source", description="The BackupRequest or s3:// artifact restored."),
             PrinterColumn("Step", ".status.currentStep", description="Step running now, or the last one run."),
             PrinterColumn("Downtime", ".status.downtimeSeconds", "number", "Seconds the services were stopped."),
             PrinterColumn("Message", ".status.message", description="Current state.", priority=1),

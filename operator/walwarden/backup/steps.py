@@ -6,7 +6,7 @@ import secrets
 from typing import Any
 
 from walwarden.api import BackupArtifact, BackupFile
-from walwarden.api.common import ADMIN_SECRET_KEYS
+from walwarden.api.common import ADMIN_SECRET_KEYS, human_size
 from walwarden.backup import job as backup_job
 from walwarden.backup.run import BackupRun
 from walwarden.kube import jobs, runner_job
@@ -106,11 +106,13 @@ def verify_artifact(run: BackupRun) -> str:
                 f"{entry.uri} is {size} bytes in S3 but the manifest says {entry.size_bytes}; the upload is incomplete",
             )
     first = manifest.databases[0]
+    total_bytes = sum(entry.size_bytes for entry in manifest.databases)
     run.status.artifact = BackupArtifact(
         uri=first.uri,
         manifest_uri=storage.s3_uri(bucket, manifest_key),
         sha256=first.sha256,
-        size_bytes=sum(entry.size_bytes for entry in manifest.databases),
+        size_bytes=total_bytes,
+        size=human_size(total_bytes),
         pg_server_version=manifest.pg_server_version,
         pg_dump_version=manifest.pg_dump_version,
         databases=dumped,

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any, TypeVar
 
 import kopf
@@ -16,7 +17,7 @@ from walwarden.handlers import metrics
 from walwarden.kube.api import owner_reference
 from walwarden.workflow.audit import AuditLocation, write_audit
 from walwarden.workflow.context import OperatorContext
-from walwarden.workflow.engine import Run, StepFailed, StepTable, UndoCause, Wait, advance, finish
+from walwarden.workflow.engine import Event, Run, StepFailed, StepTable, UndoCause, Wait, advance, finish
 from walwarden.workflow.steps import release_lock
 
 Resource = TypeVar("Resource", bound=ResourceModel)
@@ -125,12 +126,23 @@ def drive(
         metrics.record_finished(run.kind, run.namespace, run.status)
     write_audit(run, audit_location, logger)
     run.status.observed_generation = run.generation
+    numbered = number_events(run)
     _write_status(patch, run.status)
-    for event in run.events:
+    for event in numbered:
         announce(body, event.reason, event.message, event.warning)
     if not outcome.finished and outcome.waiting is not None:
         # Not an error: kopf looks again after the delay, and the step resumes from the world.
         raise kopf.TemporaryError(outcome.waiting.message, delay=outcome.waiting.delay)
+
+
+def number_events(run: Run[Any, Any]) -> list[Event]:
+    """The pass's Events, each message prefixed with its number for the request ([n]), the count
+    kept in status: kubectl describe orders Events by a timestamp of whole seconds, and a step
+    often posts several within one."""
+    first = run.status.events_posted or 0
+    numbered = [replace(event, message=f"[{first + n}] {event.message}") for n, event in enumerate(run.events, 1)]
+    run.status.events_posted = first + len(numbered)
+    return numbered
 
 
 def put_back_on_delete(table: StepTable[RunT], run: RunT, body: kopf.Body, logger: Logger) -> None:

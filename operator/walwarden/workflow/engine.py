@@ -259,7 +259,7 @@ def advance(
         started_now = entry.state == StepState.PENDING
         if started_now:
             entry.start()
-            run.event(f"{step.name}Started", f"step {step.name} started")
+        events_before = len(run.events)  # where its Started Event goes, once it is known to run
         run.status.current_step = str(step.name)
         try:
             message = (
@@ -268,6 +268,7 @@ def advance(
                 else _run_settling(table, step, run, settle_seconds, clock, sleep)
             )
         except Wait as wait:
+            _announce_start(run, step, started_now, events_before)
             entry.message = wait.message
             run.status.message = f"{step.name}: {wait.message}"
             if started_now and settle_seconds > 0:
@@ -277,15 +278,24 @@ def advance(
             entry.finish(StepState.SKIPPED, str(skip_step) or "does not apply")
             continue
         except StepFailed as failure:
+            _announce_start(run, step, started_now, events_before)
             entry.finish(StepState.FAILED, failure.message)
             run.event(failure.reason, f"step {step.name} failed: {failure.message}", warning=True)
             if not run.failed:  # the first failure is the one the user needs to read
                 run.condition(ConditionType.FAILED, True, failure.reason, failure.message)
                 run.status.message = failure.message
             continue
+        _announce_start(run, step, started_now, events_before)
         entry.finish(StepState.SUCCEEDED, message)
         run.event(f"{step.name}Succeeded", message or f"step {step.name} succeeded")
     return Outcome(finished=True, result=table.result(run))
+
+
+def _announce_start(run: Run[Any, Any], step: Step[Any], started_now: bool, position: int) -> None:
+    """The Started Event, once the step is known to run (a step that skips itself gets none), before
+    the Events the step itself posted."""
+    if started_now:
+        run.events.insert(position, Event(f"{step.name}Started", f"step {step.name} started"))
 
 
 def finish(table: StepTable[RunT], run: RunT, result: Result) -> None:

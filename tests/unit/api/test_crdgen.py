@@ -235,11 +235,12 @@ def test_printer_columns_point_at_fields_of_the_right_type(kind):
 
 def test_backup_columns_and_restore_columns():
     backup = {c["name"]: c for c in CRDS["BackupRequest"]["spec"]["versions"][0]["additionalPrinterColumns"]}
-    assert list(backup) == ["Phase", "Quiesce", "Step", "Size", "Duration", "Message", "Age"]
-    assert backup["Size"]["format"] == "int64" and backup["Message"]["priority"] == 1
+    assert list(backup) == ["Phase", "Quiesce", "Step", "Size", "Bytes", "Duration", "Message", "Age"]
+    assert backup["Size"]["jsonPath"] == ".status.artifact.size" and backup["Message"]["priority"] == 1
+    assert backup["Bytes"]["format"] == "int64" and backup["Bytes"]["priority"] == 1
     restore = {c["name"]: c for c in CRDS["RestoreRequest"]["spec"]["versions"][0]["additionalPrinterColumns"]}
-    assert list(restore) == ["Phase", "Mode", "Strategy", "Source", "Artifact", "Step", "Downtime", "Message", "Age"]
-    assert restore["Artifact"]["priority"] == 1 and restore["Source"]["jsonPath"] == ".spec.source.backupRef.name"
+    assert list(restore) == ["Phase", "Mode", "Strategy", "Source", "Step", "Downtime", "Message", "Age"]
+    assert restore["Source"]["jsonPath"] == ".status.source"  # a BackupRequest's name or an artifact's URI
 
 
 def test_chart_templates_wrap_the_same_crd_and_keep_it_on_uninstall():

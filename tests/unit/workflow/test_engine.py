@@ -117,6 +117,28 @@ def test_skip_records_why():
     assert (run.status.steps[0].state, run.status.steps[0].message) == ("Skipped", "spec.quiesce is false")
 
 
+def test_a_step_that_skips_itself_or_does_not_apply_posts_no_event():
+    steps = (
+        Step("A", recorder([], "A", StepFailed("X", "x"))),
+        Step("Quiesce", recorder([], "Q", Skip("spec.quiesce is false")), cleanup=True),
+        Step("Rollback", None, rollback=True),  # nothing to undo: skips itself
+    )
+    run = make_run()
+    advance(table(*steps), run)
+    assert states(run) == {"A": "Failed", "Quiesce": "Skipped", "Rollback": "Skipped"}
+    assert reasons(run) == ["AStarted", "X"]
+
+
+def test_a_steps_own_events_follow_its_started_event():
+    def a(run):
+        run.event("Made", "made something")
+        return "done"
+
+    run = make_run()
+    advance(table(Step("A", a)), run)
+    assert reasons(run) == ["AStarted", "Made", "ASucceeded"]
+
+
 def test_the_rollback_step_runs_the_undo_of_every_step_that_ran_last_first_and_only_after_a_failure():
     log = []
 

@@ -16,6 +16,7 @@ from walwarden.workflow.steps import require_secret_keys
 
 def validate(run: RestoreRun) -> str:
     spec = run.spec
+    run.status.source = spec.source.label
     found = source_of(run)
     target_secret(run)
     for emp in spec.encryptor_secrets:
