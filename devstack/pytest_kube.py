@@ -81,6 +81,7 @@ def namespace(request, cluster: ClusterAccess) -> str:
     cluster.kubectl(["delete", "namespace", name, "--wait=false"], check=False)
 
 
-def wait_for(condition, timeout: float = 60, what: str = "condition", interval: float = 0.5):
-    """Re-exported for tests: poll `condition` until true, else fail with `what`."""
-    wait_until(condition, timeout, what, interval=interval)
+def wait_for(condition, timeout: float = 60, what: str = "condition", interval: float = 0.5, on_timeout=None):
+    """Re-exported for tests: poll `condition` until true, else fail with `what` (and what
+    `on_timeout()` says)."""
+    wait_until(condition, timeout, what, interval=interval, on_timeout=on_timeout)

@@ -3,7 +3,10 @@
 It serves what a restore's Verify step checks (DESIGN §1, §3):
 
     GET /health            200 {"status": "ok", "database": {"host", "name"}} when `SELECT 1` works,
-                           else 503 with the error's class (never its text, never the password)
+                           else 503 with the error's class (never its text, never the password);
+                           503 "blocked" too while the table wallet_health_blocks (if it exists)
+                           holds a row: how tests make a wallet that fails readiness only on
+                           some data, e.g. a backup taken with the row in it
     GET /api/v2/accounts   200 {"accounts": [{"id", "name"}], "count": n} from the accounts table
                            (devstack/vaultdb.py), ordered by id, ?limit=N (default 100, at most
                            1000); 503 when the database cannot answer; with WALLET_AUTH_TOKEN set,
@@ -160,9 +163,12 @@ class WalletHandler(BaseHTTPRequestHandler):
     def _health(self, query: dict[str, list[str]]) -> tuple[int, dict[str, Any]]:
         database = self.server.database
         try:
-            database.query("SELECT 1")
+            (exists,) = database.query("SELECT to_regclass('wallet_health_blocks') IS NOT NULL")[0]
+            blocked = exists and database.query("SELECT EXISTS (SELECT FROM wallet_health_blocks)")[0][0]
         except psycopg.Error as error:
             return 503, {"status": "unavailable", "database": database.settings.labels(), "error": type(error).__name__}
+        if blocked:
+            return 503, {"status": "blocked", "database": database.settings.labels()}
         return 200, {"status": "ok", "database": database.settings.labels()}
 
     def _accounts(self, query: dict[str, list[str]]) -> tuple[int, dict[str, Any]]:

@@ -84,6 +84,18 @@ def test_health_reports_the_database(start_wallet, vault_db, postgres_server):
     assert body == {"status": "ok", "database": {"host": postgres_server.host, "name": vault_db.name}}
 
 
+def test_a_row_in_wallet_health_blocks_makes_it_unready_until_the_row_goes(start_wallet, vault_db, postgres_server):
+    wallet = start_wallet(vault_db.name)
+    with postgres_server.connect(vault_db.name) as conn:
+        conn.execute("CREATE TABLE wallet_health_blocks (why text)")
+        assert wallet.get("/health")[0] == 200  # an empty table blocks nothing
+        conn.execute("INSERT INTO wallet_health_blocks VALUES ('a test')")
+        status, body = wallet.get("/health")
+        assert status == 503 and body["status"] == "blocked"
+        conn.execute("DELETE FROM wallet_health_blocks")
+    assert wallet.get("/health")[0] == 200
+
+
 def test_accounts_come_from_the_database(start_wallet, vault_db):
     wallet = start_wallet(vault_db.name)
     total = vault_db.row_counts["accounts"]

@@ -51,6 +51,7 @@ class Vault:
             lambda: (self.get(plural, name).get("status") or {}).get("phase") in ("Succeeded", "Failed", "RolledBack"),
             timeout,
             f"{plural}/{name} to finish\n",
+            on_timeout=lambda: self.describe(plural, name)[-20000:],
         )
         return self.get(plural, name)
 

@@ -117,6 +117,10 @@ class FakePod:
     phase: str = "Running"
     terminated_message: str | None = None
     created: datetime = field(default_factory=utcnow)
+    ready: bool = True
+    waiting_reason: str | None = None  # e.g. CrashLoopBackOff
+    last_exit_code: int | None = None
+    restarts: int = 0
 
 
 @dataclass
@@ -310,9 +314,21 @@ class FakeCore:
                         phase=pod.phase,
                         container_statuses=[
                             NS(
+                                name="main",
+                                ready=pod.ready and pod.phase == "Running",
+                                restart_count=pod.restarts,
                                 state=NS(
-                                    terminated=NS(message=pod.terminated_message) if pod.terminated_message else None
-                                )
+                                    terminated=NS(message=pod.terminated_message, exit_code=1, reason="Error")
+                                    if pod.terminated_message
+                                    else None,
+                                    waiting=NS(reason=pod.waiting_reason) if pod.waiting_reason else None,
+                                    running=None if pod.waiting_reason or pod.terminated_message else NS(),
+                                ),
+                                last_state=NS(
+                                    terminated=NS(exit_code=pod.last_exit_code, reason="Error")
+                                    if pod.last_exit_code is not None
+                                    else None
+                                ),
                             )
                         ],
                     ),

@@ -333,6 +333,11 @@ class Topology(SpecModel):
         """Tiers in start order: the reverse of the stop order."""
         return [list(tier) for tier in reversed(self.stop_tiers)]
 
+    def kept_running(self) -> list[str]:
+        """The services restarted after their db-info changed that a restore does not stop."""
+        stopped = {name for tier in self.stop_tiers for name in tier}
+        return [name for name in self.restart_after_reconfigure if name not in stopped]
+
     def db_info_secret_name(self, environment: str, namespace: str, service: str) -> str:
         return self.secret_name_template.format(environment=environment, namespace=namespace, service=service)
 

@@ -249,7 +249,18 @@ class Verify(SpecModel):
         300,
         ge=1,
         le=3600,
-        description="How long pods and endpoints may take to become healthy after scale-up.",
+        description="How long the health and accounts URLs may take to answer once every service is Ready.",
+    )
+    ready_timeout_seconds: int = Field(
+        600,
+        ge=10,
+        le=86400,
+        description=(
+            "How long ScaleUp waits for every service to be Ready once they were started on the restored data. "
+            "After it, rollbackPolicy Automatic rolls back (secrets or databases switched back, the services "
+            "started on the original) and the message names each service that did not come up and why; "
+            "Manual keeps waiting, with the ServicesNotReady condition raised."
+        ),
     )
     compare_row_counts: bool = Field(True, description="Compare table row counts with the manifest, when it has them.")
 
@@ -363,8 +374,11 @@ class RestoreRequestSpec(SpecModel):
     rollback_policy: RollbackPolicy = Field(
         RollbackPolicy.AUTOMATIC,
         description=(
-            "After a failure that modified the database: Automatic restores the safety backup into it; "
-            "Manual leaves it and says how. Secrets and replica counts are always put back."
+            "Automatic: services not Ready within spec.verify.readyTimeoutSeconds of being started on the "
+            "restored data roll the restore back, and after a failure that modified the database (Overwrite) "
+            "the safety backup is restored into it. Manual: ScaleUp keeps waiting (loudly), and a modified "
+            "database is left as it is, with how to restore it. Secrets, renamed databases and replica "
+            "counts are always put back after a failure."
         ),
     )
     session_policy: SessionPolicy = Field(

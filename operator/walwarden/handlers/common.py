@@ -145,12 +145,15 @@ def number_events(run: Run[Any, Any]) -> list[Event]:
     return numbered
 
 
-def put_back_on_delete(table: StepTable[RunT], run: RunT, body: kopf.Body, logger: Logger) -> None:
+def put_back_on_delete(table: StepTable[RunT], run: RunT, body: kopf.Body, patch: kopf.Patch, logger: Logger) -> None:
     """A request deleted mid-flight must not leave the vault stopped: every started step's undo
-    (for a deletion), then the lock freed, before the deletion completes (kopf holds a finalizer)."""
+    (for a deletion), then the lock freed, before the deletion completes (kopf holds a finalizer).
+    While an undo waits, what the undos recorded is written to status (kopf applies the patch
+    before the retry), so the next try goes on from there instead of repeating a step of it."""
     try:
         undone = table.undo(run, UndoCause.DELETION)
     except Wait as wait:
+        _write_status(patch, run.status)
         raise kopf.TemporaryError(
             f"deleted mid-flight; putting the vault back first: {wait.message}", delay=wait.delay
         ) from None

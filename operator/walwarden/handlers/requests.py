@@ -68,20 +68,21 @@ def on_restore_request(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, logg
 
 
 @kopf.on.delete(GROUP, VERSION, backup_api.PLURAL, id="backup-delete", backoff=ERROR_BACKOFF)
-def on_backup_deleted(body: kopf.Body, memo: kopf.Memo, logger: Any, **_: Any) -> None:
+def on_backup_deleted(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, logger: Any, **_: Any) -> None:
     status = BackupRequestStatus.model_validate(dict(body.status))
     if not status.finished:
         request = BackupRequest.model_validate(dict(body))
-        put_back_on_delete(BACKUP_TABLE, make_run(BackupRun, request, body, status, memo.context), body, logger)
+        run = make_run(BackupRun, request, body, status, memo.context)
+        put_back_on_delete(BACKUP_TABLE, run, body, patch, logger)
 
 
 @kopf.on.delete(GROUP, VERSION, restore_api.PLURAL, id="restore-delete", backoff=ERROR_BACKOFF)
-def on_restore_deleted(body: kopf.Body, memo: kopf.Memo, logger: Any, **_: Any) -> None:
+def on_restore_deleted(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, logger: Any, **_: Any) -> None:
     status = RestoreRequestStatus.model_validate(dict(body.status))
     if not status.finished:
         request = RestoreRequest.model_validate(dict(body))
         run = make_run(RestoreRun, request, body, status, memo.context)
-        put_back_on_delete(table_for(request.spec), run, body, logger)
+        put_back_on_delete(table_for(request.spec), run, body, patch, logger)
 
 
 def _previous_database_due(status: kopf.Status, **_: Any) -> bool:

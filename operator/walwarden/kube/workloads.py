@@ -94,3 +94,34 @@ def pods_of(kube: Kube, workload: Workload) -> list[str]:
     """Names of the pods that still exist (terminating ones included: they may hold sessions)."""
     pods = kube.core.list_namespaced_pod(workload.namespace, label_selector=workload.label_selector).items
     return [str(pod.metadata.name) for pod in pods if pod.metadata]
+
+
+def unready_pods(kube: Kube, workload: Workload) -> list[str]:
+    """Why its pods are not Ready, one line each, from their last state as the kubelet reports it:
+    waiting reasons (CrashLoopBackOff), the last exit, restarts. Reasons and exit codes only: a
+    termination message is a log tail, and a log may hold anything."""
+    pods = kube.core.list_namespaced_pod(workload.namespace, label_selector=workload.label_selector).items
+    lines = []
+    for pod in pods:
+        containers = (pod.status.container_statuses if pod.status else None) or []
+        if containers and all(c.ready for c in containers):
+            continue
+        name = pod.metadata.name if pod.metadata else "?"
+        lines.append(f"pod {name}: " + (", ".join(_container_state(c) for c in containers) or "no container started"))
+    return lines
+
+
+def _container_state(container: Any) -> str:
+    parts = [f"{container.name} not Ready"]
+    state, last = container.state, container.last_state
+    if state is not None and state.waiting is not None:
+        parts.append(f"waiting ({state.waiting.reason or 'no reason given'})")
+    if state is not None and state.terminated is not None:
+        parts.append(f"exited {state.terminated.exit_code} ({state.terminated.reason or 'no reason given'})")
+    if last is not None and last.terminated is not None:
+        parts.append(f"last exit {last.terminated.exit_code} ({last.terminated.reason or 'no reason given'})")
+    if container.restart_count:
+        parts.append(f"restarted {container.restart_count} time(s)")
+    if state is not None and state.running is not None and len(parts) == 1:
+        parts.append("running, its readiness probe failing")
+    return " ".join(parts[:1]) + (": " + "; ".join(parts[1:]) if parts[1:] else "")

@@ -75,16 +75,40 @@ def _stop_in_order(run: Run[Any, Any], kube: Kube, namespace: str, topology: Top
     return "stopped " + " → ".join("/".join(tier) for tier in topology.stop_tiers)
 
 
+class TierNotReady(Wait):
+    """A tier's services are started but not all Ready yet."""
+
+    def __init__(self, message: str, delay: float, not_ready: list[workloads.Workload]):
+        super().__init__(message, delay)
+        self.not_ready = not_ready
+
+
 def start_in_order(
-    run: Run[Any, Any], kube: Kube, namespace: str, topology: Topology, poll: float, loud_after: float | None = None
+    run: Run[Any, Any],
+    kube: Kube,
+    namespace: str,
+    topology: Topology,
+    poll: float,
+    loud_after: float | None = None,
+    give_up_after: float | None = None,
 ) -> str:
     """With `loud_after`, services that are still not Ready after that long in the step raise the
-    condition ServicesNotReady (and one Warning Event): the step keeps waiting, since failing would
-    not bring them up, but nobody can miss that the vault is not back."""
+    condition ServicesNotReady (and one Warning Event): the step keeps waiting, but nobody can miss
+    that the vault is not back. With `give_up_after`, the step fails after that long instead
+    (ServicesNotReady), naming each service that did not come up and why, so the workflow rolls
+    back to what ran before rather than leave the vault down."""
     try:
         started = _start_in_order(run, kube, namespace, topology, poll)
-    except Wait as wait:
-        if loud_after is not None and run.seconds_in_current_step() > loud_after:
+    except TierNotReady as wait:
+        waited = run.seconds_in_current_step()
+        if give_up_after is not None and waited > give_up_after:
+            why = [line for workload in wait.not_ready for line in workloads.unready_pods(kube, workload)]
+            raise StepFailed(
+                "ServicesNotReady",
+                f"{', '.join(w.name for w in wait.not_ready)} did not become Ready within {give_up_after:g}s "
+                f"of being started ({'; '.join(why) or 'no pod yet'})",
+            ) from None
+        if loud_after is not None and waited > loud_after:
             _say_services_not_ready(run, f"{wait.message} — for more than {loud_after:g}s")
         raise
     if run.status.condition_is_true(ConditionType.SERVICES_NOT_READY):
@@ -115,15 +139,18 @@ def _start_in_order(run: Run[Any, Any], kube: Kube, namespace: str, topology: To
             if workload.replicas != original:
                 workloads.scale_to(kube, workload, original)
             tier_workloads.append((workload, original))
-        not_ready = []
+        not_ready, counts = [], []
         for workload, wanted in tier_workloads:
             now = workloads.find_workload(kube, namespace, workload.name)
             ready = now.ready_replicas if now is not None else 0
             if ready < wanted:
-                not_ready.append(f"{workload.name} {ready}/{wanted}")
+                not_ready.append(workload)
+                counts.append(f"{workload.name} {ready}/{wanted}")
         if not_ready:
-            raise Wait(
-                f"starting tier {index} ({', '.join(tier)}): waiting for Ready pods: {', '.join(not_ready)}", delay=poll
+            raise TierNotReady(
+                f"starting tier {index} ({', '.join(tier)}): waiting for Ready pods: {', '.join(counts)}",
+                delay=poll,
+                not_ready=not_ready,
             )
         for workload, _ in tier_workloads:
             if workload.original_replicas is not None:

@@ -1,14 +1,16 @@
 """Reconfigure (Redirected): snapshot and repoint every db-info secret, in Kubernetes or AWS
 Secrets Manager, and restart the consumers that kept running.
 
-Undo: the db-info secrets put back from the snapshot, and every database user rolled (running
-ones may have read the new values)."""
+Undo: the db-info secrets put back from the snapshot. Services ScaleUp had started on the new
+database are stopped first (a rolling restart would run old and new pods against two databases at
+once), and start again on the original with ScaleDown's undo; the ones kept running are rolled."""
 
 from __future__ import annotations
 
-from walwarden.api import RestoreMode
+from walwarden.api import RestoreMode, RestoreStep
 from walwarden.restore import dbinfo
 from walwarden.restore.run import RestoreRun
+from walwarden.workflow import tiers
 from walwarden.workflow.engine import Skip, UndoCause
 
 
@@ -24,9 +26,7 @@ def reconfigure(run: RestoreRun) -> str:
         new["DB_NAME"] = redirect.db_name
     run.status.secrets_repointed = True
     not_synced = dbinfo.write(run, lambda name: new)
-    stopped = {name for tier in run.topology.stop_tiers for name in tier}
-    running = [name for name in run.topology.restart_after_reconfigure if name not in stopped]
-    restarted = dbinfo.restart_consumers(run, running, marker="reconfigure")
+    restarted = dbinfo.restart_consumers(run, run.topology.kept_running(), marker="reconfigure")
     waiting = f"; no synced Kubernetes copy yet of {', '.join(not_synced)}" if not_synced else ""
     return (
         f"repointed {len(dbinfo.secret_names(run))} db-info secrets ({run.secret_backend}) to {redirect.db_host}"
@@ -35,8 +35,13 @@ def reconfigure(run: RestoreRun) -> str:
 
 
 def put_secrets_back(run: RestoreRun, cause: UndoCause) -> str | None:
-    if not run.status.secrets_repointed:
+    if run.status.secrets_repointed is None:
         return None
-    dbinfo.put_back(run)
-    dbinfo.restart_consumers(run, run.topology.database_services, marker="rollback")
+    if run.status.secrets_repointed:
+        if run.status.step_ran(RestoreStep.SCALE_UP):
+            tiers.stop_in_order(run, run.kube, run.namespace, run.topology, run.poll_seconds)
+        dbinfo.put_back(run)
+        dbinfo.restart_consumers(run, run.topology.kept_running(), marker="rollback")
+        run.status.secrets_repointed = False  # put back: a later pass of the rollback does not stop again
+    # Said on every call: a later undo's wait makes the rollback step run (and report) again.
     return "db-info secrets restored from the snapshot"

@@ -31,7 +31,7 @@ def switch(run: RestoreRun) -> str:
     done = _drive(run, Direction.FORWARD, names, "the switch")
     if run.status.switched_at is None:
         run.status.switched_at = format_timestamp(utcnow())
-    restarted = dbinfo.restart_consumers(run, _kept_running(run), marker="switch")
+    restarted = dbinfo.restart_consumers(run, run.topology.kept_running(), marker="switch")
     did = "; ".join(done) if done else "already switched"
     return (
         f"{did}; {names.database} is the restored database, the previous one is kept as {names.previous} "
@@ -52,7 +52,7 @@ def switch_back(run: RestoreRun, cause: UndoCause) -> str | None:
     if done:
         run.status.switched_back = "; ".join(done)
         run.status.previous_database = None
-        dbinfo.restart_consumers(run, _kept_running(run), marker="rollback")
+        dbinfo.restart_consumers(run, run.topology.kept_running(), marker="rollback")
     if not run.status.switched_back:
         return None  # nothing had been switched
     # Said on every call: a later undo's wait makes the rollback step run (and report) again.
@@ -60,11 +60,6 @@ def switch_back(run: RestoreRun, cause: UndoCause) -> str | None:
         f"switched back in seconds ({run.status.switched_back}): {names.database} is the database from "
         "before the restore"
     )
-
-
-def _kept_running(run: RestoreRun) -> list[str]:
-    stopped = {name for tier in run.topology.stop_tiers for name in tier}
-    return [name for name in run.topology.restart_after_reconfigure if name not in stopped]
 
 
 def _drive(run: RestoreRun, direction: Direction, names: SwitchNames, what: str) -> list[str]:

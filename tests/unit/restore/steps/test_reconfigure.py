@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import pytest
 
-from tests.unit.fakes import REDIRECTED, deep_merge
+from tests.unit.fakes import REDIRECTED, deep_merge, running_since
+from walwarden.api import RestoreStep
 from walwarden.restore.steps.reconfigure import put_secrets_back, reconfigure
-from walwarden.workflow.engine import Skip, StepFailed, UndoCause
+from walwarden.workflow.engine import Skip, StepFailed, UndoCause, Wait
 
 SNAPSHOT = "restore-1-snapshot-5e5f0e3c"
 UID = "5e5f0e3c-1111-4222-8333-444455556666"
@@ -118,16 +119,35 @@ def test_nothing_repointed_nothing_to_put_back(vault, db_info, cause):
 
 
 @pytest.mark.parametrize("cause", list(UndoCause))
-def test_the_secrets_are_put_back_from_the_snapshot_and_every_user_is_rolled(vault, db_info, cause):
+def test_the_secrets_are_put_back_from_the_snapshot_and_the_services_kept_running_are_rolled(vault, db_info, cause):
     originals = {name: vault.kube.secret(name) for name in db_info}
     run = redirected(vault, dbPort=6432, dbName="vault_restored")
     reconfigure(run)
     again = vault.next_pass(run)
     assert put_secrets_back(again, cause) == "db-info secrets restored from the snapshot"
     assert {name: vault.kube.secret(name) for name in db_info} == originals
-    for service in ("orchestrator", "policy-node0", "policy-node1", "policy-node2", "wallet"):
-        assert vault.kube.workload(service).template_annotations[RESTARTED_AT] == f"walwarden-rollback-{UID}"
-    assert vault.kube.workload("nats").template_annotations == {}  # no database user
+    assert again.status.secrets_repointed is False
+    assert vault.kube.workload("orchestrator").template_annotations[RESTARTED_AT] == f"walwarden-rollback-{UID}"
+    for service in ("policy-node0", "policy-node1", "policy-node2", "wallet", "nats"):
+        assert vault.kube.workload(service).template_annotations == {}  # stopped: read the originals at start
+
+
+def test_services_scale_up_had_started_on_the_new_database_are_stopped_before_the_secrets_go_back(vault, db_info):
+    originals = {name: vault.kube.secret(name) for name in db_info}
+    run = redirected(vault)
+    reconfigure(run)
+    running_since(run, RestoreStep.SCALE_UP, 700)  # it started them; they did not come up in time
+    again = vault.next_pass(run)
+    with pytest.raises(Wait):
+        put_secrets_back(again, UndoCause.FAILURE)  # stopping the wallet first
+    assert vault.kube.workload("wallet").replicas == 0
+    assert {name: vault.kube.secret(name) for name in db_info} != originals  # not before they are stopped
+    vault.until_done(lambda: put_secrets_back(again, UndoCause.FAILURE))
+    assert {name: vault.kube.secret(name) for name in db_info} == originals
+    assert all(replicas == 0 for service, replicas in vault.kube.replicas().items() if service != "orchestrator")
+    vault.kube.workload("wallet").replicas = 2  # ScaleDown's undo starts them again on the original
+    put_secrets_back(vault.next_pass(again), UndoCause.FAILURE)  # the rollback's next pass
+    assert vault.kube.workload("wallet").replicas == 2  # not stopped a second time
 
 
 def test_putting_back_twice_changes_nothing_more(vault, db_info):

@@ -9,14 +9,14 @@ from tests.unit.fakes import ago, running_since
 from walwarden.api import ConditionType, RestoreStep, parse_timestamp
 from walwarden.restore.steps.scale_down import scale_down
 from walwarden.restore.steps.scale_up import scale_up
-from walwarden.workflow.engine import Wait
+from walwarden.workflow.engine import StepFailed, Wait
 
 POLICY = ("policy-node0", "policy-node1", "policy-node2")
 
 
-def stopped(vault):
+def stopped(vault, **spec):
     """A restore whose ScaleDown stopped every service five minutes ago."""
-    run = vault.restore_run()
+    run = vault.restore_run(vault.restore_spec(**spec))
     vault.until_done(lambda: scale_down(run))
     run.status.scaled_down_at = ago(300)
     running_since(run, RestoreStep.SCALE_UP, 1)
@@ -59,8 +59,10 @@ def test_the_downtime_and_the_ready_time_are_recorded_once_everything_is_ready(v
     assert abs((parse_timestamp(run.status.services_ready_at) - parse_timestamp(ago(0))).total_seconds()) <= 2
 
 
-def test_services_still_not_ready_after_the_stop_timeout_are_loud_and_then_cleared(vault):
-    run = stopped(vault)
+def test_with_rollback_policy_manual_services_still_not_ready_after_the_stop_timeout_are_loud_and_then_cleared(
+    vault,
+):
+    run = stopped(vault, rollbackPolicy="Manual")
     running_since(run, RestoreStep.SCALE_UP, vault.settings.stop_timeout_seconds + 1)
     with pytest.raises(Wait):
         scale_up(run)
@@ -77,3 +79,47 @@ def test_a_slow_start_within_the_stop_timeout_is_not_loud(vault):
     with pytest.raises(Wait):
         scale_up(run)
     assert run.status.condition(ConditionType.SERVICES_NOT_READY) is None
+
+
+def wallet_crashing(vault, **spec):
+    """Everything Ready but the wallet, whose pod crashes on the restored data."""
+    run = stopped(vault, **spec)
+    for tier in ("nats", ("policy-node0", "policy-node1", "policy-node2")):
+        with pytest.raises(Wait):
+            scale_up(run)
+        vault.kube.settle(*([tier] if isinstance(tier, str) else tier))
+    with pytest.raises(Wait):
+        scale_up(run)
+    selector = vault.kube.workload("wallet").selector
+    vault.kube.add_pod(
+        "wallet-0", selector, ready=False, waiting_reason="CrashLoopBackOff", last_exit_code=3, restarts=4
+    )
+    vault.kube.add_pod("wallet-1", selector)  # Ready: not named
+    return run
+
+
+def test_services_not_ready_by_the_ready_timeout_fail_the_step_naming_each_and_its_pods_last_state(vault):
+    run = wallet_crashing(vault, verify={"readyTimeoutSeconds": 120})
+    running_since(run, RestoreStep.SCALE_UP, 121)
+    with pytest.raises(StepFailed) as failed:
+        scale_up(run)
+    assert failed.value.reason == "ServicesNotReady"
+    assert failed.value.message == (
+        "wallet did not become Ready within 120s of being started (pod wallet-0: main not Ready: "
+        "waiting (CrashLoopBackOff); last exit 3 (Error); restarted 4 time(s))"
+    )
+
+
+def test_before_the_ready_timeout_a_slow_service_is_waited_for(vault):
+    run = wallet_crashing(vault, verify={"readyTimeoutSeconds": 120})
+    running_since(run, RestoreStep.SCALE_UP, 119)
+    with pytest.raises(Wait):
+        scale_up(run)
+
+
+def test_with_rollback_policy_manual_the_ready_timeout_never_fails_the_step(vault):
+    run = wallet_crashing(vault, verify={"readyTimeoutSeconds": 120}, rollbackPolicy="Manual")
+    running_since(run, RestoreStep.SCALE_UP, 86400)
+    with pytest.raises(Wait):
+        scale_up(run)
+    assert run.status.condition(ConditionType.SERVICES_NOT_READY).status == "True"
