@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from walwarden.api.common import DNS_SUBDOMAIN_PATTERN
+from walwarden.cli.arguments import command_group
 from walwarden.settings import ORIGIN_SIGNING_KEY_SECRET_KEY
 
 DEFAULT_SECRET = "walwarden-origin-key"
@@ -28,13 +29,14 @@ DEFAULT_CONFIG_MAP = "walwarden-trusted-keys"
 
 
 def register(subparsers: Any) -> None:
-    keys = subparsers.add_parser(
+    actions = command_group(
+        subparsers,
         "keys",
+        ("generate",),
         help="make Ed25519 origin signing keys",
         description="Origin signing keys let a restore in another environment prove which environment's "
         "backup it restores (docs/runbook.md).",
     )
-    actions = keys.add_subparsers(dest="keys_command", required=True, metavar="{generate}")
     generate = actions.add_parser(
         "generate",
         help="write a new key pair as a Secret and a ConfigMap manifest",

@@ -19,6 +19,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
@@ -54,12 +55,17 @@ def public_key_pem(key: Ed25519PublicKey) -> str:
     return key.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo).decode("ascii")
 
 
+def _load_pem(load: Callable[[bytes], object], pem: str) -> object | None:
+    """What `load` reads from `pem`, or None for anything it cannot read (never quoting it)."""
+    try:
+        return load(pem.strip().encode())
+    except (ValueError, TypeError, UnsupportedAlgorithm):
+        return None
+
+
 def load_private_key(pem: str, where: str) -> Ed25519PrivateKey:
     """The Ed25519 private key in `pem`; OriginError naming `where` (never quoting the value)."""
-    try:
-        key = serialization.load_pem_private_key(pem.strip().encode(), password=None)
-    except (ValueError, TypeError, UnsupportedAlgorithm):
-        key = None
+    key = _load_pem(lambda data: serialization.load_pem_private_key(data, password=None), pem)
     if not isinstance(key, Ed25519PrivateKey):
         raise OriginError(
             "OriginKeyInvalid",
@@ -70,10 +76,7 @@ def load_private_key(pem: str, where: str) -> Ed25519PrivateKey:
 
 
 def load_public_key(pem: str, where: str) -> Ed25519PublicKey:
-    try:
-        key = serialization.load_pem_public_key(pem.strip().encode())
-    except (ValueError, TypeError, UnsupportedAlgorithm):
-        key = None
+    key = _load_pem(serialization.load_pem_public_key, pem)
     if not isinstance(key, Ed25519PublicKey):
         raise OriginError(
             "TrustedKeyInvalid",

@@ -14,16 +14,6 @@ MESSAGE = b'{"databases":[],"formatVersion":1}'
 WHERE = "ConfigMap vault/trusted"
 
 
-@pytest.fixture(scope="module")
-def key_a():
-    return origin.generate_private_key()
-
-
-@pytest.fixture(scope="module")
-def key_b():
-    return origin.generate_private_key()
-
-
 def trusted(*keys, names=("prod.pub", "other.pub")):
     entries = {name: origin.public_key_pem(key.public_key()) for name, key in zip(names, keys, strict=False)}
     return origin.trusted_keys(entries, WHERE)

@@ -313,16 +313,6 @@ def by_uri(vault, trusted_keys=None):
     )
 
 
-@pytest.fixture(scope="module")
-def key_a():
-    return origin.generate_private_key()
-
-
-@pytest.fixture(scope="module")
-def key_b():
-    return origin.generate_private_key()
-
-
 @pytest.mark.parametrize("kind", ["ConfigMap", "Secret"])
 def test_an_artifact_signed_by_a_trusted_key_is_validated_naming_the_key(vault, key_a, key_b, kind):
     signed_by(vault, key_a)
