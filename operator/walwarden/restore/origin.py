@@ -32,7 +32,13 @@ def trusted_keys_of(run: RestoreRun) -> tuple[TrustedKeysRef, str, str] | None:
 
 
 def check_origin(run: RestoreRun, manifest: manifests.Manifest) -> OriginStatus | None:
-    """Which trusted key signed `manifest`; None when no keys are trusted. StepFailed when refused."""
+    """Which trusted key signed `manifest`; None when no keys are trusted. StepFailed when refused.
+
+    Checked on every pass until the services stop, so a manifest swapped after Validate is refused
+    too; from then on the origin Validate proved stands (the Jobs still check the artifact's
+    sha256), so an edit of the trusted keys mid-restore cannot fail a step in the stop window."""
+    if run.status.origin is not None and run.status.scaled_down_at:
+        return run.status.origin
     found = trusted_keys_of(run)
     if found is None:
         return None

@@ -383,3 +383,18 @@ def test_a_manifest_changed_after_its_origin_was_signed_is_refused(vault, key_a)
 def test_trusted_keys_are_for_artifact_sources_only(vault):
     with pytest.raises(ValueError, match="trustedKeys applies to spec.source.artifact only"):
         vault.restore_run(vault.restore_spec(source={"trustedKeys": {"name": "trusted-keys"}}))
+
+
+def test_once_the_services_stopped_the_proven_origin_stands_whatever_happens_to_the_trusted_keys(vault, key_a):
+    from walwarden.restore.origin import check_origin
+
+    signed_by(vault, key_a)
+    trust(vault, key_a)
+    run = by_uri(vault, {"name": "trusted-keys"})
+    validate(run)
+    proven = run.status.origin
+    del vault.kube.config_maps[(vault.namespace, "trusted-keys")]
+    with pytest.raises(StepFailed):  # before the stop: checked again, and refused
+        check_origin(run, vault.backup.manifest)
+    run.status.scaled_down_at = "2026-12-03T06:00:00Z"
+    assert check_origin(run, vault.backup.manifest) == proven
