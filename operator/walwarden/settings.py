@@ -17,8 +17,12 @@ from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from walwarden.api import DEFAULT_TOPOLOGY, SecretBackend, Topology
+from walwarden.api.common import DNS_SUBDOMAIN_PATTERN
 
 ENV_PREFIX = "WALWARDEN_"
+OPTIONAL_NAME_PATTERN = f"^$|{DNS_SUBDOMAIN_PATTERN}"
+# The key of the operator's origin signing key Secret (WALWARDEN_ORIGIN_SIGNING_KEY_SECRET).
+ORIGIN_SIGNING_KEY_SECRET_KEY = "privateKey"
 
 
 class InvalidSettings(ValueError):
@@ -47,6 +51,13 @@ class Settings(BaseSettings):
     approvals_required: bool = False
     # Name of the Secret (in the operator's namespace) holding the approval-token HMAC key.
     approval_key_secret: str = "walwarden-approval-key"
+    # Origin signatures (DESIGN §4, docs/runbook.md): the Secret (in the operator's namespace, key
+    # "privateKey") whose Ed25519 key signs the manifest of every BackupRequest without
+    # spec.originSigningKey; empty: only those that name a key are signed.
+    origin_signing_key_secret: str = Field("", pattern=OPTIONAL_NAME_PATTERN)
+    # The ConfigMap (in the operator's namespace) of Ed25519 public keys trusted to sign artifacts
+    # restored by URI without spec.source.trustedKeys; empty: their origin is not checked.
+    trusted_keys_config_map: str = Field("", pattern=OPTIONAL_NAME_PATTERN)
     operator_namespace: str = "walwarden-system"
     # Prometheus metrics (/metrics) and liveness (/healthz) endpoints; 0 disables each.
     metrics_port: int = Field(0, ge=0, le=65535)

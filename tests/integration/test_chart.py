@@ -304,6 +304,7 @@ def test_namespaced_rbac_grants_only_what_the_steps_need(cluster, crds, helm, ma
             ("create", "events", namespace),
             ("update", "leases.coordination.k8s.io/walwarden-lock", namespace),
             ("update", "configmaps/walwarden-approvals", namespace),
+            ("get", "configmaps", namespace),  # by name: a restore's spec.source.trustedKeys
             ("get", "secrets/walwarden-approval-key", release_ns),
         ]
         denied = [
@@ -332,7 +333,7 @@ def test_namespaced_rbac_grants_only_what_the_steps_need(cluster, crds, helm, ma
             ("create", "pods --subresource=exec", namespace),
             ("get", "pods --subresource=log", namespace),
             ("delete", "pods", namespace),
-            ("get", "configmaps", namespace),
+            ("list", "configmaps", namespace),
             ("update", "configmaps/someone-elses", namespace),
             ("update", "leases.coordination.k8s.io/other", namespace),
             ("delete", "backuprequests.walwarden.io", namespace),

@@ -44,6 +44,7 @@ EXPECTED_RULES = [
         "verbs": ["get", "update"],
     },
     {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["create"]},
+    {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get"]},
     {
         "apiGroups": ["coordination.k8s.io"],
         "resources": ["leases"],
@@ -208,6 +209,30 @@ def test_the_approval_key_is_the_only_thing_granted_in_the_release_namespace(hel
     binding = only(docs, "RoleBinding", f"{RELEASE}-approval-key", RELEASE_NS)
     assert binding["subjects"] == [{"kind": "ServiceAccount", "name": RELEASE, "namespace": RELEASE_NS}]
     assert env(docs)["WALWARDEN_APPROVAL_KEY_SECRET"] == "my-approval-key"
+
+
+@pytest.mark.parametrize("args", [[], NAMESPACED], ids=["cluster", "namespaces"])
+def test_the_operators_origin_keys_are_granted_by_name_in_the_release_namespace(helm, args):
+    docs = render(
+        helm,
+        *args,
+        "--set",
+        "operator.originSigningKeySecret=my-origin-key",
+        "--set",
+        "operator.trustedKeysConfigMap=my-trusted-keys",
+    )
+    role = only(docs, "Role", f"{RELEASE}-approval-key", RELEASE_NS)
+    assert role["rules"] == [
+        {
+            "apiGroups": [""],
+            "resources": ["secrets"],
+            "resourceNames": ["walwarden-approval-key", "my-origin-key"],
+            "verbs": ["get"],
+        },
+        {"apiGroups": [""], "resources": ["configmaps"], "resourceNames": ["my-trusted-keys"], "verbs": ["get"]},
+    ]
+    assert env(docs)["WALWARDEN_ORIGIN_SIGNING_KEY_SECRET"] == "my-origin-key"
+    assert env(docs)["WALWARDEN_TRUSTED_KEYS_CONFIG_MAP"] == "my-trusted-keys"
 
 
 def test_rules_grant_nothing_broad():
@@ -379,6 +404,7 @@ def test_metrics_can_be_turned_off(helm):
         (["--set-json", 'operator.runnerPodLabels={"team":1}'], "at '/operator/runnerPodLabels/team': got number"),
         (["--set", "rbac.scope=namespaces", "--set", "watchNamespaces={Vault_A}"], "at '/watchNamespaces/0'"),
         (["--set", "operator.approvalKeySecret=Not A Name"], "at '/operator/approvalKeySecret'"),
+        (["--set", "operator.trustedKeysConfigMap=Not A Name"], "at '/operator/trustedKeysConfigMap'"),
         (["--set", "metrics.serviceMonitor.interval=often"], "at '/metrics/serviceMonitor/interval'"),
         (["--set", "resources.limits.memory=lots"], "at '/resources/limits/memory'"),
         (["--set", "operator.pollSeconds=0"], "at '/operator/pollSeconds'"),

@@ -10,7 +10,7 @@ import pytest
 
 from walwarden import cli
 from walwarden.api.crdgen import build_crds, to_yaml
-from walwarden.cli import audit, crds, operator, restore, runner, token
+from walwarden.cli import audit, crds, keys, operator, restore, runner, token
 
 
 @pytest.mark.parametrize(
@@ -23,6 +23,7 @@ from walwarden.cli import audit, crds, operator, restore, runner, token
         (["restore", "--artifact", "s3://b/k", "--target-dsn", "dbname=vault"], restore.run),
         (["audit", "verify", "s3://b/audit.log"], audit.verify_log),
         (["crds"], crds.print_crds),
+        (["keys", "generate", "--out-dir", "k"], keys.generate_command),
     ],
 )
 def test_each_command_names_its_handler(argv, handler):
@@ -65,3 +66,26 @@ def test_help_does_not_load_kopf_nor_the_kubernetes_client():
         check=True,
     ).stdout
     assert loaded.strip() == ""
+
+
+def test_keys_generate_writes_a_secret_and_a_config_map_that_sign_and_verify(tmp_path, capsys):
+    import yaml
+
+    from walwarden.security import origin
+
+    assert cli.main(["keys", "generate", "--out-dir", str(tmp_path), "--entry", "prod.pub", "-n", "vault"]) == 0
+    key_id = capsys.readouterr().out.strip()
+    secret_file = tmp_path / "walwarden-origin-key.secret.yaml"
+    secret = yaml.safe_load(secret_file.read_text())
+    config_map = yaml.safe_load((tmp_path / "walwarden-trusted-keys.configmap.yaml").read_text())
+    assert secret_file.stat().st_mode & 0o777 == 0o600
+    assert (secret["metadata"]["namespace"], config_map["metadata"]["namespace"]) == ("vault", "vault")
+    private = origin.load_private_key(secret["stringData"]["privateKey"], "the Secret")
+    trusted = origin.trusted_keys(config_map["data"], "the ConfigMap")
+    assert [(k.entry, k.key_id) for k in trusted] == [("prod.pub", key_id)]
+    signer = origin.check_origin(b"m", origin.sign(private, b"m"), trusted, "the ConfigMap")
+    assert signer.key_id == key_id == origin.key_id(private.public_key())
+    # Never over an existing key, and the private key never on the terminal.
+    assert cli.main(["keys", "generate", "--out-dir", str(tmp_path)]) == 1
+    output = capsys.readouterr()
+    assert "exists" in output.err and "PRIVATE" not in output.out + output.err

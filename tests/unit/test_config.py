@@ -53,6 +53,8 @@ def test_every_variable_is_read(monkeypatch):
         "WALWARDEN_STOP_TIMEOUT_SECONDS": "30",
         "WALWARDEN_DEFAULT_TOPOLOGY": '{"stopTiers": [["api"], ["bus"]]}',
         "WALWARDEN_DEFAULT_SECRET_BACKEND": "AWSSecretsManager",
+        "WALWARDEN_ORIGIN_SIGNING_KEY_SECRET": "origin-key",
+        "WALWARDEN_TRUSTED_KEYS_CONFIG_MAP": "trusted-keys",
     }.items():
         monkeypatch.setenv(name, value)
     settings = Settings.from_environment()
@@ -75,6 +77,7 @@ def test_every_variable_is_read(monkeypatch):
     assert (settings.poll_seconds, settings.settle_seconds, settings.stop_timeout_seconds) == (2.5, 0.0, 30.0)
     assert settings.default_topology.stop_tiers == [["api"], ["bus"]]
     assert settings.default_secret_backend == SecretBackend.AWS_SECRETS_MANAGER
+    assert (settings.origin_signing_key_secret, settings.trusted_keys_config_map) == ("origin-key", "trusted-keys")
 
 
 def test_what_the_chart_sets_for_the_defaults_means_the_defaults(monkeypatch):
@@ -145,6 +148,7 @@ def test_a_bad_default_topology_stops_the_operator_at_start(monkeypatch):
         ("WALWARDEN_RUNNER_POD_LABELS", '{"replicas": 3}', "valid string"),
         ("WALWARDEN_DEFAULT_TOPOLOGY", "{stopTiers: []}", "not JSON"),
         ("WALWARDEN_DEFAULT_SECRET_BACKEND", "Vault", "'Kubernetes' or 'AWSSecretsManager'"),
+        ("WALWARDEN_TRUSTED_KEYS_CONFIG_MAP", "Trusted Keys", "should match pattern"),
     ],
 )
 def test_a_bad_value_is_refused_naming_its_variable(monkeypatch, name, value, message):

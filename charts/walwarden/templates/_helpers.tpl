@@ -88,6 +88,12 @@ go into the ClusterRole (rbac.scope cluster) or into a Role in each watched name
 - apiGroups: [""]
   resources: ["configmaps"]
   verbs: ["create"]
+# ConfigMaps by name (never list): get — the trusted public keys a RestoreRequest names in
+# spec.source.trustedKeys (restore/origin.py). Public keys; nothing a ConfigMap holds is more
+# sensitive than the Secrets the operator already gets by name here.
+- apiGroups: [""]
+  resources: ["configmaps"]
+  verbs: ["get"]
 # One backup or restore at a time per namespace: the Lease walwarden-lock (kube/locks.py
 # LOCK_NAME) is read, taken over (update) and released (delete); created the first time.
 - apiGroups: ["coordination.k8s.io"]

@@ -13,6 +13,7 @@ from walwarden.api.common import (
     CrdInfo,
     DatabaseConnection,
     EncryptorSecretRef,
+    OriginSigningKeyRef,
     PgIdentifier,
     PrinterColumn,
     RequestStatus,
@@ -77,6 +78,14 @@ class BackupRequestSpec(SpecModel):
         None,
         description="Overrides the built-in service topology (used by quiesce). Unset: the default profile.",
     )
+    origin_signing_key: OriginSigningKeyRef | None = Field(
+        None,
+        description=(
+            "A Secret with an Ed25519 private key that signs the manifest's origin, so a restore in another "
+            "namespace or cluster that trusts its public key can prove where the artifact came from. Unset: "
+            "the operator's key (WALWARDEN_ORIGIN_SIGNING_KEY_SECRET) if it has one, else no origin signature."
+        ),
+    )
     active_deadline_seconds: int = Field(
         3600,
         ge=60,
@@ -108,6 +117,9 @@ class BackupArtifact(StatusModel):
     databases: list[PgIdentifier] = Field(default_factory=list, description="Databases in the artifact.")
     files: list[BackupFile] = Field(default_factory=list, description="Every database's dump.")
     completed_at: Timestamp | None = Field(None, description="When the artifact was complete (RFC 3339).")
+    origin_key_id: str | None = Field(
+        None, description="Id of the Ed25519 key that signed the manifest's origin (ed25519:<hex>), when signed."
+    )
 
 
 class BackupRequestStatus(RequestStatus):

@@ -219,6 +219,35 @@ class EncryptorSecretRef(SecretRef):
     key: SecretKey = Field("password", description="Key in the Secret's data that holds the EMP.")
 
 
+class OriginSigningKeyRef(SecretRef):
+    """The Secret holding the Ed25519 private key that signs manifests' origin (DESIGN §4)."""
+
+    key: SecretKey = Field(
+        "privateKey",
+        description=(
+            "Key in the Secret's data that holds the private key, PEM (PKCS#8), as `walwarden keys generate` "
+            "writes it. Read by the operator only: it never reaches a Job, a log, status or S3."
+        ),
+    )
+
+
+class TrustedKeysKind(StrEnum):
+    CONFIG_MAP = "ConfigMap"
+    SECRET = "Secret"
+
+
+class TrustedKeysRef(SpecModel):
+    """A ConfigMap (or Secret) whose every entry is a trusted Ed25519 public key, PEM."""
+
+    kind: TrustedKeysKind = Field(
+        TrustedKeysKind.CONFIG_MAP, description="ConfigMap (public keys are no secret) or Secret."
+    )
+    name: ObjectName = Field(description="Its name, in the namespace of the request.")
+
+    def describe(self, namespace: str) -> str:
+        return f"{self.kind} {namespace}/{self.name}"
+
+
 # The keys of an admin connection Secret (DatabaseConnection, RestoreTarget); sslmode is optional.
 ADMIN_SECRET_KEYS = ("host", "port", "user", "password")
 

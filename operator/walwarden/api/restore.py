@@ -29,6 +29,7 @@ from walwarden.api.common import (
     Storage,
     Timestamp,
     Topology,
+    TrustedKeysRef,
     cel_validations,
     parse_timestamp,
     utcnow,
@@ -103,6 +104,13 @@ EXACTLY_ONE_SOURCE = CelRule(
     "has(self.backupRef) != has(self.artifact)",
     "spec.source needs exactly one of backupRef (the name of a BackupRequest) or artifact (an s3:// URI)",
 )
+TRUSTED_KEYS_NEED_ARTIFACT = CelRule(
+    "!has(self.trustedKeys) || has(self.artifact)",
+    "spec.source.trustedKeys applies to spec.source.artifact only: a backupRef is proven by its BackupRequest's "
+    "own key; remove trustedKeys, or restore by artifact URI",
+    field_path=".trustedKeys",
+    reason="FieldValueForbidden",
+)
 ARTIFACT_NEEDS_STORAGE = CelRule(
     "!has(self.source.artifact) || has(self.storage)",
     "spec.source.artifact needs spec.storage.s3: the bucket, region and credentials to read the artifact with",
@@ -155,19 +163,32 @@ class BackupRef(SpecModel):
 class RestoreSource(SpecModel):
     """The backup to restore: exactly one of backupRef or artifact."""
 
-    model_config = ConfigDict(json_schema_extra=cel_validations(EXACTLY_ONE_SOURCE))
+    model_config = ConfigDict(json_schema_extra=cel_validations(EXACTLY_ONE_SOURCE, TRUSTED_KEYS_NEED_ARTIFACT))
 
     backup_ref: BackupRef | None = Field(None, description="A BackupRequest whose artifact is restored.")
     artifact: str | None = Field(
         None,
         max_length=2048,
         pattern=r"^s3://[^/]+/.+",
-        description="s3:// URI of an artifact whose manifest sits beside it; needs spec.storage.",
+        description=(
+            "s3:// URI of an artifact whose manifest sits beside it (a BackupRequest's status.artifact.uri); "
+            "needs spec.storage. The way to restore a backup of another namespace or cluster."
+        ),
+    )
+    trusted_keys: TrustedKeysRef | None = Field(
+        None,
+        description=(
+            "Artifact only: the Ed25519 public keys this environment trusts to sign manifests' origin. When "
+            "set (or the operator has WALWARDEN_TRUSTED_KEYS_CONFIG_MAP), the manifest must be signed by one "
+            "of them, or the restore is refused before anything is touched. Unset and no operator default: "
+            "the origin is not checked."
+        ),
     )
 
     @model_validator(mode="after")
     def _exactly_one(self) -> RestoreSource:
         EXACTLY_ONE_SOURCE.require((self.backup_ref is None) != (self.artifact is None))
+        TRUSTED_KEYS_NEED_ARTIFACT.require(self.trusted_keys is None or self.artifact is not None)
         return self
 
     @property
@@ -474,6 +495,17 @@ class PreviousDatabaseStatus(StatusModel):
     dropped_at: Timestamp | None = Field(None, description="When it was dropped.")
 
 
+class OriginStatus(StatusModel):
+    """Which trusted key signed the restored artifact's manifest."""
+
+    key_id: str = Field(description="Id of the Ed25519 key that signed the manifest (ed25519:<hex>).")
+    trusted_keys: str = Field(description="The ConfigMap or Secret that trusts it: <Kind> <namespace>/<name>.")
+    entry: str = Field(description="The entry of its data holding that public key.")
+
+    def describe(self) -> str:
+        return f"signed by {self.key_id} ({self.trusted_keys}, entry {self.entry})"
+
+
 class RestoreRequestStatus(RequestStatus):
     """What the operator observed and did; written by the operator only."""
 
@@ -481,6 +513,9 @@ class RestoreRequestStatus(RequestStatus):
     strategy: str | None = Field(None, description="How the database was replaced: Switch, Overwrite or Redirected.")
     source: str | None = Field(
         None, description="The backup restored: the BackupRequest's name or the artifact's s3:// URI."
+    )
+    origin: OriginStatus | None = Field(
+        None, description="Artifact restores with trusted keys: the trusted key that signed the manifest."
     )
     restored_database: str | None = Field(
         None, description="Switch and Redirected: the database the backup was restored into, before the stop."

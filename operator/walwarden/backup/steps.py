@@ -8,6 +8,7 @@ from typing import Any
 from walwarden.api import BackupArtifact, BackupFile
 from walwarden.api.common import ADMIN_SECRET_KEYS, human_size
 from walwarden.backup import job as backup_job
+from walwarden.backup import origin
 from walwarden.backup.run import BackupRun
 from walwarden.kube import jobs, runner_job
 from walwarden.kube.jobs import JobState
@@ -30,6 +31,7 @@ def validate(run: BackupRun) -> str:
         require_secret_keys(run, credentials.name, S3_SECRET_KEYS, "the object-store credentials")
     for emp in spec.encryptor_secrets:
         require_secret_keys(run, emp.name, (emp.key,), "an Encryptor Master Password")
+    signer = origin.signing_key_id(run)  # a key named but unusable fails here, before the dump
     if spec.quiesce:
         missing = tiers.missing_services(run.kube, run.namespace, topology_of(run))
         if missing:
@@ -38,7 +40,8 @@ def validate(run: BackupRun) -> str:
                 f"quiesce needs the services {', '.join(missing)}, which this "
                 "namespace does not have; fix spec.topology or set quiesce: false",
             )
-    return "Secrets" + (" and services" if spec.quiesce else "") + " checked"
+    signing = f"; the manifest's origin will be signed by {signer}" if signer else ""
+    return "Secrets" + (" and services" if spec.quiesce else "") + " checked" + signing
 
 
 def quiesce(run: BackupRun) -> str:
@@ -93,6 +96,7 @@ def verify_artifact(run: BackupRun) -> str:
         raise StepFailed(
             "ManifestNotSigned", "the manifest in S3 is not the one this request's Job signed; do not use this artifact"
         )
+    manifest = origin.sign_manifest_origin(run, client, bucket, manifest_key, manifest)
     dumped = [entry.name for entry in manifest.databases]
     if sorted(dumped) != sorted(spec.database.databases):
         raise StepFailed(
@@ -117,11 +121,13 @@ def verify_artifact(run: BackupRun) -> str:
         pg_dump_version=manifest.pg_dump_version,
         databases=dumped,
         completed_at=manifest.completed_at,
+        origin_key_id=manifest.origin.key_id if manifest.origin else None,
         files=[
             BackupFile(database=e.name, uri=e.uri, sha256=e.sha256, size_bytes=e.size_bytes) for e in manifest.databases
         ],
     )
-    return f"{len(dumped)} dump(s) verified in S3 against the signed manifest (sha256 {first.sha256[:12]}…)"
+    signed = f"; origin signed by {manifest.origin.key_id}" if manifest.origin else ""
+    return f"{len(dumped)} dump(s) verified in S3 against the signed manifest (sha256 {first.sha256[:12]}…){signed}"
 
 
 def resume(run: BackupRun) -> str:

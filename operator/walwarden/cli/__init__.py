@@ -3,6 +3,7 @@
 - operator.py  `walwarden run`: the operator itself (kopf), with its settings (walwarden.settings)
 - runner.py    `walwarden runner backup|verify|restore`: what the operator's Jobs run
 - token.py     `walwarden token issue|inspect`: approval tokens for RestoreRequests
+- keys.py      `walwarden keys generate`: Ed25519 origin signing keys, as a Secret and a ConfigMap
 - restore.py   `walwarden restore`: a restore from S3 into a database from this machine
 - audit.py     `walwarden audit verify`: checks a hash-chained audit.log beside an artifact
 - crds.py      `walwarden crds`: prints the CRDs generated from the API models
@@ -20,7 +21,7 @@ import argparse
 import sys
 
 from walwarden import __version__
-from walwarden.cli import audit, crds, operator, restore, runner, token
+from walwarden.cli import audit, crds, keys, operator, restore, runner, token
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -33,6 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     # runner.py has no register() yet: the same convention through its two functions.
     runner.add_runner_parser(commands).set_defaults(handler=runner.run)
     token.register(commands)
+    keys.register(commands)
     restore.register(commands)
     audit.register(commands)
     crds.register(commands)

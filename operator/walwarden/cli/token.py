@@ -22,6 +22,7 @@ from walwarden.api.backup import PLURAL as BACKUP_PLURAL
 from walwarden.api.backup import BackupPhase, BackupRequestStatus
 from walwarden.api.common import GROUP, VERSION
 from walwarden.api.restore import RestoreMode
+from walwarden.cli.arguments import command_group
 from walwarden.security.tokens import (
     MAX_TTL_SECONDS,
     TokenError,
@@ -62,13 +63,14 @@ def _duration_argument(text: str) -> int:
 
 def register(subparsers: Any) -> None:
     """Add `token issue` and `token inspect` to the `walwarden` command's subparsers."""
-    token = subparsers.add_parser(
+    actions = command_group(
+        subparsers,
         "token",
+        ("issue", "inspect"),
         help="issue or inspect approval tokens for RestoreRequests",
         description="Approval tokens are short-lived, single-use HMAC tokens that approve one restore "
         "(DESIGN §4). Put the issued token in the RestoreRequest's spec.approvalToken.",
     )
-    actions = token.add_subparsers(dest="token_command", required=True, metavar="{issue,inspect}")
 
     issue = actions.add_parser(
         "issue",

@@ -1,4 +1,5 @@
-"""Reading Secrets (values stay in memory; never logged) and creating the ones the operator owns."""
+"""Reading Secrets (values stay in memory; never logged) and creating the ones the operator owns;
+reading ConfigMaps (the trusted public keys of origin checks)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,11 @@ def read_secret(kube: Kube, namespace: str, name: str) -> dict[str, str] | None:
     if secret is None:
         return None
     return {key: base64.b64decode(value).decode() for key, value in (secret.data or {}).items()}
+
+
+def read_config_map(kube: Kube, namespace: str, name: str) -> dict[str, str] | None:
+    found = call(kube.core.read_namespaced_config_map, name, namespace)
+    return None if found is None else dict(found.data or {})
 
 
 def ensure_secret(

@@ -1,15 +1,17 @@
-"""The backup being restored: its manifest, checked against the BackupRequest that proved it."""
+"""The backup being restored: its manifest, checked against the BackupRequest that proved it, or,
+restored by artifact URI, against the keys this environment trusts to sign its origin."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any
 
-from walwarden.api import BackupPhase, BackupRequest, S3Storage
+from walwarden.api import BackupPhase, BackupRequest, OriginStatus, S3Storage
 from walwarden.api import backup as backup_api
 from walwarden.api.common import GROUP, VERSION
 from walwarden.kube.api import call
 from walwarden.kube.secrets import read_secret
+from walwarden.restore.origin import check_origin
 from walwarden.restore.run import RestoreRun
 from walwarden.storage import audit
 from walwarden.storage import manifest as manifests
@@ -27,6 +29,7 @@ class Source:
     manifest: manifests.Manifest
     dump: manifests.DatabaseDump
     backup_secret: str | None  # the backup's admin Secret: InPlace's default target
+    origin: OriginStatus | None = None  # by artifact URI with trusted keys: the key that signed it
 
     @property
     def taken_at(self) -> str:
@@ -52,7 +55,14 @@ def _resolve(run: RestoreRun) -> Source:
         name = spec.source.backup_ref.name
         backup = read_backup(run, name)
         if backup is None:
-            raise StepFailed("SourceNotFound", f"BackupRequest {run.namespace}/{name} does not exist")
+            raise StepFailed(
+                "SourceNotFound",
+                f"BackupRequest {run.namespace}/{name} does not exist: spec.source.backupRef names a "
+                f"BackupRequest of the restore's own namespace ({run.namespace}). To restore a backup taken "
+                "in another namespace or cluster, set spec.source.artifact to its artifact URI (that "
+                "BackupRequest's status.artifact.uri) with spec.storage, and spec.source.trustedKeys to check "
+                "its origin signature",
+            )
         phase = backup.status.phase if backup.status else None
         if phase == BackupPhase.FAILED:
             raise StepFailed("SourceFailed", f"BackupRequest {name} failed; only a Succeeded backup can be restored")
@@ -80,9 +90,13 @@ def _resolve(run: RestoreRun) -> Source:
             "verified, so it is not restored",
         ) from None
     dump = _dump_to_restore(run, manifest, bucket)
+    found_origin = None
     if backup is not None:
         check_manifest_is_the_backups(run, backup, manifest, dump)
-    return Source(label, storage_spec, bucket, manifest_key.rpartition("/")[0], manifest, dump, backup_secret)
+    else:
+        found_origin = check_origin(run, manifest)
+    prefix = manifest_key.rpartition("/")[0]
+    return Source(label, storage_spec, bucket, prefix, manifest, dump, backup_secret, found_origin)
 
 
 def _dump_to_restore(run: RestoreRun, manifest: manifests.Manifest, bucket: str) -> manifests.DatabaseDump:

@@ -4,6 +4,11 @@
 without a manifest holds no finished backup. When the runner is given a result key it signs the
 manifest (HMAC-SHA256 over `canonical_bytes()`), so the operator can tell the manifest its own
 Job wrote from any other object at that key.
+
+With an origin signing key the operator then adds `origin` (security/origin.py): an Ed25519
+signature over the same canonical bytes and the id of its key, which another environment checks
+against the public keys it trusts. Neither signature covers the other: the HMAC is the Job's,
+written first; the origin is the operator's, added after it checked the HMAC.
 """
 
 from __future__ import annotations
@@ -14,7 +19,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
-from walwarden.security import signing
+from walwarden.security import origin, signing
 from walwarden.security.fingerprints import EncryptorFingerprint
 
 MANIFEST_NAME = "manifest.json"
@@ -52,6 +57,17 @@ class EncryptorEntry(EncryptorFingerprint):
     secret: str
 
 
+class OriginSignature(_ManifestModel):
+    """Who vouches for this manifest across environments: an Ed25519 signature and its key's id."""
+
+    key_id: str = Field(
+        pattern=r"^ed25519:[0-9a-f]{16}$", description="ed25519:<16 hex digits of the public key's SHA-256>"
+    )
+    signature: str = Field(
+        pattern=r"^ed25519:[A-Za-z0-9+/=]+$", description='"ed25519:<base64>" over canonical_bytes()'
+    )
+
+
 class Manifest(_ManifestModel):
     format_version: Literal[1] = 1  # FORMAT_VERSION
     created_at: str = Field(
@@ -66,14 +82,16 @@ class Manifest(_ManifestModel):
     databases: list[DatabaseDump]
     encryptor_fingerprints: list[EncryptorEntry] = Field(default_factory=list)
     signature: str | None = Field(None, description='"hmac-sha256:<hex>" over canonical_bytes()')
+    origin: OriginSignature | None = Field(None, description="the origin signature over canonical_bytes()")
 
     def to_json(self) -> dict:
         return self.model_dump(by_alias=True, exclude_none=True, mode="json")
 
     def canonical_bytes(self) -> bytes:
-        """What the signature covers: every field but the signature, as sorted-key compact JSON."""
+        """What both signatures cover: every field but the two signatures, as sorted-key compact JSON."""
         content = self.to_json()
         content.pop("signature", None)
+        content.pop("origin", None)
         return signing.canonical_json(content)
 
 
@@ -87,6 +105,18 @@ def sign_manifest(manifest: Manifest, key: bytes) -> Manifest:
 
 def signature_valid(manifest: Manifest, key: bytes) -> bool:
     return signing.verify(key, manifest.canonical_bytes(), manifest.signature)
+
+
+def sign_origin(manifest: Manifest, key: origin.Ed25519PrivateKey) -> Manifest:
+    signed = origin.sign(key, manifest.canonical_bytes())
+    return manifest.model_copy(update={"origin": OriginSignature(key_id=signed.key_id, signature=signed.signature)})
+
+
+def origin_signer(manifest: Manifest, trusted: list[origin.TrustedKey], where: str) -> origin.TrustedKey:
+    """The trusted key that signed the manifest's origin; origin.OriginError otherwise."""
+    found = manifest.origin
+    signature = origin.Signature(found.key_id, found.signature) if found else None
+    return origin.check_origin(manifest.canonical_bytes(), signature, trusted, where)
 
 
 def write_manifest(s3_client, bucket: str, key: str, manifest: Manifest) -> None:

@@ -213,10 +213,15 @@ def test_cel_rules_come_from_the_models():
     assert "!has(self.source.artifact) || has(self.storage)" in rules
     assert "self.mode != 'InPlace' || !has(self.redirect)" in rules
     source_rules = spec["properties"]["source"]["x-kubernetes-validations"]
-    assert [rule["rule"] for rule in source_rules] == ["has(self.backupRef) != has(self.artifact)"]
-    for rule in spec["x-kubernetes-validations"]:
+    assert [rule["rule"] for rule in source_rules] == [
+        "has(self.backupRef) != has(self.artifact)",
+        "!has(self.trustedKeys) || has(self.artifact)",
+    ]
+    for node, rule in [(spec, r) for r in spec["x-kubernetes-validations"]] + [
+        (spec["properties"]["source"], r) for r in source_rules
+    ]:
         if "fieldPath" in rule:
-            assert node_at(spec, rule["fieldPath"]) is not None, rule
+            assert node_at(node, rule["fieldPath"]) is not None, rule
 
 
 @pytest.mark.parametrize("kind", ["BackupRequest", "RestoreRequest"])

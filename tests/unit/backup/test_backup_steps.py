@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 
 import pytest
@@ -10,6 +11,7 @@ from tests.unit.fakes import ADMIN_SECRET, BUCKET, EMP_SECRET, running_since
 from walwarden.api import BackupStep, ConditionType
 from walwarden.backup import job as backup_job
 from walwarden.backup.steps import dump, quiesce, resume, start_quiesced_services, validate, verify_artifact
+from walwarden.storage.manifest import Manifest, signature_valid
 from walwarden.workflow.engine import Skip, StepFailed, UndoCause, Wait
 
 UID = "b0b0b0b0-1111-4222-8333-444455556666"
@@ -259,3 +261,79 @@ def test_the_quiesce_undo_starts_what_it_stopped(vault, cause):
         "the services it had stopped were started again with their original replica counts"
     )
     assert vault.kube.workload("wallet").replicas == 2
+
+
+# --- the origin signature (backup/origin.py) ----------------------------------------------------
+
+
+def origin_key(vault, name="origin-key", namespace=None):
+    """A new Ed25519 private key in Secret `name` (key privateKey); returns it."""
+    from walwarden.security import origin
+
+    key = origin.generate_private_key()
+    vault.kube.add_secret(name, {"privateKey": origin.private_key_pem(key)}, namespace=namespace or vault.namespace)
+    return key
+
+
+def signed_run(vault, **changes):
+    return vault.backup_run(vault.backup_spec(originSigningKey={"name": "origin-key"}, **changes))
+
+
+def stored_manifest(vault):
+    return Manifest.model_validate_json(vault.s3.get(BUCKET, f"{PREFIX}/manifest.json"))
+
+
+def test_validate_checks_the_origin_signing_key_before_the_dump(vault):
+    from walwarden.security import origin
+
+    key = origin_key(vault)
+    message = validate(signed_run(vault))
+    assert message == f"Secrets checked; the manifest's origin will be signed by {origin.key_id(key.public_key())}"
+    assert "PRIVATE" not in message
+
+
+@pytest.mark.parametrize(
+    "secret, reason", [(None, "OriginKeyNotFound"), ({"privateKey": "not a key"}, "OriginKeyInvalid")]
+)
+def test_an_origin_signing_key_named_but_unusable_fails_validate(vault, secret, reason):
+    if secret:
+        vault.kube.add_secret("origin-key", secret)
+    failure = refused(validate, signed_run(vault))
+    assert failure.reason == reason and f"Secret {vault.namespace}/origin-key" in failure.message
+    assert "not a key" not in failure.message
+
+
+def test_verify_artifact_signs_the_manifests_origin_once_the_hmac_is_proven(vault):
+    from walwarden.security import origin
+
+    key = origin_key(vault)
+    run = signed_run(vault)
+    manifest = dumped(vault, run)
+    message = verify_artifact(run)
+    key_id = origin.key_id(key.public_key())
+    assert message.endswith(f"; origin signed by {key_id}") and run.status.artifact.origin_key_id == key_id
+    stored = stored_manifest(vault)
+    assert stored.origin.key_id == key_id and signature_valid(stored, b"the-requests-key")  # the Job's HMAC kept
+    assert origin.verify(key.public_key(), manifest.canonical_bytes(), stored.origin.signature)
+    assert "PRIVATE" not in json.dumps(run.status.to_dict()) and vault.s3.puts == [(BUCKET, f"{PREFIX}/manifest.json")]
+    verify_artifact(vault.next_pass(run))  # a resumed pass: already signed, not written again
+    assert vault.s3.puts == [(BUCKET, f"{PREFIX}/manifest.json")]
+
+
+def test_the_operators_origin_key_signs_requests_that_name_none(vault):
+    from tests.unit.fakes import OPERATOR_NAMESPACE
+    from walwarden.security import origin
+
+    key = origin_key(vault, "walwarden-origin-key", namespace=OPERATOR_NAMESPACE)
+    vault.settings = vault.settings.model_copy(update={"origin_signing_key_secret": "walwarden-origin-key"})
+    run = vault.backup_run()
+    dumped(vault, run)
+    verify_artifact(run)
+    assert stored_manifest(vault).origin.key_id == origin.key_id(key.public_key())
+
+
+def test_without_an_origin_key_the_manifest_is_left_as_the_job_wrote_it(vault):
+    run = vault.backup_run()
+    dumped(vault, run)
+    verify_artifact(run)
+    assert vault.s3.puts == [] and stored_manifest(vault).origin is None and run.status.artifact.origin_key_id is None

@@ -88,3 +88,29 @@ def test_unknown_fields_and_versions_are_refused():
 def test_manifest_key():
     assert manifest_key("backups/vault/nightly-1a2b3c4d") == "backups/vault/nightly-1a2b3c4d/manifest.json"
     assert manifest_key("/backups/x/") == "backups/x/manifest.json"
+
+
+# --- the origin signature -----------------------------------------------------------------------
+
+
+def test_the_origin_signature_covers_the_same_bytes_as_the_hmac_and_keeps_it_valid():
+    from walwarden.security import origin
+    from walwarden.storage.manifest import origin_signer, sign_origin
+
+    key = origin.generate_private_key()
+    hmac_signed = sign_manifest(make_manifest(), KEY)
+    signed = sign_origin(hmac_signed, key)
+    assert signed.canonical_bytes() == make_manifest().canonical_bytes()
+    assert signature_valid(signed, KEY)  # adding the origin leaves the Job's HMAC valid
+    data = signed.to_json()
+    assert data["origin"] == {"keyId": origin.key_id(key.public_key()), "signature": signed.origin.signature}
+    read = Manifest.model_validate_json(json.dumps(data))
+    trusted = origin.trusted_keys({"prod.pub": origin.public_key_pem(key.public_key())}, "ConfigMap vault/t")
+    assert origin_signer(read, trusted, "ConfigMap vault/t").entry == "prod.pub"
+    changed = read.model_copy(update={"pg_server_version": "16.0"})
+    with pytest.raises(origin.OriginError, match="does not verify"):
+        origin_signer(changed, trusted, "ConfigMap vault/t")
+
+
+def test_a_manifest_without_origin_has_no_origin_key():
+    assert "origin" not in make_manifest().to_json()

@@ -35,4 +35,11 @@ def validate(run: RestoreRun) -> str:
                     "SecretNotFound", f"db-info secret {name} does not exist in {run.secret_backend} or has no DB_HOST"
                 )
     check_approval(run, found)
-    return f"source {found.label} ({found.dump.name}, {found.dump.size_bytes} bytes) and target checked"
+    run.status.origin = found.origin
+    checked = f"source {found.label} ({found.dump.name}, {found.dump.size_bytes} bytes) and target checked"
+    if found.origin is not None:
+        return f"{checked}; origin {found.origin.describe()}"
+    if spec.source.artifact:
+        signed = f" (its manifest names key {found.manifest.origin.key_id})" if found.manifest.origin else ""
+        return f"{checked}; origin not checked{signed}: no trusted keys (spec.source.trustedKeys) are configured"
+    return checked

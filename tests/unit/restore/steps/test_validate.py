@@ -3,6 +3,7 @@ are right before anything happens — and checking them changes nothing."""
 
 from __future__ import annotations
 
+import json
 import time
 
 import pytest
@@ -10,7 +11,7 @@ import pytest
 from tests.unit.fakes import ADMIN_SECRET, BUCKET, EMP_SECRET, OPERATOR_NAMESPACE, REDIRECTED
 from walwarden.restore.approvals import USED_TOKENS_CONFIGMAP
 from walwarden.restore.steps.validate import validate
-from walwarden.security import tokens
+from walwarden.security import origin, tokens
 from walwarden.storage import manifest as manifests
 from walwarden.workflow.engine import StepFailed, Wait
 
@@ -275,3 +276,125 @@ def test_consuming_a_token_prunes_the_records_of_expired_ones(approvals):
     value = token(approvals)
     validate(with_token(approvals, value))
     assert set(used_tokens(approvals)) == {"live", tokens.token_id(value)}
+
+
+# --- origin: an artifact restored by URI, checked against the keys this environment trusts -------
+
+
+def test_a_backup_ref_of_another_namespace_points_to_the_artifact_uri(vault):
+    failure = refused(vault.restore_run(vault.restore_spec(source={"backupRef": {"name": "from-staging"}})))
+    assert failure.reason == "SourceNotFound" and f"BackupRequest {vault.namespace}/from-staging" in failure.message
+    assert "spec.source.artifact" in failure.message and "status.artifact.uri" in failure.message
+    assert "another namespace or cluster" in failure.message
+
+
+def signed_by(vault, key) -> None:
+    """The nightly backup's manifest, its origin signed with `key` (as its operator would)."""
+    signed = manifests.sign_origin(vault.backup.manifest, key)
+    vault.write_manifest(vault.backup.prefix, signed, key=vault.backup.signing_key)
+
+
+def trust(vault, *keys, name="trusted-keys", namespace=None, kind="ConfigMap") -> None:
+    entries = {f"key-{i}.pub": origin.public_key_pem(key.public_key()) for i, key in enumerate(keys)}
+    if kind == "Secret":
+        vault.kube.add_secret(name, entries, namespace=namespace or vault.namespace)
+    else:
+        vault.kube.config_maps[(namespace or vault.namespace, name)] = {"data": entries, "rv": "1"}
+
+
+def by_uri(vault, trusted_keys=None):
+    source = {"backupRef": None, "artifact": vault.backup.manifest.databases[0].uri}
+    if trusted_keys:
+        source["trustedKeys"] = trusted_keys
+    return vault.restore_run(
+        vault.restore_spec(
+            source=source, storage={"s3": {"bucket": BUCKET}}, target={"secretRef": {"name": ADMIN_SECRET}}
+        )
+    )
+
+
+@pytest.mark.parametrize("kind", ["ConfigMap", "Secret"])
+def test_an_artifact_signed_by_a_trusted_key_is_validated_naming_the_key(vault, key_a, key_b, kind):
+    signed_by(vault, key_a)
+    trust(vault, key_b, key_a, kind=kind)
+    run = by_uri(vault, {"kind": kind, "name": "trusted-keys"})
+    message = validate(run)
+    key_id = origin.key_id(key_a.public_key())
+    assert run.status.origin.to_dict() == {
+        "keyId": key_id,
+        "trustedKeys": f"{kind} {vault.namespace}/trusted-keys",
+        "entry": "key-1.pub",
+    }
+    assert message.endswith(f"; origin signed by {key_id} ({kind} {vault.namespace}/trusted-keys, entry key-1.pub)")
+    assert vault.kube.writes == [] and vault.s3.puts == []
+
+
+def test_the_operators_trusted_keys_apply_to_requests_that_name_none(vault, key_a):
+    signed_by(vault, key_a)
+    trust(vault, key_a, name="walwarden-trusted-keys", namespace=OPERATOR_NAMESPACE)
+    settings = vault.settings.model_copy(update={"trusted_keys_config_map": "walwarden-trusted-keys"})
+    run = by_uri(vault)
+    run.settings = settings
+    validate(run)
+    assert run.status.origin.trusted_keys == f"ConfigMap {OPERATOR_NAMESPACE}/walwarden-trusted-keys"
+
+
+def test_without_trusted_keys_the_origin_is_not_checked_and_the_message_says_so(vault, key_a):
+    signed_by(vault, key_a)
+    run = by_uri(vault)
+    message = validate(run)
+    assert run.status.origin is None
+    assert message.endswith(
+        f"; origin not checked (its manifest names key {origin.key_id(key_a.public_key())}): "
+        "no trusted keys (spec.source.trustedKeys) are configured"
+    )
+
+
+@pytest.mark.parametrize(
+    "signer, trusted, reason",
+    [
+        ("b", "a", "OriginKeyNotTrusted"),
+        (None, "a", "OriginNotSigned"),
+        ("a", None, "TrustedKeysNotFound"),
+    ],
+)
+def test_an_artifact_whose_origin_is_not_proven_is_refused_before_anything_is_touched(
+    vault, key_a, key_b, signer, trusted, reason
+):
+    keys = {"a": key_a, "b": key_b}
+    if signer:
+        signed_by(vault, keys[signer])
+    if trusted:
+        trust(vault, keys[trusted])
+    failure = refused(by_uri(vault, {"name": "trusted-keys"}))
+    assert failure.reason == reason and "Nothing was touched" in failure.message
+    assert f"ConfigMap {vault.namespace}/trusted-keys" in failure.message
+    assert vault.kube.writes == []
+
+
+def test_a_manifest_changed_after_its_origin_was_signed_is_refused(vault, key_a):
+    signed = manifests.sign_origin(vault.backup.manifest, key_a)
+    changed = signed.model_copy(update={"pg_server_version": "15.0"})
+    vault.s3.put(BUCKET, manifests.manifest_key(vault.backup.prefix), json.dumps(changed.to_json()).encode())
+    trust(vault, key_a)
+    assert refused(by_uri(vault, {"name": "trusted-keys"})).reason == "OriginSignatureInvalid"
+
+
+def test_trusted_keys_are_for_artifact_sources_only(vault):
+    with pytest.raises(ValueError, match="trustedKeys applies to spec.source.artifact only"):
+        vault.restore_run(vault.restore_spec(source={"trustedKeys": {"name": "trusted-keys"}}))
+
+
+def test_once_the_services_stopped_the_proven_origin_stands_whatever_happens_to_the_trusted_keys(vault, key_a):
+    from walwarden.restore.origin import check_origin
+
+    signed_by(vault, key_a)
+    trust(vault, key_a)
+    run = by_uri(vault, {"name": "trusted-keys"})
+    validate(run)
+    proven = run.status.origin
+    del vault.kube.config_maps[(vault.namespace, "trusted-keys")]
+    with pytest.raises(StepFailed):  # before the stop: checked again, and refused
+        check_origin(run, vault.backup.manifest)
+    run.status.scaled_down_at = "2026-12-03T06:00:00Z"
+    assert check_origin(run, vault.backup.manifest) == proven
