@@ -42,6 +42,7 @@ from walwarden.api.common import (
 )
 from walwarden.api.restore import (
     AwsSecretsManager,
+    AzureKeyVault,
     BackupRef,
     DataLossWindow,
     PlannedService,
@@ -73,6 +74,7 @@ __all__ = [
     "GROUP",
     "VERSION",
     "AwsSecretsManager",
+    "AzureKeyVault",
     "BackupArtifact",
     "BackupFile",
     "BackupStep",
