@@ -27,6 +27,10 @@ RESTORE = {
     "spec": {"mode": "InPlace", "source": {"backupRef": {"name": "nightly"}}},
 }
 
+TARGET = {"secretRef": {"name": "new-db-admin"}}
+REDIRECT = {"dbHost": "db2", "environment": "prod"}
+VAULT_URL = "https://vault-prod.vault.azure.net"
+
 
 def with_spec(manifest: dict, **changes) -> dict:
     copy = json.loads(json.dumps(manifest))
@@ -49,6 +53,21 @@ def create(cluster, namespace, manifest, check=True):
         ),
         (with_spec(RESTORE, source={"artifact": "s3://bucket/key.dump"}), "spec.source.artifact needs spec.storage.s3"),
         (with_spec(RESTORE, redirect={"dbHost": "db2", "environment": "prod"}), "InPlace"),
+        (
+            with_spec(
+                RESTORE, mode="Redirected", target=TARGET, redirect={**REDIRECT, "secretBackend": "AzureKeyVault"}
+            ),
+            "secretBackend AzureKeyVault needs spec.redirect.azureKeyVault",
+        ),
+        (
+            with_spec(
+                RESTORE,
+                mode="Redirected",
+                target=TARGET,
+                redirect={**REDIRECT, "azureKeyVault": {"vaultUrl": VAULT_URL, "clientSecret": "never-in-a-spec"}},
+            ),
+            'unknown field "spec.redirect.azureKeyVault.clientSecret"',
+        ),
         (with_spec(BACKUP, database={"secretRef": {"name": "x"}, "databases": []}), "spec.database.databases"),
         (with_spec(BACKUP, storage={"s3": {"bucket": "Not_A_Bucket"}}), "spec.storage.s3.bucket"),
         (with_spec(BACKUP, surprise=True), 'unknown field "spec.surprise"'),
@@ -59,6 +78,8 @@ def create(cluster, namespace, manifest, check=True):
         "two-sources",
         "artifact-without-storage",
         "inplace-with-redirect",
+        "azure-key-vault-without-settings",
+        "azure-key-vault-literal-credentials",
         "no-databases",
         "bad-bucket",
         "unknown-field",

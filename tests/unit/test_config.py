@@ -147,7 +147,7 @@ def test_a_bad_default_topology_stops_the_operator_at_start(monkeypatch):
         ("WALWARDEN_RUNNER_POD_LABELS", "team=custody", "not JSON"),
         ("WALWARDEN_RUNNER_POD_LABELS", '{"replicas": 3}', "valid string"),
         ("WALWARDEN_DEFAULT_TOPOLOGY", "{stopTiers: []}", "not JSON"),
-        ("WALWARDEN_DEFAULT_SECRET_BACKEND", "Vault", "'Kubernetes' or 'AWSSecretsManager'"),
+        ("WALWARDEN_DEFAULT_SECRET_BACKEND", "Vault", "'Kubernetes', 'AWSSecretsManager' or 'AzureKeyVault'"),
         ("WALWARDEN_TRUSTED_KEYS_CONFIG_MAP", "Trusted Keys", "should match pattern"),
     ],
 )

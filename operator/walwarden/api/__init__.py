@@ -45,6 +45,7 @@ from walwarden.api.common import (
 )
 from walwarden.api.restore import (
     AwsSecretsManager,
+    AzureKeyVault,
     BackupRef,
     DataLossWindow,
     OriginStatus,
@@ -77,6 +78,7 @@ __all__ = [
     "GROUP",
     "VERSION",
     "AwsSecretsManager",
+    "AzureKeyVault",
     "BackupArtifact",
     "BackupFile",
     "BackupStep",

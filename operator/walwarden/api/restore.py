@@ -85,6 +85,7 @@ class RestoreStrategy(StrEnum):
 class SecretBackend(StrEnum):
     KUBERNETES = "Kubernetes"
     AWS_SECRETS_MANAGER = "AWSSecretsManager"
+    AZURE_KEY_VAULT = "AzureKeyVault"
 
 
 class RollbackPolicy(StrEnum):
@@ -141,6 +142,14 @@ STRATEGY_IS_IN_PLACE = CelRule(
     "while the vault runs; remove spec.strategy",
     field_path=".strategy",
     reason="FieldValueForbidden",
+)
+AZURE_KEY_VAULT_NEEDS_SETTINGS = CelRule(
+    "!has(self.secretBackend) || self.secretBackend != 'AzureKeyVault' || has(self.azureKeyVault)",
+    "secretBackend AzureKeyVault needs spec.redirect.azureKeyVault: the vault URL "
+    "(https://<vault-name>.vault.azure.net) and, unless the operator has an Azure workload identity, "
+    "credentialsSecretRef",
+    field_path=".azureKeyVault",
+    reason="FieldValueRequired",
 )
 PREVIOUS_DATABASE_NEEDS_SWITCH = CelRule(
     "!has(self.previousDatabase) || (self.mode == 'InPlace' && (!has(self.strategy) || self.strategy == 'Switch'))",
@@ -221,8 +230,41 @@ class AwsSecretsManager(SpecModel):
     endpoint: HttpUrlStr | None = Field(None, description="Endpoint URL, for VPC endpoints or local test servers.")
 
 
+class AzureKeyVault(SpecModel):
+    """Where the db-info secrets live in Azure Key Vault, and the identity the operator uses there.
+
+    Key Vault secret names allow only letters, digits and dashes: the db-info secret
+    <environment>.<namespace>.<service>.db-info is the Key Vault secret of that name with every
+    dot replaced by a dash; its synced Kubernetes copy keeps the dotted name."""
+
+    vault_url: str = Field(
+        min_length=1,
+        max_length=2048,
+        pattern=r"^https://[A-Za-z0-9.-]+(:[0-9]{1,5})?/?$",
+        description="The vault's URL, https://<vault-name>.vault.azure.net (its Overview page: Vault URI).",
+    )
+    credentials_secret_ref: SecretRef | None = Field(
+        None,
+        description=(
+            "Secret with a service principal that may get and set the db-info secrets: keys tenantId, "
+            "clientId and clientSecret. Unset: the operator's ambient Azure identity (workload identity, "
+            "managed identity or the AZURE_* environment). Its values are never logged nor copied into "
+            "status, events or Job arguments."
+        ),
+    )
+    authority_host: HttpUrlStr | None = Field(
+        None,
+        description=(
+            "Microsoft Entra ID authority of the service principal, for sovereign clouds (e.g. "
+            "https://login.microsoftonline.us). Unset: the public cloud's (or AZURE_AUTHORITY_HOST)."
+        ),
+    )
+
+
 class Redirect(SpecModel):
     """Where the services are repointed after a Redirected restore."""
+
+    model_config = ConfigDict(json_schema_extra=cel_validations(AZURE_KEY_VAULT_NEEDS_SETTINGS))
 
     db_host: str = Field(
         min_length=1,
@@ -243,13 +285,23 @@ class Redirect(SpecModel):
     secret_backend: SecretBackend | None = Field(
         None,
         description=(
-            "Where the db-info secrets are patched: Kubernetes Secrets or AWS Secrets Manager "
-            "(synced into the cluster). Unset: the operator's default (Kubernetes unless configured)."
+            "Where the db-info secrets are patched: Kubernetes Secrets, AWS Secrets Manager or Azure Key "
+            "Vault (both synced into the cluster). Unset: the operator's default (Kubernetes unless configured)."
         ),
     )
     aws: AwsSecretsManager | None = Field(
         None, description="AWS Secrets Manager settings, for secretBackend AWSSecretsManager."
     )
+    azure_key_vault: AzureKeyVault | None = Field(
+        None, description="Azure Key Vault settings, required for secretBackend AzureKeyVault."
+    )
+
+    @model_validator(mode="after")
+    def _backend_settings(self) -> Redirect:
+        AZURE_KEY_VAULT_NEEDS_SETTINGS.require(
+            self.secret_backend != SecretBackend.AZURE_KEY_VAULT or self.azure_key_vault is not None
+        )
+        return self
 
 
 class Verify(SpecModel):

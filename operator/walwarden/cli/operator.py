@@ -56,6 +56,8 @@ def run_operator(config: Settings, kubeconfig: str | None = None, verbose: bool 
     # kopf's own logging setup: plain text, or JSON lines when asked (WALWARDEN_LOG_FORMAT=json).
     kopf.configure(verbose=verbose, log_format=kopf.LogFormat.JSON if config.log_json else kopf.LogFormat.FULL)
     logging.getLogger("kopf.objects").addFilter(WaitsAreNotErrors())
+    # The Azure SDK logs every HTTP request it sends (URL, headers) at INFO: only its warnings.
+    logging.getLogger("azure").setLevel(logging.WARNING)
     import walwarden.handlers  # noqa: F401  (registers the handlers)
 
     memo = kopf.Memo(config=config, kubeconfig=kubeconfig)  # read by the login handler

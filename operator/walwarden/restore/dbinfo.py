@@ -1,6 +1,7 @@
-"""The services' db-info secrets, as a restore uses them: where they live (Kubernetes or AWS
-Secrets Manager, with its synced Kubernetes copy), the snapshot kept before the first change,
-repointing, putting back, and rolling the consumers that read them only at start."""
+"""The services' db-info secrets, as a restore uses them: where they live (Kubernetes, AWS
+Secrets Manager or Azure Key Vault, the last two with their synced Kubernetes copy), the snapshot
+kept before the first change, repointing, putting back, and rolling the consumers that read them
+only at start."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from walwarden.kube import workloads
 from walwarden.kube.secrets import ensure_secret, read_secret
 from walwarden.restore.run import RestoreRun
 from walwarden.workflow.engine import StepFailed, Wait
+from walwarden.workflow.steps import require_secret_keys
 
 # What a restore may change in a db-info secret (and so snapshots and puts back).
 REPOINTED_KEYS = ("DB_HOST", "DB_PORT", "DB_NAME")
@@ -31,7 +33,7 @@ def secret_names(run: RestoreRun) -> list[str]:
 
 
 def backends(run: RestoreRun) -> tuple[secretstores.DbInfoBackend, secretstores.KubernetesSecrets | None]:
-    """Where the db-info secrets are written, and the synced Kubernetes copy (AWS only)."""
+    """Where the db-info secrets are written, and their synced Kubernetes copy (AWS and Azure)."""
     kubernetes_secrets = secretstores.KubernetesSecrets(run.kube.core, run.namespace)
     if run.secret_backend == SecretBackend.AWS_SECRETS_MANAGER:
         aws = run.spec.redirect.aws if run.spec.redirect else None
@@ -39,7 +41,34 @@ def backends(run: RestoreRun) -> tuple[secretstores.DbInfoBackend, secretstores.
             lambda: secretstores.make_aws_client(aws.region if aws else None, aws.endpoint if aws else None)
         )
         return secretstores.AwsSecretsManager(client), kubernetes_secrets
+    if run.secret_backend == SecretBackend.AZURE_KEY_VAULT:
+        return secretstores.AzureKeyVault(azure_client(run)), kubernetes_secrets
     return kubernetes_secrets, None
+
+
+AZURE_PRINCIPAL_KEYS = ("tenantId", "clientId", "clientSecret")
+
+
+def azure_client(run: RestoreRun) -> secretstores.azure.SecretClient:
+    """A Key Vault client for spec.redirect.azureKeyVault, signed in as the service principal of its
+    credentials Secret (or the operator's ambient Azure identity)."""
+    settings = run.spec.redirect.azure_key_vault if run.spec.redirect else None
+    if settings is None:
+        raise StepFailed(
+            "AzureKeyVaultNotConfigured",
+            "the db-info secrets are in Azure Key Vault (the operator's default secret backend) but "
+            "spec.redirect.azureKeyVault is unset: set its vaultUrl (and credentialsSecretRef)",
+        )
+    principal = None
+    if settings.credentials_secret_ref:
+        data = require_secret_keys(
+            run,
+            settings.credentials_secret_ref.name,
+            AZURE_PRINCIPAL_KEYS,
+            "the Azure service principal of spec.redirect.azureKeyVault",
+        )
+        principal = secretstores.ServicePrincipal(*(data[key] for key in AZURE_PRINCIPAL_KEYS))
+    return backend_call(lambda: secretstores.make_azure_client(settings.vault_url, principal, settings.authority_host))
 
 
 def backend_call(action: Callable[[], T]) -> T:

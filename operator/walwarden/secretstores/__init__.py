@@ -8,15 +8,17 @@ these stores (DESIGN §5: Kubernetes, AWS Secrets Manager, Azure Key Vault):
 - kubernetes.py — `KubernetesSecrets`: Kubernetes Secrets in the vault's namespace.
 - aws.py — `AwsSecretsManager` (and `make_aws_client`): AWS Secrets Manager secrets whose
   SecretString is a JSON object with those keys.
-- Azure Key Vault: not yet.
+- azure.py — `AzureKeyVault` (and `make_azure_client`, `ServicePrincipal`): Azure Key Vault secrets
+  whose value is such a JSON object; the Key Vault name is the db-info name with dots as dashes
+  (`key_vault_name`).
 
 What they share is in base.py: the `DbInfoBackend` protocol every store implements, `DbInfoError`,
 `DB_INFO_KEYS`, and the pure logic of a change (`changed_keys`, `merge_values`, `as_strings`,
 `parse_secret_string`) and of keeping secret values out of server messages (`scrub`).
 
 synced.py — `refresh_synced_copy`: an external syncer (External Secrets Operator, the Secrets Store
-CSI driver...) copies each Secrets Manager secret into a Kubernetes Secret of the same name on its
-own schedule. After changing Secrets Manager, `refresh_synced_copy` writes the same keys into that
+CSI driver...) copies each Secrets Manager or Key Vault secret into a Kubernetes Secret of the same name on its
+own schedule. After changing the store, `refresh_synced_copy` writes the same keys into that
 Kubernetes copy at once — what the syncer would do on its next refresh — so the consumers restarted
 right after read the new values instead of the stale copy. The syncer's next refresh writes the
 same values again, so the two never disagree.
@@ -35,6 +37,7 @@ Import the stores from here (`from walwarden import secretstores`); the modules 
 from __future__ import annotations
 
 from walwarden.secretstores.aws import AwsSecretsManager, make_aws_client
+from walwarden.secretstores.azure import AzureKeyVault, ServicePrincipal, key_vault_name, make_azure_client
 from walwarden.secretstores.base import (
     DB_INFO_KEYS,
     DbInfoBackend,
@@ -51,12 +54,16 @@ from walwarden.secretstores.synced import refresh_synced_copy
 __all__ = [
     "DB_INFO_KEYS",
     "AwsSecretsManager",
+    "AzureKeyVault",
     "DbInfoBackend",
     "DbInfoError",
     "KubernetesSecrets",
+    "ServicePrincipal",
     "as_strings",
     "changed_keys",
+    "key_vault_name",
     "make_aws_client",
+    "make_azure_client",
     "merge_values",
     "parse_secret_string",
     "refresh_synced_copy",

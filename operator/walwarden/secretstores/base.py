@@ -1,8 +1,8 @@
 """What every db-info secret store shares: the protocol, the error, and the pure logic of a change.
 
-A backend (kubernetes.py, aws.py) reads a secret as a dict of strings and changes only the keys it
+A backend (kubernetes.py, aws.py, azure.py) reads a secret as a dict of strings and changes only the keys it
 is given. The helpers here decide what a change is (`changed_keys`, `merge_values`), read a secret
-manager's JSON SecretString (`parse_secret_string`), render JSON values the way a syncer writes
+manager's JSON secret (`parse_secret_string`), render JSON values the way a syncer writes
 them into a Kubernetes Secret (`as_strings`), and make any text a server sent safe to show
 (`scrub`, `server_text`): no secret value ever reaches a `DbInfoError`.
 """
@@ -68,14 +68,15 @@ def merge_values(current: Mapping[str, Any], values: Mapping[str, str]) -> dict[
     return merged
 
 
-def parse_secret_string(name: str, text: str | None) -> dict[str, Any]:
-    """The JSON object of a Secrets Manager SecretString, or DbInfoError(SecretNotJson)."""
+def parse_secret_string(
+    name: str, text: str | None, where: str = "AWS Secrets Manager secret", field: str = "SecretString"
+) -> dict[str, Any]:
+    """The JSON object a secret manager's secret holds (Secrets Manager's SecretString, Key Vault's
+    value), or DbInfoError(SecretNotJson). `where` and `field` name the store's secret and field."""
+    expected = "a db-info secret must hold a JSON object with DB_HOST, DB_PORT, DB_USER, DB_PASSWORD and DB_NAME"
     if text is None:
         raise DbInfoError(
-            "SecretNotJson",
-            f"AWS Secrets Manager secret {name} has no SecretString (binary "
-            "secrets are not supported): a db-info secret must hold a JSON "
-            "object with DB_HOST, DB_PORT, DB_USER, DB_PASSWORD and DB_NAME",
+            "SecretNotJson", f"{where} {name} has no {field} (binary secrets are not supported): {expected}"
         )
     try:
         document = json.loads(text)
@@ -83,12 +84,7 @@ def parse_secret_string(name: str, text: str | None) -> dict[str, Any]:
         # The decoder's message can quote the text: leave it out.
         document = None
     if not isinstance(document, dict):
-        raise DbInfoError(
-            "SecretNotJson",
-            f"the SecretString of AWS Secrets Manager secret {name} is not a JSON "
-            "object: a db-info secret must hold a JSON object with DB_HOST, "
-            "DB_PORT, DB_USER, DB_PASSWORD and DB_NAME",
-        )
+        raise DbInfoError("SecretNotJson", f"the {field} of {where} {name} is not a JSON object: {expected}")
     return document
 
 

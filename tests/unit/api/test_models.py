@@ -30,6 +30,7 @@ from walwarden.api import (
 )
 from walwarden.api.restore import (
     ARTIFACT_NEEDS_STORAGE,
+    AZURE_KEY_VAULT_NEEDS_SETTINGS,
     EXACTLY_ONE_SOURCE,
     IN_PLACE_FORBIDS_REDIRECT,
     REDIRECTED_NEEDS_REDIRECT,
@@ -176,6 +177,50 @@ def test_restore_request_parses_a_full_redirected_body():
     assert spec.redirect.secret_backend == SecretBackend.AWS_SECRETS_MANAGER
     assert spec.topology.database_services == DEFAULT_TOPOLOGY.database_services
     assert spec.wants_safety_backup() is False
+
+
+AZURE = {"vaultUrl": "https://vault-prod.vault.azure.net", "credentialsSecretRef": {"name": "kv-principal"}}
+
+
+def test_restore_request_parses_an_azure_key_vault_redirect():
+    spec = RestoreRequestSpec.model_validate(
+        restore_spec(
+            mode="Redirected",
+            target=TARGET,
+            redirect={**REDIRECT, "secretBackend": "AzureKeyVault", "azureKeyVault": AZURE},
+        )
+    )
+    assert spec.redirect.secret_backend == SecretBackend.AZURE_KEY_VAULT
+    assert spec.redirect.azure_key_vault.vault_url == AZURE["vaultUrl"]
+    assert spec.redirect.azure_key_vault.credentials_secret_ref.name == "kv-principal"
+    assert spec.redirect.azure_key_vault.authority_host is None
+
+
+def test_azure_key_vault_backend_needs_its_settings():
+    with pytest.raises(ValidationError, match=AZURE_KEY_VAULT_NEEDS_SETTINGS.message.split(":")[0]):
+        RestoreRequestSpec.model_validate(
+            restore_spec(mode="Redirected", target=TARGET, redirect={**REDIRECT, "secretBackend": "AzureKeyVault"})
+        )
+
+
+@pytest.mark.parametrize(
+    "azure",
+    [
+        {"vaultUrl": "http://vault-prod.vault.azure.net"},  # Key Vault speaks https only
+        {"vaultUrl": "https://vault-prod.vault.azure.net/secrets/x"},  # the vault, not a secret
+        {**AZURE, "clientSecret": "never-in-a-spec"},  # credentials come from a Secret only
+        {"vaultUrl": AZURE["vaultUrl"], "credentialsSecretRef": {"name": "kv", "clientSecret": "no"}},
+    ],
+)
+def test_azure_key_vault_settings_refuse_bad_urls_and_literal_credentials(azure):
+    with pytest.raises(ValidationError):
+        RestoreRequestSpec.model_validate(
+            restore_spec(
+                mode="Redirected",
+                target=TARGET,
+                redirect={**REDIRECT, "secretBackend": "AzureKeyVault", "azureKeyVault": azure},
+            )
+        )
 
 
 @pytest.mark.parametrize(

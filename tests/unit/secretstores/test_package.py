@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 from walwarden import secretstores
-from walwarden.secretstores import aws, base, kubernetes, synced
+from walwarden.secretstores import aws, azure, base, kubernetes, synced
 
 
 def test_the_package_re_exports_each_store_and_the_shared_names():
     assert secretstores.KubernetesSecrets is kubernetes.KubernetesSecrets
     assert secretstores.AwsSecretsManager is aws.AwsSecretsManager
     assert secretstores.make_aws_client is aws.make_aws_client
+    for name in ("AzureKeyVault", "ServicePrincipal", "key_vault_name", "make_azure_client"):
+        assert getattr(secretstores, name) is getattr(azure, name)
     assert secretstores.refresh_synced_copy is synced.refresh_synced_copy
     for name in (
         "DB_INFO_KEYS",
@@ -25,12 +27,16 @@ def test_the_package_re_exports_each_store_and_the_shared_names():
     assert set(secretstores.__all__) == {
         "DB_INFO_KEYS",
         "AwsSecretsManager",
+        "AzureKeyVault",
         "DbInfoBackend",
         "DbInfoError",
         "KubernetesSecrets",
+        "ServicePrincipal",
         "as_strings",
         "changed_keys",
+        "key_vault_name",
         "make_aws_client",
+        "make_azure_client",
         "merge_values",
         "parse_secret_string",
         "refresh_synced_copy",
@@ -38,6 +44,7 @@ def test_the_package_re_exports_each_store_and_the_shared_names():
     }
 
 
-def test_both_stores_are_db_info_backends():
+def test_every_store_is_a_db_info_backend():
     assert issubclass(secretstores.KubernetesSecrets, secretstores.DbInfoBackend)
     assert issubclass(secretstores.AwsSecretsManager, secretstores.DbInfoBackend)
+    assert issubclass(secretstores.AzureKeyVault, secretstores.DbInfoBackend)

@@ -1,5 +1,5 @@
-"""Reconfigure (Redirected): snapshot and repoint every db-info secret, in Kubernetes or AWS
-Secrets Manager, and restart the consumers that kept running.
+"""Reconfigure (Redirected): snapshot and repoint every db-info secret, in Kubernetes, AWS
+Secrets Manager or Azure Key Vault, and restart the consumers that kept running.
 
 Undo: the db-info secrets put back from the snapshot. Services ScaleUp had started on the new
 database are stopped first (a rolling restart would run old and new pods against two databases at
