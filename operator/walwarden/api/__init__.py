@@ -66,6 +66,7 @@ from walwarden.api.restore import (
     RestoreTarget,
     RollbackPolicy,
     SecretBackend,
+    ServiceCredentials,
     SessionPolicy,
     Verify,
 )
@@ -98,6 +99,7 @@ __all__ = [
     "OriginStatus",
     "PlannedService",
     "Redirect",
+    "ServiceCredentials",
     "RemainingSessionsAction",
     "PreviousDatabase",
     "PreviousDatabaseStatus",

@@ -21,6 +21,7 @@ from walwarden.api.common import (
     PrinterColumn,
     RequestStatus,
     ResourceModel,
+    SecretKey,
     SecretKeyRef,
     SecretRef,
     ServiceName,
@@ -151,6 +152,11 @@ AZURE_KEY_VAULT_NEEDS_SETTINGS = CelRule(
     field_path=".azureKeyVault",
     reason="FieldValueRequired",
 )
+ONE_LOGIN_PER_SERVICE = CelRule(
+    "!has(self.credentials) || self.credentials.all(c, self.credentials.exists_one(d, d.service == c.service))",
+    "spec.redirect.credentials names a service twice: give each database service one entry",
+    field_path=".credentials",
+)
 PREVIOUS_DATABASE_NEEDS_SWITCH = CelRule(
     "!has(self.previousDatabase) || (self.mode == 'InPlace' && (!has(self.strategy) || self.strategy == 'Switch'))",
     "spec.previousDatabase applies to InPlace restores with strategy Switch only (the others keep no previous "
@@ -261,10 +267,20 @@ class AzureKeyVault(SpecModel):
     )
 
 
+class ServiceCredentials(SpecModel):
+    """The login one database service uses in the new environment, from a Secret there: written
+    into its db-info secret as DB_USER and DB_PASSWORD by the repoint (and put back on rollback)."""
+
+    service: ServiceName = Field(description="The database service (of spec.topology) whose login this is.")
+    secret_ref: SecretRef = Field(description="Secret in the namespace of the request holding the login.")
+    user_key: SecretKey = Field("DB_USER", description="Key of the Secret holding the user name.")
+    password_key: SecretKey = Field("DB_PASSWORD", description="Key of the Secret holding the password.")
+
+
 class Redirect(SpecModel):
     """Where the services are repointed after a Redirected restore."""
 
-    model_config = ConfigDict(json_schema_extra=cel_validations(AZURE_KEY_VAULT_NEEDS_SETTINGS))
+    model_config = ConfigDict(json_schema_extra=cel_validations(AZURE_KEY_VAULT_NEEDS_SETTINGS, ONE_LOGIN_PER_SERVICE))
 
     db_host: str = Field(
         min_length=1,
@@ -280,6 +296,15 @@ class Redirect(SpecModel):
         pattern=DNS_SUBDOMAIN_PATTERN,
         description=(
             "The <environment> part of the db-info secret names, <environment>.<namespace>.<service>.db-info."
+        ),
+    )
+    credentials: list[ServiceCredentials] = Field(
+        default_factory=list,
+        max_length=64,
+        description=(
+            "New DB_USER and DB_PASSWORD per database service, from Secrets of the target environment (never "
+            "literal values). Services not named keep their login. Preflight tries every service's login "
+            "against the new host before anything stops."
         ),
     )
     secret_backend: SecretBackend | None = Field(
@@ -301,7 +326,12 @@ class Redirect(SpecModel):
         AZURE_KEY_VAULT_NEEDS_SETTINGS.require(
             self.secret_backend != SecretBackend.AZURE_KEY_VAULT or self.azure_key_vault is not None
         )
+        services = [entry.service for entry in self.credentials]
+        ONE_LOGIN_PER_SERVICE.require(len(services) == len(set(services)))
         return self
+
+    def credentials_of(self, service: str) -> ServiceCredentials | None:
+        return next((entry for entry in self.credentials if entry.service == service), None)
 
 
 class Verify(SpecModel):

@@ -35,6 +35,9 @@ from walwarden.runner.contract import (
     Flag,
     emp_argument,
     emp_env,
+    login_argument,
+    login_user_env,
+    parse_login_argument,
 )
 from walwarden.runner.errors import DumpFailed, InvalidArguments, RunnerError, UnexpectedError
 
@@ -190,7 +193,30 @@ def add_runner_parser(subparsers: Any) -> argparse.ArgumentParser:  # argparse's
                 metavar="SECONDS",
                 help=f"how long to wait for the go object (default {DEFAULT_GO_TIMEOUT_SECONDS})",
             )
+    logins = commands.add_parser(
+        Command.LOGINS,
+        help="try each service's database login (touches no data)",
+        description="Connect as each service would: to HOST:PORT/DATABASE, with the user and password in "
+        f"{login_user_env(0)} and WALWARDEN_LOGIN_0_PASSWORD for the first --login, ..._1_... for the second. "
+        "A missing database after a successful authentication counts as proven.",
+    )
+    logins.add_argument(
+        Flag.LOGIN,
+        dest="login",
+        action="append",
+        required=True,
+        type=_login,
+        metavar="SERVICE=HOST:PORT/DATABASE",
+        help=f"where one service's login is tried (repeatable), e.g. {login_argument('wallet', 'db', 5432, 'vault')}",
+    )
     return runner
+
+
+def _login(text: str) -> tuple[str, str, int, str]:
+    try:
+        return parse_login_argument(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 @dataclass(frozen=True)
@@ -239,7 +265,23 @@ def run(args: argparse.Namespace) -> int:
 
         target = TargetState(args.database, clean=args.clean)
         return _report(lambda: _restore(args, target), _restore_explanation(target))
+    if args.runner_command == Command.LOGINS:
+        return _report(lambda: _logins(args), LOGINS_EXPLANATION)
     raise ValueError(f"unknown runner command {args.runner_command!r}")
+
+
+# Trying logins changes nothing anywhere.
+LOGINS_EXPLANATION = Explanation(
+    interrupted=lambda what: UnexpectedError(f"{what}; nothing was touched"),
+    unexpected=lambda what: UnexpectedError(f"{what}; nothing was touched"),
+)
+
+
+def _logins(args: argparse.Namespace) -> None:
+    from walwarden.runner.logins import check_logins, logins_from_environment
+
+    for line in check_logins(logins_from_environment(args.login)):
+        print(line, flush=True)
 
 
 def _backup(args: argparse.Namespace) -> None:

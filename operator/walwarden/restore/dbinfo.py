@@ -16,20 +16,54 @@ from walwarden.restore.run import RestoreRun
 from walwarden.workflow.engine import StepFailed, Wait
 from walwarden.workflow.steps import require_secret_keys
 
-# What a restore may change in a db-info secret (and so snapshots and puts back).
+# What a restore may change in a db-info secret (and so snapshots and puts back): where the
+# database is, always; the login only of the services spec.redirect.credentials names.
 REPOINTED_KEYS = ("DB_HOST", "DB_PORT", "DB_NAME")
+CREDENTIAL_KEYS = ("DB_USER", "DB_PASSWORD")
 
 T = TypeVar("T")
 
 
-def secret_names(run: RestoreRun) -> list[str]:
+def secret_of(run: RestoreRun) -> dict[str, str]:
+    """Each database service's db-info secret name (none for an InPlace restore)."""
     redirect = run.spec.redirect
     if redirect is None:
-        return []
-    return [
-        run.topology.db_info_secret_name(redirect.environment, run.namespace, service)
+        return {}
+    return {
+        service: run.topology.db_info_secret_name(redirect.environment, run.namespace, service)
         for service in run.topology.database_services
-    ]
+    }
+
+
+def secret_names(run: RestoreRun) -> list[str]:
+    return list(secret_of(run).values())
+
+
+def new_login(run: RestoreRun, service: str) -> dict[str, str]:
+    """The DB_USER and DB_PASSWORD spec.redirect.credentials gives `service` ({} when none)."""
+    credentials = run.spec.redirect.credentials_of(service) if run.spec.redirect else None
+    if credentials is None:
+        return {}
+    data = require_secret_keys(
+        run,
+        credentials.secret_ref.name,
+        (credentials.user_key, credentials.password_key),
+        f"the new login of {service} (spec.redirect.credentials)",
+    )
+    return {"DB_USER": data[credentials.user_key], "DB_PASSWORD": data[credentials.password_key]}
+
+
+def repointed_values(run: RestoreRun) -> dict[str, dict[str, str]]:
+    """What the repoint writes into each db-info secret (by secret name)."""
+    redirect = run.spec.redirect
+    if redirect is None:
+        return {}
+    where = {"DB_HOST": redirect.db_host}
+    if redirect.db_port:
+        where["DB_PORT"] = str(redirect.db_port)
+    if redirect.db_name:
+        where["DB_NAME"] = redirect.db_name
+    return {name: {**where, **new_login(run, service)} for service, name in secret_of(run).items()}
 
 
 def backends(run: RestoreRun) -> tuple[secretstores.DbInfoBackend, secretstores.KubernetesSecrets | None]:
@@ -90,14 +124,15 @@ def snapshot_secret_name(run: RestoreRun) -> str:
     return f"{run.name[:40]}-snapshot-{run.uid.replace('-', '')[:8]}"
 
 
-def keep_snapshot(run: RestoreRun) -> None:
-    """The originals, kept once before the first change; a second pass reuses that snapshot."""
+def keep_snapshot(run: RestoreRun, repointed: dict[str, dict[str, str]]) -> None:
+    """The originals, kept once before the first change (the login only where `repointed` changes
+    it); a second pass reuses that snapshot."""
     current = read_all(run)
     snapshot = {
         f"{name}.{key}": values[key]
         for name, values in current.items()
         if values
-        for key in REPOINTED_KEYS
+        for key in REPOINTED_KEYS + tuple(key for key in CREDENTIAL_KEYS if key in repointed.get(name, {}))
         if key in values
     }
     ensure_secret(
@@ -126,7 +161,8 @@ def write(run: RestoreRun, values_for: Callable[[str], dict[str, str]]) -> list[
 def put_back(run: RestoreRun) -> None:
     """Every db-info secret as the snapshot holds it."""
     snapshot = read_secret(run.kube, run.namespace, snapshot_secret_name(run)) or {}
-    write(run, lambda name: {key: snapshot[f"{name}.{key}"] for key in REPOINTED_KEYS if f"{name}.{key}" in snapshot})
+    keys = REPOINTED_KEYS + CREDENTIAL_KEYS
+    write(run, lambda name: {key: snapshot[f"{name}.{key}"] for key in keys if f"{name}.{key}" in snapshot})
 
 
 def restart_consumers(run: RestoreRun, services: list[str], marker: str) -> str:

@@ -26,6 +26,7 @@ class Command:
     BACKUP: Final = "backup"  # pg_dump into S3, manifest last
     VERIFY: Final = "verify"  # download, sha256, pg_restore --list: touches no database
     RESTORE: Final = "restore"  # verify, wait for the go when given one, pg_restore
+    LOGINS: Final = "logins"  # try each service's database login (a Redirected restore's Preflight)
 
 
 class Flag:
@@ -53,6 +54,8 @@ class Flag:
     GO_URL_ENV: Final = "--go-url-env"
     GO_SHA256: Final = "--go-sha256"
     GO_TIMEOUT: Final = "--go-timeout"
+    # logins
+    LOGIN: Final = "--login"  # repeatable: SERVICE=HOST:PORT/DATABASE, see login_argument()
 
 
 class Env:
@@ -81,6 +84,35 @@ def emp_env(index: int) -> str:
 
 
 EMP_SEPARATOR: Final = "="
+
+LOGIN_PREFIX: Final = "WALWARDEN_LOGIN_"
+
+
+def login_user_env(index: int) -> str:
+    """The variable holding the `index`-th --login's user (WALWARDEN_LOGIN_0_USER, ...)."""
+    return f"{LOGIN_PREFIX}{index}_USER"
+
+
+def login_password_env(index: int) -> str:
+    """The variable holding the `index`-th --login's password."""
+    return f"{LOGIN_PREFIX}{index}_PASSWORD"
+
+
+def login_argument(service: str, host: str, port: int, database: str) -> str:
+    """One --login: where a service's login is tried; its user and password come from
+    login_user_env/login_password_env of its position. Split by parse_login_argument."""
+    return f"{service}={host}:{port}/{database}"
+
+
+def parse_login_argument(text: str) -> tuple[str, str, int, str]:
+    """(service, host, port, database) of a login_argument(); ValueError when it is not one.
+    From the right: a host may hold ':' (IPv6), a database name holds no '/'."""
+    service, separator, rest = text.partition("=")
+    where, slash, database = rest.rpartition("/")
+    host, colon, port = where.rpartition(":")
+    if not (separator and slash and colon and service and host and database and port.isdigit()):
+        raise ValueError(f"expected SERVICE=HOST:PORT/DATABASE, got {text!r}")
+    return service, host, int(port), database
 
 
 def emp_argument(secret: str, variable: str) -> str:

@@ -1,7 +1,8 @@
 """Preflight: everything checked before anything is touched — the artifact's sha256 (a verify
-Job), the target server (reachable, its version, the InPlace database exists), what the strategy
-needs there (Switch: the restore user may create databases and rename the vault's; Redirected:
-the target database is new or empty), the Encryptor Master
+Job); for a Redirected restore every service's login after the repoint (a logins Job in the
+vault's namespace: restore/logins.py); the target server (reachable, its version, the InPlace
+database exists); what the strategy needs there (Switch: the restore user may create databases
+and rename the vault's; Redirected: the target database is new or empty); the Encryptor Master
 Passwords. Any failure here ends with every service untouched."""
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from walwarden.api import RestoreMode, RestoreStrategy
 from walwarden.kube.jobs import JobState
 from walwarden.postgres import databases
 from walwarden.restore import job as restore_jobs
+from walwarden.restore import logins
 from walwarden.restore.artifact_urls import url_secret
 from walwarden.restore.run import RestoreRun
 from walwarden.restore.source import Source, source_of
@@ -39,6 +41,7 @@ def preflight(run: RestoreRun) -> str:
             outcome.reason,
             f"the artifact failed verification: {outcome.message}. Nothing was touched: every service is still running",
         )
+    logins_proven = f"; {logins.prove_logins(run)}" if run.spec.mode == RestoreMode.REDIRECTED else ""
     secret = target_secret(run)
     try:
         version = postgres.server_version(secret)
@@ -51,7 +54,7 @@ def preflight(run: RestoreRun) -> str:
     check_encryptor_fingerprints(run, found)
     return (
         f"artifact sha256 verified by Job {manifest['metadata']['name']}; target PostgreSQL {version} "
-        f"reachable; {strategy_checked}; EMP fingerprints match"
+        f"reachable; {strategy_checked}; EMP fingerprints match{logins_proven}"
     )
 
 

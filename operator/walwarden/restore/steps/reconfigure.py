@@ -18,19 +18,17 @@ def reconfigure(run: RestoreRun) -> str:
     redirect = run.spec.redirect
     if run.spec.mode != RestoreMode.REDIRECTED or redirect is None:
         raise Skip("InPlace: the services keep their database")
-    dbinfo.keep_snapshot(run)
-    new = {"DB_HOST": redirect.db_host}
-    if redirect.db_port:
-        new["DB_PORT"] = str(redirect.db_port)
-    if redirect.db_name:
-        new["DB_NAME"] = redirect.db_name
+    repointed = dbinfo.repointed_values(run)
+    dbinfo.keep_snapshot(run, repointed)
     run.status.secrets_repointed = True
-    not_synced = dbinfo.write(run, lambda name: new)
+    not_synced = dbinfo.write(run, lambda name: repointed[name])
     restarted = dbinfo.restart_consumers(run, run.topology.kept_running(), marker="reconfigure")
     waiting = f"; no synced Kubernetes copy yet of {', '.join(not_synced)}" if not_synced else ""
+    logins = [entry.service for entry in redirect.credentials]
+    with_logins = f", with new logins for {', '.join(logins)}" if logins else ""
     return (
         f"repointed {len(dbinfo.secret_names(run))} db-info secrets ({run.secret_backend}) to {redirect.db_host}"
-        f"{waiting}; restarted {restarted or 'nothing'}"
+        f"{with_logins}{waiting}; restarted {restarted or 'nothing'}"
     )
 
 

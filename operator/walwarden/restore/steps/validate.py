@@ -14,6 +14,20 @@ from walwarden.workflow.engine import StepFailed
 from walwarden.workflow.steps import require_secret_keys
 
 
+def check_new_logins(run: RestoreRun) -> None:
+    """spec.redirect.credentials: each names a database service, and its Secret has both keys."""
+    redirect = run.spec.redirect
+    services = run.topology.database_services
+    for entry in redirect.credentials if redirect else []:
+        if entry.service not in services:
+            raise StepFailed(
+                "UnknownService",
+                f"spec.redirect.credentials names {entry.service!r}, which is not a database service of the "
+                f"topology ({', '.join(services)}): fix the service name",
+            )
+        dbinfo.new_login(run, entry.service)
+
+
 def validate(run: RestoreRun) -> str:
     spec = run.spec
     run.status.source = spec.source.label
@@ -34,6 +48,7 @@ def validate(run: RestoreRun) -> str:
                 raise StepFailed(
                     "SecretNotFound", f"db-info secret {name} does not exist in {run.secret_backend} or has no DB_HOST"
                 )
+        check_new_logins(run)
     check_approval(run, found)
     run.status.origin = found.origin
     checked = f"source {found.label} ({found.dump.name}, {found.dump.size_bytes} bytes) and target checked"

@@ -8,7 +8,9 @@ import pytest
 
 from tests.unit.fakes import BUCKET, EMP, EMP_SECRET, REDIRECTED
 from walwarden import postgres
+from walwarden.api import RestoreMode
 from walwarden.restore.steps.preflight import check_target_version, preflight
+from walwarden.runner.contract import parse_login_argument
 from walwarden.security import fingerprints
 from walwarden.workflow.engine import StepFailed, Wait
 
@@ -31,15 +33,26 @@ def test_an_older_major_version_is_refused_before_anything_is_touched():
 
 VERIFY_JOB = "restore-1-verify-5e5f0e3c"
 VERIFY_URL_SECRET = "restore-1-verify-url-5e5f0e3c"
+LOGINS_JOB = "restore-1-logins-5e5f0e3c"
+LOGINS_SECRET = "restore-1-logins-5e5f0e3c"
 
 
 def verified(vault, spec=None):
-    """A restore whose verify Job was started by a first pass and has succeeded since."""
+    """A restore whose verify Job (and, Redirected, logins Job) was started by a pass and has
+    succeeded since."""
     run = vault.restore_run(spec)
     with pytest.raises(Wait):
         preflight(run)
     vault.kube.finish_job(VERIFY_JOB)
-    return vault.next_pass(run)
+    run = vault.next_pass(run)
+    if run.spec.mode == RestoreMode.REDIRECTED:
+        if not vault.kube.secrets.get((vault.namespace, "prod.vault.wallet.db-info")):
+            vault.add_db_info_secrets()
+        with pytest.raises(Wait):
+            preflight(run)
+        vault.kube.finish_job(LOGINS_JOB)
+        run = vault.next_pass(run)
+    return run
 
 
 def refused(run) -> StepFailed:
@@ -173,3 +186,87 @@ def test_a_switch_needs_the_restore_users_privileges_and_names_them(vault):
     vault.db.missing_privileges = []
     vault.kube.jobs.clear()
     assert "may build vault_walwarden_5e5f0e3c and switch it in" in preflight(verified(vault, spec))
+
+
+# --- Redirected: every service's login after the repoint, tried by a Job ------------------------
+
+
+def logins_started(vault, **redirect):
+    vault.add_db_info_secrets()
+    spec = vault.restore_spec(**REDIRECTED)
+    spec["redirect"].update(redirect)
+    run = vault.restore_run(spec)
+    with pytest.raises(Wait):
+        preflight(run)
+    vault.kube.finish_job(VERIFY_JOB)
+    run = vault.next_pass(run)
+    with pytest.raises(Wait) as waiting:
+        preflight(run)
+    assert "trying every database service's login on the new database" in waiting.value.message
+    return run
+
+
+def test_a_redirected_restore_tries_every_services_login_where_the_repoint_points_it(vault):
+    vault.kube.add_secret("prod-logins", {"user": "wallet_prod", "password": "new-wallet-password"})
+    run = logins_started(
+        vault,
+        dbPort=6432,
+        dbName="vault_prod",
+        credentials=[
+            {"service": "wallet", "secretRef": {"name": "prod-logins"}, "userKey": "user", "passwordKey": "password"}
+        ],
+    )
+    container = vault.kube.job(LOGINS_JOB)["spec"]["template"]["spec"]["containers"][0]
+    args = container["args"]
+    wheres = [parse_login_argument(args[i + 1]) for i, arg in enumerate(args) if arg == "--login"]
+    assert wheres == [
+        (service, "new-db.internal", 6432, "vault_prod")
+        for service in ("orchestrator", "policy-node0", "policy-node1", "policy-node2", "wallet")
+    ]
+    logins = vault.kube.secret(LOGINS_SECRET)
+    assert (logins["4.user"], logins["4.password"]) == ("wallet_prod", "new-wallet-password")  # the new login
+    assert (logins["0.user"], logins["0.password"]) == ("orchestrator", "orchestrator-password")  # kept
+    job_text = str(vault.kube.job(LOGINS_JOB))
+    assert "password" not in " ".join(container["args"]) and "new-wallet-password" not in job_text
+    assert {e["valueFrom"]["secretKeyRef"]["name"] for e in container["env"] if "LOGIN" in e["name"]} == {LOGINS_SECRET}
+    vault.kube.finish_job(LOGINS_JOB)
+    assert (
+        "the logins of orchestrator, policy-node0, policy-node1, policy-node2, wallet work on new-db.internal:6432"
+        in (preflight(vault.next_pass(run)))
+    )
+
+
+def test_a_refused_login_fails_preflight_naming_the_service_with_nothing_touched(vault):
+    run = logins_started(vault)
+    vault.kube.fail_job(
+        LOGINS_JOB,
+        "ServiceLoginRefused",
+        "the new database refuses the login of wallet (user 'wallet' on new-db.internal:5432, database 'vault'): "
+        "password authentication failed",
+    )
+    failure = refused(vault.next_pass(run))
+    assert failure.reason == "ServiceLoginRefused" and "wallet (user 'wallet'" in failure.message
+    assert failure.message.endswith("Nothing was touched: every service is still running")
+
+
+def test_a_missing_db_info_secret_is_named_before_any_login_is_tried(vault):
+    run = vault.restore_run(vault.restore_spec(**REDIRECTED))
+    with pytest.raises(Wait):
+        preflight(run)
+    vault.kube.finish_job(VERIFY_JOB)
+    failure = refused(vault.next_pass(run))
+    assert failure.reason == "SecretNotFound" and "prod.vault.orchestrator.db-info" in failure.message
+    assert vault.kube.job(LOGINS_JOB) is None
+
+
+def test_new_credentials_from_a_secret_without_the_key_are_refused(vault):
+    vault.add_db_info_secrets()
+    vault.kube.add_secret("prod-logins", {"DB_USER": "wallet_prod"})
+    spec = vault.restore_spec(**REDIRECTED)
+    spec["redirect"]["credentials"] = [{"service": "wallet", "secretRef": {"name": "prod-logins"}}]
+    run = vault.restore_run(spec)
+    with pytest.raises(Wait):
+        preflight(run)
+    vault.kube.finish_job(VERIFY_JOB)
+    failure = refused(vault.next_pass(run))
+    assert failure.reason == "SecretIncomplete" and "DB_PASSWORD" in failure.message and "wallet" in failure.message

@@ -157,3 +157,22 @@ def test_putting_back_twice_changes_nothing_more(vault, db_info):
     secrets = {name: vault.kube.secret(name) for name in db_info}
     put_secrets_back(vault.next_pass(run), UndoCause.FAILURE)
     assert {name: vault.kube.secret(name) for name in db_info} == secrets
+
+
+def test_new_credentials_are_written_for_the_services_named_and_put_back_from_the_snapshot(vault, db_info):
+    vault.kube.add_secret("prod-wallet-login", {"DB_USER": "wallet_prod", "DB_PASSWORD": "prod-secret"})
+    originals = {name: vault.kube.secret(name) for name in db_info}
+    run = redirected(vault, credentials=[{"service": "wallet", "secretRef": {"name": "prod-wallet-login"}}])
+    assert "with new logins for wallet" in reconfigure(run)
+    wallet = next(name for name, service in db_info.items() if service == "wallet")
+    assert (vault.kube.secret(wallet)["DB_USER"], vault.kube.secret(wallet)["DB_PASSWORD"]) == (
+        "wallet_prod",
+        "prod-secret",
+    )
+    others = [name for name in db_info if name != wallet]
+    assert all(vault.kube.secret(name)["DB_USER"] == originals[name]["DB_USER"] for name in others)
+    snapshot = vault.kube.secret(SNAPSHOT)
+    assert snapshot[f"{wallet}.DB_PASSWORD"] == originals[wallet]["DB_PASSWORD"]  # kept to put back
+    assert not any(key.endswith("DB_PASSWORD") for key in snapshot if not key.startswith(wallet))
+    put_secrets_back(vault.next_pass(run), UndoCause.FAILURE)
+    assert {name: vault.kube.secret(name) for name in db_info} == originals

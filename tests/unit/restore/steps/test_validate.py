@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from tests.unit.fakes import ADMIN_SECRET, BUCKET, EMP_SECRET, OPERATOR_NAMESPACE, REDIRECTED
+from tests.unit.fakes import ADMIN_SECRET, BUCKET, EMP_SECRET, OPERATOR_NAMESPACE, REDIRECTED, deep_merge
 from walwarden.restore.approvals import USED_TOKENS_CONFIGMAP
 from walwarden.restore.steps.validate import validate
 from walwarden.security import origin, tokens
@@ -398,3 +398,21 @@ def test_once_the_services_stopped_the_proven_origin_stands_whatever_happens_to_
         check_origin(run, vault.backup.manifest)
     run.status.scaled_down_at = "2026-12-03T06:00:00Z"
     assert check_origin(run, vault.backup.manifest) == proven
+
+
+def test_new_credentials_must_name_a_database_service_and_a_secret_with_both_keys(vault):
+    vault.add_db_info_secrets()
+
+    def refusal(credentials):
+        spec = vault.restore_spec(**deep_merge(REDIRECTED, {"redirect": {"credentials": credentials}}))
+        with pytest.raises(StepFailed) as failed:
+            validate(vault.restore_run(spec))
+        return failed.value
+
+    failure = refusal([{"service": "nats", "secretRef": {"name": "logins"}}])
+    assert failure.reason == "UnknownService" and "'nats'" in failure.message and "wallet" in failure.message
+    failure = refusal([{"service": "wallet", "secretRef": {"name": "no-such-secret"}}])
+    assert failure.reason == "SecretNotFound" and "no-such-secret" in failure.message
+    vault.kube.add_secret("logins", {"DB_USER": "wallet_prod"})
+    failure = refusal([{"service": "wallet", "secretRef": {"name": "logins"}}])
+    assert failure.reason == "SecretIncomplete" and "DB_PASSWORD" in failure.message
