@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
@@ -72,6 +72,21 @@ class DatabaseError(Exception):
     def __init__(self, reason: str, message: str):
         super().__init__(message)
         self.reason, self.message = reason, message
+
+
+@dataclass(frozen=True)
+class Login:
+    """One service's database login: where, and as whom (the password kept out of reprs)."""
+
+    service: str
+    host: str
+    port: int
+    database: str
+    user: str
+    password: str = field(repr=False)
+
+    def describe(self) -> str:
+        return f"{self.service} (user {self.user!r} on {self.host}:{self.port}, database {self.database!r})"
 
 
 @dataclass(frozen=True)

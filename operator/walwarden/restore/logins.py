@@ -8,12 +8,12 @@ users and passwords from a Secret of the request, never from its arguments.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Any
 
 from walwarden.kube.jobs import JobState
 from walwarden.kube.runner_job import job_name, runner_job, runner_labels, secret_env
 from walwarden.kube.secrets import ensure_secret
+from walwarden.postgres import Login
 from walwarden.restore import dbinfo
 from walwarden.restore.run import RestoreRun
 from walwarden.runner.contract import Command, Flag, login_argument, login_password_env, login_user_env
@@ -21,21 +21,6 @@ from walwarden.workflow.engine import StepFailed
 from walwarden.workflow.steps import run_job
 
 ROLE = "logins"  # the Job's role label and name part
-
-
-@dataclass(frozen=True)
-class ServiceLogin:
-    """One service's database login as it will read it after the repoint."""
-
-    service: str
-    host: str
-    port: int
-    database: str
-    user: str
-    password: str = field(repr=False)
-
-    def describe(self) -> str:
-        return f"{self.service} as {self.user!r} on {self.host}:{self.port}/{self.database}"
 
 
 def prove_logins(run: RestoreRun) -> str:
@@ -54,7 +39,7 @@ def prove_logins(run: RestoreRun) -> str:
     return f"the logins of {', '.join(login.service for login in logins)} work on {', '.join(hosts)}"
 
 
-def planned_logins(run: RestoreRun) -> list[ServiceLogin]:
+def planned_logins(run: RestoreRun) -> list[Login]:
     """Every database service's login after the repoint, from its db-info secret as it is now and
     what the repoint changes in it."""
     current = dbinfo.read_all(run)
@@ -77,7 +62,7 @@ def planned_logins(run: RestoreRun) -> list[ServiceLogin]:
                 "spec.redirect.dbName). Nothing was touched: every service is still running",
             )
         logins.append(
-            ServiceLogin(
+            Login(
                 service=service,
                 host=values["DB_HOST"],
                 port=int(values.get("DB_PORT") or 5432),
@@ -93,7 +78,7 @@ def logins_secret_name(run: RestoreRun) -> str:
     return f"{run.name[:40]}-logins-{run.uid.replace('-', '')[:8]}"
 
 
-def keep_logins_secret(run: RestoreRun, logins: list[ServiceLogin]) -> None:
+def keep_logins_secret(run: RestoreRun, logins: list[Login]) -> None:
     """The users and passwords the Job tries, in a Secret the request owns (deleted with it)."""
     data = {}
     for index, login in enumerate(logins):
@@ -101,7 +86,7 @@ def keep_logins_secret(run: RestoreRun, logins: list[ServiceLogin]) -> None:
     ensure_secret(run.kube, run.namespace, logins_secret_name(run), data, run.owner)
 
 
-def logins_job(run: RestoreRun, logins: list[ServiceLogin]) -> dict[str, Any]:
+def logins_job(run: RestoreRun, logins: list[Login]) -> dict[str, Any]:
     secret = logins_secret_name(run)
     args: list[str] = [Command.LOGINS]
     env = []

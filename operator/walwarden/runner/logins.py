@@ -10,11 +10,10 @@ user and address, never a password.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
 
 import psycopg
 
-from walwarden.postgres import ConnectionFailure, classify_connection_error
+from walwarden.postgres import ConnectionFailure, Login, classify_connection_error
 from walwarden.runner.contract import RUNNER_APPLICATION_NAME, login_password_env, login_user_env
 from walwarden.runner.errors import InvalidArguments, RunnerError
 
@@ -31,19 +30,6 @@ class ServiceDatabaseUnreachable(RunnerError):
     """A service's new database server could not be reached (host, port, network, TLS)."""
 
     reason = "ServiceDatabaseUnreachable"
-
-
-@dataclass(frozen=True)
-class Login:
-    service: str
-    host: str
-    port: int
-    database: str
-    user: str
-    password: str = field(repr=False)
-
-    def describe(self) -> str:
-        return f"{self.service} (user {self.user!r} on {self.host}:{self.port}, database {self.database!r})"
 
 
 def logins_from_environment(wheres: list[tuple[str, str, int, str]]) -> list[Login]:
