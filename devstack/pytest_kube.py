@@ -6,6 +6,8 @@ from __future__ import annotations
 import os
 import re
 import secrets
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -65,20 +67,29 @@ def crds(cluster: ClusterAccess) -> list[str]:
     return names
 
 
-@pytest.fixture
-def namespace(request, cluster: ClusterAccess) -> str:
-    """A fresh namespace for one test, deleted afterwards."""
-    slug = re.sub(r"[^a-z0-9-]+", "-", request.node.name.lower()).strip("-")[:40].strip("-")
-    name = f"t-{slug}-{secrets.token_hex(3)}"
+@contextmanager
+def fresh_namespace(cluster: ClusterAccess, prefix: str) -> Iterator[str]:
+    """A new namespace named after `prefix`, ready for pods, deleted afterwards."""
+    name = f"{prefix[:48].strip('-')}-{secrets.token_hex(3)}"
     cluster.kubectl(["create", "namespace", name])
     # Pods are refused until the service-account controller made the namespace's "default" account.
     wait_until(
         lambda: cluster.kubectl(["get", "serviceaccount", "default", "-n", name], check=False).returncode == 0,
-        30,
+        60,
         f"serviceaccount default in {name}",
     )
-    yield name
-    cluster.kubectl(["delete", "namespace", name, "--wait=false"], check=False)
+    try:
+        yield name
+    finally:
+        cluster.kubectl(["delete", "namespace", name, "--wait=false"], check=False)
+
+
+@pytest.fixture
+def namespace(request, cluster: ClusterAccess) -> Iterator[str]:
+    """A fresh namespace for one test, deleted afterwards."""
+    slug = re.sub(r"[^a-z0-9-]+", "-", request.node.name.lower()).strip("-")[:40].strip("-")
+    with fresh_namespace(cluster, f"t-{slug}") as name:
+        yield name
 
 
 def wait_for(condition, timeout: float = 60, what: str = "condition", interval: float = 0.5, on_timeout=None):
