@@ -1,8 +1,9 @@
 """Preflight: everything checked before anything is touched — the artifact's sha256 (a verify
 Job), the target server (reachable, its version, the InPlace database exists), what the strategy
 needs there (Switch: the restore user may create databases and rename the vault's; Redirected:
-the target database is new or empty), the Encryptor Master
-Passwords. Any failure here ends with every service untouched."""
+the target database is new or empty), the roles the backup records (missing ones refused, or
+checked creatable: restore/roles.py), the Encryptor Master Passwords. Any failure here ends with
+every service untouched."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from walwarden.kube.jobs import JobState
 from walwarden.postgres import databases
 from walwarden.restore import job as restore_jobs
 from walwarden.restore.artifact_urls import url_secret
+from walwarden.restore.roles import check_roles
 from walwarden.restore.run import RestoreRun
 from walwarden.restore.source import Source, source_of
 from walwarden.restore.switch import switch_names
@@ -45,13 +47,14 @@ def preflight(run: RestoreRun) -> str:
         if run.spec.mode == RestoreMode.IN_PLACE and not postgres.database_exists(secret, target_database(run)):
             raise StepFailed("DatabaseNotFound", f"the InPlace target database {target_database(run)} does not exist")
         strategy_checked = check_strategy_needs(run, secret)
+        roles_checked = check_roles(run, secret)
     except postgres.DatabaseError as error:
         raise StepFailed(error.reason, f"the target database is not usable: {error.message}") from None
     check_target_version(version, found.manifest.pg_server_version)
     check_encryptor_fingerprints(run, found)
     return (
         f"artifact sha256 verified by Job {manifest['metadata']['name']}; target PostgreSQL {version} "
-        f"reachable; {strategy_checked}; EMP fingerprints match"
+        f"reachable; {strategy_checked}; {roles_checked}; EMP fingerprints match"
     )
 
 
