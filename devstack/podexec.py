@@ -329,6 +329,10 @@ class Executor:
             "HOSTNAME": pod.metadata.name,
             "PYTHONUNBUFFERED": "1",
         }
+        # The "image" is this machine's Python: with the code under test, as the executor has it on
+        # its path (a worktree's, not whatever checkout the venv was installed from).
+        if os.environ.get("PYTHONPATH"):
+            env["PYTHONPATH"] = os.environ["PYTHONPATH"]
         env.update(resolver.resolve(container))
         argv = [expand(part, env) for part in [*container.command, *(container.args or [])]]
         if shutil.which(argv[0], path=env["PATH"]) is None:

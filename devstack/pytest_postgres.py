@@ -64,3 +64,14 @@ def vault_db(postgres_server: PostgresServer) -> Iterator[VaultDatabase]:
     with _fresh_database(postgres_server, "vault") as name:
         dsn = postgres_server.dsn(name)
         yield VaultDatabase(name, dsn, vaultdb.generate(dsn, accounts=VAULT_DB_ACCOUNTS))
+
+
+@pytest.fixture(scope="session")
+def fresh_postgres_server(
+    tmp_path_factory: pytest.TempPathFactory, postgres_server: PostgresServer
+) -> Iterator[PostgresServer]:
+    """A second server, freshly initialised (no role but its superuser), to migrate onto: loopback
+    only, like the first. Its superuser has postgres_server's login, as a migrated vault's services
+    keep theirs (the db-info secrets' DB_USER and DB_PASSWORD work on both)."""
+    with PostgresServer(tmp_path_factory.mktemp("fresh-postgres"), password=postgres_server.password) as server:
+        yield server

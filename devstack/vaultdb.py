@@ -319,6 +319,14 @@ def database_size(target: Connectable) -> int:
         return conn.execute("SELECT pg_database_size(current_database())").fetchone()[0]
 
 
+def give_to(target: Connectable, role: str) -> None:
+    """Make `role` the owner of every vault table (their identity sequences follow), as a vault
+    whose application role owns its schema is made. The role must exist."""
+    with _connection(target) as conn, conn.transaction():
+        for table in TABLES:
+            conn.execute(sql.SQL("ALTER TABLE {} OWNER TO {}").format(sql.Identifier(table), sql.Identifier(role)))
+
+
 def mutate_accounts(target: Connectable, *, delete: int = 1) -> dict[str, int]:
     """Change the accounts visibly, as a bad migration or a mistake would: delete the `delete`
     newest accounts with everything that hangs off them, and rename all the others to 'MUTATED ...'.

@@ -52,8 +52,10 @@ from walwarden.api import (
 )
 from walwarden.api import backup as backup_api
 from walwarden.api.common import GROUP, VERSION
+from walwarden.api.roles import DatabaseRole
 from walwarden.backup.table import BACKUP_TABLE
 from walwarden.postgres import databases
+from walwarden.postgres import roles as postgres_roles
 from walwarden.restore.run import RestoreRun
 from walwarden.restore.table import table_for
 from walwarden.security import fingerprints
@@ -551,6 +553,12 @@ class FakePostgres:
         self.terminated: list[int] = []
         self.rows: dict[str, int] = {}
         self.error: postgres.DatabaseError | None = None
+        self.roles = {"postgres", "vault"}  # the roles that exist
+        self.role_comments: dict[str, str] = {}  # COMMENT ON ROLE (the marker of roles a restore created)
+        self.role_passwords: dict[str, str | None] = {}  # created role -> the password it was given
+        self.members: set[tuple[str, str]] = set()  # (member, role) granted
+        self.role_problems: list[str] = []  # what the restore user lacks to create roles
+        self.role_dependents: dict[str, str] = {}  # roles a DROP ROLE refuses, and the server's words
 
     def _check(self) -> None:
         if self.error is not None:
@@ -638,6 +646,47 @@ class FakePostgres:
         self._check()
         return list(self.missing_privileges)
 
+    # -- postgres.roles --
+
+    def existing_roles(self, secret: dict[str, str], names: list[str]) -> set[str]:
+        self._check()
+        return {name for name in names if name in self.roles}
+
+    def creation_problems(self, secret: dict[str, str], missing: list[DatabaseRole]) -> list[str]:
+        self._check()
+        return list(self.role_problems)
+
+    def marked_roles(self, secret: dict[str, str], marker: str) -> list[str]:
+        self._check()
+        return sorted(name for name in self.roles if self.role_comments.get(name) == marker)
+
+    def create_roles(
+        self, secret: dict[str, str], roles: list[DatabaseRole], passwords: dict[str, str], marker: str
+    ) -> list[str]:
+        self._check()
+        for role in roles:
+            if role.name not in self.roles:
+                self.roles.add(role.name)
+                self.role_comments[role.name] = marker
+                self.role_passwords[role.name] = passwords.get(role.name) if role.login else None
+                self.statements.append(f"create role {role.name}")
+        marked = self.marked_roles(secret, marker)
+        self.members |= {(role.name, m.role) for role in roles if role.name in marked for m in role.member_of}
+        return marked
+
+    def drop_marked_roles(
+        self, secret: dict[str, str], names: list[str], marker: str
+    ) -> tuple[list[str], dict[str, str]]:
+        self._check()
+        ours = [name for name in names if self.role_comments.get(name) == marker and name in self.roles]
+        left = {name: self.role_dependents[name] for name in ours if name in self.role_dependents}
+        dropped = [name for name in ours if name not in left]
+        self.roles -= set(dropped)
+        self.statements += [f"drop role {name}" for name in dropped]
+        return dropped, left
+
+
+ROLE_OPERATIONS = ("existing_roles", "creation_problems", "marked_roles", "create_roles", "drop_marked_roles")
 
 DATABASE_OPERATIONS = (
     "states",
@@ -700,6 +749,8 @@ class Vault:
             monkeypatch.setattr(postgres, name, getattr(self.db, name))
         for name in DATABASE_OPERATIONS:
             monkeypatch.setattr(databases, name, getattr(self.db, name))
+        for name in ROLE_OPERATIONS:
+            monkeypatch.setattr(postgres_roles, name, getattr(self.db, name))
         self.settings = Settings(
             poll_seconds=1,
             settle_seconds=0,
@@ -728,6 +779,7 @@ class Vault:
         emps: dict[str, fingerprints.EncryptorFingerprint] | None = None,
         created_at: str | None = None,
         write_dumps: bool = True,
+        roles: list[DatabaseRole] | None = None,
     ) -> manifests.Manifest:
         dumps = []
         for database in databases:
@@ -756,6 +808,7 @@ class Vault:
             encryptor_fingerprints=[
                 manifests.EncryptorEntry(secret=secret, **fp.model_dump()) for secret, fp in fingerprints_.items()
             ],
+            roles=roles,
         )
 
     def write_manifest(self, prefix: str, manifest: manifests.Manifest, key: str | None) -> None:

@@ -94,6 +94,13 @@ class RollbackPolicy(StrEnum):
     MANUAL = "Manual"  # leave the database as it is; the message says how to restore it
 
 
+class RolePolicy(StrEnum):
+    """What a restore does about roles its backup's manifest records but the target server lacks."""
+
+    REQUIRE = "Require"  # refuse in Preflight, naming each missing role
+    CREATE_MISSING = "CreateMissing"  # create them before pg_restore (Build), drop them on rollback
+
+
 class RemainingSessionsAction(StrEnum):
     WAIT = "Wait"
     TERMINATE = "Terminate"
@@ -156,6 +163,14 @@ ONE_LOGIN_PER_SERVICE = CelRule(
     "!has(self.credentials) || self.credentials.all(c, self.credentials.exists_one(d, d.service == c.service))",
     "spec.redirect.credentials names a service twice: give each database service one entry",
     field_path=".credentials",
+)
+CREATE_MISSING_ROLES_NEEDS_A_BUILD = CelRule(
+    "!has(self.target) || !has(self.target.roles) || self.target.roles != 'CreateMissing' || "
+    "self.mode == 'Redirected' || !has(self.strategy) || self.strategy == 'Switch'",
+    "spec.target.roles CreateMissing needs a restore that builds its database before the stop (Redirected, or "
+    "InPlace with strategy Switch): with Overwrite, create the roles on the server by hand and use Require",
+    field_path=".target.roles",
+    reason="FieldValueForbidden",
 )
 PREVIOUS_DATABASE_NEEDS_SWITCH = CelRule(
     "!has(self.previousDatabase) || (self.mode == 'InPlace' && (!has(self.strategy) || self.strategy == 'Switch'))",
@@ -222,6 +237,17 @@ class RestoreTarget(SpecModel):
         )
     )
     database: PgIdentifier | None = Field(None, description="Database to restore into. Unset: the backup's database.")
+    roles: RolePolicy = Field(
+        RolePolicy.REQUIRE,
+        description=(
+            "The roles the backup records (owners of its objects, grantees of its privileges and what they are "
+            "members of) that this server lacks. Require: the restore is refused in Preflight, naming each "
+            "one. CreateMissing: they are created before pg_restore, with their memberships, by a restore user "
+            "that is a superuser or has CREATEROLE (a missing superuser role is refused); a LOGIN role gets a "
+            "password only when it is a database service's DB_USER (its DB_PASSWORD), the others none. A "
+            "rollback drops the roles this restore created, never one that was there."
+        ),
+    )
 
 
 class AwsSecretsManager(SpecModel):
@@ -411,6 +437,7 @@ class RestoreRequestSpec(SpecModel):
             IN_PLACE_FORBIDS_REDIRECT,
             STRATEGY_IS_IN_PLACE,
             PREVIOUS_DATABASE_NEEDS_SWITCH,
+            CREATE_MISSING_ROLES_NEEDS_A_BUILD,
         )
     )
 
@@ -502,6 +529,9 @@ class RestoreRequestSpec(SpecModel):
         PREVIOUS_DATABASE_NEEDS_SWITCH.require(
             self.previous_database is None or self.effective_strategy == RestoreStrategy.SWITCH
         )
+        CREATE_MISSING_ROLES_NEEDS_A_BUILD.require(
+            self.role_policy == RolePolicy.REQUIRE or self.effective_strategy != RestoreStrategy.OVERWRITE
+        )
         return self
 
     @property
@@ -510,6 +540,11 @@ class RestoreRequestSpec(SpecModel):
         if self.mode != RestoreMode.IN_PLACE:
             return None
         return self.strategy or RestoreStrategy.SWITCH
+
+    @property
+    def role_policy(self) -> RolePolicy:
+        """spec.target.roles, Require without a target."""
+        return self.target.roles if self.target else RolePolicy.REQUIRE
 
     def wants_safety_backup(self) -> bool:
         """safetyBackup, or the default when unset: only Overwrite destroys the current database,
@@ -604,6 +639,13 @@ class RestoreRequestStatus(RequestStatus):
     )
     restored_database_created: bool | None = Field(
         None, description="Redirected: whether the restore created its database (then a rollback drops it)."
+    )
+    created_roles: list[str] | None = Field(
+        None,
+        description=(
+            "spec.target.roles CreateMissing: the roles this restore created on the target server (a rollback "
+            "drops them, after the restored database)."
+        ),
     )
     switched_at: Timestamp | None = Field(
         None, description="Switch: when the restored database was renamed into place (RFC 3339)."

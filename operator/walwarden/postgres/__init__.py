@@ -17,6 +17,7 @@ from enum import StrEnum
 from typing import Any
 
 import psycopg
+from psycopg import errors as pg_errors
 from psycopg import sql
 
 from walwarden.runner.contract import OPERATOR_APPLICATION_NAME, RUNNER_APPLICATION_NAME
@@ -143,6 +144,14 @@ def _connection_error(error: psycopg.OperationalError, secret: dict[str, str], d
     else:
         message = f"cannot connect to {where}"
     return DatabaseError(failure.value, message)
+
+
+def refused(error: psycopg.Error, doing: str) -> DatabaseError:
+    """The server's refusal of a statement, with its own words: the primary message only, which names
+    objects but never carries the statement (nor so a password literal in it)."""
+    said = (error.diag.message_primary or str(error)).strip()
+    reason = "InsufficientPrivilege" if isinstance(error, pg_errors.InsufficientPrivilege) else "DatabaseError"
+    return DatabaseError(reason, f"{doing}: {said}")
 
 
 def scalar(connection: psycopg.Connection[Any], query: Any, params: Any = None) -> Any:

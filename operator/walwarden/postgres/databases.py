@@ -16,7 +16,7 @@ import psycopg
 from psycopg import errors as pg_errors
 from psycopg import sql
 
-from walwarden.postgres import DatabaseError, connect, major_version, scalar
+from walwarden.postgres import DatabaseError, connect, major_version, refused, scalar
 
 MAINTENANCE_DATABASE = "postgres"
 TERMINATE_WAIT_MS = 5000  # pg_terminate_backend(pid, timeout): wait for the backend to be gone
@@ -182,12 +182,12 @@ def create_like(secret: dict[str, str], name: str, properties: DatabasePropertie
         except pg_errors.DuplicateDatabase:
             pass  # created by an earlier pass: the carried properties below are set again
         except psycopg.Error as error:
-            raise _refused(error, f"creating the database {name!r}") from None
+            raise refused(error, f"creating the database {name!r}") from None
         for statement in properties.carry_statements(name):
             try:
                 connection.execute(statement)
             except psycopg.Error as error:
-                raise _refused(error, f"carrying the database properties to {name!r}") from None
+                raise refused(error, f"carrying the database properties to {name!r}") from None
 
 
 def states(secret: dict[str, str], names: list[str]) -> dict[str, DatabaseState]:
@@ -224,7 +224,7 @@ def terminate_all_sessions(secret: dict[str, str], names: list[str]) -> int:
             try:
                 connection.execute("SELECT pg_terminate_backend(%s, %s)", (pid, TERMINATE_WAIT_MS))
             except psycopg.Error as error:
-                raise _refused(error, f"terminating session {pid}") from None
+                raise refused(error, f"terminating session {pid}") from None
     return len(pids)
 
 
@@ -302,11 +302,4 @@ def _alter(secret: dict[str, str], statement: sql.Composed, doing: str) -> None:
         except pg_errors.ObjectInUse:
             raise DatabaseInUse("DatabaseInUse", f"{doing}: a session is still on it") from None
         except psycopg.Error as error:
-            raise _refused(error, doing) from None
-
-
-def _refused(error: psycopg.Error, doing: str) -> DatabaseError:
-    """The server's refusal, with its own words (they name objects, never a password)."""
-    said = (error.diag.message_primary or str(error)).strip()
-    reason = "InsufficientPrivilege" if isinstance(error, pg_errors.InsufficientPrivilege) else "DatabaseError"
-    return DatabaseError(reason, f"{doing}: {said}")
+            raise refused(error, doing) from None

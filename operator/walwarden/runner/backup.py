@@ -36,7 +36,9 @@ from botocore.exceptions import BotoCoreError, ClientError, EndpointConnectionEr
 from psycopg import IsolationLevel, sql
 
 from walwarden.api.common import format_timestamp, utcnow
+from walwarden.api.roles import DatabaseRole
 from walwarden.postgres import ConnectionFailure, classify_connection_error, major_version, scalar
+from walwarden.postgres import roles as postgres_roles
 from walwarden.runner.contract import RUNNER_APPLICATION_NAME, Env
 from walwarden.runner.errors import (
     AuthenticationFailed,
@@ -108,11 +110,16 @@ def run_backup(options: BackupOptions, say: Say = _say) -> manifests.Manifest:
 
     created_at = format_timestamp(utcnow())
     dumps: list[manifests.DatabaseDump] = []
+    role_names: set[str] = set()
     try:
         for database in options.databases:
-            dumps.append(
-                _dump_database(client, options, database, pg_dump, options.expected_bytes or sizes[database], say)
+            dump, needed = _dump_database(
+                client, options, database, pg_dump, options.expected_bytes or sizes[database], say
             )
+            dumps.append(dump)
+            role_names.update(needed)
+        roles = _describe_roles(options.databases[0], sorted(role_names))
+        say(f"roles the databases need: {', '.join(role.name for role in roles) or 'none'}")
         manifest = manifests.Manifest(
             created_at=created_at,
             completed_at=format_timestamp(utcnow()),
@@ -121,6 +128,7 @@ def run_backup(options: BackupOptions, say: Say = _say) -> manifests.Manifest:
             pg_server_version=server_version,
             databases=dumps,
             encryptor_fingerprints=fingerprints,
+            roles=roles,
         )
         if result_key := os.environ.get(Env.RESULT_KEY):
             manifest = manifests.sign_manifest(manifest, result_key.encode())
@@ -286,12 +294,14 @@ def _check_bucket(client: BaseClient, options: BackupOptions) -> None:
 
 def _dump_database(
     client: BaseClient, options: BackupOptions, database: str, pg_dump: str, expected_bytes: int, say: Say
-) -> manifests.DatabaseDump:
+) -> tuple[manifests.DatabaseDump, list[str]]:
+    """The dump of `database` and the roles it names (read in the dump's snapshot)."""
     key = options.dump_key(database)
     uri = storage.s3_uri(options.bucket, key)
     base = storage.base_part_size(expected_bytes)
     with connect(database) as conn, _storage_errors(f"uploading {uri}", options.bucket), _database_errors(database):
         snapshot = _export_snapshot(conn)
+        needed = postgres_roles.needed_role_names(conn)
         say(f"{database}: snapshot {snapshot}; dumping to {uri} in parts of {base // MiB} MiB")
         with (
             storage.MultipartUpload(client, options.bucket, key) as upload,
@@ -311,9 +321,17 @@ def _dump_database(
             upload.complete()
         progress.done(reader.size)
     say(f"{database}: {reader.size:,} bytes, sha256 {reader.sha256}, {len(counts)} tables counted")
-    return manifests.DatabaseDump(
+    result = manifests.DatabaseDump(
         name=database, key=key, uri=uri, sha256=reader.sha256, size_bytes=reader.size, row_counts=counts
     )
+    return result, needed
+
+
+def _describe_roles(database: str, names: list[str]) -> list[DatabaseRole]:
+    """`names` and the roles they are members of, as the manifest records them (roles are the
+    server's: any of the databases answers)."""
+    with connect(database, autocommit=True) as conn, _database_errors(database):
+        return postgres_roles.describe_roles(conn, names)
 
 
 @contextmanager

@@ -19,6 +19,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
+from walwarden.api.roles import DatabaseRole
 from walwarden.security import origin, signing
 from walwarden.security.fingerprints import EncryptorFingerprint
 
@@ -81,6 +82,11 @@ class Manifest(_ManifestModel):
     archive_format: Literal["custom"] = "custom"
     databases: list[DatabaseDump]
     encryptor_fingerprints: list[EncryptorEntry] = Field(default_factory=list)
+    roles: list[DatabaseRole] | None = Field(
+        None,
+        description="the roles the databases need (postgres/roles.py), without passwords; "
+        "None (left out of the signed bytes): a manifest written before roles were recorded",
+    )
     signature: str | None = Field(None, description='"hmac-sha256:<hex>" over canonical_bytes()')
     origin: OriginSignature | None = Field(None, description="the origin signature over canonical_bytes()")
 

@@ -3,11 +3,14 @@ other as the table says, and a failure after the switch puts the vault back (Rol
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
-from tests.unit.fakes import BUCKET, REDIRECTED, ago, session
+from tests.unit.fakes import BUCKET, REDIRECTED, ago, deep_merge, session
 from walwarden import failpoints
 from walwarden.api import RestoreStep
+from walwarden.api.roles import DatabaseRole, RoleMembership
 from walwarden.restore import go_signal
 from walwarden.restore.previous import drop_when_due
 from walwarden.restore.steps import verify as verify_step
@@ -351,3 +354,73 @@ def test_a_switch_deleted_while_building_stops_the_restore_job_before_it_drops_t
     assert vault.kube.job(RESTORE_JOB) is None and SIBLING in vault.db.databases
     assert table.undo(vault.next_pass(run), UndoCause.DELETION) == [f"the restored database {SIBLING} was dropped"]
     assert vault.db.databases == {"vault"} and vault.kube.replicas() == ORIGINAL
+
+
+# --- roles (spec.target.roles) -----------------------------------------------------------------
+
+ROLES = [
+    DatabaseRole(name="vault"),  # there already: never created, never dropped
+    DatabaseRole(name="wallet", login=True, member_of=[RoleMembership(role="vault_owner")]),  # a service's DB_USER
+    DatabaseRole(name="auditor", login=True),  # no service logs in as it
+    DatabaseRole(name="vault_owner"),
+]
+
+
+def create_missing_run(vault, **changes):
+    vault.add_db_info_secrets()
+    vault.add_backup("nightly", roles=ROLES)
+    spec = vault.restore_spec(**deep_merge(REDIRECTED, {"target": {"roles": "CreateMissing"}}), **changes)
+    return vault.restore_run(spec)
+
+
+def built(vault):
+    """What the restore Job does: the Redirected database exists once it ran."""
+    if vault.kube.job(RESTORE_JOB) is not None:
+        vault.db.databases.add("vault_restored")
+
+
+def test_create_missing_creates_the_roles_before_pg_restore_with_the_services_passwords_only(vault):
+    run = drive(vault, create_missing_run(vault), between=lambda run: built(vault))
+    assert run.status.phase == "Succeeded", run.status.message
+    assert run.status.created_roles == ["auditor", "vault_owner", "wallet"]
+    assert vault.db.role_passwords == {"wallet": "wallet-password", "auditor": None, "vault_owner": None}
+    assert ("wallet", "vault_owner") in vault.db.members
+    assert "created the role(s) auditor, vault_owner, wallet first" in run.status.step("Build").message
+    everything = json.dumps(run.status.to_dict()) + " ".join(e.message for e in run.events)
+    assert "password" not in everything.replace("got no password", "").replace("PASSWORD", "")
+    assert "-password" not in everything
+
+
+def test_the_no_password_login_roles_are_named_when_created(vault):
+    run = create_missing_run(vault)
+    for _ in range(6):
+        try:
+            advance(table_for(run.spec), run)
+        except Wait:
+            pass
+        if run.status.created_roles:
+            break
+        catch_up(vault)
+        run = vault.next_pass(run)
+    said = [e.message for e in run.events if e.reason == "RolesCreated"]
+    assert said and "auditor may LOGIN but got no password" in said[0], [e.message for e in run.events]
+
+
+def test_a_failed_create_missing_restore_drops_the_database_then_only_the_roles_it_created(vault, monkeypatch):
+    monkeypatch.setattr(verify_step, "_get", lambda url, headers: (503, b""))
+    vault.db.role_dependents = {"auditor": 'role "auditor" cannot be dropped because some objects depend on it'}
+
+    def between(run):
+        built(vault)
+        if run.status.services_ready_at:
+            run.status.services_ready_at = ago(3600)
+
+    run = create_missing_run(vault, verify={"healthUrl": "http://wallet.vault.svc:8080/health"})
+    run = drive(vault, run, between=between)
+    assert run.status.phase == "RolledBack", run.status.message
+    dropped = [s for s in vault.db.statements if s.startswith("drop")]
+    assert dropped == ["drop vault_restored", "drop role vault_owner", "drop role wallet"]
+    assert "vault" in vault.db.roles and "auditor" in vault.db.roles  # there before; refused by the server
+    rollback = run.status.step(RestoreStep.ROLLBACK).message
+    assert "the role(s) vault_owner, wallet the restore created were dropped" in rollback
+    assert "auditor: role" in rollback and run.status.created_roles == ["auditor"]

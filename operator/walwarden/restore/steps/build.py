@@ -7,8 +7,12 @@ in parallel from the staged artifact; then its row counts are checked against th
 it stops accepting connections until the switch. Redirected: the same Job restores into the new
 server's database (creating it when missing) and the counts are checked there.
 
+Both first create the roles the backup records and the target lacks, with spec.target.roles
+CreateMissing (restore/roles.py).
+
 Undo: what Build made is dropped — the sibling (after a switch back it holds the restored copy
-again), or a Redirected database this restore created. A database it did not create is left.
+again), or a Redirected database this restore created. A database it did not create is left. Then
+the roles this restore created (never one that was there before).
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from walwarden.kube.jobs import JobState
 from walwarden.postgres import databases
 from walwarden.restore import job as restore_jobs
 from walwarden.restore.artifact_urls import url_secret
+from walwarden.restore.roles import create_missing_roles, drop_created_roles
 from walwarden.restore.row_counts import compare_row_counts
 from walwarden.restore.run import RestoreRun
 from walwarden.restore.source import source_of
@@ -46,6 +51,7 @@ def build(run: RestoreRun) -> str:
                 _make_sibling(run, secret, database)
             elif status.restored_database_created is None:
                 status.restored_database_created = not postgres.database_exists(secret, database)
+            create_missing_roles(run, secret)
         except postgres.DatabaseError as error:
             raise StepFailed(error.reason, f"{error.message}. The vault was not touched: it runs as before") from None
         url_secret(run, "restore", found.bucket, found.dump.key, found.storage)
@@ -81,7 +87,8 @@ def build(run: RestoreRun) -> str:
             raise StepFailed(error.reason, error.message) from None
         failpoints.reached("build:closed")
     where = f"{database} (refusing connections until the switch)" if switching else database
-    return "; ".join([f"Job {name} restored {found.dump.size_bytes} bytes into {where}", *checked])
+    created = [f"created the role(s) {', '.join(status.created_roles)} first"] if status.created_roles else []
+    return "; ".join([f"Job {name} restored {found.dump.size_bytes} bytes into {where}", *created, *checked])
 
 
 def _make_sibling(run: RestoreRun, secret: dict[str, str], database: str) -> None:
@@ -92,6 +99,12 @@ def _make_sibling(run: RestoreRun, secret: dict[str, str], database: str) -> Non
 
 
 def drop_restored_database(run: RestoreRun, cause: UndoCause) -> str | None:
+    """The restored database, then the roles this restore created for it (they own what it held)."""
+    done = [said for said in (_drop_database(run), drop_created_roles(run)) if said]
+    return "; ".join(done) or None
+
+
+def _drop_database(run: RestoreRun) -> str | None:
     database, status = run.status.restored_database, run.status
     if database is None:
         return None

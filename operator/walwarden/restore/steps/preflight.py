@@ -2,7 +2,8 @@
 Job); for a Redirected restore every service's login after the repoint (a logins Job in the
 vault's namespace: restore/logins.py); the target server (reachable, its version, the InPlace
 database exists); what the strategy needs there (Switch: the restore user may create databases
-and rename the vault's; Redirected: the target database is new or empty); the Encryptor Master
+and rename the vault's; Redirected: the target database is new or empty); the roles the backup
+records (missing ones refused, or checked creatable: restore/roles.py); the Encryptor Master
 Passwords. Any failure here ends with every service untouched."""
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from walwarden.postgres import databases
 from walwarden.restore import job as restore_jobs
 from walwarden.restore import logins
 from walwarden.restore.artifact_urls import url_secret
+from walwarden.restore.roles import check_roles, roles_to_create
 from walwarden.restore.run import RestoreRun
 from walwarden.restore.source import Source, source_of
 from walwarden.restore.switch import switch_names
@@ -41,20 +43,26 @@ def preflight(run: RestoreRun) -> str:
             outcome.reason,
             f"the artifact failed verification: {outcome.message}. Nothing was touched: every service is still running",
         )
-    logins_proven = f"; {logins.prove_logins(run)}" if run.spec.mode == RestoreMode.REDIRECTED else ""
     secret = target_secret(run)
     try:
         version = postgres.server_version(secret)
         if run.spec.mode == RestoreMode.IN_PLACE and not postgres.database_exists(secret, target_database(run)):
             raise StepFailed("DatabaseNotFound", f"the InPlace target database {target_database(run)} does not exist")
         strategy_checked = check_strategy_needs(run, secret)
+        roles_checked = check_roles(run, secret)
+        created_roles = roles_to_create(run, secret)
     except postgres.DatabaseError as error:
         raise StepFailed(error.reason, f"the target database is not usable: {error.message}") from None
+    # After the roles: a login whose role the restore creates (with that very password) cannot be
+    # tried before it exists.
+    logins_proven = ""
+    if run.spec.mode == RestoreMode.REDIRECTED:
+        logins_proven = f"; {logins.prove_logins(run, created_roles)}"
     check_target_version(version, found.manifest.pg_server_version)
     check_encryptor_fingerprints(run, found)
     return (
         f"artifact sha256 verified by Job {manifest['metadata']['name']}; target PostgreSQL {version} "
-        f"reachable; {strategy_checked}; EMP fingerprints match{logins_proven}"
+        f"reachable; {strategy_checked}; {roles_checked}; EMP fingerprints match{logins_proven}"
     )
 
 

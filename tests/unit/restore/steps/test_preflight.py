@@ -6,9 +6,10 @@ from __future__ import annotations
 
 import pytest
 
-from tests.unit.fakes import BUCKET, EMP, EMP_SECRET, REDIRECTED
+from tests.unit.fakes import BUCKET, EMP, EMP_SECRET, REDIRECTED, deep_merge
 from walwarden import postgres
 from walwarden.api import RestoreMode
+from walwarden.api.roles import DatabaseRole, RoleMembership
 from walwarden.restore.steps.preflight import check_target_version, preflight
 from walwarden.runner.contract import parse_login_argument
 from walwarden.security import fingerprints
@@ -48,9 +49,12 @@ def verified(vault, spec=None):
     if run.spec.mode == RestoreMode.REDIRECTED:
         if not vault.kube.secrets.get((vault.namespace, "prod.vault.wallet.db-info")):
             vault.add_db_info_secrets()
-        with pytest.raises(Wait):
+        try:
             preflight(run)
-        vault.kube.finish_job(LOGINS_JOB)
+        except Wait:
+            vault.kube.finish_job(LOGINS_JOB)
+        except StepFailed:
+            pass  # refused before the logins are tried: the caller's pass sees it again
         run = vault.next_pass(run)
     return run
 
@@ -92,7 +96,8 @@ def test_a_verified_artifact_a_usable_target_and_matching_emps_pass(vault):
     message = preflight(verified(vault))
     assert message == (
         f"artifact sha256 verified by Job {VERIFY_JOB}; target PostgreSQL {vault.db.version} "
-        "reachable; Overwrite: pg_restore --clean into the live database; EMP fingerprints match"
+        "reachable; Overwrite: pg_restore --clean into the live database; the backup records no roles "
+        "(taken before they were recorded): not checked; EMP fingerprints match"
     )
 
 
@@ -270,3 +275,64 @@ def test_new_credentials_from_a_secret_without_the_key_are_refused(vault):
     vault.kube.finish_job(VERIFY_JOB)
     failure = refused(vault.next_pass(run))
     assert failure.reason == "SecretIncomplete" and "DB_PASSWORD" in failure.message and "wallet" in failure.message
+
+
+# --- the roles the backup records ---------------------------------------------------------------
+
+ROLES = [
+    DatabaseRole(name="vault"),
+    DatabaseRole(name="vault_app", login=True, member_of=[RoleMembership(role="vault_owner")]),
+    DatabaseRole(name="vault_owner"),
+]
+CREATE_MISSING = deep_merge(REDIRECTED, {"target": {"roles": "CreateMissing"}})
+
+
+def with_roles(vault, roles=ROLES, **changes):
+    vault.add_backup("nightly", roles=roles)
+    return verified(vault, vault.restore_spec(**changes))
+
+
+def test_roles_the_target_lacks_are_refused_by_default_each_named_with_what_to_do(vault):
+    failure = refused(with_roles(vault, **REDIRECTED))
+    assert failure.reason == "RolesMissing"
+    assert "vault_app (LOGIN, member of vault_owner); vault_owner (NOLOGIN)" in failure.message
+    assert "new-db.internal:5432" in failure.message and "spec.target.roles: CreateMissing" in failure.message
+    assert "every service is still running" in failure.message and "vault (" not in failure.message
+    assert vault.kube.replicas()["wallet"] == 2
+
+
+def test_roles_that_all_exist_pass_in_place_too(vault):
+    vault.db.roles |= {"vault_app", "vault_owner"}
+    assert "the 3 role(s) the backup needs exist on the target" in preflight(with_roles(vault))
+
+
+def test_create_missing_checks_the_restore_user_may_create_them(vault):
+    assert "vault_app, vault_owner missing on the target, created before pg_restore" in preflight(
+        with_roles(vault, **CREATE_MISSING)
+    )
+    vault.db.role_problems = ["CREATEROLE (ALTER ROLE restorer CREATEROLE ...): to create vault_app, vault_owner"]
+    vault.kube.jobs.clear()
+    failure = refused(with_roles(vault, **CREATE_MISSING))
+    assert failure.reason == "RoleCreationNotPermitted" and "ALTER ROLE restorer CREATEROLE" in failure.message
+    assert "Nothing was touched" in failure.message
+
+
+def test_create_missing_never_creates_a_superuser(vault):
+    roles = [*ROLES, DatabaseRole(name="dba", superuser=True)]
+    failure = refused(with_roles(vault, roles, **CREATE_MISSING))
+    assert failure.reason == "SuperuserRoleMissing" and "dba" in failure.message
+    assert vault.db.statements == []
+
+
+def test_logins_as_a_role_the_restore_creates_are_not_tried_before_it_exists(vault):
+    # The wallet logs in as vault_app, which CreateMissing creates (with the wallet's password).
+    vault.kube.add_secret("app-login", {"DB_USER": "vault_app", "DB_PASSWORD": "app-password"})
+    credentials = [{"service": "wallet", "secretRef": {"name": "app-login"}}]
+    spec = deep_merge(CREATE_MISSING, {"redirect": {"credentials": credentials}})
+    vault.add_db_info_secrets()
+    run = with_roles(vault, **spec)
+    said = preflight(run)
+    args = vault.kube.job(LOGINS_JOB)["spec"]["template"]["spec"]["containers"][0]["args"]
+    tried = [parse_login_argument(args[i + 1])[0] for i, arg in enumerate(args) if arg == "--login"]
+    assert tried == ["orchestrator", "policy-node0", "policy-node1", "policy-node2"]
+    assert "wallet log in as role(s) the restore creates for them" in said
