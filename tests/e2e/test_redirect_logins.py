@@ -1,6 +1,7 @@
 """A Redirected restore proves every service's login on the new database before anything stops
 (issue 11 item 1), and can give services new credentials from Secrets (item 3): real local stack,
-real PostgreSQL, the logins tried by a runner Job in the vault's namespace."""
+two real PostgreSQL servers (the vault's and a fresh one to move to), the logins tried by a
+runner Job in the vault's namespace."""
 
 from __future__ import annotations
 
@@ -42,30 +43,57 @@ def login_secret(vault: Vault, name: str, user: str, password: str) -> None:
 
 
 @pytest.fixture
-def prod_role(vault):
-    """A role of the new environment with its own password (as a DBA creates it fresh)."""
+def prod_role(vault, fresh_postgres_server):
+    """A role on the new (fresh) server with its own password, as a DBA creates it there; the
+    request's admin Secret new-db-admin points at that server."""
+    fresh = fresh_postgres_server
     name, password = f"wallet_prod_{uuid.uuid4().hex[:6]}", f"prod-{uuid.uuid4().hex}"
-    vault.postgres.create_role(name, password, superuser=True)
+    fresh.create_role(name, password, superuser=True)
+    vault.apply(
+        {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": "new-db-admin"},
+            "stringData": {
+                "host": "127.0.0.1",
+                "port": str(fresh.port),
+                "user": fresh.superuser,
+                "password": fresh.password,
+                "sslmode": "disable",
+            },
+        }
+    )
     yield name, password
-    with vault.postgres.connect() as connection:
+    fresh.drop_database(f"{vault.database}_prod")
+    with fresh.connect() as connection:
         connection.execute(f'DROP ROLE IF EXISTS "{name}"')
 
 
-def test_a_login_the_new_server_refuses_is_refused_in_preflight_with_every_service_untouched(vault, prod_role):
+def onto_the_fresh_server(vault: Vault, fresh, name: str, credentials_secret: str) -> dict:
+    request = vault.redirected_request(name, f"{vault.database}_prod", safetyBackup=False)
+    request["spec"]["redirect"]["dbPort"] = fresh.port
+    request["spec"]["redirect"]["credentials"] = [{"service": "wallet", "secretRef": {"name": credentials_secret}}]
+    return request
+
+
+def test_a_login_the_new_server_refuses_is_refused_in_preflight_with_every_service_untouched(
+    vault, prod_role, fresh_postgres_server
+):
     vault.backup()
     before = {service: vault.db_info(service) for service in DB_SERVICES}
-    vault.admin_secret("new-db-admin")
     login_secret(vault, "wallet-prod-login", prod_role[0], "the-password-from-staging")
-    request = vault.redirected_request("wrong-password", f"{vault.database}_prod", safetyBackup=False)
-    request["spec"]["redirect"]["credentials"] = [{"service": "wallet", "secretRef": {"name": "wallet-prod-login"}}]
-    vault.apply(request)
+    vault.apply(onto_the_fresh_server(vault, fresh_postgres_server, "wrong-password", "wallet-prod-login"))
     status = vault.wait_finished("restorerequests", "wrong-password")["status"]
     reason, message = failure(status)
     assert reason == "ServiceLoginRefused", message
-    assert f"wallet (user {prod_role[0]!r} on 127.0.0.1:{vault.postgres.port}" in message
+    assert f"wallet (user {prod_role[0]!r} on 127.0.0.1:{fresh_postgres_server.port}" in message
     assert "password authentication failed" in message and "Nothing was touched" in message
+    assert "orchestrator" not in message  # its login (kept) works there
     assert "the-password-from-staging" not in str(status)
     assert_untouched(vault, before, status)
+    with fresh_postgres_server.connect() as connection:
+        made = connection.execute("SELECT 1 FROM pg_database WHERE datname = %s", (f"{vault.database}_prod",))
+        assert made.fetchone() is None  # nothing built on the new server either
 
 
 def test_a_mistyped_db_host_is_refused_in_preflight_with_every_service_untouched(vault):
@@ -82,15 +110,13 @@ def test_a_mistyped_db_host_is_refused_in_preflight_with_every_service_untouched
     assert_untouched(vault, before, status)
 
 
-def test_new_credentials_are_proven_then_written_and_the_wallet_serves_with_them(vault, prod_role):
+def test_new_credentials_are_proven_then_written_and_the_wallet_serves_with_them(
+    vault, prod_role, fresh_postgres_server
+):
     vault.backup()
     expected = account_names(vault.postgres.dsn(vault.database))
-    vault.admin_secret("new-db-admin")
     login_secret(vault, "wallet-prod-login", *prod_role)
-    new_database = f"{vault.database}_prod"
-    request = vault.redirected_request("new-login", new_database, safetyBackup=False)
-    request["spec"]["redirect"]["credentials"] = [{"service": "wallet", "secretRef": {"name": "wallet-prod-login"}}]
-    vault.apply(request)
+    vault.apply(onto_the_fresh_server(vault, fresh_postgres_server, "new-login", "wallet-prod-login"))
     status = vault.wait_finished("restorerequests", "new-login")["status"]
     assert status["phase"] == "Succeeded", vault.describe("restorerequests", "new-login")
     preflight = next(s for s in status["steps"] if s["name"] == "Preflight")
@@ -99,5 +125,5 @@ def test_new_credentials_are_proven_then_written_and_the_wallet_serves_with_them
     wallet = vault.db_info("wallet")
     assert base64.b64decode(wallet["DB_USER"]).decode() == prod_role[0]
     assert base64.b64decode(wallet["DB_PASSWORD"]).decode() == prod_role[1]
+    assert base64.b64decode(wallet["DB_PORT"]).decode() == str(fresh_postgres_server.port)
     assert [a["name"] for a in vault.wallet_accounts()] == expected[: len(vault.wallet_accounts())]
-    vault.postgres.drop_database(new_database)

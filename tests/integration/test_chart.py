@@ -481,8 +481,8 @@ def chart_environment(cluster: ClusterAccess, release: str, release_ns: str) -> 
     for entry in deployment["spec"]["template"]["spec"]["containers"][0]["env"]:
         if not entry["name"].startswith("WALWARDEN_"):
             continue
-        if "value" in entry:
-            env[entry["name"]] = entry["value"]
+        if "value" in entry or "valueFrom" not in entry:
+            env[entry["name"]] = entry.get("value", "")  # the API server drops an empty value
         else:
             assert entry["valueFrom"] == {"fieldRef": {"apiVersion": "v1", "fieldPath": "metadata.namespace"}}
             env[entry["name"]] = release_ns
