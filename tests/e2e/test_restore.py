@@ -491,7 +491,7 @@ def test_two_restores_in_one_namespace_are_serialized(vault):
             "kind": "List",
             "items": [
                 vault.restore_request("first", safetyBackup=False),
-                vault.restore_request("second", safetyBackup=False),
+                vault.restore_request("second", safetyBackup=False, allowRepeat=True),  # the same restore again
             ],
         }
     )

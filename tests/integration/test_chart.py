@@ -304,6 +304,7 @@ def test_namespaced_rbac_grants_only_what_the_steps_need(cluster, crds, helm, ma
             ("create", "events", namespace),
             ("update", "leases.coordination.k8s.io/walwarden-lock", namespace),
             ("update", "configmaps/walwarden-approvals", namespace),
+            ("update", "configmaps/walwarden-restores", namespace),
             ("get", "configmaps", namespace),  # by name: a restore's spec.source.trustedKeys
             ("get", "secrets/walwarden-approval-key", release_ns),
         ]

@@ -40,7 +40,7 @@ EXPECTED_RULES = [
     {
         "apiGroups": [""],
         "resources": ["configmaps"],
-        "resourceNames": ["walwarden-approvals"],
+        "resourceNames": ["walwarden-approvals", "walwarden-restores"],
         "verbs": ["get", "update"],
     },
     {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["create"]},

@@ -79,11 +79,12 @@ go into the ClusterRole (rbac.scope cluster) or into a Role in each watched name
 - apiGroups: [""]
   resources: ["secrets"]
   verbs: ["get", "create", "delete", "patch"]
-# Single-use approval tokens: the ledger ConfigMap walwarden-approvals (restore/steps.py
-# USED_TOKENS_CONFIGMAP) is read and replaced; created the first time.
+# The ledger ConfigMaps, read and replaced, created the first time: walwarden-approvals, the used
+# approval tokens (restore/approvals.py USED_TOKENS_CONFIGMAP); walwarden-restores, the restores
+# that ran, so that one is not repeated by accident (restore/history.py HISTORY_CONFIGMAP).
 - apiGroups: [""]
   resources: ["configmaps"]
-  resourceNames: ["walwarden-approvals"]
+  resourceNames: ["walwarden-approvals", "walwarden-restores"]
   verbs: ["get", "update"]
 - apiGroups: [""]
   resources: ["configmaps"]

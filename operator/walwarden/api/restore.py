@@ -501,6 +501,14 @@ class RestoreRequestSpec(SpecModel):
             "must match the backup's manifest, or the restore stops in Preflight."
         ),
     )
+    allow_repeat: bool = Field(
+        False,
+        description=(
+            "A restore of the same backup, in the same mode, into the same server and database as one that "
+            "already succeeded in this namespace is refused (a RestoreRequest pruned from git and synced back "
+            "would otherwise stop the vault and throw away every write since). true: run it anyway."
+        ),
+    )
     rollback_policy: RollbackPolicy = Field(
         RollbackPolicy.AUTOMATIC,
         description=(

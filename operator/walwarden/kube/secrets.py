@@ -1,9 +1,11 @@
 """Reading Secrets (values stay in memory; never logged) and creating the ones the operator owns;
-reading ConfigMaps (the trusted public keys of origin checks)."""
+reading ConfigMaps (the trusted public keys of origin checks) and keeping the operator's ledger
+ConfigMaps (used approval tokens, restores that ran)."""
 
 from __future__ import annotations
 
 import base64
+from collections.abc import Callable
 from typing import Any
 
 from walwarden.kube.api import Conflict, Kube, call
@@ -48,3 +50,29 @@ def ensure_secret(
     except Conflict:
         return read_secret(kube, namespace, name) or data
     return data
+
+
+LEDGER_ATTEMPTS = 5
+
+
+def update_ledger(
+    kube: Kube, namespace: str, name: str, change: Callable[[dict[str, str]], dict[str, str]]
+) -> dict[str, str] | None:
+    """Read-modify-replace a ConfigMap the operator keeps as a ledger (created the first time):
+    `change` gets its data and returns the new data. A concurrent writer makes it read again;
+    None when the ConfigMap stayed busy for LEDGER_ATTEMPTS tries (the caller waits)."""
+    for _ in range(LEDGER_ATTEMPTS):
+        existing = call(kube.core.read_namespaced_config_map, name, namespace)
+        data = change(dict(existing.data or {}) if existing else {})
+        metadata: dict[str, object] = {"name": name, "labels": {"app.kubernetes.io/managed-by": "walwarden"}}
+        body = {"apiVersion": "v1", "kind": "ConfigMap", "data": data, "metadata": metadata}
+        try:
+            if existing is None:
+                call(kube.core.create_namespaced_config_map, namespace, body)
+            else:
+                metadata["resourceVersion"] = existing.metadata.resource_version if existing.metadata else None
+                call(kube.core.replace_namespaced_config_map, name, namespace, body)
+            return data
+        except Conflict:
+            continue
+    return None

@@ -5,15 +5,13 @@ from __future__ import annotations
 
 import time
 
-from walwarden.kube.api import Conflict, call
-from walwarden.kube.secrets import read_secret
+from walwarden.kube.secrets import read_secret, update_ledger
 from walwarden.restore.run import RestoreRun
 from walwarden.restore.source import Source
 from walwarden.security import tokens
 from walwarden.workflow.engine import StepFailed, Wait
 
 USED_TOKENS_CONFIGMAP = "walwarden-approvals"
-CONSUME_ATTEMPTS = 5
 
 
 def check_approval(run: RestoreRun, found: Source) -> None:
@@ -63,11 +61,10 @@ def prune_expired_tokens(used: dict[str, str], now: float) -> dict[str, str]:
 
 def _consume(run: RestoreRun, claims: tokens.TokenClaims) -> None:
     """Single use: the token id is recorded in a ConfigMap; a second request with it is refused."""
-    core = run.kube.core
     me = f"{run.kind}/{run.name}/{run.uid}"
-    for _ in range(CONSUME_ATTEMPTS):
-        existing = call(core.read_namespaced_config_map, USED_TOKENS_CONFIGMAP, run.namespace)
-        used = prune_expired_tokens(dict(existing.data or {}) if existing else {}, time.time())
+
+    def record(used: dict[str, str]) -> dict[str, str]:
+        used = prune_expired_tokens(used, time.time())
         user = used.get(claims.token_id)
         if user and not user.startswith(me):
             raise StepFailed(
@@ -75,18 +72,7 @@ def _consume(run: RestoreRun, claims: tokens.TokenClaims) -> None:
                 f"approval token {claims.token_id} was already used by {user.split()[0]}; issue a new token",
             )
         used[claims.token_id] = f"{me} expires {claims.expires_at}"
-        metadata: dict[str, object] = {
-            "name": USED_TOKENS_CONFIGMAP,
-            "labels": {"app.kubernetes.io/managed-by": "walwarden"},
-        }
-        body = {"apiVersion": "v1", "kind": "ConfigMap", "data": used, "metadata": metadata}
-        try:
-            if existing is None:
-                call(core.create_namespaced_config_map, run.namespace, body)
-            else:
-                metadata["resourceVersion"] = existing.metadata.resource_version if existing.metadata else None
-                call(core.replace_namespaced_config_map, USED_TOKENS_CONFIGMAP, run.namespace, body)
-            return
-        except Conflict:
-            continue
-    raise Wait("the approvals ConfigMap is busy", delay=1)
+        return used
+
+    if update_ledger(run.kube, run.namespace, USED_TOKENS_CONFIGMAP, record) is None:
+        raise Wait("the approvals ConfigMap is busy", delay=1)

@@ -12,8 +12,8 @@ from walwarden import postgres
 from walwarden.api import RestoreMode, RestoreStrategy
 from walwarden.kube.jobs import JobState
 from walwarden.postgres import databases
+from walwarden.restore import history, logins
 from walwarden.restore import job as restore_jobs
-from walwarden.restore import logins
 from walwarden.restore.artifact_urls import url_secret
 from walwarden.restore.roles import check_roles, roles_to_create
 from walwarden.restore.run import RestoreRun
@@ -27,6 +27,8 @@ from walwarden.workflow.steps import require_secret_keys, run_job
 
 def preflight(run: RestoreRun) -> str:
     found = source_of(run)
+    # Again, under the namespace lock: a twin validated before this one's first run recorded it.
+    history.check_not_a_repeat(run, found)
     manifest = restore_jobs.verify_job(
         **run.job_identity(),
         sha256=found.dump.sha256,

@@ -4,7 +4,7 @@ right, before anything else happens."""
 from __future__ import annotations
 
 from walwarden.api import RestoreMode
-from walwarden.restore import dbinfo
+from walwarden.restore import dbinfo, history
 from walwarden.restore.approvals import check_approval
 from walwarden.restore.run import RestoreRun
 from walwarden.restore.source import source_of
@@ -49,6 +49,7 @@ def validate(run: RestoreRun) -> str:
                     "SecretNotFound", f"db-info secret {name} does not exist in {run.secret_backend} or has no DB_HOST"
                 )
         check_new_logins(run)
+    history.check_not_a_repeat(run, found)
     check_approval(run, found)
     run.status.origin = found.origin
     checked = f"source {found.label} ({found.dump.name}, {found.dump.size_bytes} bytes) and target checked"

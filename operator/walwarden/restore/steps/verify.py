@@ -8,6 +8,7 @@ import urllib.error
 import urllib.request
 
 from walwarden.api import parse_timestamp, utcnow
+from walwarden.restore import history
 from walwarden.restore.run import RestoreRun
 from walwarden.workflow.engine import StepFailed, Wait
 from walwarden.workflow.steps import require_secret_keys
@@ -64,4 +65,5 @@ def verify(run: RestoreRun) -> str:
                 raise StepFailed("VerifyFailed", f"{problem} after {settings.timeout_seconds}s")
             raise Wait(problem, delay=run.poll_seconds)
         checks.append(f"{what} OK")
+    history.record_restore(run)
     return "; ".join(["pods Ready", *checks])

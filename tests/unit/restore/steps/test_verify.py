@@ -44,8 +44,16 @@ def checked(vault, ready_seconds_ago: float | None = 10, **verify_spec):
     return run
 
 
-def test_a_healthy_wallet_with_accounts_passes(vault, wallet):
+def test_a_healthy_wallet_with_accounts_passes_and_the_restore_is_recorded_as_run(vault, wallet):
     assert verify(checked(vault)) == "pods Ready; health OK; accounts OK"
+    assert len(vault.kube.config_maps[(vault.namespace, "walwarden-restores")]["data"]) == 1
+
+
+def test_a_verify_that_fails_records_nothing(vault, wallet):
+    wallet.answers[HEALTH] = (503, b"")
+    with pytest.raises(StepFailed):
+        verify(checked(vault, ready_seconds_ago=3600))
+    assert (vault.namespace, "walwarden-restores") not in vault.kube.config_maps
 
 
 def test_unset_urls_are_reported_as_not_checked(vault, wallet):
