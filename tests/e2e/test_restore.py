@@ -490,8 +490,9 @@ def test_two_restores_in_one_namespace_are_serialized(vault):
             "apiVersion": "v1",
             "kind": "List",
             "items": [
-                vault.restore_request("first", safetyBackup=False),
-                vault.restore_request("second", safetyBackup=False, allowRepeat=True),  # the same restore again
+                # The same restore twice, on purpose: either may run first.
+                vault.restore_request("first", safetyBackup=False, allowRepeat=True),
+                vault.restore_request("second", safetyBackup=False, allowRepeat=True),
             ],
         }
     )
@@ -1026,3 +1027,51 @@ def test_a_redirected_target_that_already_holds_data_is_refused_before_any_servi
     assert ready_replicas(vault.cluster, vault.namespace) == vault.replicas
     with psycopg.connect(vault.postgres.dsn(occupied)) as connection:  # left exactly as it was
         assert connection.execute("SELECT count(*) FROM pg_tables WHERE schemaname = 'public'").fetchone()[0] == 1
+
+
+def test_a_restore_deleted_and_applied_again_is_refused_as_a_repeat_with_every_service_untouched(vault):
+    """What a GitOps prune and re-sync does to a finished RestoreRequest: the same YAML becomes a
+    new object. It must not stop the vault and restore the same backup over every write since."""
+    vault.backup()
+    request = vault.restore_request("from-git", safetyBackup=False)
+    vault.apply(request)
+    assert vault.wait_finished("restorerequests", "from-git")["status"]["phase"] == "Succeeded"
+    vaultdb.mutate_accounts(vault.postgres.dsn(vault.database))  # written after the restore
+    written = account_names(vault.postgres.dsn(vault.database))
+    vault.cluster.kubectl(["delete", "restorerequest", "from-git", "-n", vault.namespace, "--timeout=120s"])
+    vault.apply(request)  # synced back from git
+    status = vault.wait_finished("restorerequests", "from-git")["status"]
+    assert status["phase"] == "Failed" and failure_reason(status) == ["RestoreAlreadyRan"], status
+    assert "spec.allowRepeat: true" in status["message"]
+    assert not status.get("originalReplicas")
+    assert ready_replicas(vault.cluster, vault.namespace) == vault.replicas
+    assert account_names(vault.postgres.dsn(vault.database)) == written  # nothing restored over them
+
+
+def test_a_service_scaled_back_up_in_the_stop_window_stops_the_switch_and_rolls_back(vault, tmp_path):
+    """Something scales a stopped service up again (here a person with kubectl; Argo CD self-heal
+    or an autoscaler do the same) after ScaleDown: the switch must not run under it. The operator
+    is held (a failpoint pause) where the stop window is checked, the wallet scaled, then let go."""
+    from walwarden.failpoints import ANNOUNCEMENT, ENV, RESUME_ENV
+
+    vault.backup()
+    vaultdb.mutate_accounts(vault.postgres.dsn(vault.database))
+    live = account_names(vault.postgres.dsn(vault.database))
+    resume = tmp_path / "resume"
+    vault.operator.stop()
+    env = {"WALWARDEN_POLL_SECONDS": "1", ENV: "stop-window:check=pause", RESUME_ENV: str(resume)}
+    vault.operator = OperatorProcess(vault.cluster, vault.namespace, tmp_path / "operator-held.log", env).start()
+    vault.apply(vault.restore_request("scaled-up", strategy="Switch"))
+    held = f"{ANNOUNCEMENT}stop-window:check"
+    wait_for(lambda: held in vault.operator.process.log_path.read_text(), 300, "the operator to reach the stop window")
+    assert ready_replicas(vault.cluster, vault.namespace)["wallet"] == 0
+    vault.cluster.kubectl(["scale", "deployment", "wallet", "--replicas=1", "-n", vault.namespace])
+    resume.touch()
+    status = vault.wait_finished("restorerequests", "scaled-up", timeout=300)["status"]
+    assert status["phase"] == "RolledBack", vault.describe("restorerequests", "scaled-up")
+    assert failure_reason(status) == ["ServicesScaledUp"]
+    switch = next(s for s in status["steps"] if s["name"] == "Switch")
+    assert "wallet (1 replica(s) set by kubectl" in switch["message"], switch
+    wait_for(lambda: ready_replicas(vault.cluster, vault.namespace) == vault.replicas, 120, "services back")
+    assert server_databases(vault) == {vault.database: True}  # never switched; the restored copy dropped
+    assert [a["name"] for a in vault.wallet_accounts()] == live[: len(vault.wallet_accounts())]

@@ -109,6 +109,8 @@ class FakeWorkload:
     selector: dict[str, str]
     annotations: dict[str, str] = field(default_factory=dict)
     template_annotations: dict[str, str] = field(default_factory=dict)
+    labels: dict[str, str] = field(default_factory=dict)
+    replicas_manager: str | None = None  # who set spec.replicas last (managedFields)
 
 
 @dataclass
@@ -191,6 +193,21 @@ class Cluster:
         return sorted(
             p.name for p in self.pods.values() if p.namespace == namespace and selector.items() <= p.labels.items()
         )
+
+    def stop_all(self) -> dict[str, int]:
+        """As ScaleDown leaves them: every workload at 0 replicas, their pods gone. Returns the
+        replica counts they had."""
+        before = {workload.name: workload.replicas for workload in self.workloads.values()}
+        for workload in self.workloads.values():
+            workload.replicas = workload.ready = 0
+        self.settle()
+        return before
+
+    def start_all(self, replicas: dict[str, int]) -> None:
+        """As ScaleUp leaves them: these replica counts, all pods Ready."""
+        for workload in self.workloads.values():
+            workload.replicas = replicas.get(workload.name, workload.replicas)
+        self.settle()
 
     def settle(self, *names: str) -> None:
         """The controllers catch up for these workloads (all when none named): as many pods as
@@ -348,13 +365,30 @@ class FakeApps:
         workload = self.cluster.workloads.get((namespace, name))
         if workload is None or workload.kind != kind:
             raise not_found()
+        managed = (
+            [
+                NS(
+                    manager=workload.replicas_manager,
+                    time="2026-12-01T00:00:00Z",
+                    subresource=None,
+                    fields_v1={"f:spec": {"f:replicas": {}}},
+                )
+            ]
+            if workload.replicas_manager
+            else None
+        )
         return NS(
-            metadata=NS(name=name, annotations=dict(workload.annotations) or None),
+            metadata=NS(
+                name=name,
+                annotations=dict(workload.annotations) or None,
+                labels=dict(workload.labels) or None,
+                managed_fields=managed,
+            ),
             spec=NS(replicas=workload.replicas, selector=NS(match_labels=dict(workload.selector))),
             status=NS(ready_replicas=workload.ready or None),
         )
 
-    def _patch(self, kind: str, name: str, namespace: str, body: dict[str, Any]) -> None:
+    def _patch(self, kind: str, name: str, namespace: str, body: dict[str, Any], field_manager: str = "") -> None:
         workload = self.cluster.workloads.get((namespace, name))
         if workload is None or workload.kind != kind:
             raise not_found()
@@ -367,6 +401,7 @@ class FakeApps:
         if "replicas" in spec:
             workload.replicas = spec["replicas"]
             workload.ready = min(workload.ready, workload.replicas)
+            workload.replicas_manager = field_manager or None
         template = ((spec.get("template") or {}).get("metadata") or {}).get("annotations") or {}
         workload.template_annotations.update(template)
         self.cluster.writes.append(("patch", kind, name))
@@ -377,11 +412,11 @@ class FakeApps:
     def read_namespaced_stateful_set(self, name: str, namespace: str) -> NS:
         return self._read("StatefulSet", name, namespace)
 
-    def patch_namespaced_deployment(self, name: str, namespace: str, body: dict[str, Any]) -> None:
-        self._patch("Deployment", name, namespace, body)
+    def patch_namespaced_deployment(self, name: str, namespace: str, body: dict[str, Any], **options: Any) -> None:
+        self._patch("Deployment", name, namespace, body, **options)
 
-    def patch_namespaced_stateful_set(self, name: str, namespace: str, body: dict[str, Any]) -> None:
-        self._patch("StatefulSet", name, namespace, body)
+    def patch_namespaced_stateful_set(self, name: str, namespace: str, body: dict[str, Any], **options: Any) -> None:
+        self._patch("StatefulSet", name, namespace, body, **options)
 
 
 class FakeBatch:

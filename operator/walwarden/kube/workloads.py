@@ -16,6 +16,12 @@ if TYPE_CHECKING:
 
 ORIGINAL_REPLICAS = "walwarden.io/original-replicas"
 KINDS = ("Deployment", "StatefulSet")
+# Our field manager: managedFields then tell our scale from anyone else's.
+FIELD_MANAGER = "walwarden"
+# How Argo CD marks what an Application manages: the annotation (tracking method annotation, the
+# default since v3: "<app>:<group>/<kind>:<namespace>/<name>") or the legacy label.
+ARGOCD_TRACKING_ANNOTATION = "argocd.argoproj.io/tracking-id"
+ARGOCD_TRACKING_LABEL = "app.kubernetes.io/instance"
 
 
 @dataclass(frozen=True)
@@ -27,6 +33,8 @@ class Workload:
     ready_replicas: int
     selector: dict[str, str]
     original_replicas: int | None  # from our annotation: set while we hold it scaled down
+    replicas_set_by: str | None = None  # the field manager that last set spec.replicas (managedFields)
+    argocd_application: str | None = None  # the Argo CD Application that tracks it, if one does
 
     @property
     def label_selector(self) -> str:
@@ -45,7 +53,8 @@ def find_workload(kube: Kube, namespace: str, name: str) -> Workload | None:
         found = _read(kube, kind, namespace, name)
         if found is not None:
             assert found.spec is not None  # the API server always returns a workload's spec
-            annotation = ((found.metadata.annotations if found.metadata else None) or {}).get(ORIGINAL_REPLICAS)
+            annotations = (found.metadata.annotations if found.metadata else None) or {}
+            annotation = annotations.get(ORIGINAL_REPLICAS)
             return Workload(
                 kind=kind,
                 namespace=namespace,
@@ -54,8 +63,32 @@ def find_workload(kube: Kube, namespace: str, name: str) -> Workload | None:
                 ready_replicas=(found.status.ready_replicas or 0) if found.status else 0,
                 selector=dict(found.spec.selector.match_labels or {}),
                 original_replicas=int(annotation) if annotation is not None else None,
+                replicas_set_by=_replicas_manager(found),
+                argocd_application=_argocd_application(found),
             )
     return None
+
+
+def _replicas_manager(found: Any) -> str | None:
+    """Who last wrote spec.replicas, from managedFields (the newest entry that owns the field)."""
+    owners = [
+        entry
+        for entry in (getattr(found.metadata, "managed_fields", None) or [])
+        if "f:replicas" in ((entry.fields_v1 or {}).get("f:spec") or {})
+    ]
+    if not owners:
+        return None
+    newest = max(owners, key=lambda entry: str(entry.time or ""))
+    via = f" ({newest.subresource} subresource)" if getattr(newest, "subresource", None) else ""
+    return f"{newest.manager}{via}"
+
+
+def _argocd_application(found: Any) -> str | None:
+    metadata = found.metadata
+    tracking = ((metadata.annotations if metadata else None) or {}).get(ARGOCD_TRACKING_ANNOTATION)
+    if tracking:
+        return tracking.split(":", 1)[0]
+    return ((metadata.labels if metadata else None) or {}).get(ARGOCD_TRACKING_LABEL)
 
 
 def _patch(kube: Kube, workload: Workload, body: dict[str, Any]) -> None:
@@ -64,7 +97,7 @@ def _patch(kube: Kube, workload: Workload, body: dict[str, Any]) -> None:
         if workload.kind == "Deployment"
         else kube.apps.patch_namespaced_stateful_set
     )
-    patcher(workload.name, workload.namespace, body)
+    patcher(workload.name, workload.namespace, body, field_manager=FIELD_MANAGER)
 
 
 def scale_to_zero(kube: Kube, workload: Workload) -> int:

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
+from walwarden import failpoints
 from walwarden.api import ConditionType, Topology
 from walwarden.kube import workloads
 from walwarden.kube.api import Kube
@@ -73,6 +74,33 @@ def _stop_in_order(run: Run[Any, Any], kube: Kube, namespace: str, topology: Top
                 delay=poll,
             )
     return "stopped " + " → ".join("/".join(tier) for tier in topology.stop_tiers)
+
+
+def check_still_stopped(run: Run[Any, Any], kube: Kube, namespace: str, topology: Topology) -> None:
+    """Inside the stop window, before what must not run under live services (pg_restore, the
+    switch, the repoint): every stopped service is still at 0 replicas with no pod. Something that
+    scaled one back up (Argo CD self-heal, an HPA, a person) fails the step, naming who did it, so
+    the rollback starts the services again instead of restoring under them."""
+    failpoints.reached("stop-window:check")
+    back = []
+    for tier in topology.stop_tiers:
+        for workload in _tier_workloads(kube, namespace, tier):
+            pods = workloads.pods_of(kube, workload)
+            if workload.replicas == 0 and not pods:
+                continue
+            who = f"set by {workload.replicas_set_by}" if workload.replicas_set_by else "by an unknown writer"
+            argocd = (
+                f", tracked by Argo CD Application {workload.argocd_application}" if workload.argocd_application else ""
+            )
+            back.append(f"{workload.name} ({workload.replicas} replica(s) {who}{argocd}; {len(pods)} pod(s))")
+    if back:
+        raise StepFailed(
+            "ServicesScaledUp",
+            f"stopped services were scaled back up while the vault was stopped for the restore: {'; '.join(back)}. "
+            "The restore does not run under live services. Stop what scales them for the duration of a restore — "
+            "Argo CD self-heal (ignoreDifferences on /spec/replicas with RespectIgnoreDifferences=true, or suspend "
+            "automated sync), an autoscaler, a person — then create a new request",
+        )
 
 
 class TierNotReady(Wait):

@@ -12,6 +12,7 @@ from kubernetes.client import (
     V1DeploymentSpec,
     V1DeploymentStatus,
     V1LabelSelector,
+    V1ManagedFieldsEntry,
     V1ObjectMeta,
     V1Pod,
     V1PodList,
@@ -103,11 +104,13 @@ class FakeApps:
             ),
         )
 
-    def patch_namespaced_deployment(self, name: str, namespace: str, body: dict[str, Any]) -> None:
-        self._patch("Deployment", name, namespace, body)
+    def patch_namespaced_deployment(self, name: str, namespace: str, body: dict[str, Any], field_manager: str) -> None:
+        self._patch("Deployment", name, namespace, body, field_manager)
 
-    def patch_namespaced_stateful_set(self, name: str, namespace: str, body: dict[str, Any]) -> None:
-        self._patch("StatefulSet", name, namespace, body)
+    def patch_namespaced_stateful_set(
+        self, name: str, namespace: str, body: dict[str, Any], field_manager: str
+    ) -> None:
+        self._patch("StatefulSet", name, namespace, body, field_manager)
 
     def _get(self, kind: str, name: str, namespace: str) -> dict[str, Any]:
         assert namespace == NAMESPACE
@@ -115,14 +118,28 @@ class FakeApps:
             raise ApiException(status=404, reason="Not Found")
         return self.objects[(kind, name)]
 
-    def _patch(self, kind: str, name: str, namespace: str, body: dict[str, Any]) -> None:
+    def _patch(self, kind: str, name: str, namespace: str, body: dict[str, Any], field_manager: str) -> None:
         obj = self._get(kind, name, namespace)
         self.patches.append((kind, name, copy.deepcopy(body)))
         merge_patch(obj, body)
+        if "replicas" in (body.get("spec") or {}):
+            self.set_replicas_by(kind, name, field_manager, "2026-12-02T10:00:00Z")
+
+    def set_replicas_by(self, kind: str, name: str, manager: str, time: str, subresource: str | None = None) -> None:
+        """Record in managedFields that `manager` owns spec.replicas, as the API server does."""
+        managed = self.objects[(kind, name)]["metadata"].setdefault("managedFields", [])
+        managed[:] = [entry for entry in managed if entry.manager != manager]
+        fields = {"f:spec": {"f:replicas": {}}}
+        managed.append(V1ManagedFieldsEntry(manager=manager, time=time, fields_v1=fields, subresource=subresource))
 
     @staticmethod
     def _metadata(obj: dict[str, Any]) -> V1ObjectMeta:
-        return V1ObjectMeta(name=obj["metadata"]["name"], annotations=obj["metadata"].get("annotations") or None)
+        return V1ObjectMeta(
+            name=obj["metadata"]["name"],
+            annotations=obj["metadata"].get("annotations") or None,
+            labels=obj["metadata"].get("labels") or None,
+            managed_fields=obj["metadata"].get("managedFields") or None,
+        )
 
     @staticmethod
     def _selector(obj: dict[str, Any]) -> V1LabelSelector:
@@ -311,3 +328,20 @@ def test_pods_of_a_stopped_workload_is_empty(kube: Kube, apps: FakeApps, core: F
     assert workload is not None
     assert workloads.pods_of(kube, workload) == []
     assert core.selectors == ["app.kubernetes.io/name=nats"]
+
+
+def test_who_last_set_the_replicas_and_the_argocd_application_are_read_from_the_object(
+    kube: Kube, apps: FakeApps
+) -> None:
+    apps.add("Deployment", "wallet", replicas=2)
+    workload = workloads.find_workload(kube, NAMESPACE, "wallet")
+    assert workload is not None and workload.replicas_set_by is None and workload.argocd_application is None
+    workloads.scale_to_zero(kube, workload)
+    assert workloads.find_workload(kube, NAMESPACE, "wallet").replicas_set_by == workloads.FIELD_MANAGER
+    apps.set_replicas_by("Deployment", "wallet", "kubectl", "2026-12-02T10:05:00Z", subresource="scale")
+    apps.objects[("Deployment", "wallet")]["metadata"]["annotations"][workloads.ARGOCD_TRACKING_ANNOTATION] = (
+        "vault-prod:apps/Deployment:vault/wallet"
+    )
+    found = workloads.find_workload(kube, NAMESPACE, "wallet")
+    assert found.replicas_set_by == "kubectl (scale subresource)"  # the newest owner of spec.replicas
+    assert found.argocd_application == "vault-prod"

@@ -18,6 +18,8 @@ def reconfigure(run: RestoreRun) -> str:
     redirect = run.spec.redirect
     if run.spec.mode != RestoreMode.REDIRECTED or redirect is None:
         raise Skip("InPlace: the services keep their database")
+    if not run.status.secrets_repointed:
+        tiers.check_still_stopped(run, run.kube, run.namespace, run.topology)
     repointed = dbinfo.repointed_values(run)
     dbinfo.keep_snapshot(run, repointed)
     run.status.secrets_repointed = True

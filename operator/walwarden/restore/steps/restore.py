@@ -32,6 +32,8 @@ def restore(run: RestoreRun) -> str:
             f"the restore Job {name or '(never staged)'} is gone (deleted by "
             "hand?); nothing was restored. Create a new RestoreRequest",
         )
+    if not status.restore_go_at and outcome.state == JobState.RUNNING and not go_signal.go_was_given(run):
+        tiers.check_still_stopped(run, run.kube, run.namespace, run.topology)
     if not status.restore_go_at and (outcome.state == JobState.RUNNING or go_signal.go_was_given(run)):
         # From here on the database may change: rollback has to restore, not just restart.
         status.database_modified = True

@@ -26,6 +26,8 @@ from walwarden.workflow.engine import StepFailed, UndoCause, Wait
 
 def switch(run: RestoreRun) -> str:
     names = switch_names(run)
+    if run.status.switched_at is None:
+        tiers.check_still_stopped(run, run.kube, run.namespace, run.topology)
     if run.status.previous_database is None:
         run.status.previous_database = PreviousDatabaseStatus(name=names.previous)
     done = _drive(run, Direction.FORWARD, names, "the switch")

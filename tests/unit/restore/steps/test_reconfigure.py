@@ -15,6 +15,12 @@ UID = "5e5f0e3c-1111-4222-8333-444455556666"
 RESTARTED_AT = "kubectl.kubernetes.io/restartedAt"
 
 
+@pytest.fixture(autouse=True)
+def services_stopped(vault):
+    """These steps run in the stop window: ScaleDown has stopped every service."""
+    return vault.kube.stop_all()
+
+
 @pytest.fixture
 def db_info(vault) -> dict[str, str]:
     """The five db-info secrets (name -> service), pointing at old-db.internal."""
@@ -132,10 +138,13 @@ def test_the_secrets_are_put_back_from_the_snapshot_and_the_services_kept_runnin
         assert vault.kube.workload(service).template_annotations == {}  # stopped: read the originals at start
 
 
-def test_services_scale_up_had_started_on_the_new_database_are_stopped_before_the_secrets_go_back(vault, db_info):
+def test_services_scale_up_had_started_on_the_new_database_are_stopped_before_the_secrets_go_back(
+    vault, db_info, services_stopped
+):
     originals = {name: vault.kube.secret(name) for name in db_info}
     run = redirected(vault)
     reconfigure(run)
+    vault.kube.start_all(services_stopped)
     running_since(run, RestoreStep.SCALE_UP, 700)  # it started them; they did not come up in time
     again = vault.next_pass(run)
     with pytest.raises(Wait):
@@ -176,3 +185,17 @@ def test_new_credentials_are_written_for_the_services_named_and_put_back_from_th
     assert not any(key.endswith("DB_PASSWORD") for key in snapshot if not key.startswith(wallet))
     put_secrets_back(vault.next_pass(run), UndoCause.FAILURE)
     assert {name: vault.kube.secret(name) for name in db_info} == originals
+
+
+def test_a_service_scaled_back_up_in_the_stop_window_stops_the_repoint_naming_who(vault, db_info):
+    wallet = vault.kube.workload("wallet")
+    wallet.replicas, wallet.replicas_manager = 1, "argocd-controller"
+    wallet.annotations["argocd.argoproj.io/tracking-id"] = "vault-prod:apps/Deployment:vault/wallet"
+    with pytest.raises(StepFailed) as failed:
+        reconfigure(redirected(vault))
+    assert failed.value.reason == "ServicesScaledUp"
+    assert "wallet (1 replica(s) set by argocd-controller, tracked by Argo CD Application vault-prod" in (
+        failed.value.message
+    )
+    assert "ignoreDifferences on /spec/replicas" in failed.value.message
+    assert all(vault.kube.secret(name)["DB_HOST"] == "old-db.internal" for name in db_info)  # nothing repointed

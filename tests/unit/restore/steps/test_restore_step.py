@@ -20,6 +20,12 @@ CHILD = "restore-1-safety-5e5f0e3c"
 ROLLBACK_JOB = "restore-1-rollback-5e5f0e3c"
 
 
+@pytest.fixture(autouse=True)
+def services_stopped(vault):
+    """These steps run in the stop window: ScaleDown has stopped every service."""
+    return vault.kube.stop_all()
+
+
 def go_key(vault) -> str:
     return f"{vault.backup.prefix}/restore-signals/5e5f0e3c-1111-4222-8333-444455556666"
 
@@ -261,7 +267,8 @@ def test_without_a_safety_backup_the_user_is_told_to_restore_by_hand(vault):
     assert message == "the database was modified and there is no safety backup: restore it from a backup by hand"
 
 
-def test_rollback_policy_manual_leaves_the_database_and_says_how(vault):
+def test_rollback_policy_manual_leaves_the_database_and_says_how(vault, services_stopped):
+    vault.kube.start_all(services_stopped)  # ScaleUp had started them again
     vault.add_backup(CHILD)
     run = modified(vault, vault.restore_spec(rollbackPolicy="Manual"))
     message = put_database_back(run, UndoCause.FAILURE)
@@ -293,7 +300,8 @@ def rolled_back(vault, run) -> str:
     return put_database_back(run, UndoCause.FAILURE)
 
 
-def test_automatic_rollback_stops_the_services_then_restores_the_safety_backup(vault):
+def test_automatic_rollback_stops_the_services_then_restores_the_safety_backup(vault, services_stopped):
+    vault.kube.start_all(services_stopped)
     child = vault.add_backup(CHILD)
     run = modified(vault)  # a Verify failure: ScaleUp had started the services again
     with pytest.raises(Wait):
