@@ -19,7 +19,7 @@ import yaml
 from devstack.binaries import Binaries, ensure_binaries
 from devstack.cluster import ClusterAccess
 from devstack.pki import Pki, make_pki
-from devstack.processes import ManagedProcess, free_port, log_tail, wait_until
+from devstack.processes import ManagedProcess, free_port, http_ok, log_tail, wait_until
 
 HERE = Path(__file__).resolve().parent
 KWOK_STAGES = HERE / "kwok" / "stages.yaml"
@@ -130,7 +130,7 @@ class LocalControlPlane:
             ],
         )
         wait_until(
-            lambda: self._http_ok(f"{client_url}/health", etcd),
+            lambda: http_ok(f"{client_url}/health", etcd),
             60,
             "etcd",
             on_timeout=lambda: "\n" + log_tail(etcd.log_path),
@@ -287,15 +287,6 @@ class LocalControlPlane:
         process.check_alive()
         try:
             return self._https_get(url).strip() == b"ok"
-        except OSError:
-            return False
-
-    @staticmethod
-    def _http_ok(url: str, process: ManagedProcess) -> bool:
-        process.check_alive()
-        try:
-            with urllib.request.urlopen(url, timeout=2) as response:
-                return response.status == 200
         except OSError:
             return False
 
