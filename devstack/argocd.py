@@ -24,7 +24,6 @@ import shutil
 import socket
 import subprocess
 import sys
-import time
 import urllib.parse
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -36,7 +35,7 @@ import yaml
 from devstack.binaries import Binaries, cache_dir, ensure_binaries
 from devstack.cluster import ClusterAccess
 from devstack.netns import LoopbackNamespace
-from devstack.processes import ManagedProcess, free_port, http_ok, log_tail, wait_until
+from devstack.processes import ManagedProcess, free_port, http_ok, log_tail, run_until_interrupted, wait_until
 
 REPO = Path(__file__).resolve().parent.parent
 # What users apply (docs/gitops.md): the project's shipped file, never a copy.
@@ -362,12 +361,7 @@ def main() -> None:  # pragma: no cover - manual use: python -m devstack.argocd 
     cluster = ClusterAccess(kubeconfig, ensure_binaries(["kubernetes"]).kubectl)
     with ArgoCD(workdir, cluster) as argocd:
         print(f"Argo CD up in namespace {NAMESPACE}; logs in {argocd.workdir / 'logs'}", flush=True)
-        try:
-            while True:
-                time.sleep(5)
-                argocd.check_alive()
-        except KeyboardInterrupt:
-            pass
+        run_until_interrupted(argocd.check_alive)
 
 
 if __name__ == "__main__":

@@ -53,6 +53,16 @@ def wait_until(
     raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}{detail}")
 
 
+def run_until_interrupted(check_alive: Callable[[], None]) -> None:
+    """For a stack started by hand: keep it up until Ctrl-C; raise if one of its processes exits."""
+    try:
+        while True:
+            time.sleep(5)
+            check_alive()
+    except KeyboardInterrupt:
+        pass
+
+
 def log_tail(path: Path, lines: int = 30) -> str:
     try:
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
