@@ -76,9 +76,9 @@ class ArgoCD:
         self.workdir = Path(workdir)
         self.cluster = cluster
         self.binaries = binaries or ensure_binaries(["argocd"])
-        self.module: Path | None = None
+        self.module = module_dir(self.binaries.versions)
         self.processes: list[ManagedProcess] = []
-        self.network: LoopbackNamespace | None = None
+        self.network = LoopbackNamespace(self.workdir / "logs" / "netns.log")
         self.redis_port = self.repo_server_port = self.repo_server_metrics_port = self.controller_metrics_port = 0
 
     def __enter__(self) -> ArgoCD:
@@ -89,7 +89,6 @@ class ArgoCD:
 
     def start(self) -> ArgoCD:
         self.workdir.mkdir(parents=True, exist_ok=True)
-        self.module = module_dir(self.binaries.versions)
         try:
             self._install()
             self._start_redis()
@@ -107,8 +106,7 @@ class ArgoCD:
         for process in reversed(self.processes):
             process.stop()
         self.processes.clear()
-        if self.network:
-            self.network.stop()
+        self.network.stop()
 
     def check_alive(self) -> None:
         for process in self.processes:
@@ -236,7 +234,7 @@ class ArgoCD:
         server = urllib.parse.urlsplit(self._api_server())
         if not (server.hostname or "").startswith("127."):
             raise RuntimeError(f"Argo CD in devstack needs an API server on loopback, not {server.geturl()}")
-        self.network = LoopbackNamespace(self.workdir / "logs" / "netns.log").start()
+        self.network.start()
         for port in (server.port or 443, self.redis_port, self.repo_server_port):
             self.network.forward(port)
         self.controller_metrics_port = free_port()

@@ -30,19 +30,17 @@ T = TypeVar("T")
 class LoopbackNamespace:
     def __init__(self, log_path: Path):
         self.log_path = log_path
-        self.holder: ManagedProcess | None = None
+        # The namespace lives as long as this process sits in it.
+        self.holder = ManagedProcess(
+            "netns", ["unshare", "--net", "--", "sh", "-ec", "ip link set lo up; exec sleep infinity"], log_path
+        )
         self._listeners: list[socket.socket] = []
 
     def start(self) -> LoopbackNamespace:
         missing = [tool for tool in ("unshare", "nsenter", "ip") if shutil.which(tool) is None]
         if os.geteuid() != 0 or missing:
             raise RuntimeError(f"a network namespace needs root and unshare, nsenter, ip (missing: {missing})")
-        # The namespace lives as long as this process sits in it.
-        self.holder = ManagedProcess(
-            "netns",
-            ["unshare", "--net", "--", "sh", "-ec", "ip link set lo up; exec sleep infinity"],
-            self.log_path,
-        ).start()
+        self.holder.start()
         wait_until(self._ready, 60, "a network namespace with loopback up", on_timeout=self._log)
         return self
 
@@ -54,12 +52,14 @@ class LoopbackNamespace:
                 pass
             listener.close()
         self._listeners.clear()
-        if self.holder:
-            self.holder.stop()
+        self.holder.stop()
 
     @property
     def path(self) -> str:
-        return f"/proc/{self.holder.popen.pid}/ns/net"
+        popen = self.holder.popen
+        if popen is None:
+            raise RuntimeError("the network namespace was not started")
+        return f"/proc/{popen.pid}/ns/net"
 
     def wrap(self, argv: list[str]) -> list[str]:
         """argv to run a command inside the namespace (nsenter execs it: same pid)."""

@@ -7,6 +7,7 @@ server."""
 from __future__ import annotations
 
 import json
+from functools import partial
 from pathlib import Path
 
 import yaml
@@ -58,41 +59,26 @@ def test_argocd_syncs_requests_from_git_and_reports_their_health(
         watch.until(lambda s: s.revision == second and s.sync == "Synced", "synced at the second commit")
         assert cluster.kubectl_json(["get", "configmap", "vault-settings", "-n", namespace])["data"] == {"tier": "2"}
 
-        restore_name, backup_name = restore["metadata"]["name"], backup["metadata"]["name"]
-        write_status(
-            cluster,
-            "restorerequest",
-            restore_name,
-            namespace,
-            {
-                "phase": "Running",
-                "currentStep": "ScaleDown",
-                "steps": [{"name": "ScaleDown", "state": "Running", "message": "stopping tier 1 (wallet)"}],
-            },
-        )
+        # What the operator would write, phase by phase. A new message with the same health shows
+        # at the next reconciliation (Argo CD ignores status-only updates that keep the health):
+        # every 10 s here.
+        restore_status = partial(write_status, cluster, "restorerequest", restore["metadata"]["name"], namespace)
+        backup_status = partial(write_status, cluster, "backuprequest", backup["metadata"]["name"], namespace)
+        step = {"name": "ScaleDown", "state": "Running", "message": "stopping tier 1 (wallet)"}
+        restore_status({"phase": "Running", "currentStep": "ScaleDown", "steps": [step]})
         watch.until_health("RestoreRequest", "Progressing", "ScaleDown: stopping tier 1 (wallet)")
 
-        write_status(
-            cluster,
-            "backuprequest",
-            backup_name,
-            namespace,
-            {
-                "phase": "Succeeded",
-                "message": "BackupRequest succeeded",
-                "artifact": ARTIFACT,
-            },
-        )
+        backup_status({"phase": "Succeeded", "message": "BackupRequest succeeded", "artifact": ARTIFACT})
         watch.until_health("BackupRequest", "Healthy", f"BackupRequest succeeded: {ARTIFACT['uri']}")
 
         failed = "Preflight: EMP fingerprint mismatch: the target's vault-emp is not the backup's; nothing was changed"
-        write_status(cluster, "restorerequest", restore_name, namespace, {"phase": "Failed", "message": failed})
+        restore_status({"phase": "Failed", "message": failed})
         watch.until_health("RestoreRequest", "Degraded", failed)
         watch.until(lambda s: s.health == "Degraded", "the Application Degraded by its failed RestoreRequest")
 
 
 def write_status(cluster: ClusterAccess, kind: str, name: str, namespace: str, status: dict) -> None:
-    """What the operator would write: the status subresource."""
+    """Merge `status` into the request's status subresource, as the operator writes it."""
     cluster.kubectl(
         ["patch", kind, name, "-n", namespace, "--subresource=status", "--type=merge"]
         + ["-p", json.dumps({"status": status})]
