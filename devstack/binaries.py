@@ -68,6 +68,11 @@ class Binaries:
     def helm(self) -> Path:
         return self._dir("helm", "HELM_VERSION") / "helm"
 
+    @property
+    def argocd(self) -> Path:
+        """Argo CD's one multi-call binary: the role comes from ARGOCD_BINARY_NAME (or argv[0])."""
+        return self._dir("argocd", "ARGOCD_VERSION") / "argocd"
+
     def missing(self, components: list[str]) -> list[str]:
         paths = {
             "etcd": [self.etcd],
@@ -77,13 +82,14 @@ class Binaries:
             "kwok": [self.kwok],
             "minio": [self.minio],
             "helm": [self.helm],
+            "argocd": [self.argocd],
         }
         return [c for c in components if not all(os.access(p, os.X_OK) for p in paths[c])]
 
 
 def ensure_binaries(components: list[str] | None = None) -> Binaries:
     """Return the binaries, building whatever the cache lacks (slow only the first time)."""
-    components = components or ["etcd", "kubernetes", "kwok", "minio", "helm"]
+    components = components or ["etcd", "kubernetes", "kwok", "minio", "helm", "argocd"]
     binaries = Binaries(read_versions(), cache_dir())
     missing = binaries.missing(components)
     if missing:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import ssl
 import sys
-import time
 import urllib.request
 from pathlib import Path
 
@@ -19,7 +18,7 @@ import yaml
 from devstack.binaries import Binaries, ensure_binaries
 from devstack.cluster import ClusterAccess
 from devstack.pki import Pki, make_pki
-from devstack.processes import ManagedProcess, free_port, log_tail, wait_until
+from devstack.processes import ManagedProcess, free_port, http_ok, log_tail, run_until_interrupted, wait_until
 
 HERE = Path(__file__).resolve().parent
 KWOK_STAGES = HERE / "kwok" / "stages.yaml"
@@ -130,7 +129,7 @@ class LocalControlPlane:
             ],
         )
         wait_until(
-            lambda: self._http_ok(f"{client_url}/health", etcd),
+            lambda: http_ok(f"{client_url}/health", etcd),
             60,
             "etcd",
             on_timeout=lambda: "\n" + log_tail(etcd.log_path),
@@ -290,15 +289,6 @@ class LocalControlPlane:
         except OSError:
             return False
 
-    @staticmethod
-    def _http_ok(url: str, process: ManagedProcess) -> bool:
-        process.check_alive()
-        try:
-            with urllib.request.urlopen(url, timeout=2) as response:
-                return response.status == 200
-        except OSError:
-            return False
-
 
 def _env_with_repo_on_path() -> dict[str, str]:
     import os
@@ -315,12 +305,7 @@ def main() -> None:  # pragma: no cover - manual use: python -m devstack.control
         print(
             f"cluster up: {cluster.server_version()['gitVersion']}; export KUBECONFIG={cluster.kubeconfig}", flush=True
         )
-        try:
-            while True:
-                time.sleep(5)
-                cluster.check_alive()
-        except KeyboardInterrupt:
-            pass
+        run_until_interrupted(cluster.check_alive)
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ import signal
 import socket
 import subprocess
 import time
+import urllib.request
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -52,11 +53,31 @@ def wait_until(
     raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}{detail}")
 
 
+def run_until_interrupted(check_alive: Callable[[], None]) -> None:
+    """For a stack started by hand: keep it up until Ctrl-C; raise if one of its processes exits."""
+    try:
+        while True:
+            time.sleep(5)
+            check_alive()
+    except KeyboardInterrupt:
+        pass
+
+
 def log_tail(path: Path, lines: int = 30) -> str:
     try:
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
     except OSError:
         return "(no log)"
+
+
+def http_ok(url: str, process: ManagedProcess) -> bool:
+    """True when `url` answers 200; raises if the process that should serve it has exited."""
+    process.check_alive()
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return response.status == 200
+    except OSError:
+        return False
 
 
 # A process sent SIGKILL is reaped as soon as the kernel has torn it down: quick, but on a busy

@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
 # Installs everything the demo and the tests need on a fresh machine, idempotently:
-#   Debian's PostgreSQL server, a Python virtualenv (.venv) with walwarden and its test extras,
-#   and the local stack's Go-built binaries (cached in ~/.cache/walwarden, keyed by version).
+#   Debian's PostgreSQL server, redis-server and git (for Argo CD), a Python virtualenv (.venv)
+#   with walwarden and its test extras, and the local stack's Go-built binaries (cached in
+#   ~/.cache/walwarden, keyed by version).
 # Sourced by scripts/test.sh and scripts/demo.sh; safe to run on its own.
 set -euo pipefail
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 
 step() { printf '\n==> %s\n' "$*" >&2; }
 
-apt_packages=(postgresql postgresql-client util-linux)
+# redis-server and git for Argo CD (devstack/argocd.py); iproute2 for its network namespace.
+apt_packages=(postgresql postgresql-client util-linux redis-server git iproute2)
 missing=()
 for package in "${apt_packages[@]}"; do
   dpkg -s "$package" >/dev/null 2>&1 || missing+=("$package")

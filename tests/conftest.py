@@ -5,4 +5,5 @@ pytest_plugins = [
     "devstack.pytest_s3",
     "devstack.pytest_operator",
     "devstack.pytest_secretsmanager",
+    "devstack.pytest_argocd",
 ]
