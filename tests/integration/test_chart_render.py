@@ -45,6 +45,7 @@ EXPECTED_RULES = [
     },
     {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["create"]},
     {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get"]},
+    {"apiGroups": ["argoproj.io"], "resources": ["applications"], "verbs": ["get"]},
     {
         "apiGroups": ["coordination.k8s.io"],
         "resources": ["leases"],

@@ -458,7 +458,7 @@ class FakeCustom:
     def get_namespaced_custom_object(
         self, group: str, version: str, namespace: str, plural: str, name: str
     ) -> dict[str, Any]:
-        assert (group, version) == (GROUP, VERSION)
+        assert (group, version) in ((GROUP, VERSION), ("argoproj.io", "v1alpha1"))
         found = self.cluster.custom_objects.get((namespace, plural, name))
         if found is None:
             raise not_found()

@@ -95,6 +95,11 @@ go into the ClusterRole (rbac.scope cluster) or into a Role in each watched name
 - apiGroups: [""]
   resources: ["configmaps"]
   verbs: ["get"]
+# Argo CD Applications by name (never list): get — Preflight reads the one that tracks a vault
+# workload, to refuse a restore its self-heal would undermine (workflow/gitops.py).
+- apiGroups: ["argoproj.io"]
+  resources: ["applications"]
+  verbs: ["get"]
 # One backup or restore at a time per namespace: the Lease walwarden-lock (kube/locks.py
 # LOCK_NAME) is read, taken over (update) and released (delete); created the first time.
 - apiGroups: ["coordination.k8s.io"]

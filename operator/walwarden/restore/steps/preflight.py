@@ -21,6 +21,7 @@ from walwarden.restore.source import Source, source_of
 from walwarden.restore.switch import switch_names
 from walwarden.restore.target import target_database, target_secret
 from walwarden.security import fingerprints
+from walwarden.workflow import gitops
 from walwarden.workflow.engine import StepFailed
 from walwarden.workflow.steps import require_secret_keys, run_job
 
@@ -29,6 +30,7 @@ def preflight(run: RestoreRun) -> str:
     found = source_of(run)
     # Again, under the namespace lock: a twin validated before this one's first run recorded it.
     history.check_not_a_repeat(run, found)
+    gitops_checked = gitops.check_gitops_leaves_replicas_alone(run.kube, run.namespace, run.topology)
     manifest = restore_jobs.verify_job(
         **run.job_identity(),
         sha256=found.dump.sha256,
@@ -65,6 +67,7 @@ def preflight(run: RestoreRun) -> str:
     return (
         f"artifact sha256 verified by Job {manifest['metadata']['name']}; target PostgreSQL {version} "
         f"reachable; {strategy_checked}; {roles_checked}; EMP fingerprints match{logins_proven}"
+        + (f"; {gitops_checked}" if gitops_checked else "")
     )
 
 
