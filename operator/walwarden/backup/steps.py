@@ -16,7 +16,7 @@ from walwarden.kube.secrets import ensure_secret, read_secret
 from walwarden.storage import audit
 from walwarden.storage import manifest as manifests
 from walwarden.storage import s3 as storage
-from walwarden.workflow import tiers
+from walwarden.workflow import gitops, tiers
 from walwarden.workflow.engine import Skip, StepFailed, UndoCause, Wait
 from walwarden.workflow.steps import require_secret_keys, s3_client, topology_of
 
@@ -40,6 +40,7 @@ def validate(run: BackupRun) -> str:
                 f"quiesce needs the services {', '.join(missing)}, which this "
                 "namespace does not have; fix spec.topology or set quiesce: false",
             )
+        gitops.check_gitops_leaves_replicas_alone(run.kube, run.namespace, topology_of(run))
     signing = f"; the manifest's origin will be signed by {signer}" if signer else ""
     return "Secrets" + (" and services" if spec.quiesce else "") + " checked" + signing
 
@@ -66,6 +67,8 @@ def dump(run: BackupRun) -> str:
         spec=run.spec, namespace=run.namespace, name=run.name, uid=run.uid, owner=run.owner, config=run.settings
     )
     job_name = manifest["metadata"]["name"]
+    if run.spec.quiesce:  # before the dump starts, on every look while it runs, and once it ended
+        tiers.check_still_stopped(run, run.kube, run.namespace, topology_of(run), doing="the quiesced backup")
     jobs.ensure_job(run.kube, run.namespace, manifest)
     run.status.job_name = job_name
     outcome = jobs.job_outcome(run.kube, run.namespace, job_name)

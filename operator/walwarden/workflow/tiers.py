@@ -76,7 +76,9 @@ def _stop_in_order(run: Run[Any, Any], kube: Kube, namespace: str, topology: Top
     return "stopped " + " → ".join("/".join(tier) for tier in topology.stop_tiers)
 
 
-def check_still_stopped(run: Run[Any, Any], kube: Kube, namespace: str, topology: Topology) -> None:
+def check_still_stopped(
+    run: Run[Any, Any], kube: Kube, namespace: str, topology: Topology, doing: str = "the restore"
+) -> None:
     """Inside the stop window, before what must not run under live services (pg_restore, the
     switch, the repoint): every stopped service is still at 0 replicas with no pod. Something that
     scaled one back up (Argo CD self-heal, an HPA, a person) fails the step, naming who did it, so
@@ -96,8 +98,8 @@ def check_still_stopped(run: Run[Any, Any], kube: Kube, namespace: str, topology
     if back:
         raise StepFailed(
             "ServicesScaledUp",
-            f"stopped services were scaled back up while the vault was stopped for the restore: {'; '.join(back)}. "
-            "The restore does not run under live services. Stop what scales them for the duration of a restore — "
+            f"stopped services were scaled back up while the vault was stopped for {doing}: {'; '.join(back)}. "
+            f"{doing[0].upper()}{doing[1:]} does not run under live services. Stop what scales them meanwhile — "
             "Argo CD self-heal (ignoreDifferences on /spec/replicas with RespectIgnoreDifferences=true, or suspend "
             "automated sync), an autoscaler, a person — then create a new request",
         )

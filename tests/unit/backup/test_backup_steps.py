@@ -138,6 +138,18 @@ def test_a_failed_dump_fails_with_the_runners_reason(vault):
     assert failure.message == f"the backup Job {JOB} failed: cannot connect to db.internal:5432"
 
 
+def test_a_service_scaled_back_up_during_a_quiesced_dump_fails_it(vault):
+    run = quiesced(vault)
+    vault.until_done(lambda: quiesce(run))
+    with pytest.raises(Wait):
+        dump(run)  # started with every service stopped
+    wallet = vault.kube.workload("wallet")
+    wallet.replicas, wallet.replicas_manager = 1, "kube-controller-manager"  # an autoscaler
+    failure = refused(dump, vault.next_pass(run))
+    assert failure.reason == "ServicesScaledUp"
+    assert "stopped for the quiesced backup: wallet (1 replica(s) set by kube-controller-manager" in failure.message
+
+
 def test_a_finished_dump_is_done(vault):
     run = vault.backup_run()
     with pytest.raises(Wait):
