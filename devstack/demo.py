@@ -16,7 +16,7 @@ from pathlib import Path
 
 import psycopg
 
-from devstack import vaultdb, wallet
+from devstack import demo_gitops, vaultdb, wallet
 from devstack.controlplane import LocalControlPlane
 from devstack.operator_process import EXEC_LABELS, OperatorProcess
 from devstack.postgres import PostgresServer
@@ -113,6 +113,11 @@ def watch_request(cluster, plural: str, name: str, operator, timeout: float = 30
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--keep", action="store_true", help="leave the stack running until Ctrl-C")
+    parser.add_argument(
+        "--gitops",
+        action="store_true",
+        help="also run a pre-upgrade backup (PreSync hook) and a restore through a real Argo CD",
+    )
     parser.add_argument("--workdir", type=Path, help="where the stack keeps its state (default: a temp dir)")
     args = parser.parse_args(argv)
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="walwarden-demo-"))
@@ -241,6 +246,9 @@ def main(argv: list[str] | None = None) -> int:
                 ):
                     print(f"  database {name:<48} {'accepts connections' if allowed else 'refuses connections'}")
             show_wallet("the wallet serves the backed-up accounts again")
+
+            if args.gitops:
+                demo_gitops.run(workdir, cluster, NAMESPACE, bucket, s3.endpoint, say)
 
             say("4. RestoreRequest Redirected: restore into a new database, repoint all five db-info secrets")
             admin_secret(cluster, "new-db-admin", postgres)
