@@ -52,6 +52,11 @@ def ensure_secret(
     return data
 
 
+def delete_secret(kube: Kube, namespace: str, name: str) -> None:
+    """Delete the Secret if it is there."""
+    call(kube.core.delete_namespaced_secret, name, namespace)
+
+
 LEDGER_ATTEMPTS = 5
 
 

@@ -13,7 +13,7 @@ from typing import Any
 
 from walwarden.kube.jobs import JobState
 from walwarden.kube.runner_job import job_name, runner_job, runner_labels, secret_env
-from walwarden.kube.secrets import ensure_secret
+from walwarden.kube.secrets import delete_secret, ensure_secret
 from walwarden.postgres import Login
 from walwarden.restore import dbinfo
 from walwarden.restore.run import RestoreRun
@@ -40,6 +40,7 @@ def prove_logins(run: RestoreRun, created_roles: Set[str] = frozenset()) -> str:
         lambda: keep_logins_secret(run, logins),
         "trying every database service's login on the new database",
     )
+    delete_secret(run.kube, run.namespace, logins_secret_name(run))  # the Job has ended: no copy kept
     if outcome.state == JobState.FAILED:
         raise StepFailed(outcome.reason, f"{outcome.message}. Nothing was touched: every service is still running")
     hosts = sorted({f"{login.host}:{login.port}" for login in logins})
@@ -86,7 +87,8 @@ def logins_secret_name(run: RestoreRun) -> str:
 
 
 def keep_logins_secret(run: RestoreRun, logins: list[Login]) -> None:
-    """The users and passwords the Job tries, in a Secret the request owns (deleted with it)."""
+    """The users and passwords the Job tries, in a Secret the request owns, deleted once the Job
+    has ended (or with the request)."""
     data = {}
     for index, login in enumerate(logins):
         data[f"{index}.user"], data[f"{index}.password"] = login.user, login.password

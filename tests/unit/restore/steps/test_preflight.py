@@ -239,6 +239,7 @@ def test_a_redirected_restore_tries_every_services_login_where_the_repoint_point
         "the logins of orchestrator, policy-node0, policy-node1, policy-node2, wallet work on new-db.internal:6432"
         in (preflight(vault.next_pass(run)))
     )
+    assert (vault.namespace, LOGINS_SECRET) not in vault.kube.secrets  # no copy of the passwords kept
 
 
 def test_a_refused_login_fails_preflight_naming_the_service_with_nothing_touched(vault):
