@@ -49,8 +49,8 @@ def validate(run: RestoreRun) -> str:
                     "SecretNotFound", f"db-info secret {name} does not exist in {run.secret_backend} or has no DB_HOST"
                 )
         check_new_logins(run)
+    check_approval(run, found)  # first: a replayed token says TokenReused, whatever else is wrong
     history.check_not_a_repeat(run, found)
-    check_approval(run, found)
     run.status.origin = found.origin
     checked = f"source {found.label} ({found.dump.name}, {found.dump.size_bytes} bytes) and target checked"
     if found.origin is not None:
