@@ -102,7 +102,12 @@ class Recorder:
             resource_version = None
             while not self._stop.is_set():
                 for event in watch.Watch().stream(listing, resource_version=resource_version, timeout_seconds=2):
-                    resource_version = record(event["object"])
+                    item = event["raw_object"]
+                    if event["type"] == "ERROR":  # e.g. 410 Gone: watch again from now
+                        resource_version = None
+                        break
+                    record(item)
+                    resource_version = item["metadata"]["resourceVersion"]
         except BaseException as error:  # seen by __exit__: a dead watch must not pass silently
             self._errors.append(error)
 
@@ -114,13 +119,11 @@ class Recorder:
     def _wallet(self, **kwargs):
         return self.apps.list_namespaced_deployment(self.namespace, field_selector="metadata.name=wallet", **kwargs)
 
-    def _backup(self, item: dict) -> str:
+    def _backup(self, item: dict) -> None:
         self._record(item["metadata"]["name"], (item.get("status") or {}).get("phase"))
-        return item["metadata"]["resourceVersion"]
 
-    def _deployment(self, item: client.V1Deployment) -> str:
-        self._record("deployment/wallet", item.metadata.generation)
-        return item.metadata.resource_version
+    def _deployment(self, item: dict) -> None:
+        self._record("deployment/wallet", item["metadata"]["generation"])
 
     def _record(self, name: str, value: Any) -> None:
         if not [e for e in self.events if e[1] == name and e[2] == value]:
@@ -191,7 +194,9 @@ def assert_backed_up_before_the_upgrade(
     wait_for(lambda: [e for e in seen.events if e[1] == "deployment/wallet" and e[2] > generation], 60, "its event")
     # As the API server told it: Succeeded first, the new Deployment after.
     assert seen.first(name, "Succeeded") < seen.first_generation_after(generation), seen.events
-    deployment = vault.get("deployments", "wallet")
+    deployment = vault.cluster.kubectl_json(
+        ["get", "deployment", "wallet", "-n", vault.namespace, "--show-managed-fields"]
+    )
     applied = max(
         parse_time(f["time"]) for f in deployment["metadata"]["managedFields"] if f["manager"] == "argocd-controller"
     )
