@@ -245,15 +245,30 @@ def test_a_failing_presync_backup_fails_the_sync_with_its_message_and_the_wallet
     revision = git_repo.commit_and_push("wallet 2, a backup before every sync")
     before = vault.get("deployments", "wallet")
     with argocd.synced_application(vault.namespace, git_repo.url, "wallet", vault.namespace) as app:
-        status = wait_app(argocd, app, sync_finished(revision), f"the sync of {revision} to finish")
+        # Argo CD 3 retries an automated sync that failed (5 times, 5 s doubling, by default):
+        # the first attempt's failure shows as Running with finishedAt set and "Retrying attempt #1".
+        status = wait_app(argocd, app, attempt_failed(revision), f"the first sync attempt of {revision} to fail")
         operation = status["operationState"]
-        hook = hook_of(vault, revision)
+        [hook] = hooks_of(vault, revision)
         assert hook["status"]["phase"] == "Failed", vault.describe("backuprequests", hook["metadata"]["name"])
-        assert operation["phase"] == "Failed", operation
-        assert hook["status"]["message"] in json.dumps(operation), operation
+        resources = operation["syncResult"]["resources"]
+        assert [(r["name"], r["hookPhase"], r["message"]) for r in resources if r["kind"] == "BackupRequest"] == [
+            (hook["metadata"]["name"], "Failed", hook["status"]["message"])
+        ], operation
+        assert "one or more synchronization tasks completed unsuccessfully" in operation["message"]
+        assert "Retrying attempt #1" in operation["message"]
         after = vault.get("deployments", "wallet")
     assert after["metadata"]["generation"] == before["metadata"]["generation"]
     assert after["spec"]["template"] == before["spec"]["template"]
+
+
+def attempt_failed(revision: str):
+    def failed(status: dict) -> bool:
+        operation = status.get("operationState") or {}
+        ran = operation.get("operation", {}).get("sync", {}).get("revision")
+        return ran == revision and bool(operation.get("finishedAt")) and operation.get("phase") != "Succeeded"
+
+    return failed
 
 
 def test_a_restore_committed_to_git_runs_once_and_is_refused_when_pruned_and_added_back(
