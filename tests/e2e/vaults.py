@@ -237,6 +237,13 @@ def assert_switched(vault: Vault, status: dict, history: list[str]) -> None:
     assert accounts_in_closed_database(vault, previous) == history
 
 
+def wallet_deployment(namespace: str, address: str) -> dict:
+    """The stand-in wallet's Deployment (one replica, run by the pod executor, bound to `address`)."""
+    return workload(
+        "wallet", "Deployment", 1, EXEC, wallet.container(f"{ENVIRONMENT}.{namespace}.wallet.db-info", bind=address)
+    )
+
+
 def deploy_stand_in_vault(cluster, namespace, operator, postgres_server, s3_server, s3_bucket, vault_db) -> Vault:
     """The stand-in vault in `namespace`, its services Ready, on `postgres_server`'s `vault_db`."""
     if not cluster.local:
@@ -250,10 +257,7 @@ def deploy_stand_in_vault(cluster, namespace, operator, postgres_server, s3_serv
     info = DatabaseInfo(
         "127.0.0.1", postgres_server.port, postgres_server.superuser, postgres_server.password, vault_db.name
     )
-    wallet_deployment = workload(
-        "wallet", "Deployment", 1, EXEC, wallet.container(f"{ENVIRONMENT}.{namespace}.wallet.db-info", bind=address)
-    )
-    deploy_vault(cluster, namespace, ENVIRONMENT, info, overrides={"wallet": wallet_deployment})
+    deploy_vault(cluster, namespace, ENVIRONMENT, info, overrides={"wallet": wallet_deployment(namespace, address)})
     result.replicas = {name: replicas for name, (_, replicas, _) in DEFAULT_SERVICES.items()}
     result.replicas["wallet"] = 1
     wait_for(lambda: ready_replicas(cluster, namespace) == result.replicas, 300, "the vault to be Ready")
