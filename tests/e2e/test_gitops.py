@@ -8,7 +8,6 @@ Application's status."""
 from __future__ import annotations
 
 import json
-import re
 import threading
 import time
 from pathlib import Path
@@ -18,13 +17,11 @@ from urllib.parse import urlsplit
 import yaml
 from kubernetes import client, watch
 
-from devstack import vaultdb
 from devstack.argocd import ArgoCD
 from devstack.gitrepo import LocalGitRepo
-from devstack.observe import PodObserver
 from devstack.pytest_kube import wait_for
 from devstack.vault import ready_replicas
-from tests.e2e.vaults import STOP_TIERS, Vault, account_names, parse_time, wallet_deployment
+from tests.e2e.vaults import Vault, parse_time, wallet_deployment
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "argocd-presync-backup.yaml"
 TIMEOUT = 300  # per wait; each ends as soon as what it waits for is seen
@@ -233,123 +230,3 @@ def test_a_presync_backup_succeeds_before_each_wallet_upgrade_and_each_sync_keep
         container = vault.get("deployments", "wallet")["spec"]["template"]["spec"]["containers"][0]
         assert {"name": "WALLET_RELEASE", "value": "2"} in container["env"]
         wait_for(lambda: ready_replicas(vault.cluster, vault.namespace) == vault.replicas, TIMEOUT, "wallet 2 Ready")
-
-
-def test_a_failing_presync_backup_fails_the_sync_with_its_message_and_the_wallet_is_not_upgraded(
-    vault: Vault, argocd: ArgoCD, git_repo: LocalGitRepo
-):
-    emp_secret(vault)
-    vault.admin_secret("wrong-db-admin", password="not-the-password")
-    git_repo.write("wallet/presync-backup.yaml", presync_backup(vault, admin_secret="wrong-db-admin"))
-    git_repo.write("wallet/wallet.yaml", wallet_in_git(vault, "2"))
-    revision = git_repo.commit_and_push("wallet 2, a backup before every sync")
-    before = vault.get("deployments", "wallet")
-    with argocd.synced_application(vault.namespace, git_repo.url, "wallet", vault.namespace) as app:
-        # Argo CD 3 retries an automated sync that failed (5 times, 5 s doubling, by default):
-        # the first attempt's failure shows as Running with finishedAt set and "Retrying attempt #1".
-        status = wait_app(argocd, app, attempt_failed(revision), f"the first sync attempt of {revision} to fail")
-        operation = status["operationState"]
-        [hook] = hooks_of(vault, revision)
-        assert hook["status"]["phase"] == "Failed", vault.describe("backuprequests", hook["metadata"]["name"])
-        resources = operation["syncResult"]["resources"]
-        assert [(r["name"], r["hookPhase"], r["message"]) for r in resources if r["kind"] == "BackupRequest"] == [
-            (hook["metadata"]["name"], "Failed", hook["status"]["message"])
-        ], operation
-        assert "one or more synchronization tasks completed unsuccessfully" in operation["message"]
-        assert "Retrying attempt #1" in operation["message"]
-        after = vault.get("deployments", "wallet")
-    assert after["metadata"]["generation"] == before["metadata"]["generation"]
-    assert after["spec"]["template"] == before["spec"]["template"]
-
-
-def attempt_failed(revision: str):
-    def failed(status: dict) -> bool:
-        operation = status.get("operationState") or {}
-        ran = operation.get("operation", {}).get("sync", {}).get("revision")
-        return ran == revision and bool(operation.get("finishedAt")) and operation.get("phase") != "Succeeded"
-
-    return failed
-
-
-def test_a_restore_committed_to_git_runs_once_and_is_refused_when_pruned_and_added_back(
-    vault: Vault, argocd: ArgoCD, git_repo: LocalGitRepo
-):
-    vault.backup()
-    restore = vault.restore_request("from-git", safetyBackup=False)
-    git_repo.write("restore/restore.yaml", restore)
-    git_repo.commit_and_push("restore nightly")
-    with argocd.synced_application(vault.namespace, git_repo.url, "restore", vault.namespace) as app:
-        healths: list[tuple[str | None, str | None]] = []
-
-        def healthy() -> bool:
-            health = resource_health(app_status(argocd, app), "RestoreRequest")
-            if not healths or healths[-1] != health:
-                healths.append(health)
-            return health[0] in ("Healthy", "Degraded")
-
-        wait_for(healthy, TIMEOUT, "the RestoreRequest Healthy in Argo CD", on_timeout=lambda: f"{healths}")
-        assert healths[-1] == ("Healthy", "RestoreRequest succeeded"), vault.describe("restorerequests", "from-git")
-        steps = [m for h, m in healths if h == "Progressing" and re.match(r"[A-Z][A-Za-z]+: ", m or "")]
-        assert steps, healths  # the operator's step messages, e.g. "ScaleDown: stopping tier 1 …"
-        done = vault.get("restorerequests", "from-git")
-
-        # A hard refresh and a sync of the unchanged request run nothing again.
-        argocd.cluster.kubectl(
-            ["annotate", "--overwrite", "application", app, "-n", "argocd", "argocd.argoproj.io/refresh=hard"]
-        )
-        started = app_status(argocd, app)["operationState"]["startedAt"]
-        operation = {"initiatedBy": {"username": "walwarden-e2e"}, "sync": {"prune": True}}
-        argocd.cluster.kubectl(
-            ["patch", "application", app, "-n", "argocd", "--type=merge", "-p", json.dumps({"operation": operation})]
-        )
-        resynced = wait_app(
-            argocd,
-            app,
-            lambda s: (
-                s.get("operationState", {}).get("startedAt") != started and s["operationState"].get("phase") in FINISHED
-            ),
-            "the re-sync",
-        )
-        assert resynced["operationState"]["phase"] == "Succeeded", resynced["operationState"]
-        again = vault.get("restorerequests", "from-git")
-        assert again["metadata"]["uid"] == done["metadata"]["uid"] and again["status"] == done["status"]
-        assert again["metadata"]["generation"] == done["metadata"]["generation"]
-
-        # Pruned from git and added back: a new object, refused, every service untouched.
-        vaultdb.mutate_accounts(vault.postgres.dsn(vault.database))  # written after the restore
-        written = account_names(vault.postgres.dsn(vault.database))
-        git_repo.remove("restore/restore.yaml")
-        git_repo.commit_and_push("restore done: out of git")
-        argocd.refresh(app)
-        wait_for(
-            lambda: (
-                not vault.cluster.kubectl(
-                    ["get", "restorerequest", "from-git", "-n", vault.namespace, "--ignore-not-found", "-o", "name"]
-                ).stdout.strip()
-            ),
-            TIMEOUT,
-            "the RestoreRequest pruned",
-        )
-        with PodObserver(vault.cluster, vault.namespace) as observer:
-            git_repo.write("restore/restore.yaml", restore)
-            git_repo.commit_and_push("restore nightly, again")
-            argocd.refresh(app)
-            wait_for(
-                lambda: vault.cluster.kubectl(
-                    ["get", "restorerequest", "from-git", "-n", vault.namespace, "--ignore-not-found", "-o", "name"]
-                ).stdout.strip(),
-                TIMEOUT,
-                "the RestoreRequest synced back",
-            )
-            status = vault.wait_finished("restorerequests", "from-git")["status"]
-            assert status["phase"] == "Failed", status
-            assert [c["reason"] for c in status["conditions"] if c["type"] == "Failed"] == ["RestoreAlreadyRan"]
-            wait_app(
-                argocd,
-                app,
-                lambda s: resource_health(s, "RestoreRequest") == ("Degraded", status["message"]),
-                "the refused RestoreRequest Degraded in Argo CD with its message",
-            )
-        assert not observer.times("deleted", sum(STOP_TIERS, []))
-        assert ready_replicas(vault.cluster, vault.namespace) == vault.replicas
-        assert account_names(vault.postgres.dsn(vault.database)) == written
