@@ -277,7 +277,7 @@ class ArgoCD:
     def _redis_pong(self, redis: ManagedProcess) -> bool:
         redis.check_alive()
         try:
-            with socket.create_connection(("127.0.0.1", self.redis_port), timeout=2) as sock:
+            with socket.create_connection(("127.0.0.1", self.redis_port), timeout=10) as sock:
                 sock.sendall(b"PING\r\n")
                 return sock.recv(64).startswith(b"+PONG")
         except OSError:

@@ -74,7 +74,7 @@ def http_ok(url: str, process: ManagedProcess) -> bool:
     """True when `url` answers 200; raises if the process that should serve it has exited."""
     process.check_alive()
     try:
-        with urllib.request.urlopen(url, timeout=2) as response:
+        with urllib.request.urlopen(url, timeout=10) as response:
             return response.status == 200
     except OSError:
         return False

@@ -55,20 +55,7 @@ def app_roles(postgres_server, fresh_postgres_server) -> Iterator[AppRoles]:
 
 
 def migration(vault: Vault, fresh, name: str, database: str, roles: str) -> dict:
-    vault.apply(
-        {
-            "apiVersion": "v1",
-            "kind": "Secret",
-            "metadata": {"name": "fresh-db-admin"},
-            "stringData": {
-                "host": "127.0.0.1",
-                "port": str(fresh.port),
-                "user": fresh.superuser,
-                "password": fresh.password,
-                "sslmode": "disable",
-            },
-        }
-    )
+    vault.admin_secret("fresh-db-admin", server=fresh)
     return vault.restore_request(
         name,
         mode="Redirected",

@@ -49,20 +49,7 @@ def prod_role(vault, fresh_postgres_server):
     fresh = fresh_postgres_server
     name, password = f"wallet_prod_{uuid.uuid4().hex[:6]}", f"prod-{uuid.uuid4().hex}"
     fresh.create_role(name, password, superuser=True)
-    vault.apply(
-        {
-            "apiVersion": "v1",
-            "kind": "Secret",
-            "metadata": {"name": "new-db-admin"},
-            "stringData": {
-                "host": "127.0.0.1",
-                "port": str(fresh.port),
-                "user": fresh.superuser,
-                "password": fresh.password,
-                "sslmode": "disable",
-            },
-        }
-    )
+    vault.admin_secret("new-db-admin", server=fresh)
     yield name, password
     fresh.drop_database(f"{vault.database}_prod")
     with fresh.connect() as connection:

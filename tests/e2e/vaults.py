@@ -58,7 +58,11 @@ class Vault:
     def describe(self, plural: str, name: str) -> str:
         return json.dumps(self.get(plural, name).get("status"), indent=1) + "\n" + self.operator.log()
 
-    def admin_secret(self, name: str, password: str | None = None, user: str | None = None) -> None:
+    def admin_secret(
+        self, name: str, password: str | None = None, user: str | None = None, server: object | None = None
+    ) -> None:
+        """An admin connection Secret for the vault's server (or `server`, e.g. a fresh one)."""
+        server = server or self.postgres
         self.apply(
             {
                 "apiVersion": "v1",
@@ -66,9 +70,9 @@ class Vault:
                 "metadata": {"name": name},
                 "stringData": {
                     "host": "127.0.0.1",
-                    "port": str(self.postgres.port),
-                    "user": user or self.postgres.superuser,
-                    "password": password or self.postgres.password,
+                    "port": str(server.port),
+                    "user": user or server.superuser,
+                    "password": password or server.password,
                     "sslmode": "disable",
                 },
             }
