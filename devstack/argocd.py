@@ -302,9 +302,16 @@ class ArgoCD:
         return app
 
     @contextmanager
-    def synced_application(self, name: str, repo_url: str, path: str, namespace: str) -> Iterator[str]:
-        """An automated Application (see `application`) for the body of a `with`, deleted after it."""
-        self.apply(self.application(name, repo_url, path, namespace))
+    def synced_application(
+        self, name: str, repo_url: str, path: str, namespace: str, retry_limit: int | None = None
+    ) -> Iterator[str]:
+        """An automated Application (see `application`) for the body of a `with`, deleted after it.
+        `retry_limit` sets syncPolicy.retry.limit (Argo CD retries a failed automated sync 5 times
+        unless told otherwise; 0: a failed sync stays failed)."""
+        app = self.application(name, repo_url, path, namespace)
+        if retry_limit is not None:
+            app["spec"]["syncPolicy"]["retry"] = {"limit": retry_limit}
+        self.apply(app)
         try:
             yield name
         finally:
@@ -316,10 +323,20 @@ class ArgoCD:
     def get_application(self, name: str) -> dict[str, Any]:
         return self.cluster.kubectl_json(["get", "application", name, "-n", NAMESPACE]) or {}
 
-    def refresh(self, name: str) -> None:
-        """Compare with git now rather than at the next resync (what the UI's Refresh does)."""
+    def refresh(self, name: str, hard: bool = False) -> None:
+        """Compare with git now rather than at the next resync (what the UI's Refresh does; a hard
+        refresh also drops the repo server's cached manifests)."""
+        kind = "hard" if hard else "normal"
         self.cluster.kubectl(
-            ["annotate", "--overwrite", "application", name, "-n", NAMESPACE, "argocd.argoproj.io/refresh=normal"]
+            ["annotate", "--overwrite", "application", name, "-n", NAMESPACE, f"argocd.argoproj.io/refresh={kind}"]
+        )
+
+    def sync(self, name: str, initiated_by: str) -> None:
+        """Start a sync of the target revision now, as `argocd app sync` does through the API server:
+        by setting the Application's `operation`. The operation state names `initiated_by`."""
+        operation = {"initiatedBy": {"username": initiated_by}, "sync": {"revision": "HEAD"}}
+        self.cluster.kubectl(
+            ["patch", "application", name, "-n", NAMESPACE, "--type=merge", "-p", json.dumps({"operation": operation})]
         )
 
     def delete_applications(self, *names: str, timeout: float = START_TIMEOUT) -> None:

@@ -17,11 +17,12 @@ from urllib.parse import urlsplit
 import yaml
 from kubernetes import client, watch
 
+from devstack import vaultdb
 from devstack.argocd import ArgoCD
 from devstack.gitrepo import LocalGitRepo
 from devstack.pytest_kube import wait_for
 from devstack.vault import ready_replicas
-from tests.e2e.vaults import Vault, parse_time, wallet_deployment
+from tests.e2e.vaults import Vault, account_names, parse_time, require_approvals, wallet_deployment
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "argocd-presync-backup.yaml"
 TIMEOUT = 300  # per wait; each ends as soon as what it waits for is seen
@@ -230,3 +231,141 @@ def test_a_presync_backup_succeeds_before_each_wallet_upgrade_and_each_sync_keep
         container = vault.get("deployments", "wallet")["spec"]["template"]["spec"]["containers"][0]
         assert {"name": "WALLET_RELEASE", "value": "2"} in container["env"]
         wait_for(lambda: ready_replicas(vault.cluster, vault.namespace) == vault.replicas, TIMEOUT, "wallet 2 Ready")
+
+
+def test_a_failing_presync_backup_fails_the_sync_with_its_message_and_the_wallet_is_not_upgraded(
+    vault: Vault, argocd: ArgoCD, git_repo: LocalGitRepo
+):
+    """The backup's admin Secret has a wrong password: the hook ends Failed, the sync with it
+    (retry.limit 0, so one attempt), and the wallet's Deployment is the one deployed before."""
+    emp_secret(vault)
+    vault.admin_secret("vault-db-admin-stale", password="not-the-password")
+    git_repo.write("wallet/presync-backup.yaml", presync_backup(vault, admin_secret="vault-db-admin-stale"))
+    git_repo.write("wallet/wallet.yaml", wallet_in_git(vault, "1"))
+    revision = git_repo.commit_and_push("wallet 1, a backup with a stale password")
+    before = vault.get("deployments", "wallet")
+    with argocd.synced_application(vault.namespace, git_repo.url, "wallet", vault.namespace, retry_limit=0) as app:
+        status = wait_app(argocd, app, sync_finished(revision), f"the sync of {revision} to finish")
+        operation = status["operationState"]
+        assert operation["phase"] == "Failed", operation
+        hook = hook_of(vault, revision)
+        assert hook["status"]["phase"] == "Failed", vault.describe("backuprequests", hook["metadata"]["name"])
+        assert "check the user and password of the admin connection Secret" in hook["status"]["message"]
+        [entry] = [r for r in operation["syncResult"]["resources"] if r["kind"] == "BackupRequest"]
+        assert entry["hookPhase"] == "Failed" and hook["status"]["message"] in entry["message"], entry
+
+        # And it stays failed: a reconciliation after the failure syncs nothing more.
+        failed_at = parse_time(operation["finishedAt"])
+        later = wait_app(
+            argocd,
+            app,
+            lambda s: parse_time(s.get("reconciledAt") or "1970-01-01T00:00:00Z") > failed_at,
+            "a reconciliation after the failed sync",
+        )
+        assert later["operationState"]["startedAt"] == operation["startedAt"], later["operationState"]
+        after = vault.get("deployments", "wallet")
+        assert after["metadata"]["generation"] == before["metadata"]["generation"]
+        assert after["spec"]["template"] == before["spec"]["template"]
+        assert ready_replicas(vault.cluster, vault.namespace) == vault.replicas
+        assert [h["metadata"]["uid"] for h in hooks_of(vault, revision)] == [hook["metadata"]["uid"]]
+
+
+def pod_uids(vault: Vault) -> dict[str, str]:
+    pods = vault.cluster.kubectl_json(["get", "pods", "-n", vault.namespace, "-l", "app.kubernetes.io/name"])["items"]
+    return {p["metadata"]["name"]: p["metadata"]["uid"] for p in pods}
+
+
+def test_a_restore_from_git_shows_its_steps_runs_once_and_a_pruned_and_re_added_copy_is_refused(
+    vault: Vault, argocd: ArgoCD, git_repo: LocalGitRepo, tmp_path: Path
+):
+    """A RestoreRequest committed to git, approvals required: Argo CD shows it Progressing with its
+    step, then Healthy; a manual sync, a hard refresh and automated syncs run nothing again; pruned
+    from git and added back it is refused (TokenReused) with every service untouched."""
+    from walwarden.failpoints import ANNOUNCEMENT, ENV, RESUME_ENV
+    from walwarden.security.tokens import issue_token
+
+    resume = tmp_path / "resume"  # the operator waits in the stop window until this exists
+    held_env = {ENV: "stop-window:check=pause", RESUME_ENV: str(resume)}
+    key = require_approvals(vault, tmp_path / "operator.log", held_env)
+    sha256 = vault.backup()["status"]["artifact"]["sha256"]
+    token = issue_token(
+        key, backup="nightly", sha256=sha256, mode="InPlace", namespace=vault.namespace, ttl_seconds=3600
+    )
+    request = vault.restore_request("restore-from-git", safetyBackup=False, approvalToken=token)
+    name = request["metadata"]["name"]
+    git_repo.write("restore/restore.yaml", request)
+    # Something that stays in the path once the request is pruned: a path that goes missing is a
+    # ComparisonError, and an automated sync never prunes an Application down to nothing.
+    git_repo.write("restore/keep.yaml", {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "restores"}})
+    git_repo.commit_and_push("restore last night's backup")
+    with argocd.synced_application(vault.namespace, git_repo.url, "restore", vault.namespace) as app:
+        log = vault.operator.process.log_path
+        wait_for(lambda: f"{ANNOUNCEMENT}stop-window:check" in log.read_text(), TIMEOUT, "the restore's stop window")
+        step = vault.get("restorerequests", name)["status"]["currentStep"]
+        progressing = wait_app(
+            argocd,
+            app,
+            lambda s: (
+                resource_health(s, "RestoreRequest")[0] == "Progressing"
+                and step in (resource_health(s, "RestoreRequest")[1] or "")
+            ),
+            f"the RestoreRequest Progressing in step {step}",
+        )
+        assert resource_health(progressing, "RestoreRequest")[1].startswith(step), progressing["resources"]
+        resume.touch()
+        healthy = wait_app(argocd, app, lambda s: resource_health(s, "RestoreRequest")[0] == "Healthy", "Healthy")
+        done = vault.get("restorerequests", name)
+        assert done["status"]["phase"] == "Succeeded", vault.describe("restorerequests", name)
+        assert resource_health(healthy, "RestoreRequest")[1] == done["status"]["message"]
+        wait_for(lambda: ready_replicas(vault.cluster, vault.namespace) == vault.replicas, TIMEOUT, "services up")
+
+        # Re-sync, hard refresh, automated sync: the finished request is left as it is.
+        running = pod_uids(vault)
+        argocd.refresh(app, hard=True)
+        argocd.sync(app, initiated_by="e2e-resync")
+        resynced = wait_app(
+            argocd,
+            app,
+            lambda s: (
+                (s.get("operationState") or {}).get("operation", {}).get("initiatedBy", {}).get("username")
+                == "e2e-resync"
+                and s["operationState"].get("phase") in FINISHED
+            ),
+            "the manual sync",
+        )
+        assert resynced["operationState"]["phase"] == "Succeeded", resynced["operationState"]
+        synced_at = parse_time(resynced["operationState"]["finishedAt"])
+        wait_app(
+            argocd,
+            app,
+            lambda s: parse_time(s.get("reconciledAt") or "1970-01-01T00:00:00Z") > synced_at,
+            "a reconciliation after it",
+        )
+        again = vault.get("restorerequests", name)
+        assert again["metadata"]["uid"] == done["metadata"]["uid"] and again["status"] == done["status"]
+        assert pod_uids(vault) == running
+
+        # Pruned from git, then added back: a new object with the same, used token.
+        git_repo.remove("restore/restore.yaml")
+        git_repo.commit_and_push("restore done")
+        argocd.refresh(app)
+        wait_for(
+            lambda: not vault.cluster.kubectl_json(["get", "restorerequests", "-n", vault.namespace])["items"],
+            TIMEOUT,
+            "the prune",
+        )
+        vaultdb.mutate_accounts(vault.postgres.dsn(vault.database))  # written after the restore
+        written = account_names(vault.postgres.dsn(vault.database))
+        git_repo.write("restore/restore.yaml", request)
+        git_repo.commit_and_push("restore last night's backup (again, by mistake)")
+        argocd.refresh(app)
+        degraded = wait_app(argocd, app, lambda s: resource_health(s, "RestoreRequest")[0] == "Degraded", "Degraded")
+        refused = vault.get("restorerequests", name)
+        assert refused["metadata"]["uid"] != done["metadata"]["uid"]
+        assert refused["status"]["phase"] == "Failed", vault.describe("restorerequests", name)
+        assert [c["reason"] for c in refused["status"]["conditions"] if c["type"] == "Failed"] == ["TokenReused"]
+        assert resource_health(degraded, "RestoreRequest")[1] == refused["status"]["message"]
+        assert "issue a new token" in refused["status"]["message"]
+        assert pod_uids(vault) == running
+        assert ready_replicas(vault.cluster, vault.namespace) == vault.replicas
+        assert account_names(vault.postgres.dsn(vault.database)) == written

@@ -28,6 +28,7 @@ from tests.e2e.vaults import (
     assert_switched,
     audit_verify,
     parse_time,
+    require_approvals,
     server_databases,
     status_updates,
 )
@@ -426,27 +427,7 @@ def test_dry_run_publishes_the_plan_and_changes_nothing(vault):
 
 @pytest.fixture
 def approvals(vault, tmp_path) -> bytes:
-    """Restart the operator with approvals required and its key in a Secret."""
-    key = b"approval-key-for-tests-0123456789"
-    vault.apply(
-        {
-            "apiVersion": "v1",
-            "kind": "Secret",
-            "metadata": {"name": "walwarden-approval-key"},
-            "stringData": {"key": key.decode()},
-        }
-    )
-    vault.operator.stop()
-    vault.operator = OperatorProcess(
-        vault.cluster,
-        vault.namespace,
-        tmp_path / "operator-approvals.log",
-        {
-            "WALWARDEN_POLL_SECONDS": "1",
-            "WALWARDEN_APPROVALS_REQUIRED": "true",
-            "WALWARDEN_OPERATOR_NAMESPACE": vault.namespace,
-        },
-    ).start()
+    key = require_approvals(vault, tmp_path / "operator-approvals.log")
     yield key
     vault.operator.stop()
 

@@ -28,6 +28,9 @@ EXEC = {"devstack.walwarden.io/exec": "true"}
 STOP_TIMEOUT_SECONDS = 30
 
 
+APPROVAL_KEY = b"approval-key-for-tests-0123456789"
+
+
 @dataclass
 class Vault:
     cluster: object
@@ -266,3 +269,22 @@ def deploy_stand_in_vault(cluster, namespace, operator, postgres_server, s3_serv
     result.replicas["wallet"] = 1
     wait_for(lambda: ready_replicas(cluster, namespace) == result.replicas, 300, "the vault to be Ready")
     return result
+
+
+def require_approvals(vault: Vault, log_path, env: dict[str, str] | None = None) -> bytes:
+    """Restart the vault's operator with approvals required (its key in a Secret of the vault's
+    namespace, which is also the operator's) and `env`; returns the key to issue tokens with."""
+    vault.apply(
+        {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": "walwarden-approval-key"},
+            "stringData": {"key": APPROVAL_KEY.decode()},
+        }
+    )
+    vault.operator.stop()
+    approvals = {"WALWARDEN_APPROVALS_REQUIRED": "true", "WALWARDEN_OPERATOR_NAMESPACE": vault.namespace}
+    vault.operator = OperatorProcess(
+        vault.cluster, vault.namespace, log_path, {"WALWARDEN_POLL_SECONDS": "1", **approvals, **(env or {})}
+    ).start()
+    return APPROVAL_KEY
