@@ -17,6 +17,7 @@ import copy
 import json
 import subprocess
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -31,7 +32,9 @@ from walwarden.api import (
     RestoreRequestStatus,
     set_condition,
 )
+from walwarden.api.schedule import SCHEDULED_AT_ANNOTATION, BackupSchedule
 from walwarden.kube import leases as locks
+from walwarden.schedule.reconcile import reconcile
 from walwarden.settings import OperatorConfig
 from walwarden.workflow import steps as common_steps
 from walwarden.workflow.engine import Run, Skip, Step, StepFailed, StepTable, Wait, advance, finish
@@ -41,8 +44,13 @@ HEALTH_DIR = REPO / "argocd" / "health"
 CHART_COPIES = REPO / "charts" / "walwarden" / "files" / "argocd"
 CM_PATCH = REPO / "argocd" / "argocd-cm-patch.yaml"
 BUILD = REPO / "argocd" / "luatest" / "build.sh"
-KINDS = ("BackupRequest", "RestoreRequest")
-EXAMPLE = {"BackupRequest": "backup.yaml", "RestoreRequest": "restore-inplace.yaml"}
+KINDS = ("BackupRequest", "RestoreRequest")  # the requests: the checks share their phases
+CHECKED_KINDS = (*KINDS, "BackupSchedule")  # every kind with a health check
+EXAMPLE = {
+    "BackupRequest": "backup.yaml",
+    "RestoreRequest": "restore-inplace.yaml",
+    "BackupSchedule": "backup-schedule.yaml",
+}
 MODELS = {"BackupRequest": BackupRequest, "RestoreRequest": RestoreRequest}
 STATUS_MODELS = {"BackupRequest": BackupRequestStatus, "RestoreRequest": RestoreRequestStatus}
 
@@ -51,12 +59,12 @@ UID = "0a1b2c3d-4e5f-4a6b-8c7d-9e0f1a2b3c4d"
 ARTIFACT_URI = "s3://vault-backups/prod/vault/vault/vault-2025-06-01-0a1b2c3d/vault.dump"
 
 CM_PATCH_HEADER = """\
-# Walwarden's Argo CD health checks for BackupRequest and RestoreRequest, as a patch of Argo CD's
+# Walwarden's Argo CD health checks for BackupRequest, RestoreRequest and BackupSchedule, as a patch of Argo CD's
 # argocd-cm ConfigMap (see docs/gitops.md):
 #
 #   kubectl -n argocd patch configmap argocd-cm --type merge --patch-file argocd/argocd-cm-patch.yaml
 #
-# or put the two data keys into the argocd-cm you manage (with the argo-cd Helm chart: under
+# or put the data keys into the argocd-cm you manage (with the argo-cd Helm chart: under
 # configs.cm).
 #
 # Generated from argocd/health/*.lua, which are the source; after editing those, run
@@ -82,7 +90,7 @@ def render_cm_patch() -> str:
         "    app.kubernetes.io/part-of: argocd",
         "data:",
     ]
-    for kind in KINDS:
+    for kind in CHECKED_KINDS:
         lines.append(f"  resource.customizations.health.walwarden.io_{kind}: |")
         lines += [f"    {line}" if line else "" for line in script(kind).read_text().splitlines()]
     return "\n".join(lines) + "\n"
@@ -90,7 +98,7 @@ def render_cm_patch() -> str:
 
 def write_copies() -> None:
     CHART_COPIES.mkdir(parents=True, exist_ok=True)
-    for kind in KINDS:
+    for kind in CHECKED_KINDS:
         (CHART_COPIES / script(kind).name).write_bytes(script(kind).read_bytes())
     CM_PATCH.write_text(render_cm_patch())
 
@@ -440,6 +448,84 @@ def test_status_objects_as_the_api_server_returns_them_are_read(luatest, monkeyp
     assert health(luatest, "BackupRequest", obj)["message"] == f"Dump: {BACKUP_JOB_WAIT}"
 
 
+# -- BackupSchedule: statuses written by one pass of the operator (schedule/reconcile.py) -------------
+
+
+class ScheduleKube:
+    """Just enough of the API for a schedule's pass: its BackupRequests (by label) and no restores."""
+
+    def __init__(self, requests: list[dict]):
+        self.requests, self.created = requests, []
+        self.custom = self
+
+    def list_namespaced_custom_object(self, group, version, namespace, plural, label_selector=""):
+        return {"items": self.requests if plural == "backuprequests" else []}
+
+    def create_namespaced_custom_object(self, group, version, namespace, plural, body):
+        self.created.append(body)
+        return body
+
+
+def scheduled(requests: list[dict], now: datetime, **spec_changes) -> dict:
+    """The example schedule with the status one pass at `now` writes over `requests`."""
+    obj = body("BackupSchedule", **spec_changes)
+    done = reconcile(ScheduleKube(requests), BackupSchedule.model_validate(obj), now)  # type: ignore[arg-type]
+    return {**obj, "status": done.status.to_dict()}
+
+
+def nightly_run(name: str, phase: str, at: str) -> dict:
+    return {
+        "metadata": {"name": name, "uid": UID, "creationTimestamp": at, "annotations": {SCHEDULED_AT_ANNOTATION: at}},
+        "spec": {},
+        "status": {"phase": phase, "completedAt": at},
+    }
+
+
+NIGHT = datetime(2025, 6, 1, 1, tzinfo=UTC)  # 03:00 Zurich: after the 02:30 run
+
+
+def test_a_schedule_the_operator_has_not_seen_is_progressing(luatest):
+    assert health(luatest, "BackupSchedule", body("BackupSchedule")) == {
+        "status": "Progressing",
+        "message": "waiting for the Walwarden operator to schedule the BackupSchedule",
+    }
+
+
+def test_a_schedule_whose_last_backup_succeeded_is_healthy_with_its_next_run(luatest):
+    runs = [nightly_run("vault-nightly-20250601-0030", "Succeeded", "2025-06-01T00:30:00Z")]
+    obj = scheduled(runs, NIGHT)
+    assert obj["status"]["lastBackupPhase"] == "Succeeded"
+    assert health(luatest, "BackupSchedule", obj) == {"status": "Healthy", "message": obj["status"]["message"]}
+    assert "next run at 2025-06-02T00:30:00Z" in obj["status"]["message"]  # 02:30 Zurich, summer time
+
+
+def test_a_schedule_whose_last_backup_failed_is_degraded_and_names_the_last_success(luatest):
+    runs = [
+        nightly_run("vault-nightly-20250531-0030", "Succeeded", "2025-05-31T00:30:00Z"),
+        nightly_run("vault-nightly-20250601-0030", "Failed", "2025-06-01T00:30:00Z"),
+    ]
+    assert health(luatest, "BackupSchedule", scheduled(runs, NIGHT)) == {
+        "status": "Degraded",
+        "message": "the last scheduled backup vault-nightly-20250601-0030 failed (see its message); the last "
+        "successful one is vault-nightly-20250531-0030 (2025-05-31T00:30:00Z)",
+    }
+
+
+def test_a_schedule_with_a_bad_time_zone_is_degraded_with_what_to_write(luatest):
+    obj = scheduled([], NIGHT, timeZone="Europe/Atlantis")
+    assert health(luatest, "BackupSchedule", obj) == {
+        "status": "Degraded",
+        "message": "spec.timeZone 'Europe/Atlantis' is not an IANA time zone: use a name such as UTC or Europe/Zurich",
+    }
+
+
+def test_a_suspended_schedule_is_suspended(luatest):
+    assert health(luatest, "BackupSchedule", scheduled([], NIGHT, suspend=True)) == {
+        "status": "Suspended",
+        "message": "BackupSchedule suspended: no new runs",
+    }
+
+
 # -- the evaluator is faithful to Argo CD where it matters for these scripts ----------------------------
 
 
@@ -488,7 +574,7 @@ def test_a_script_that_never_ends_is_stopped(luatest, tmp_path):
 # -- one source, identical copies ---------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("kind", CHECKED_KINDS)
 def test_the_charts_copy_is_identical(kind):
     copy_path = CHART_COPIES / script(kind).name
     assert copy_path.read_bytes() == script(kind).read_bytes(), (
@@ -504,7 +590,7 @@ def test_the_argocd_cm_patch_embeds_the_sources():
     assert (patch["apiVersion"], patch["kind"], patch["metadata"]["name"]) == ("v1", "ConfigMap", "argocd-cm")
     assert "namespace" not in patch["metadata"]  # `kubectl -n argocd patch` names it
     assert patch["data"] == {
-        f"resource.customizations.health.walwarden.io_{kind}": script(kind).read_text() for kind in KINDS
+        f"resource.customizations.health.walwarden.io_{kind}": script(kind).read_text() for kind in CHECKED_KINDS
     }
 
 

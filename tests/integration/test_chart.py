@@ -136,6 +136,7 @@ def test_rendered_chart_passes_a_server_side_dry_run(cluster, crds, helm, make_n
         "role.rbac.authorization.k8s.io/ww-dry-approval-key",
         "customresourcedefinition.apiextensions.k8s.io/backuprequests.walwarden.io",
         "customresourcedefinition.apiextensions.k8s.io/restorerequests.walwarden.io",
+        "customresourcedefinition.apiextensions.k8s.io/backupschedules.walwarden.io",
     ):
         assert expected in applied, applied
     assert ("clusterrole.rbac.authorization.k8s.io/ww-dry" in applied) == (mode == "cluster"), applied
@@ -301,6 +302,9 @@ def test_namespaced_rbac_grants_only_what_the_steps_need(cluster, crds, helm, ma
             ("create", "backuprequests.walwarden.io", namespace),
             ("patch", "restorerequests.walwarden.io --subresource=status", namespace),
             ("patch", "backuprequests.walwarden.io --subresource=status", namespace),
+            ("delete", "backuprequests.walwarden.io", namespace),  # a schedule's retention prunes
+            ("watch", "backupschedules.walwarden.io", namespace),
+            ("patch", "backupschedules.walwarden.io --subresource=status", namespace),
             ("create", "events", namespace),
             ("update", "leases.coordination.k8s.io/walwarden-lock", namespace),
             ("update", "configmaps/walwarden-approvals", namespace),
@@ -337,7 +341,9 @@ def test_namespaced_rbac_grants_only_what_the_steps_need(cluster, crds, helm, ma
             ("list", "configmaps", namespace),
             ("update", "configmaps/someone-elses", namespace),
             ("update", "leases.coordination.k8s.io/other", namespace),
-            ("delete", "backuprequests.walwarden.io", namespace),
+            ("delete", "restorerequests.walwarden.io", namespace),
+            ("delete", "backupschedules.walwarden.io", namespace),
+            ("create", "backupschedules.walwarden.io", namespace),
             ("create", "restorerequests.walwarden.io", namespace),
             ("create", "rolebindings.rbac.authorization.k8s.io", namespace),
             ("create", "serviceaccounts --subresource=token", namespace),

@@ -27,12 +27,16 @@ EXPECTED_RULES = [
     {
         "apiGroups": ["walwarden.io"],
         "resources": ["backuprequests"],
-        "verbs": ["get", "list", "watch", "patch", "create"],
+        "verbs": ["get", "list", "watch", "patch", "create", "delete"],
     },
-    {"apiGroups": ["walwarden.io"], "resources": ["restorerequests"], "verbs": ["get", "list", "watch", "patch"]},
     {
         "apiGroups": ["walwarden.io"],
-        "resources": ["backuprequests/status", "restorerequests/status"],
+        "resources": ["restorerequests", "backupschedules"],
+        "verbs": ["get", "list", "watch", "patch"],
+    },
+    {
+        "apiGroups": ["walwarden.io"],
+        "resources": ["backuprequests/status", "restorerequests/status", "backupschedules/status"],
         "verbs": ["patch"],
     },
     {"apiGroups": [""], "resources": ["events"], "verbs": ["create"]},
@@ -173,6 +177,7 @@ def test_cluster_scope_grants_the_rules_cluster_wide_and_watches_every_namespace
             "RoleBinding",
             "Service",
             "Deployment",
+            "CustomResourceDefinition",
             "CustomResourceDefinition",
             "CustomResourceDefinition",
         ]
@@ -339,7 +344,11 @@ def test_service_account_annotations_for_ambient_cloud_identity(helm):
 def test_crds_are_the_generated_ones_kept_on_uninstall(helm):
     rendered = {d["metadata"]["name"]: d for d in render(helm) if d["kind"] == "CustomResourceDefinition"}
     generated = {crd["metadata"]["name"]: crd for crd in crdgen.build_crds()}
-    assert set(rendered) == set(generated) == {"backuprequests.walwarden.io", "restorerequests.walwarden.io"}
+    assert set(rendered) == set(generated) == {
+        "backuprequests.walwarden.io",
+        "restorerequests.walwarden.io",
+        "backupschedules.walwarden.io",
+    }
     for name, crd in rendered.items():
         assert crd["metadata"]["annotations"] == {"helm.sh/resource-policy": "keep"}
         assert crd["spec"] == generated[name]["spec"]

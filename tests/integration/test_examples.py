@@ -11,14 +11,21 @@ import pytest
 import yaml
 
 from walwarden.api import BackupRequest, RestoreRequest
+from walwarden.api.schedule import BackupSchedule
 
 pytestmark = pytest.mark.integration
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLES = REPO / "examples"
-EXAMPLE_FILES = ["backup.yaml", "restore-inplace.yaml", "restore-redirected.yaml", "argocd-presync-backup.yaml"]
-MODELS = {"BackupRequest": BackupRequest, "RestoreRequest": RestoreRequest}
-PLURALS = {"BackupRequest": "backuprequests", "RestoreRequest": "restorerequests"}
+EXAMPLE_FILES = [
+    "backup.yaml",
+    "restore-inplace.yaml",
+    "restore-redirected.yaml",
+    "argocd-presync-backup.yaml",
+    "backup-schedule.yaml",
+]
+MODELS = {"BackupRequest": BackupRequest, "RestoreRequest": RestoreRequest, "BackupSchedule": BackupSchedule}
+PLURALS = {"BackupRequest": "backuprequests", "RestoreRequest": "restorerequests", "BackupSchedule": "backupschedules"}
 HEALTH_DIR = REPO / "argocd" / "health"
 CM_PATCH = REPO / "argocd" / "argocd-cm-patch.yaml"
 
@@ -101,6 +108,10 @@ def test_the_examples_fit_together():
         "argocd.argoproj.io/hook-delete-policy": "BeforeHookCreation",
     }
 
+    schedule = load("backup-schedule.yaml")
+    assert schedule["spec"]["backupTemplate"]["spec"]["database"] == backup["spec"]["database"]
+    assert schedule["spec"]["backupTemplate"]["spec"]["encryptorSecrets"] == backup["spec"]["encryptorSecrets"]
+
 
 def test_two_creates_of_the_presync_hook_make_two_requests(cluster, crds, namespace):
     """generateName gives every sync its own, new one-shot BackupRequest."""
@@ -114,7 +125,7 @@ def test_two_creates_of_the_presync_hook_make_two_requests(cluster, crds, namesp
     assert names == {first["metadata"]["name"], second["metadata"]["name"]}
 
 
-def test_the_argocd_cm_patch_installs_both_health_checks(cluster, namespace):
+def test_the_argocd_cm_patch_installs_every_health_check(cluster, namespace):
     """The documented command, against a stand-in argocd-cm in the test namespace."""
     cluster.kubectl(["create", "configmap", "argocd-cm", "-n", namespace, "--from-literal=url=https://argocd.example"])
     cluster.kubectl(
@@ -122,6 +133,6 @@ def test_the_argocd_cm_patch_installs_both_health_checks(cluster, namespace):
     )
     data = cluster.kubectl_json(["get", "configmap", "argocd-cm", "-n", namespace])["data"]
     assert data["url"] == "https://argocd.example"  # the rest of argocd-cm is kept
-    for kind in ("BackupRequest", "RestoreRequest"):
+    for kind in ("BackupRequest", "RestoreRequest", "BackupSchedule"):
         key = f"resource.customizations.health.walwarden.io_{kind}"
         assert data[key] == (HEALTH_DIR / f"walwarden.io_{kind}.lua").read_text(), key

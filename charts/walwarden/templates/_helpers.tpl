@@ -56,16 +56,18 @@ go into the ClusterRole (rbac.scope cluster) or into a Role in each watched name
 # restart, and patches them to keep its progress annotations (walwarden.io/...). The operator
 # gets requests by name: the namespace lock checks whether its holder still runs, a
 # RestoreRequest reads its source BackupRequest. It creates one kind of object only: the safety
-# BackupRequest an InPlace restore takes of its target before overwriting it.
+# BackupRequest an InPlace restore takes of its target before overwriting it, and each run of a
+# BackupSchedule; it deletes BackupRequests only when a schedule's retention prunes them (a
+# schedule lists its own by label, and the RestoreRequests that may still need one).
 - apiGroups: ["walwarden.io"]
   resources: ["backuprequests"]
-  verbs: ["get", "list", "watch", "patch", "create"]
+  verbs: ["get", "list", "watch", "patch", "create", "delete"]
 - apiGroups: ["walwarden.io"]
-  resources: ["restorerequests"]
+  resources: ["restorerequests", "backupschedules"]
   verbs: ["get", "list", "watch", "patch"]
 # kopf writes status (phase, steps, conditions) through the status subresource.
 - apiGroups: ["walwarden.io"]
-  resources: ["backuprequests/status", "restorerequests/status"]
+  resources: ["backuprequests/status", "restorerequests/status", "backupschedules/status"]
   verbs: ["patch"]
 # An Event on the request for every transition (the audit trail in `kubectl describe`).
 - apiGroups: [""]

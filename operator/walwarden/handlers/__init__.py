@@ -1,3 +1,3 @@
 """kopf handlers. Importing this package registers them with kopf's default registry."""
 
-from walwarden.handlers import requests, startup  # noqa: F401  (registration by import)
+from walwarden.handlers import requests, schedules, startup  # noqa: F401  (registration by import)

@@ -11,6 +11,7 @@ from prometheus_client import Counter, Gauge, Histogram, start_http_server
 
 from walwarden.api import BackupPhase, BackupRequestStatus, RestoreRequestStatus, StepState, parse_timestamp
 from walwarden.api.common import RequestStatus
+from walwarden.api.schedule import BackupScheduleStatus
 
 REQUESTS = Counter(
     "walwarden_requests_total", "Finished requests, by kind and result (phase)", ["kind", "namespace", "result"]
@@ -64,3 +65,57 @@ def remember_backup(namespace: str, status: BackupRequestStatus) -> None:
     _latest_backup[namespace] = completed
     BACKUP_BYTES.labels(namespace).set(status.artifact.size_bytes)
     LAST_BACKUP.labels(namespace).set(completed)
+
+
+# --- BackupSchedule ------------------------------------------------------------------------------
+_SCHEDULE_LABELS = ["namespace", "schedule"]
+SCHEDULE_NEXT_RUN = Gauge(
+    "walwarden_schedule_next_run_timestamp_seconds", "Unix time of the schedule's next run", _SCHEDULE_LABELS
+)
+SCHEDULE_LAST_RUN = Gauge(
+    "walwarden_schedule_last_run_timestamp_seconds", "Unix time (cron time) of the last run handled", _SCHEDULE_LABELS
+)
+SCHEDULE_LAST_SUCCESS = Gauge(
+    "walwarden_schedule_last_successful_backup_timestamp_seconds",
+    "Unix time the schedule's newest successful backup completed",
+    _SCHEDULE_LABELS,
+)
+SCHEDULE_MISSED = Gauge(
+    "walwarden_schedule_missed_runs", "Runs not started (past the starting deadline, or forbidden)", _SCHEDULE_LABELS
+)
+SCHEDULE_KEPT = Gauge("walwarden_schedule_backups_kept", "Successful backups the retention keeps", _SCHEDULE_LABELS)
+SCHEDULE_PRUNED = Counter(
+    "walwarden_schedule_pruned_backups_total", "Backups pruned by the schedule's retention", _SCHEDULE_LABELS
+)
+_SCHEDULE_GAUGES = (SCHEDULE_NEXT_RUN, SCHEDULE_LAST_RUN, SCHEDULE_LAST_SUCCESS, SCHEDULE_MISSED, SCHEDULE_KEPT)
+
+
+def record_schedule(namespace: str, name: str, status: BackupScheduleStatus, pruned: int) -> None:
+    """The schedule's gauges from its status after a pass (the suspended one has no next run)."""
+    moments = (
+        (SCHEDULE_NEXT_RUN, status.next_schedule_time),
+        (SCHEDULE_LAST_RUN, status.last_schedule_time),
+        (SCHEDULE_LAST_SUCCESS, status.last_successful_time),
+    )
+    for gauge, moment in moments:
+        if moment:
+            gauge.labels(namespace, name).set(parse_timestamp(moment).timestamp())
+        else:
+            _forget(gauge, namespace, name)
+    SCHEDULE_MISSED.labels(namespace, name).set(status.missed_runs)
+    if status.retention is not None:
+        SCHEDULE_KEPT.labels(namespace, name).set(status.retention.kept)
+    if pruned:
+        SCHEDULE_PRUNED.labels(namespace, name).inc(pruned)
+
+
+def forget_schedule(namespace: str, name: str) -> None:
+    for gauge in _SCHEDULE_GAUGES:
+        _forget(gauge, namespace, name)
+
+
+def _forget(gauge: Gauge, namespace: str, name: str) -> None:
+    try:
+        gauge.remove(namespace, name)
+    except KeyError:
+        pass  # never set

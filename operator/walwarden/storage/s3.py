@@ -120,6 +120,35 @@ def object_size(client: BaseClient, bucket: str, key: str) -> int | None:
         raise
 
 
+class DeleteRefused(Exception):
+    """S3 kept objects it was asked to delete (Object Lock, missing rights): key -> its answer."""
+
+    def __init__(self, refused: dict[str, str]):
+        self.refused = refused
+        super().__init__("; ".join(f"{key}: {why}" for key, why in sorted(refused.items())))
+
+
+def delete_prefix(client: BaseClient, bucket: str, prefix: str, keep: frozenset[str] = frozenset()) -> list[str]:
+    """Delete every object under `prefix/` but the keys in `keep`: every version of each, so in a
+    versioned bucket (S3 Object Lock needs one) the data goes, not only behind a delete marker, and
+    a locked version is refused instead of hidden. Returns the keys deleted; raises DeleteRefused
+    naming what S3 kept."""
+    folder = prefix.strip("/") + "/"
+    versions: list[dict[str, str]] = []
+    for page in client.get_paginator("list_object_versions").paginate(Bucket=bucket, Prefix=folder):
+        for entry in page.get("Versions", []) + page.get("DeleteMarkers", []):
+            if entry["Key"] not in keep:
+                versions.append({"Key": entry["Key"], "VersionId": entry["VersionId"]})
+    refused: dict[str, str] = {}
+    for start in range(0, len(versions), 1000):  # DeleteObjects takes at most 1,000 keys
+        answer = client.delete_objects(Bucket=bucket, Delete={"Objects": versions[start : start + 1000], "Quiet": True})
+        for error in answer.get("Errors", []):
+            refused[error["Key"]] = f"{error.get('Code', '')}: {error.get('Message', '')}".strip(": ")
+    if refused:
+        raise DeleteRefused(refused)
+    return sorted({v["Key"] for v in versions})
+
+
 # --- part sizes ------------------------------------------------------------------------------
 
 

@@ -7,7 +7,7 @@ from typing import Any
 
 from walwarden.api import ConditionType, S3Storage, Topology
 from walwarden.kube import jobs, leases
-from walwarden.kube.api import StillConflicting
+from walwarden.kube.api import Kube, StillConflicting
 from walwarden.kube.secrets import read_secret
 from walwarden.storage import s3 as storage
 from walwarden.workflow.engine import Run, StepFailed, Wait
@@ -68,9 +68,14 @@ def require_secret_keys(run: AnyRun, name: str, keys: tuple[str, ...], purpose: 
 def s3_client(run: AnyRun, s3: S3Storage) -> Any:
     """An S3 client for the operator itself, with the request's credentials Secret (or the
     operator's ambient identity). Runner Jobs get presigned URLs or their own references instead."""
+    return namespace_s3_client(run.kube, run.namespace, s3)
+
+
+def namespace_s3_client(kube: Kube, namespace: str, s3: S3Storage) -> Any:
+    """An S3 client with the credentials Secret `s3` names in `namespace` (or the ambient identity)."""
     access_key = secret_key = None
     if s3.credentials_secret_ref:
-        data = read_secret(run.kube, run.namespace, s3.credentials_secret_ref.name) or {}
+        data = read_secret(kube, namespace, s3.credentials_secret_ref.name) or {}
         access_key, secret_key = data.get("accessKeyId"), data.get("secretAccessKey")
     return storage.make_client(
         region=s3.region,

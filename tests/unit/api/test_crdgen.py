@@ -71,8 +71,10 @@ def test_committed_crds_match_the_models():
 def test_rendered_files_are_the_crds_and_the_chart_templates():
     assert sorted(crdgen.render_files()) == [
         "charts/walwarden/templates/crds/backuprequests.yaml",
+        "charts/walwarden/templates/crds/backupschedules.yaml",
         "charts/walwarden/templates/crds/restorerequests.yaml",
         "crds/walwarden.io_backuprequests.yaml",
+        "crds/walwarden.io_backupschedules.yaml",
         "crds/walwarden.io_restorerequests.yaml",
     ]
 

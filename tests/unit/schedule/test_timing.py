@@ -1,0 +1,66 @@
+"""When a schedule's runs are due, with the clock driven by `now`."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from walwarden.schedule import timing
+
+HOUR = timedelta(hours=1)
+
+
+def at(*parts: int) -> datetime:
+    return datetime(*parts, tzinfo=UTC)
+
+
+def test_a_run_every_minute_is_due_at_each_minute_once():
+    last = at(2026, 12, 1, 12, 0)
+    assert timing.due("* * * * *", "UTC", last, at(2026, 12, 1, 12, 0, 59), HOUR).run_at is None
+    due = timing.due("* * * * *", "UTC", last, at(2026, 12, 1, 12, 1, 5), HOUR)
+    assert (due.run_at, due.missed, due.next_at) == (at(2026, 12, 1, 12, 1), 0, at(2026, 12, 1, 12, 2))
+    again = timing.due("* * * * *", "UTC", due.handled_until, at(2026, 12, 1, 12, 1, 15), HOUR)
+    assert again.run_at is None and again.missed == 0
+
+
+def test_a_run_due_exactly_now_starts_now():
+    due = timing.due("0 12 * * *", "UTC", at(2026, 11, 30, 12), at(2026, 12, 1, 12), HOUR)
+    assert due.run_at == at(2026, 12, 1, 12)
+
+
+def test_after_an_outage_one_catch_up_run_starts_and_the_rest_are_counted_missed():
+    due = timing.due("*/5 * * * *", "UTC", at(2026, 12, 1, 10, 0), at(2026, 12, 1, 12, 2), HOUR)
+    assert due.run_at == at(2026, 12, 1, 12, 0)  # the newest only
+    assert due.missed == 23  # 10:05 ... 11:55
+    assert due.handled_until == at(2026, 12, 1, 12, 0)
+
+
+def test_a_run_later_than_its_starting_deadline_is_missed_not_started():
+    due = timing.due("0 2 * * *", "UTC", at(2026, 11, 30, 2), at(2026, 12, 1, 9), HOUR)
+    assert due.run_at is None and due.missed == 1 and due.next_at == at(2026, 12, 2, 2)
+
+
+def test_the_time_zone_decides_the_hour_including_daylight_saving_time():
+    # 02:30 Europe/Zurich is 01:30 UTC in winter and 00:30 UTC in summer.
+    assert timing.next_run("30 2 * * *", "Europe/Zurich", at(2026, 12, 1)) == at(2026, 12, 1, 1, 30)
+    assert timing.next_run("30 2 * * *", "Europe/Zurich", at(2026, 7, 1)) == at(2026, 7, 1, 0, 30)
+    # On the night 02:30 does not exist (clocks jump 02:00 -> 03:00), the run is at 03:00 local.
+    assert timing.next_run("30 2 * * *", "Europe/Zurich", at(2026, 3, 28, 12)) == at(2026, 3, 29, 1, 0)
+
+
+def test_a_bad_expression_or_time_zone_says_what_to_write():
+    with pytest.raises(timing.ScheduleInvalid, match="five fields"):
+        timing.check("61 * * * *", "UTC")
+    with pytest.raises(timing.ScheduleInvalid, match="IANA time zone"):
+        timing.check("@daily", "Mars/Olympus")
+
+
+def test_missed_runs_are_counted_up_to_a_limit_after_a_very_long_outage():
+    due = timing.due("* * * * *", "UTC", at(2020, 1, 1), at(2026, 1, 1, 0, 0, 30), HOUR)
+    assert due.run_at == at(2026, 1, 1) and due.missed == timing.MISSED_COUNT_LIMIT - 1
+
+
+def test_each_run_has_one_name_from_its_cron_time():
+    assert timing.run_name("nightly", at(2026, 12, 1, 2, 30)) == "nightly-20261201-0230"
+    assert len(timing.run_name("x" * 63, at(2026, 12, 1))) <= 63
