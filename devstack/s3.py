@@ -92,8 +92,9 @@ class S3Server:
             config=Config(signature_version="s3v4", s3={"addressing_style": "path"}),
         )
 
-    def create_bucket(self, name: str) -> str:
-        self.client().create_bucket(Bucket=name)
+    def create_bucket(self, name: str, object_lock: bool = False) -> str:
+        """A new bucket; with `object_lock`, created with S3 Object Lock enabled (and so versioned)."""
+        self.client().create_bucket(Bucket=name, ObjectLockEnabledForBucket=object_lock)
         return name
 
     def credentials_secret(self, name: str = "s3-credentials") -> dict:

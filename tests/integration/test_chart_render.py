@@ -344,11 +344,15 @@ def test_service_account_annotations_for_ambient_cloud_identity(helm):
 def test_crds_are_the_generated_ones_kept_on_uninstall(helm):
     rendered = {d["metadata"]["name"]: d for d in render(helm) if d["kind"] == "CustomResourceDefinition"}
     generated = {crd["metadata"]["name"]: crd for crd in crdgen.build_crds()}
-    assert set(rendered) == set(generated) == {
-        "backuprequests.walwarden.io",
-        "restorerequests.walwarden.io",
-        "backupschedules.walwarden.io",
-    }
+    assert (
+        set(rendered)
+        == set(generated)
+        == {
+            "backuprequests.walwarden.io",
+            "restorerequests.walwarden.io",
+            "backupschedules.walwarden.io",
+        }
+    )
     for name, crd in rendered.items():
         assert crd["metadata"]["annotations"] == {"helm.sh/resource-policy": "keep"}
         assert crd["spec"] == generated[name]["spec"]

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Annotated, Any, ClassVar, NamedTuple
 
@@ -270,6 +270,26 @@ class DatabaseConnection(SpecModel):
 # --- storage ------------------------------------------------------------------------------
 
 
+class ObjectLockMode(StrEnum):
+    """S3 Object Lock retention modes (S3's own names, upper case on the wire to S3)."""
+
+    GOVERNANCE = "Governance"  # a user with s3:BypassGovernanceRetention can still delete early
+    COMPLIANCE = "Compliance"  # nobody can delete or shorten it before the date, not even the root user
+
+
+class ObjectLock(SpecModel):
+    """Write the dump and the manifest with S3 Object Lock retention, so that no credential (the
+    operator's, the backup Job's, a stolen one) can delete or overwrite them before the date."""
+
+    mode: ObjectLockMode = Field(
+        ObjectLockMode.GOVERNANCE, description="Governance (bypassable with a special right) or Compliance."
+    )
+    retain_days: int = Field(ge=1, le=36500, description="Days from the backup's creation that the objects are locked.")
+
+    def until(self, created_at: datetime) -> datetime:
+        return created_at + timedelta(days=self.retain_days)
+
+
 class S3Storage(SpecModel):
     """An S3 bucket (AWS or any S3-compatible server) holding artifacts and their manifests."""
 
@@ -299,6 +319,13 @@ class S3Storage(SpecModel):
     force_path_style: bool = Field(
         False,
         description=("Address the bucket in the path (endpoint/bucket/key), as most S3-compatible servers need."),
+    )
+    object_lock: ObjectLock | None = Field(
+        None,
+        description=(
+            "Write backups with S3 Object Lock retention (the bucket must have been created with Object Lock "
+            "enabled). Unset: no lock."
+        ),
     )
 
 

@@ -6,9 +6,10 @@ parses with: the two sides cannot spell a flag differently.
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
-from walwarden.api import BackupRequestSpec
+from walwarden.api import BackupRequestSpec, format_timestamp
 from walwarden.api import backup as backup_api
 from walwarden.kube.runner_job import (
     database_env,
@@ -20,6 +21,7 @@ from walwarden.kube.runner_job import (
 )
 from walwarden.runner.contract import Command, Env, Flag, emp_argument, emp_env
 from walwarden.settings import OperatorConfig
+from walwarden.storage.s3 import Lock
 
 ROLE = "backup"  # the Job's role label and name part (the operator's word, not the subcommand)
 # The key of the result key Secret (result_key_secret_name) that holds the manifest's signing key.
@@ -35,8 +37,22 @@ def artifact_prefix(spec: BackupRequestSpec, namespace: str, name: str, uid: str
     return backup_api.artifact_prefix(spec.storage.s3.prefix, namespace, name, uid)
 
 
+def object_lock(spec: BackupRequestSpec, created_at: datetime) -> Lock | None:
+    """The S3 Object Lock of this backup's dump and manifest: from the request's creation, so every
+    pass (and the operator's manifest rewrite) computes the same date."""
+    lock = spec.storage.s3.object_lock
+    return Lock(lock.mode.value.upper(), lock.until(created_at)) if lock else None
+
+
 def backup_job(
-    *, spec: BackupRequestSpec, namespace: str, name: str, uid: str, owner: dict, config: OperatorConfig
+    *,
+    spec: BackupRequestSpec,
+    namespace: str,
+    name: str,
+    uid: str,
+    owner: dict,
+    config: OperatorConfig,
+    created_at: datetime,
 ) -> dict[str, Any]:
     s3 = spec.storage.s3
     args = [
@@ -58,6 +74,8 @@ def backup_job(
         args += [Flag.ENDPOINT, s3.endpoint]
     if s3.force_path_style:
         args.append(Flag.FORCE_PATH_STYLE)
+    if lock := object_lock(spec, created_at):
+        args += [Flag.OBJECT_LOCK_MODE, lock.mode, Flag.OBJECT_LOCK_UNTIL, format_timestamp(lock.until)]
     for database in spec.database.databases:
         args += [Flag.DATABASE, database]
     env = [

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from walwarden.backup import job as backup_job
 from walwarden.backup.run import BackupRun
 from walwarden.kube.secrets import read_secret
 from walwarden.security import origin
@@ -66,5 +67,5 @@ def sign_manifest_origin(
         return manifest
     signed = manifests.sign_origin(manifest, private_key)
     if signed.origin != manifest.origin:
-        manifests.write_manifest(client, bucket, key, signed)
+        manifests.write_manifest(client, bucket, key, signed, backup_job.object_lock(run.spec, run.created))
     return signed

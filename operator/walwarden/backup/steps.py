@@ -32,6 +32,8 @@ def validate(run: BackupRun) -> str:
     for emp in spec.encryptor_secrets:
         require_secret_keys(run, emp.name, (emp.key,), "an Encryptor Master Password")
     signer = origin.signing_key_id(run)  # a key named but unusable fails here, before the dump
+    if spec.storage.s3.object_lock:
+        require_object_lock(run)
     if spec.quiesce:
         missing = tiers.missing_services(run.kube, run.namespace, topology_of(run))
         if missing:
@@ -43,6 +45,27 @@ def validate(run: BackupRun) -> str:
         gitops.check_gitops_leaves_replicas_alone(run.kube, run.namespace, topology_of(run))
     signing = f"; the manifest's origin will be signed by {signer}" if signer else ""
     return "Secrets" + (" and services" if spec.quiesce else "") + " checked" + signing
+
+
+def require_object_lock(run: BackupRun) -> None:
+    """spec.storage.s3.objectLock asks for locked objects: S3 can lock them only in a bucket created
+    with Object Lock, and would otherwise refuse the dump's upload at its very end."""
+    bucket = run.spec.storage.s3.bucket
+    try:
+        enabled = storage.object_lock_enabled(s3_client(run, run.spec.storage.s3), bucket)
+    except Exception as error:  # no rights to read the configuration, bucket missing, S3 down
+        raise StepFailed(
+            "ObjectLockUnknown",
+            f"cannot read the Object Lock configuration of bucket {bucket} ({type(error).__name__}: {error}): the "
+            "credentials need s3:GetBucketObjectLockConfiguration, or remove spec.storage.s3.objectLock",
+        ) from None
+    if not enabled:
+        raise StepFailed(
+            "ObjectLockNotEnabled",
+            f"bucket {bucket} was not created with S3 Object Lock, so its objects cannot be locked: use a bucket "
+            "created with Object Lock enabled (it cannot be turned on later on every S3 server), or remove "
+            "spec.storage.s3.objectLock",
+        )
 
 
 def quiesce(run: BackupRun) -> str:
@@ -64,7 +87,13 @@ def dump(run: BackupRun) -> str:
         labels={runner_job.REQUEST_LABEL: run.name},
     )
     manifest = backup_job.backup_job(
-        spec=run.spec, namespace=run.namespace, name=run.name, uid=run.uid, owner=run.owner, config=run.settings
+        spec=run.spec,
+        namespace=run.namespace,
+        name=run.name,
+        uid=run.uid,
+        owner=run.owner,
+        config=run.settings,
+        created_at=run.created,
     )
     job_name = manifest["metadata"]["name"]
     if run.spec.quiesce:  # before the dump starts, on every look while it runs, and once it ended

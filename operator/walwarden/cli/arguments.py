@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from datetime import datetime
 from typing import Any
 
 
@@ -21,3 +22,14 @@ def positive_int(text: str) -> int:
     if value <= 0:
         raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
     return value
+
+
+def timestamp(text: str) -> datetime:
+    """An RFC 3339 time with its offset (2026-12-01T02:30:00Z)."""
+    try:
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        moment = None
+    if moment is None or moment.tzinfo is None:
+        raise argparse.ArgumentTypeError(f"expected an RFC 3339 time such as 2026-12-01T02:30:00Z, got {text!r}")
+    return moment

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from types import FrameType
 from typing import TYPE_CHECKING, Any, NoReturn
 
-from walwarden.cli.arguments import positive_int
+from walwarden.cli.arguments import positive_int, timestamp
 from walwarden.runner.contract import (
     DEFAULT_GO_TIMEOUT_SECONDS,
     DEFAULT_PARALLEL_JOBS,
@@ -110,6 +110,15 @@ def add_runner_parser(subparsers: Any) -> argparse.ArgumentParser:  # argparse's
     backup.add_argument(Flag.ENDPOINT, dest="endpoint", help="URL of an S3-compatible server")
     backup.add_argument(
         Flag.FORCE_PATH_STYLE, dest="force_path_style", action="store_true", help="path-style bucket addressing"
+    )
+    backup.add_argument(
+        Flag.OBJECT_LOCK_MODE,
+        dest="object_lock_mode",
+        choices=["GOVERNANCE", "COMPLIANCE"],
+        help="write the dump and manifest under S3 Object Lock in this mode (with --object-lock-until)",
+    )
+    backup.add_argument(
+        Flag.OBJECT_LOCK_UNTIL, dest="object_lock_until", type=timestamp, help="the lock's retain-until date (RFC 3339)"
     )
     backup.add_argument(
         Flag.EMP,
@@ -287,6 +296,7 @@ def _logins(args: argparse.Namespace) -> None:
 def _backup(args: argparse.Namespace) -> None:
     from walwarden.runner.backup import BackupOptions, run_backup
     from walwarden.storage.manifest import BackupIdentity
+    from walwarden.storage.s3 import Lock
 
     run_backup(
         BackupOptions(
@@ -299,6 +309,7 @@ def _backup(args: argparse.Namespace) -> None:
             emp=args.emp,
             backup=BackupIdentity(namespace=args.backup_namespace, name=args.backup_name, uid=args.backup_uid),
             expected_bytes=args.expected_bytes,
+            lock=Lock(args.object_lock_mode, args.object_lock_until) if args.object_lock_mode else None,
         )
     )
 

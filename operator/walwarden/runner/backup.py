@@ -75,6 +75,7 @@ class BackupOptions:
     emp: list[tuple[str, str]] = field(default_factory=list)  # (secret name, environment variable)
     backup: manifests.BackupIdentity = field(default_factory=manifests.BackupIdentity)
     expected_bytes: int | None = None  # per dump; None: pg_database_size
+    lock: storage.Lock | None = None  # S3 Object Lock of the dumps and the manifest
 
     def dump_key(self, database: str) -> str:
         return f"{self.prefix.strip('/')}/{database}.dump"
@@ -133,7 +134,7 @@ def run_backup(options: BackupOptions, say: Say = _say) -> manifests.Manifest:
         if result_key := os.environ.get(Env.RESULT_KEY):
             manifest = manifests.sign_manifest(manifest, result_key.encode())
         with _storage_errors(f"writing {storage.s3_uri(options.bucket, options.manifest_key)}", options.bucket):
-            manifests.write_manifest(client, options.bucket, options.manifest_key, manifest)
+            manifests.write_manifest(client, options.bucket, options.manifest_key, manifest, options.lock)
     except BaseException:
         _delete_quietly(client, options.bucket, [dump.key for dump in dumps])
         raise
@@ -304,7 +305,7 @@ def _dump_database(
         needed = postgres_roles.needed_role_names(conn)
         say(f"{database}: snapshot {snapshot}; dumping to {uri} in parts of {base // MiB} MiB")
         with (
-            storage.MultipartUpload(client, options.bucket, key) as upload,
+            storage.MultipartUpload(client, options.bucket, key, lock=options.lock) as upload,
             _PgDump(pg_dump, database, snapshot) as dump,
             _in_background(row_counts, conn) as counting,
         ):

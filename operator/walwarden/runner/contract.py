@@ -39,6 +39,8 @@ class Flag:
     REGION: Final = "--region"
     ENDPOINT: Final = "--endpoint"
     FORCE_PATH_STYLE: Final = "--force-path-style"
+    OBJECT_LOCK_MODE: Final = "--object-lock-mode"  # GOVERNANCE or COMPLIANCE: the dump and manifest are locked
+    OBJECT_LOCK_UNTIL: Final = "--object-lock-until"  # RFC 3339: the lock's retain-until date
     EMP: Final = "--emp"  # NAME=ENVVAR, see emp_argument()
     BACKUP_NAMESPACE: Final = "--backup-namespace"
     BACKUP_NAME: Final = "--backup-name"

@@ -16,7 +16,7 @@ from zoneinfo import ZoneInfo
 from walwarden.api import BackupRequest, is_finished, parse_timestamp
 from walwarden.api import backup as backup_api
 from walwarden.api import restore as restore_api
-from walwarden.api.common import GROUP, VERSION, ConditionType, format_timestamp, set_condition
+from walwarden.api.common import GROUP, VERSION, ConditionType, ObjectLock, format_timestamp, set_condition
 from walwarden.api.schedule import (
     SCHEDULE_LABEL,
     SCHEDULED_AT_ANNOTATION,
@@ -167,13 +167,20 @@ def _as_backup(item: dict[str, Any], in_use_by: str | None = None) -> retention.
         else retention.Outcome.RUNNING
     )
     finished = status.get("completedAt")
+    lock = ObjectLock.model_validate(lock_spec) if (lock_spec := _object_lock_of(item)) else None
     return retention.Backup(
         name=metadata["name"],
         scheduled_at=parse_timestamp(scheduled),
         outcome=outcome,
         finished_at=parse_timestamp(finished) if finished else None,
         in_use_by=in_use_by,
+        # As the backup Job locked its objects (backup/job.py object_lock): from the request's creation.
+        locked_until=lock.until(parse_timestamp(metadata["creationTimestamp"])) if lock else None,
     )
+
+
+def _object_lock_of(item: dict[str, Any]) -> dict[str, Any] | None:
+    return (((item.get("spec") or {}).get("storage") or {}).get("s3") or {}).get("objectLock")
 
 
 def _record_results(status: BackupScheduleStatus, backups: list[retention.Backup]) -> None:

@@ -22,6 +22,7 @@ from pydantic.alias_generators import to_camel
 from walwarden.api.roles import DatabaseRole
 from walwarden.security import origin, signing
 from walwarden.security.fingerprints import EncryptorFingerprint
+from walwarden.storage import s3 as storage
 
 MANIFEST_NAME = "manifest.json"
 FORMAT_VERSION = 1
@@ -125,9 +126,11 @@ def origin_signer(manifest: Manifest, trusted: list[origin.TrustedKey], where: s
     return origin.check_origin(manifest.canonical_bytes(), signature, trusted, where)
 
 
-def write_manifest(s3_client, bucket: str, key: str, manifest: Manifest) -> None:
+def write_manifest(s3_client, bucket: str, key: str, manifest: Manifest, lock: storage.Lock | None = None) -> None:
     body = json.dumps(manifest.to_json(), indent=2, sort_keys=False).encode() + b"\n"
-    s3_client.put_object(Bucket=bucket, Key=key, Body=body, ContentType="application/json")
+    s3_client.put_object(
+        Bucket=bucket, Key=key, Body=body, ContentType="application/json", **storage.lock_arguments(lock)
+    )
 
 
 def read_manifest(s3_client, bucket: str, key: str) -> Manifest:

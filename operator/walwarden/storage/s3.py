@@ -5,6 +5,8 @@ from __future__ import annotations
 import math
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Self
 
 import boto3
@@ -120,6 +122,32 @@ def object_size(client: BaseClient, bucket: str, key: str) -> int | None:
         raise
 
 
+@dataclass(frozen=True)
+class Lock:
+    """S3 Object Lock retention for an object written: mode GOVERNANCE or COMPLIANCE, until when."""
+
+    mode: str
+    until: datetime
+
+
+def lock_arguments(lock: Lock | None) -> dict[str, Any]:
+    """The PutObject/CreateMultipartUpload arguments that write an object under `lock`."""
+    if lock is None:
+        return {}
+    return {"ObjectLockMode": lock.mode, "ObjectLockRetainUntilDate": lock.until}
+
+
+def object_lock_enabled(client: BaseClient, bucket: str) -> bool:
+    """Whether the bucket was created with S3 Object Lock (only then can objects be locked)."""
+    try:
+        configuration = client.get_object_lock_configuration(Bucket=bucket)["ObjectLockConfiguration"]
+    except ClientError as error:
+        if error_code(error) in {"ObjectLockConfigurationNotFoundError", "ObjectLockConfigurationNotFound"}:
+            return False
+        raise
+    return configuration.get("ObjectLockEnabled") == "Enabled"
+
+
 class DeleteRefused(Exception):
     """S3 kept objects it was asked to delete (Object Lock, missing rights): key -> its answer."""
 
@@ -192,9 +220,11 @@ class MultipartUpload:
         workers: int = 2,
         queued: int = 1,
         content_type: str = "application/octet-stream",
+        lock: Lock | None = None,
     ):
         self.client, self.bucket, self.key = client, bucket, key
         self.content_type = content_type
+        self.lock = lock
         self.upload_id: str | None = None
         self._workers = workers
         self._slots = threading.BoundedSemaphore(workers + queued)
@@ -205,7 +235,7 @@ class MultipartUpload:
 
     def __enter__(self) -> Self:
         self.upload_id = self.client.create_multipart_upload(
-            Bucket=self.bucket, Key=self.key, ContentType=self.content_type
+            Bucket=self.bucket, Key=self.key, ContentType=self.content_type, **lock_arguments(self.lock)
         )["UploadId"]
         self._pool = ThreadPoolExecutor(self._workers, thread_name_prefix="upload-part")
         return self

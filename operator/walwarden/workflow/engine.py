@@ -32,6 +32,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import datetime
 from enum import StrEnum
 from typing import Any, Generic, TypeVar
 
@@ -42,6 +43,7 @@ from walwarden.api.common import (
     SpecModel,
     StepState,
     format_timestamp,
+    parse_timestamp,
     utcnow,
 )
 from walwarden.kube.api import Kube
@@ -104,6 +106,11 @@ class Run(Generic[SpecT, StatusT]):
     dry_run: bool = False
     events: list[Event] = field(default_factory=list)
     step_names: tuple[str, ...] = ()  # the table's steps in order, for the plan
+
+    @property
+    def created(self) -> datetime:
+        """When the request was created (now, for a request not stored yet)."""
+        return parse_timestamp(self.created_at) if self.created_at else utcnow()
 
     @property
     def failed(self) -> bool:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 from walwarden.api import BackupRequestSpec
+from walwarden.api.common import ObjectLock
 from walwarden.backup.job import artifact_prefix, backup_job
 from walwarden.kube.runner_job import job_name
 from walwarden.settings import OperatorConfig
@@ -25,14 +28,18 @@ SPEC = BackupRequestSpec.model_validate(
 UID = "1a2b3c4d-0000-1111-2222-333344445555"
 
 
-def build(config=None):
+CREATED = datetime(2026, 12, 1, 2, 30, tzinfo=UTC)
+
+
+def build(config=None, spec=None):
     return backup_job(
-        spec=SPEC,
+        spec=spec or SPEC,
         namespace="vault",
         name="nightly",
         uid=UID,
         owner={"uid": UID},
         config=config or OperatorConfig(runner_image="walwarden:test"),
+        created_at=CREATED,
     )
 
 
@@ -87,3 +94,17 @@ def test_runner_pod_labels_reach_the_pod_only():
 def test_names_fit_kubernetes_limits():
     assert len(job_name("n" * 253, UID, "backup")) <= 63
     assert artifact_prefix(SPEC, "vault", "nightly", UID).startswith("prod/vault/")
+
+
+def test_an_object_lock_locks_the_dump_and_manifest_until_days_after_the_requests_creation():
+    locked = SPEC.model_copy(
+        update={
+            "storage": SPEC.storage.model_copy(
+                update={"s3": SPEC.storage.s3.model_copy(update={"object_lock": ObjectLock(retain_days=30)})}
+            )
+        }
+    )
+    args = build(spec=locked)["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert args[args.index("--object-lock-mode") + 1] == "GOVERNANCE"
+    assert args[args.index("--object-lock-until") + 1] == "2026-12-31T02:30:00Z"
+    assert "--object-lock-mode" not in build()["spec"]["template"]["spec"]["containers"][0]["args"]

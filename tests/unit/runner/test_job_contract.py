@@ -8,6 +8,7 @@ what the operator meant: a flag or variable renamed on one side only fails here.
 from __future__ import annotations
 
 import argparse
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -22,6 +23,7 @@ from walwarden.settings import OperatorConfig
 
 UID = "1a2b3c4d-0000-1111-2222-333344445555"
 CONFIG = OperatorConfig(runner_image="walwarden:test")
+CREATED = datetime(2026, 12, 1, 2, 30, tzinfo=UTC)
 SHA256 = "ab" * 32
 GO_SHA256 = "cd" * 32
 SPEC = BackupRequestSpec.model_validate(
@@ -61,7 +63,9 @@ def env_refs(job: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
 
 def test_the_backup_job_parses_as_the_operator_meant():
-    job = backup_job(spec=SPEC, namespace="vault", name="nightly", uid=UID, owner={"uid": UID}, config=CONFIG)
+    job = backup_job(
+        spec=SPEC, namespace="vault", name="nightly", uid=UID, owner={"uid": UID}, config=CONFIG, created_at=CREATED
+    )
     args = parse_as_the_runner(job)
     assert (args.command, args.runner_command) == ("runner", "backup")
     assert args.database == ["vault", "audit"]
