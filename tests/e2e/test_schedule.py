@@ -188,3 +188,39 @@ def test_after_an_operator_outage_the_missed_runs_start_once_not_in_a_burst(vaul
     [missed, *_] = events_of(vault, "outage", "RunsMissed")
     assert "starting the newest one now" in missed
     assert vault.wait_finished("backuprequests", catch_up["metadata"]["name"])["status"]["phase"] == "Succeeded"
+
+
+def test_a_schedule_that_cannot_run_is_refused_or_fails_loudly_and_creates_nothing(vault: Vault):
+    refused = vault.cluster.kubectl(
+        ["apply", "-n", vault.namespace, "-f", "-"], stdin=json.dumps(schedule(vault, "typo", "every day")), check=False
+    )
+    assert refused.returncode != 0 and "spec.schedule" in refused.stderr, refused.stderr
+    vault.apply(schedule(vault, "mars", "61 * * * *"))
+    vault.apply(schedule(vault, "atlantis", timeZone="Europe/Atlantis"))
+
+    def failed(name: str) -> str | None:
+        status = vault.get("backupschedules", name).get("status") or {}
+        return next(
+            (c["message"] for c in status.get("conditions", []) if c["type"] == "Failed" and c["status"] == "True"),
+            None,
+        )
+
+    wait_for(lambda: failed("mars") and failed("atlantis"), TIMEOUT, "both schedules to fail")
+    assert "is not a cron expression: five fields" in (failed("mars") or "")
+    assert "'Europe/Atlantis' is not an IANA time zone" in (failed("atlantis") or "")
+    assert events_of(vault, "atlantis", "ScheduleInvalid")
+    assert not runs_of(vault, "mars") and not runs_of(vault, "atlantis")
+    table = vault.cluster.kubectl(["get", "backupschedules", "-n", vault.namespace]).stdout
+    assert table.split("\n")[0].split() == [
+        "NAME",
+        "SCHEDULE",
+        "SUSPENDED",
+        "LAST",
+        "BACKUP",
+        "LAST",
+        "SUCCESS",
+        "NEXT",
+        "RUN",
+        "KEPT",
+        "AGE",
+    ]

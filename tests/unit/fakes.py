@@ -475,6 +475,24 @@ class FakeCustom:
         self.cluster.writes.append(("create", plural, name))
         return copy.deepcopy(self.cluster.custom_objects[(namespace, plural, name)])
 
+    def list_namespaced_custom_object(
+        self, group: str, version: str, namespace: str, plural: str, label_selector: str = ""
+    ) -> dict[str, Any]:
+        assert (group, version) == (GROUP, VERSION)
+        wanted = dict(term.split("=", 1) for term in label_selector.split(",") if term)
+        items = [
+            copy.deepcopy(body)
+            for (ns, kind, _), body in sorted(self.cluster.custom_objects.items())
+            if ns == namespace and kind == plural and wanted.items() <= (body["metadata"].get("labels") or {}).items()
+        ]
+        return {"items": items}
+
+    def delete_namespaced_custom_object(self, group: str, version: str, namespace: str, plural: str, name: str) -> None:
+        assert (group, version) == (GROUP, VERSION)
+        if self.cluster.custom_objects.pop((namespace, plural, name), None) is None:
+            raise not_found()
+        self.cluster.writes.append(("delete", plural, name))
+
 
 class FakeCoordination:
     def __init__(self, cluster: Cluster) -> None:

@@ -110,7 +110,9 @@ def _run_if_due(
     if due.run_at is None:
         status.message = status.message or f"next run at {status.next_schedule_time}"
         return
-    running = [b.name for b in backups if b.outcome == retention.Outcome.RUNNING]
+    request_name = timing.run_name(schedule.name, due.run_at)
+    # This run's own request, created by a pass whose status was lost, is not "the previous one".
+    running = [b.name for b in backups if b.outcome == retention.Outcome.RUNNING and b.name != request_name]
     if running and spec.concurrency_policy == ConcurrencyPolicy.FORBID:
         status.missed_runs += 1
         status.message = (
@@ -119,7 +121,6 @@ def _run_if_due(
         )
         result.say("RunSkipped", status.message, warning=True)
         return
-    request_name = timing.run_name(schedule.name, due.run_at)
     body = _request_body(schedule, request_name, due.run_at)
     try:
         call(kube.custom.create_namespaced_custom_object, GROUP, VERSION, schedule.namespace, backup_api.PLURAL, body)
