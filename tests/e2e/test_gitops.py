@@ -369,3 +369,33 @@ def test_a_restore_from_git_shows_its_steps_runs_once_and_a_pruned_and_re_added_
         assert pod_uids(vault) == running
         assert ready_replicas(vault.cluster, vault.namespace) == vault.replicas
         assert account_names(vault.postgres.dsn(vault.database)) == written
+
+
+def test_a_backup_schedule_in_git_is_healthy_and_degraded_once_its_last_backup_failed(
+    vault: Vault, argocd: ArgoCD, git_repo: LocalGitRepo
+):
+    """Walwarden's BackupSchedule health check in the real Argo CD: Healthy with the next run,
+    Degraded (naming the failed backup) once a run's backup failed."""
+    vault.admin_secret("vault-db-admin-stale", password="not-the-password")
+    spec = {"database": {"secretRef": {"name": "vault-db-admin-stale"}, "databases": [vault.database]}}
+    scheduled = {
+        "apiVersion": "walwarden.io/v1alpha1",
+        "kind": "BackupSchedule",
+        "metadata": {"name": "every-minute"},
+        "spec": {"schedule": "* * * * *", "backupTemplate": {"spec": spec | {"storage": vault.storage()}}},
+    }
+    git_repo.write("schedules/every-minute.yaml", scheduled)
+    git_repo.commit_and_push("a backup every minute")
+    with argocd.synced_application(vault.namespace, git_repo.url, "schedules", vault.namespace) as app:
+        healthy = wait_app(
+            argocd, app, lambda s: resource_health(s, "BackupSchedule")[0] == "Healthy", "the schedule Healthy"
+        )
+        assert "next run at" in (resource_health(healthy, "BackupSchedule")[1] or "")
+        degraded = wait_app(
+            argocd, app, lambda s: resource_health(s, "BackupSchedule")[0] == "Degraded", "the schedule Degraded"
+        )
+        status = vault.get("backupschedules", "every-minute")["status"]
+        assert status["lastBackupPhase"] == "Failed", status
+        message = resource_health(degraded, "BackupSchedule")[1] or ""
+        assert message.startswith(f"the last scheduled backup {status['lastBackup']} failed"), message
+        assert "no successful backup yet" in message
