@@ -90,6 +90,22 @@ def test_a_schedule_every_minute_creates_a_backup_at_each_minute_that_succeeds(v
     second = runs_of(vault, "every-minute")[1]
     assert scheduled_at(second) - at == timedelta(minutes=1)
     assert events_of(vault, "every-minute", "BackupCreated")
+    # Suspended: no next run in status (not a stale one), and no new request after the next minute.
+    vault.apply(schedule(vault, "every-minute", suspend=True))
+    wait_for(
+        lambda: "nextScheduleTime" not in vault.get("backupschedules", "every-minute")["status"], TIMEOUT, "suspend"
+    )
+    suspended_at = datetime.now(UTC)
+    count = len(runs_of(vault, "every-minute"))
+    wait_for(
+        lambda: (
+            parse_time(vault.get("backupschedules", "every-minute")["status"]["lastScheduleTime"])
+            > suspended_at.timestamp() + 60
+        ),
+        TIMEOUT,
+        "a pass more than a minute after suspending",
+    )
+    assert len(runs_of(vault, "every-minute")) == count
 
 
 # Generated history: (name, scheduled at, succeeds). Weeks are ISO weeks; 30 Nov 2026 is a Monday.
@@ -186,7 +202,7 @@ def test_after_an_operator_outage_the_missed_runs_start_once_not_in_a_burst(vaul
     status = vault.get("backupschedules", "outage")["status"]
     assert status["missedRuns"] >= 28, status
     [missed, *_] = events_of(vault, "outage", "RunsMissed")
-    assert "starting the newest one now" in missed
+    assert f"starting the newest one, of {catch_up['metadata']['annotations'][SCHEDULED_AT_ANNOTATION]}, now" in missed
     assert vault.wait_finished("backuprequests", catch_up["metadata"]["name"])["status"]["phase"] == "Succeeded"
 
 

@@ -110,11 +110,11 @@ def record_schedule(namespace: str, name: str, status: BackupScheduleStatus, pru
 
 
 def forget_schedule(namespace: str, name: str) -> None:
-    for gauge in _SCHEDULE_GAUGES:
-        _forget(gauge, namespace, name)
+    for series in (*_SCHEDULE_GAUGES, SCHEDULE_PRUNED):
+        _forget(series, namespace, name)
 
 
-def _forget(gauge: Gauge, namespace: str, name: str) -> None:
+def _forget(gauge: Gauge | Counter, namespace: str, name: str) -> None:
     try:
         gauge.remove(namespace, name)
     except KeyError:

@@ -24,8 +24,12 @@ TICK_SECONDS = 10
 def on_schedule_tick(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, logger: Any, **_: Any) -> None:
     schedule = parse(BackupSchedule, body)
     done = reconcile(memo.context.kube, schedule, utcnow())
-    for key, value in done.status.to_dict().items():
-        patch.status[key] = value
+    stored, written = dict(body.status), done.status.to_dict()
+    for key, value in written.items():
+        if stored.get(key) != value:  # a pass every 10 s: write only what changed
+            patch.status[key] = value
+    for key in stored.keys() - written.keys():
+        patch.status[key] = None  # e.g. nextScheduleTime of a suspended schedule: gone, not stale
     for event in done.events:
         announce(body, event.reason, event.message, event.warning)
         logger.info("%s: %s", event.reason, event.message)

@@ -33,6 +33,8 @@ from walwarden.storage import s3 as storage
 from walwarden.workflow.engine import Event
 from walwarden.workflow.steps import namespace_s3_client
 
+SUSPENDED_MESSAGE = "suspended: no new runs (retention still applies)"
+
 
 @dataclass
 class Pass:
@@ -61,6 +63,9 @@ def reconcile(kube: Kube, schedule: BackupSchedule, now: datetime) -> Pass:
         status.conditions = set_condition(status.conditions, ConditionType.READY, False, "ScheduleInvalid", str(error))
         status.conditions = set_condition(status.conditions, ConditionType.FAILED, True, "ScheduleInvalid", str(error))
         return result
+    was_invalid = any(c.type == ConditionType.FAILED and c.status == "True" for c in status.conditions)
+    if was_invalid or (status.message == SUSPENDED_MESSAGE and not spec.suspend):
+        status.message = None  # fixed, or resumed: the old words no longer hold
     status.conditions = set_condition(status.conditions, ConditionType.FAILED, False, "ScheduleValid", "")
 
     requests = _requests_of(kube, namespace, name)
@@ -72,7 +77,7 @@ def reconcile(kube: Kube, schedule: BackupSchedule, now: datetime) -> Pass:
         status.next_schedule_time = None
         # A suspended window is not "missed": resuming starts with the next cron time.
         status.last_schedule_time = format_timestamp(now)
-        status.message = "suspended: no new runs (retention still applies)"
+        status.message = SUSPENDED_MESSAGE
     else:
         _run_if_due(kube, schedule, status, backups, now, result)
 
@@ -99,11 +104,16 @@ def _run_if_due(
     status.next_schedule_time = format_timestamp(due.next_at)
     if due.missed:
         status.missed_runs += due.missed
+        until = (
+            f"before {format_timestamp(due.handled_until)}"
+            if due.run_at
+            else f"up to {format_timestamp(due.handled_until)}"
+        )
         result.say(
             "RunsMissed",
-            f"{due.missed} run(s) up to {format_timestamp(due.handled_until)} were not started: more than "
-            f"startingDeadlineSeconds ({spec.starting_deadline_seconds}) late (was the operator down?)"
-            + ("; starting the newest one now" if due.run_at else ""),
+            f"{due.missed} run(s) {until} were not started: more than startingDeadlineSeconds "
+            f"({spec.starting_deadline_seconds}) late (was the operator down?)"
+            + (f"; starting the newest one, of {format_timestamp(due.handled_until)}, now" if due.run_at else ""),
             warning=True,
         )
     status.last_schedule_time = format_timestamp(due.handled_until)
@@ -238,7 +248,8 @@ def _apply_retention(
         refused = _prune(kube, schedule.namespace, by_name[name])
         if refused:
             state.blocked.append(f"{name}: {refused}")
-            result.say("PruneRefused", f"BackupRequest {name} was not pruned: {refused}", warning=True)
+            if f"{name}: {refused}" not in previous.blocked:  # said once, not on every pass
+                result.say("PruneRefused", f"BackupRequest {name} was not pruned: {refused}", warning=True)
         else:
             pruned.append(name)
     if pruned:

@@ -42,3 +42,4 @@ def test_a_pass_sets_the_schedule_gauges_and_a_deletion_removes_them():
 
     metrics.forget_schedule("vault", "nightly-metrics")
     assert sample("walwarden_schedule_last_successful_backup_timestamp_seconds") is None
+    assert sample("walwarden_schedule_pruned_backups_total") is None

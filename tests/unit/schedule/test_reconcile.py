@@ -96,6 +96,7 @@ def test_a_suspended_schedule_starts_nothing_and_resuming_does_not_catch_up_the_
     assert not requests(kube) and suspended.status.next_schedule_time is None
     resumed = reconciling.reconcile(kube, schedule(suspended.status.to_dict()), at(2, 32))
     assert not requests(kube) and resumed.status.next_schedule_time == "2026-12-02T02:30:00Z"
+    assert resumed.status.message == "next run at 2026-12-02T02:30:00Z"
 
 
 def test_a_bad_time_zone_fails_the_schedule_once_with_what_to_write():
@@ -106,6 +107,8 @@ def test_a_bad_time_zone_fails_the_schedule_once_with_what_to_write():
     assert failed[0].status == "True" and "IANA time zone" in failed[0].message
     assert [e.reason for e in bad.events] == ["ScheduleInvalid"]
     assert not reconciling.reconcile(kube, schedule(bad.status.to_dict(), timeZone="Mars/Olympus"), at(2, 31)).events
+    fixed = reconciling.reconcile(kube, schedule(bad.status.to_dict()), at(2, 32))
+    assert "IANA" not in fixed.status.message and "next run at 2026-12-02T02:30:00Z" in fixed.status.message
 
 
 class VersionedS3:
