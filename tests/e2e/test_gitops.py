@@ -14,12 +14,14 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+import pytest
 import yaml
 from kubernetes import client, watch
 
 from devstack import vaultdb
 from devstack.argocd import ArgoCD
 from devstack.gitrepo import LocalGitRepo
+from devstack.operator_process import OperatorProcess
 from devstack.pytest_kube import wait_for
 from devstack.vault import ready_replicas
 from tests.e2e.vaults import Vault, account_names, parse_time, require_approvals, wallet_deployment
@@ -275,23 +277,36 @@ def pod_uids(vault: Vault) -> dict[str, str]:
     return {p["metadata"]["name"]: p["metadata"]["uid"] for p in pods}
 
 
+@pytest.mark.parametrize(
+    "approvals, refusal, says",
+    [(True, "TokenReused", "issue a new token"), (False, "RestoreAlreadyRan", "spec.allowRepeat: true")],
+    ids=["approvals-required", "approvals-off"],
+)
 def test_a_restore_from_git_shows_its_steps_runs_once_and_a_pruned_and_re_added_copy_is_refused(
-    vault: Vault, argocd: ArgoCD, git_repo: LocalGitRepo, tmp_path: Path
+    vault: Vault, argocd: ArgoCD, git_repo: LocalGitRepo, tmp_path: Path, approvals: bool, refusal: str, says: str
 ):
-    """A RestoreRequest committed to git, approvals required: Argo CD shows it Progressing with its
-    step, then Healthy; a manual sync, a hard refresh and automated syncs run nothing again; pruned
-    from git and added back it is refused (TokenReused) with every service untouched."""
+    """A RestoreRequest committed to git: Argo CD shows it Progressing with its step, then
+    Healthy; a manual sync, a hard refresh and automated syncs run nothing again; pruned from git
+    and added back it is refused with every service untouched: as a reused token when approvals
+    are required, as a repeat of a restore that already ran when they are off (the safe default)."""
     from walwarden.failpoints import ANNOUNCEMENT, ENV, RESUME_ENV
     from walwarden.security.tokens import issue_token
 
     resume = tmp_path / "resume"  # the operator waits in the stop window until this exists
     held_env = {ENV: "stop-window:check=pause", RESUME_ENV: str(resume)}
-    key = require_approvals(vault, tmp_path / "operator.log", held_env)
-    sha256 = vault.backup()["status"]["artifact"]["sha256"]
-    token = issue_token(
-        key, backup="nightly", sha256=sha256, mode="InPlace", namespace=vault.namespace, ttl_seconds=3600
-    )
-    request = vault.restore_request("restore-from-git", safetyBackup=False, approvalToken=token)
+    spec: dict[str, Any] = {"safetyBackup": False}
+    if approvals:
+        key = require_approvals(vault, tmp_path / "operator.log", held_env)
+        sha256 = vault.backup()["status"]["artifact"]["sha256"]
+        spec["approvalToken"] = issue_token(
+            key, backup="nightly", sha256=sha256, mode="InPlace", namespace=vault.namespace, ttl_seconds=3600
+        )
+    else:
+        vault.operator.stop()
+        env = {"WALWARDEN_POLL_SECONDS": "1", **held_env}
+        vault.operator = OperatorProcess(vault.cluster, vault.namespace, tmp_path / "operator.log", env).start()
+        vault.backup()
+    request = vault.restore_request("restore-from-git", **spec)
     name = request["metadata"]["name"]
     git_repo.write("restore/restore.yaml", request)
     # Something that stays in the path once the request is pruned: a path that goes missing is a
@@ -363,9 +378,9 @@ def test_a_restore_from_git_shows_its_steps_runs_once_and_a_pruned_and_re_added_
         refused = vault.get("restorerequests", name)
         assert refused["metadata"]["uid"] != done["metadata"]["uid"]
         assert refused["status"]["phase"] == "Failed", vault.describe("restorerequests", name)
-        assert [c["reason"] for c in refused["status"]["conditions"] if c["type"] == "Failed"] == ["TokenReused"]
+        assert [c["reason"] for c in refused["status"]["conditions"] if c["type"] == "Failed"] == [refusal]
         assert resource_health(degraded, "RestoreRequest")[1] == refused["status"]["message"]
-        assert "issue a new token" in refused["status"]["message"]
+        assert says in refused["status"]["message"]
         assert pod_uids(vault) == running
         assert ready_replicas(vault.cluster, vault.namespace) == vault.replicas
         assert account_names(vault.postgres.dsn(vault.database)) == written
