@@ -27,6 +27,7 @@ from tests.e2e.vaults import (
     account_names,
     assert_switched,
     audit_verify,
+    flip_a_byte_of_the_dump,
     parse_time,
     require_approvals,
     server_databases,
@@ -127,12 +128,7 @@ def test_redirected_restore_repoints_every_secret_and_leaves_the_original_alone(
 
 
 def test_corrupted_artifact_fails_in_preflight_with_every_service_untouched(vault):
-    backup = vault.backup()
-    bucket, key = backup["status"]["artifact"]["uri"].removeprefix("s3://").split("/", 1)
-    s3 = vault.s3.client()
-    body = bytearray(s3.get_object(Bucket=bucket, Key=key)["Body"].read())
-    body[len(body) // 2] ^= 0xFF
-    s3.put_object(Bucket=bucket, Key=key, Body=bytes(body))
+    flip_a_byte_of_the_dump(vault, vault.backup())
     with PodObserver(vault.cluster, vault.namespace) as observer:
         vault.apply(vault.restore_request("corrupt", safetyBackup=False))
         restore = vault.wait_finished("restorerequests", "corrupt")

@@ -240,3 +240,57 @@ def test_a_schedule_that_cannot_run_is_refused_or_fails_loudly_and_creates_nothi
         "KEPT",
         "AGE",
     ]
+
+
+def drills_of(vault: Vault, name: str) -> list[dict]:
+    selector = f"{SCHEDULE_LABEL}={name},walwarden.io/drill=true"
+    items = vault.cluster.kubectl_json(["get", "restorerequests", "-n", vault.namespace, "-l", selector])["items"]
+    return sorted(items, key=lambda item: item["metadata"]["annotations"][SCHEDULED_AT_ANNOTATION])
+
+
+def drill_failed(vault: Vault, name: str) -> dict | None:
+    status = vault.get("backupschedules", name).get("status") or {}
+    return next((c for c in status.get("conditions", []) if c["type"] == "DrillFailed"), None)
+
+
+def test_a_schedule_drills_each_new_backup_records_the_proof_and_a_failing_drill_raises_drill_failed(vault: Vault):
+    passing = [{"name": "has-accounts", "sql": "SELECT count(*) > 0 FROM accounts", "expected": "t"}]
+    target = {"secretRef": {"name": "vault-db-admin"}}
+    drill = {"afterEachBackup": True, "target": target, "checks": passing, "historyLimit": 1}
+    vault.apply(schedule(vault, "proven", drill=drill))
+    wait_for(lambda: drills_of(vault, "proven"), TIMEOUT, "the first backup's drill")
+    [first] = drills_of(vault, "proven")
+    backup = first["spec"]["source"]["backupRef"]["name"]
+    assert first["metadata"]["name"] == f"{backup}-drill" and first["spec"]["mode"] == "Drill"
+    assert vault.get("backuprequests", backup)["status"]["phase"] == "Succeeded"  # only a success is drilled
+    done = vault.wait_finished("restorerequests", first["metadata"]["name"])
+    assert done["status"]["phase"] == "Succeeded", vault.describe("restorerequests", first["metadata"]["name"])
+
+    def drill_status() -> dict:
+        return (vault.get("backupschedules", "proven").get("status") or {}).get("drill") or {}
+
+    wait_for(lambda: drill_status().get("lastResult") == "Succeeded", TIMEOUT, "the schedule to record the drill")
+    recorded = drill_status()
+    assert recorded["lastSuccessfulDrill"] == first["metadata"]["name"] and recorded["lastDurationSeconds"] > 0
+    assert recorded["lastSuccessfulTime"] == done["status"]["completedAt"]
+    assert (drill_failed(vault, "proven") or {}).get("status") == "False"
+    wide = vault.cluster.kubectl(["get", "backupschedules", "proven", "-n", vault.namespace, "-o", "wide"]).stdout
+    assert "LAST DRILL" in wide and "Succeeded" in wide
+
+    # The next backups' drills check what is not so: the newest finished drill fails, and says it.
+    failing = [{"name": "no-accounts", "sql": "SELECT count(*) = 0 FROM accounts", "expected": "t"}]
+    vault.apply(schedule(vault, "proven", drill={**drill, "checks": failing}))
+    wait_for(lambda: (drill_failed(vault, "proven") or {}).get("status") == "True", TIMEOUT, "DrillFailed")
+    condition = drill_failed(vault, "proven") or {}
+    assert (
+        condition["reason"] == "DrillCheckFailed" and "no-accounts: answered 'f', expected 't'" in condition["message"]
+    )
+    assert any("no-accounts" in message for message in events_of(vault, "proven", "DrillFailed"))
+    vault.apply(schedule(vault, "proven", drill={**drill, "checks": failing}, suspend=True))
+    # historyLimit 1: only the newest finished drill is kept (the first one, which passed, is gone).
+    wait_for(
+        lambda: len([d for d in drills_of(vault, "proven") if (d.get("status") or {}).get("completedAt")]) == 1,
+        TIMEOUT,
+        "the older drills to be deleted",
+    )
+    assert first["metadata"]["name"] not in [d["metadata"]["name"] for d in drills_of(vault, "proven")]

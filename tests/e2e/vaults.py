@@ -197,6 +197,15 @@ def audit_verify(vault: Vault, uri: str, heads: list[str]):
     return subprocess.run(args, env=env, capture_output=True, text=True, timeout=60)
 
 
+def flip_a_byte_of_the_dump(vault: Vault, backup: dict) -> None:
+    """Corrupt a backup's dump in S3 (its manifest, with the sha256, left as it was)."""
+    bucket, key = backup["status"]["artifact"]["uri"].removeprefix("s3://").split("/", 1)
+    s3 = vault.s3.client()
+    body = bytearray(s3.get_object(Bucket=bucket, Key=key)["Body"].read())
+    body[len(body) // 2] ^= 0xFF
+    s3.put_object(Bucket=bucket, Key=key, Body=bytes(body))
+
+
 def account_names(dsn: str) -> list[str]:
     import psycopg
 

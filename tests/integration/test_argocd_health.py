@@ -454,22 +454,23 @@ def test_status_objects_as_the_api_server_returns_them_are_read(luatest, monkeyp
 class ScheduleKube:
     """Just enough of the API for a schedule's pass: its BackupRequests (by label) and no restores."""
 
-    def __init__(self, requests: list[dict]):
-        self.requests, self.created = requests, []
+    def __init__(self, requests: list[dict], drills: list[dict]):
+        self.requests, self.drills, self.created = requests, drills, []
         self.custom = self
 
     def list_namespaced_custom_object(self, group, version, namespace, plural, label_selector=""):
-        return {"items": self.requests if plural == "backuprequests" else []}
+        return {"items": self.requests if plural == "backuprequests" else self.drills}
 
     def create_namespaced_custom_object(self, group, version, namespace, plural, body):
         self.created.append(body)
         return body
 
 
-def scheduled(requests: list[dict], now: datetime, **spec_changes) -> dict:
-    """The example schedule with the status one pass at `now` writes over `requests`."""
+def scheduled(requests: list[dict], now: datetime, drills: list[dict] | None = None, **spec_changes) -> dict:
+    """The example schedule with the status one pass at `now` writes over `requests` (and `drills`)."""
     obj = body("BackupSchedule", **spec_changes)
-    done = reconcile(ScheduleKube(requests), BackupSchedule.model_validate(obj), now)  # type: ignore[arg-type]
+    kube = ScheduleKube(requests, drills or [])
+    done = reconcile(kube, BackupSchedule.model_validate(obj), now)  # type: ignore[arg-type]
     return {**obj, "status": done.status.to_dict()}
 
 
@@ -517,6 +518,35 @@ def test_a_schedule_with_a_bad_time_zone_is_degraded_with_what_to_write(luatest)
         "status": "Degraded",
         "message": "spec.timeZone 'Europe/Atlantis' is not an IANA time zone: use a name such as UTC or Europe/Zurich",
     }
+
+
+def finished_drill(name: str, phase: str, at: str, message: str) -> dict:
+    conditions = [{"type": "Failed", "status": "True", "reason": "ChecksumMismatch"}] if phase == "Failed" else []
+    return {
+        "metadata": {"name": name, "uid": UID, "creationTimestamp": at, "annotations": {SCHEDULED_AT_ANNOTATION: at}},
+        "spec": {"source": {"backupRef": {"name": "vault-nightly-20250601-0030"}}},
+        "status": {"phase": phase, "completedAt": at, "message": message, "conditions": conditions},
+    }
+
+
+def test_a_schedule_whose_last_drill_failed_is_degraded_with_the_drills_message(luatest):
+    runs = [nightly_run("vault-nightly-20250601-0030", "Succeeded", "2025-06-01T00:30:00Z")]
+    failed = finished_drill("vault-nightly-drill-20250601-0200", "Failed", "2025-06-01T00:31:00Z", "does NOT restore")
+    obj = scheduled(runs, NIGHT, drills=[failed])
+    assert health(luatest, "BackupSchedule", obj) == {
+        "status": "Degraded",
+        "message": "the last restore drill vault-nightly-drill-20250601-0200: does NOT restore: the newest backup "
+        "is not proven to restore",
+    }
+    invalid = scheduled(runs, NIGHT, drill={**obj["spec"]["drill"], "schedule": "61 * * * *"})
+    assert health(luatest, "BackupSchedule", invalid) == {
+        "status": "Degraded",
+        "message": "spec.drill.schedule '61 * * * *' is not a cron expression: five fields (minute hour day-of-month "
+        "month day-of-week), e.g. '30 2 * * *' for 02:30 every day, or @daily, @hourly, @weekly (no restore drills "
+        "until it is fixed)",
+    }
+    passed = finished_drill("vault-nightly-drill-20250601-0200", "Succeeded", "2025-06-01T00:31:00Z", "ok")
+    assert health(luatest, "BackupSchedule", scheduled(runs, NIGHT, drills=[passed]))["status"] == "Healthy"
 
 
 def test_a_suspended_schedule_is_suspended(luatest):

@@ -303,6 +303,8 @@ def test_namespaced_rbac_grants_only_what_the_steps_need(cluster, crds, helm, ma
             ("patch", "restorerequests.walwarden.io --subresource=status", namespace),
             ("patch", "backuprequests.walwarden.io --subresource=status", namespace),
             ("delete", "backuprequests.walwarden.io", namespace),  # a schedule's retention prunes
+            ("create", "restorerequests.walwarden.io", namespace),  # a schedule's restore drills
+            ("delete", "restorerequests.walwarden.io", namespace),  # drills beyond historyLimit
             ("watch", "backupschedules.walwarden.io", namespace),
             ("patch", "backupschedules.walwarden.io --subresource=status", namespace),
             ("create", "events", namespace),
@@ -341,10 +343,8 @@ def test_namespaced_rbac_grants_only_what_the_steps_need(cluster, crds, helm, ma
             ("list", "configmaps", namespace),
             ("update", "configmaps/someone-elses", namespace),
             ("update", "leases.coordination.k8s.io/other", namespace),
-            ("delete", "restorerequests.walwarden.io", namespace),
             ("delete", "backupschedules.walwarden.io", namespace),
             ("create", "backupschedules.walwarden.io", namespace),
-            ("create", "restorerequests.walwarden.io", namespace),
             ("create", "rolebindings.rbac.authorization.k8s.io", namespace),
             ("create", "serviceaccounts --subresource=token", namespace),
             # Nothing cluster-scoped.

@@ -26,12 +26,12 @@ NAMESPACED = ["--set", "rbac.scope=namespaces", "--set", "watchNamespaces={vault
 EXPECTED_RULES = [
     {
         "apiGroups": ["walwarden.io"],
-        "resources": ["backuprequests"],
+        "resources": ["backuprequests", "restorerequests"],
         "verbs": ["get", "list", "watch", "patch", "create", "delete"],
     },
     {
         "apiGroups": ["walwarden.io"],
-        "resources": ["restorerequests", "backupschedules"],
+        "resources": ["backupschedules"],
         "verbs": ["get", "list", "watch", "patch"],
     },
     {

@@ -68,6 +68,19 @@ def create(cluster, namespace, manifest, check=True):
             ),
             'unknown field "spec.redirect.azureKeyVault.clientSecret"',
         ),
+        (with_spec(RESTORE, mode="Drill"), "Drill restores need spec.target"),
+        (with_spec(RESTORE, mode="Drill", target=TARGET, redirect=REDIRECT), "a Drill never touches the vault"),
+        (with_spec(RESTORE, mode="Drill", target=TARGET, approvalToken="t"), "needs no spec.redirect, approvalToken"),
+        (with_spec(RESTORE, drill={"checks": []}), "spec.drill applies to mode Drill only"),
+        (
+            with_spec(
+                RESTORE,
+                mode="Drill",
+                target=TARGET,
+                drill={"checks": [{"name": "a", "sql": "SELECT 1", "expected": "1"}] * 2},
+            ),
+            "names a check twice",
+        ),
         (with_spec(BACKUP, database={"secretRef": {"name": "x"}, "databases": []}), "spec.database.databases"),
         (with_spec(BACKUP, storage={"s3": {"bucket": "Not_A_Bucket"}}), "spec.storage.s3.bucket"),
         (with_spec(BACKUP, surprise=True), 'unknown field "spec.surprise"'),
@@ -80,6 +93,11 @@ def create(cluster, namespace, manifest, check=True):
         "inplace-with-redirect",
         "azure-key-vault-without-settings",
         "azure-key-vault-literal-credentials",
+        "drill-without-target",
+        "drill-with-redirect",
+        "drill-with-approval-token",
+        "drill-settings-without-drill",
+        "drill-check-named-twice",
         "no-databases",
         "bad-bucket",
         "unknown-field",
@@ -97,6 +115,24 @@ def test_spec_is_immutable(cluster, crds, namespace):
     create(cluster, namespace, BACKUP)
     result = cluster.kubectl(
         ["patch", "backuprequest", "nightly", "-n", namespace, "--type=merge", "-p", '{"spec":{"quiesce":true}}'],
+        check=False,
+    )
+    assert result.returncode != 0
+    assert "spec is immutable" in result.stderr
+
+
+def test_a_drills_job_template_is_kept_as_written_and_immutable_like_the_rest(cluster, crds, namespace):
+    template = {
+        "metadata": {"labels": {"team": "dba"}},
+        "spec": {"containers": [{"name": "check", "image": "postgres:17", "command": ["psql", "-c", "SELECT 1"]}]},
+    }
+    job = {"template": template, "activeDeadlineSeconds": 120}
+    create(cluster, namespace, with_spec(RESTORE, mode="Drill", target=TARGET, drill={"job": job}))
+    stored = cluster.kubectl_json(["get", "restorerequest", "back-to-nightly", "-n", namespace])
+    assert stored["spec"]["drill"]["job"]["template"] == template  # a free-form pod template, not pruned
+    changed = {"spec": {"drill": {"job": {"template": {"spec": {"containers": []}}}}}}
+    result = cluster.kubectl(
+        ["patch", "restorerequest", "back-to-nightly", "-n", namespace, "--type=merge", "-p", json.dumps(changed)],
         check=False,
     )
     assert result.returncode != 0

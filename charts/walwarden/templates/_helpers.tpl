@@ -55,15 +55,17 @@ go into the ClusterRole (rbac.scope cluster) or into a Role in each watched name
 # kopf watches both kinds (list + watch) to run new requests and resume unfinished ones after a
 # restart, and patches them to keep its progress annotations (walwarden.io/...). The operator
 # gets requests by name: the namespace lock checks whether its holder still runs, a
-# RestoreRequest reads its source BackupRequest. It creates one kind of object only: the safety
-# BackupRequest an InPlace restore takes of its target before overwriting it, and each run of a
-# BackupSchedule; it deletes BackupRequests only when a schedule's retention prunes them (a
-# schedule lists its own by label, and the RestoreRequests that may still need one).
+# RestoreRequest reads its source BackupRequest. It creates BackupRequests (the safety backup an
+# InPlace restore takes of its target before overwriting it, and each run of a BackupSchedule)
+# and RestoreRequests of mode Drill only (a schedule's restore drills); it deletes BackupRequests
+# only when a schedule's retention prunes them, and RestoreRequests only when they are drills
+# beyond a schedule's spec.drill.historyLimit (a schedule lists its own by label, and the
+# RestoreRequests that may still need a backup).
 - apiGroups: ["walwarden.io"]
-  resources: ["backuprequests"]
+  resources: ["backuprequests", "restorerequests"]
   verbs: ["get", "list", "watch", "patch", "create", "delete"]
 - apiGroups: ["walwarden.io"]
-  resources: ["restorerequests", "backupschedules"]
+  resources: ["backupschedules"]
   verbs: ["get", "list", "watch", "patch"]
 # kopf writes status (phase, steps, conditions) through the status subresource.
 - apiGroups: ["walwarden.io"]

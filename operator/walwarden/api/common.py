@@ -415,6 +415,8 @@ class ConditionType(StrEnum):
     # Services started again are still not Ready long after (WALWARDEN_STOP_TIMEOUT_SECONDS): the
     # step keeps waiting, and this says loudly that the vault is not back yet.
     SERVICES_NOT_READY = "ServicesNotReady"
+    # A BackupSchedule's newest restore drill failed: its backups are not proven to restore.
+    DRILL_FAILED = "DrillFailed"
 
 
 class ConditionStatus(StrEnum):

@@ -47,6 +47,7 @@ _COPIED_KEYWORDS = frozenset(
         "x-kubernetes-validations",
         "x-kubernetes-list-type",
         "x-kubernetes-list-map-keys",
+        "x-kubernetes-preserve-unknown-fields",
     }
 )
 _NULL = {"type": "null"}
@@ -117,6 +118,8 @@ def structural(node: dict[str, Any], defs: dict[str, Any], where: str = "") -> d
         elif key == "additionalProperties":
             if value is False:
                 continue  # extra="forbid": the API server prunes and, with kubectl, rejects unknown fields
+            if value is True and flat.get("x-kubernetes-preserve-unknown-fields"):
+                continue  # a free-form object (a pod template): the API server keeps it as it is
             if not isinstance(value, dict):
                 raise CrdGenError(f"{where}: additionalProperties must be a schema or false")
             out[key] = structural(value, defs, f"{where}.*")

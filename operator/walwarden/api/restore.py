@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import StrEnum
-from typing import ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import ConfigDict, Field, model_validator
 
@@ -69,11 +69,19 @@ class RestoreStep(StrEnum):
     ROLLBACK = "Rollback"
     DROP_PREVIOUS = "DropPrevious"  # Switch: the previous database, by spec.previousDatabase
     RELEASE_LOCK = "ReleaseLock"
+    CHECK = "Check"  # Drill: the user's SQL checks against the scratch database
+    DROP_SCRATCH = "DropScratch"  # Drill: the scratch database dropped, whatever happened
+
+
+DRILL_STEPS = frozenset({RestoreStep.CHECK, RestoreStep.DROP_SCRATCH})
 
 
 class RestoreMode(StrEnum):
     IN_PLACE = "InPlace"
     REDIRECTED = "Redirected"
+    # Restore into a scratch database, check it, drop it: proof that the backup restores. The
+    # vault is never touched (its table has no step that stops, repoints or restarts anything).
+    DRILL = "Drill"
 
 
 class RestoreStrategy(StrEnum):
@@ -171,6 +179,31 @@ CREATE_MISSING_ROLES_NEEDS_A_BUILD = CelRule(
     "InPlace with strategy Switch): with Overwrite, create the roles on the server by hand and use Require",
     field_path=".target.roles",
     reason="FieldValueForbidden",
+)
+DRILL_NEEDS_TARGET = CelRule(
+    "self.mode != 'Drill' || has(self.target)",
+    "Drill restores need spec.target: the Secret with the admin connection of the server the scratch database "
+    "is made on (the vault's own server is fine: the drill restores under its own name)",
+    field_path=".target",
+    reason="FieldValueRequired",
+)
+DRILL_TOUCHES_NOTHING = CelRule(
+    "self.mode != 'Drill' || (!has(self.redirect) && !has(self.approvalToken) && !self.stopServicesFirst && "
+    "(!has(self.safetyBackup) || !self.safetyBackup))",
+    "a Drill never touches the vault: it needs no spec.redirect, approvalToken, stopServicesFirst or safetyBackup; "
+    "remove them (to restore for real, use mode InPlace or Redirected)",
+    reason="FieldValueForbidden",
+)
+DRILL_SETTINGS_NEED_DRILL = CelRule(
+    "!has(self.drill) || self.mode == 'Drill'",
+    "spec.drill applies to mode Drill only: remove it, or set mode: Drill",
+    field_path=".drill",
+    reason="FieldValueForbidden",
+)
+ONE_NAME_PER_CHECK = CelRule(
+    "!has(self.checks) || self.checks.all(c, self.checks.exists_one(d, d.name == c.name))",
+    "spec.drill.checks names a check twice: give each check its own name",
+    field_path=".checks",
 )
 PREVIOUS_DATABASE_NEEDS_SWITCH = CelRule(
     "!has(self.previousDatabase) || (self.mode == 'InPlace' && (!has(self.strategy) || self.strategy == 'Switch'))",
@@ -425,6 +458,74 @@ class PreviousDatabase(SpecModel):
     )
 
 
+class SqlCheck(SpecModel):
+    """A query run against the restored scratch database, and the answer it must give."""
+
+    name: str = Field(
+        min_length=1, max_length=63, pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", description="Name of the check."
+    )
+    sql: str = Field(
+        min_length=1,
+        max_length=8192,
+        description=(
+            "One SQL statement returning one row (its first column is compared), run in a read-only "
+            "transaction on the scratch database, as a login that may only read it, e.g. "
+            "SELECT count(*) > 0 FROM accounts."
+        ),
+    )
+    expected: str = Field(
+        max_length=1024,
+        description="The value as PostgreSQL prints it (psql -At): t or f for booleans, 42, NULL for a null.",
+    )
+
+
+class DrillJob(SpecModel):
+    """A check of your own: a Job run once the SQL checks passed, that must succeed. Each of its
+    containers gets the scratch database's connection, as the drill's reading login, in the
+    libpq environment (PGHOST, PGPORT, PGUSER, PGPASSWORD, PGDATABASE, PGSSLMODE) from a Secret
+    made for the drill (envFrom), so `psql -c '...'` or any libpq client connects as it is."""
+
+    template: dict[str, Any] = Field(
+        json_schema_extra={"x-kubernetes-preserve-unknown-fields": True},
+        description=(
+            "A pod template (metadata, spec) as in a Job's spec.template. restartPolicy is Never; the Job has "
+            "backoffLimit 0 and is deleted with the drill."
+        ),
+    )
+    active_deadline_seconds: int = Field(
+        600, ge=1, le=86400, description="How long the Job may run before the check counts as failed."
+    )
+
+
+class DrillSettings(SpecModel):
+    """What a drill checks beyond the artifact's sha256 and pg_restore --exit-on-error, and row
+    counts against the manifest (always checked)."""
+
+    model_config = ConfigDict(json_schema_extra=cel_validations(ONE_NAME_PER_CHECK))
+
+    database: PgIdentifier | None = Field(
+        None, description="Which database of the backup to restore. Unset: its first (usually its only one)."
+    )
+    checks: list[SqlCheck] = Field(
+        default_factory=list,
+        max_length=32,
+        description=(
+            "SQL checks, run in order as a login that may only read the scratch database (created for the "
+            "drill, dropped after it)."
+        ),
+    )
+    statement_timeout_seconds: int = Field(
+        60, ge=1, le=3600, description="How long each check may run before it counts as failed."
+    )
+    job: DrillJob | None = Field(None, description="A Job of your own that must succeed against the scratch database.")
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> DrillSettings:
+        names = [check.name for check in self.checks]
+        ONE_NAME_PER_CHECK.require(len(names) == len(set(names)))
+        return self
+
+
 class RestoreRequestSpec(SpecModel):
     """What to restore, where to, and how to check it."""
 
@@ -438,6 +539,9 @@ class RestoreRequestSpec(SpecModel):
             STRATEGY_IS_IN_PLACE,
             PREVIOUS_DATABASE_NEEDS_SWITCH,
             CREATE_MISSING_ROLES_NEEDS_A_BUILD,
+            DRILL_NEEDS_TARGET,
+            DRILL_TOUCHES_NOTHING,
+            DRILL_SETTINGS_NEED_DRILL,
         )
     )
 
@@ -446,7 +550,9 @@ class RestoreRequestSpec(SpecModel):
         description=(
             "InPlace: the vault's database is replaced by the backup's (see strategy). Redirected: "
             "restore into another database while the vault runs, then repoint the db-info secrets "
-            "to it; the original database is untouched, so rollback is a secret switch."
+            "to it; the original database is untouched, so rollback is a secret switch. Drill: restore into a "
+            "scratch database (spec.target.database, default <db>_drill), check it (row counts, spec.drill.checks) "
+            "and drop it; no service is stopped, repointed or restarted, and no approval token is needed."
         )
     )
     strategy: RestoreStrategy | None = Field(
@@ -493,6 +599,7 @@ class RestoreRequestSpec(SpecModel):
         ),
     )
     dry_run: bool = Field(False, description="Compute and publish the plan in status.plan, change nothing.")
+    drill: DrillSettings | None = Field(None, description="Drill only: the checks run on the scratch database.")
     encryptor_secrets: list[EncryptorSecretRef] = Field(
         default=[],
         max_length=16,
@@ -540,7 +647,27 @@ class RestoreRequestSpec(SpecModel):
         CREATE_MISSING_ROLES_NEEDS_A_BUILD.require(
             self.role_policy == RolePolicy.REQUIRE or self.effective_strategy != RestoreStrategy.OVERWRITE
         )
+        drill = self.mode == RestoreMode.DRILL
+        DRILL_NEEDS_TARGET.require(not drill or self.target is not None)
+        DRILL_TOUCHES_NOTHING.require(
+            not drill
+            or (
+                self.redirect is None
+                and self.approval_token is None
+                and not self.stop_services_first
+                and not self.safety_backup
+            )
+        )
+        DRILL_SETTINGS_NEED_DRILL.require(self.drill is None or drill)
         return self
+
+    @property
+    def is_drill(self) -> bool:
+        return self.mode == RestoreMode.DRILL
+
+    @property
+    def drill_settings(self) -> DrillSettings:
+        return self.drill or DrillSettings()
 
     @property
     def effective_strategy(self) -> RestoreStrategy | None:
@@ -631,6 +758,24 @@ class OriginStatus(StatusModel):
         return f"signed by {self.key_id} ({self.trusted_keys}, entry {self.entry})"
 
 
+class CheckResult(StatusModel):
+    """How one of spec.drill.checks answered."""
+
+    name: str = Field(description="The check's name.")
+    passed: bool = Field(description="Whether it answered what was expected.")
+    message: str = Field(description="What it answered, or why it could not run.")
+
+
+class DrillStatus(StatusModel):
+    """A drill's proof: what was restored where, what was checked, and that the copy is gone."""
+
+    scratch_database: str | None = Field(None, description="The scratch database the backup was restored into.")
+    row_counts_checked: int | None = Field(None, description="Tables whose row counts matched the manifest.")
+    checks: list[CheckResult] = Field(default_factory=list, description="spec.drill.checks, as they answered.")
+    job: str | None = Field(None, description="The Job of spec.drill.job, once started.")
+    dropped_at: Timestamp | None = Field(None, description="When the scratch database was dropped.")
+
+
 class RestoreRequestStatus(RequestStatus):
     """What the operator observed and did; written by the operator only."""
 
@@ -691,6 +836,7 @@ class RestoreRequestStatus(RequestStatus):
         None, description="History lost: from the backup's time to the restore."
     )
     plan: RestorePlan | None = Field(None, description="What the restore does; the whole result of a dry run.")
+    drill: DrillStatus | None = Field(None, description="Drill: the scratch database and what was checked.")
 
     def _set_phase(self, phase: str) -> None:
         self.phase = RestorePhase(phase)
@@ -717,7 +863,7 @@ class RestoreRequest(ResourceModel):
         ),
         printer_columns=(
             PrinterColumn("Phase", ".status.phase", description="Pending, Running, Succeeded, Failed or RolledBack."),
-            PrinterColumn("Mode", ".spec.mode", description="InPlace or Redirected."),
+            PrinterColumn("Mode", ".spec.mode", description="InPlace, Redirected or Drill."),
             PrinterColumn("Strategy", ".status.strategy", description="Switch, Overwrite or Redirected.", priority=1),
             PrinterColumn("Source", ".status.source", description="The BackupRequest or s3:// artifact restored."),
             PrinterColumn("Step", ".status.currentStep", description="Step running now, or the last one run."),

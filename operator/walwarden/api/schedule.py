@@ -7,11 +7,12 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import ClassVar, Literal
 
-from pydantic import ConfigDict, Field
+from pydantic import ConfigDict, Field, model_validator
 
 from walwarden.api.backup import BackupRequestSpec
 from walwarden.api.common import (
     AGE_COLUMN,
+    CelRule,
     Condition,
     CrdInfo,
     PrinterColumn,
@@ -19,7 +20,9 @@ from walwarden.api.common import (
     SpecModel,
     StatusModel,
     Timestamp,
+    cel_validations,
 )
+from walwarden.api.restore import ONE_NAME_PER_CHECK, DrillSettings, RestoreTarget
 
 KIND = "BackupSchedule"
 PLURAL = "backupschedules"
@@ -30,6 +33,8 @@ SHORT_NAMES = ("wwschedule", "bksched")
 # (retention buckets by that time, in the schedule's time zone, not by when the request ran).
 SCHEDULE_LABEL = "walwarden.io/schedule"
 SCHEDULED_AT_ANNOTATION = "walwarden.io/scheduled-at"
+# On every drill (a RestoreRequest of mode Drill) a schedule creates, beside SCHEDULE_LABEL.
+DRILL_LABEL = "walwarden.io/drill"
 
 # Five cron fields (minute hour day-of-month month day-of-week) or a macro (@daily ...); the
 # operator checks the fields themselves (croniter) and says what is wrong.
@@ -88,6 +93,40 @@ class Retention(SpecModel):
     )
 
 
+DRILL_NEEDS_A_TRIGGER = CelRule(
+    "has(self.schedule) || self.afterEachBackup",
+    "spec.drill needs schedule (a cron expression) or afterEachBackup: true, or both",
+    reason="FieldValueRequired",
+)
+
+
+class DrillSchedule(DrillSettings):
+    """Restore drills of the schedule's newest successful backup: each is a RestoreRequest of
+    mode Drill (restored into a scratch database, proven, dropped; the vault is never touched)."""
+
+    model_config = ConfigDict(json_schema_extra=cel_validations(ONE_NAME_PER_CHECK, DRILL_NEEDS_A_TRIGGER))
+
+    schedule: str | None = Field(
+        None,
+        pattern=CRON_PATTERN,
+        max_length=200,
+        description="When to drill (cron, in spec.timeZone), e.g. '0 4 * * 0' for Sundays at 04:00.",
+    )
+    after_each_backup: bool = Field(False, description="Also drill each new successful backup once.")
+    target: RestoreTarget = Field(
+        description=(
+            "The server the scratch database is made on (its admin Secret) and its name (default <db>_drill); "
+            "the vault's own server is fine. Never one of the backup's databases."
+        )
+    )
+    history_limit: int = Field(3, ge=1, le=100, description="Finished drills kept (the newest); older ones deleted.")
+
+    @model_validator(mode="after")
+    def _has_a_trigger(self) -> DrillSchedule:
+        DRILL_NEEDS_A_TRIGGER.require(self.schedule is not None or self.after_each_backup)
+        return self
+
+
 class BackupScheduleSpec(SpecModel):
     """When to back up, what, and how long to keep it."""
 
@@ -114,6 +153,7 @@ class BackupScheduleSpec(SpecModel):
     )
     backup_template: BackupTemplate = Field(description="The BackupRequest each run creates.")
     retention: Retention | None = Field(None, description="Which backups are kept. Unset: all are kept.")
+    drill: DrillSchedule | None = Field(None, description="Restore drills that prove the backups restore.")
 
 
 class RetentionStatus(StatusModel):
@@ -124,6 +164,21 @@ class RetentionStatus(StatusModel):
     blocked: list[str] = Field(
         default_factory=list, description="Due for pruning but kept: needed by a restore, or under Object Lock."
     )
+
+
+class DrillScheduleStatus(StatusModel):
+    """The schedule's drills: the answer to "when did you last prove a backup restores?"."""
+
+    last_schedule_time: Timestamp | None = Field(None, description="The cron time of the last drill handled.")
+    next_drill_time: Timestamp | None = Field(None, description="When the next drill by spec.drill.schedule is due.")
+    last_drill: str | None = Field(None, description="The newest drill (a RestoreRequest).")
+    last_drill_time: Timestamp | None = Field(None, description="When it was created.")
+    last_drilled_backup: str | None = Field(None, description="The BackupRequest it drilled.")
+    last_result: str | None = Field(None, description="Its phase: Running, Succeeded or Failed.")
+    last_duration_seconds: float | None = Field(None, description="How long it took, once finished.")
+    last_message: str | None = Field(None, description="Its status.message, once finished.")
+    last_successful_drill: str | None = Field(None, description="The newest drill that Succeeded.")
+    last_successful_time: Timestamp | None = Field(None, description="When it completed.")
 
 
 class BackupScheduleStatus(StatusModel):
@@ -137,11 +192,14 @@ class BackupScheduleStatus(StatusModel):
     active: list[str] = Field(default_factory=list, description="Its BackupRequests still running.")
     missed_runs: int = Field(0, ge=0, description="Runs not started: past their starting deadline, or forbidden.")
     retention: RetentionStatus | None = Field(None, description="The retention's last pass.")
+    drill: DrillScheduleStatus | None = Field(None, description="The restore drills (spec.drill).")
     message: str | None = Field(None, description="What the schedule did last.")
     conditions: list[Condition] = Field(
         default_factory=list,
         json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]},
-        description="Ready; Failed when the schedule or time zone is unusable.",
+        description=(
+            "Ready; Failed when the schedule or time zone is unusable; DrillFailed while the newest drill failed."
+        ),
     )
 
 
@@ -164,6 +222,16 @@ class BackupSchedule(ResourceModel):
             PrinterColumn("Last Success", ".status.lastSuccessfulTime", "date", "When the newest success completed."),
             PrinterColumn("Next Run", ".status.nextScheduleTime", description="When the next run is due."),
             PrinterColumn("Kept", ".status.retention.kept", "integer", "Successful backups kept."),
+            PrinterColumn(
+                "Last Drill", ".status.drill.lastResult", description="The newest drill's phase.", priority=1
+            ),
+            PrinterColumn(
+                "Drill OK",
+                ".status.drill.lastSuccessfulTime",
+                "date",
+                "When the newest successful drill completed.",
+                priority=1,
+            ),
             PrinterColumn("Message", ".status.message", description="What the schedule did last.", priority=1),
             AGE_COLUMN,
         ),

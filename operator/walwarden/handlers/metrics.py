@@ -10,7 +10,7 @@ from __future__ import annotations
 from prometheus_client import Counter, Gauge, Histogram, start_http_server
 
 from walwarden.api import BackupPhase, BackupRequestStatus, RestoreRequestStatus, StepState, parse_timestamp
-from walwarden.api.common import RequestStatus
+from walwarden.api.common import ConditionType, RequestStatus
 from walwarden.api.schedule import BackupScheduleStatus
 
 REQUESTS = Counter(
@@ -87,15 +87,44 @@ SCHEDULE_KEPT = Gauge("walwarden_schedule_backups_kept", "Successful backups the
 SCHEDULE_PRUNED = Counter(
     "walwarden_schedule_pruned_backups_total", "Backups pruned by the schedule's retention", _SCHEDULE_LABELS
 )
-_SCHEDULE_GAUGES = (SCHEDULE_NEXT_RUN, SCHEDULE_LAST_RUN, SCHEDULE_LAST_SUCCESS, SCHEDULE_MISSED, SCHEDULE_KEPT)
+SCHEDULE_LAST_DRILL = Gauge(
+    "walwarden_schedule_last_drill_timestamp_seconds",
+    "Unix time the schedule's newest drill is for (its cron time, or when its backup was drilled)",
+    _SCHEDULE_LABELS,
+)
+SCHEDULE_LAST_DRILL_SUCCESS = Gauge(
+    "walwarden_schedule_last_successful_drill_timestamp_seconds",
+    "Unix time the schedule's newest successful restore drill completed",
+    _SCHEDULE_LABELS,
+)
+SCHEDULE_DRILL_DURATION = Gauge(
+    "walwarden_schedule_last_drill_duration_seconds", "Seconds the newest finished drill took", _SCHEDULE_LABELS
+)
+SCHEDULE_DRILL_FAILED = Gauge(
+    "walwarden_schedule_drill_failed", "1 while the schedule's newest finished drill failed", _SCHEDULE_LABELS
+)
+_SCHEDULE_GAUGES = (
+    SCHEDULE_NEXT_RUN,
+    SCHEDULE_LAST_RUN,
+    SCHEDULE_LAST_SUCCESS,
+    SCHEDULE_MISSED,
+    SCHEDULE_KEPT,
+    SCHEDULE_LAST_DRILL,
+    SCHEDULE_LAST_DRILL_SUCCESS,
+    SCHEDULE_DRILL_DURATION,
+    SCHEDULE_DRILL_FAILED,
+)
 
 
 def record_schedule(namespace: str, name: str, status: BackupScheduleStatus, pruned: int) -> None:
     """The schedule's gauges from its status after a pass (the suspended one has no next run)."""
+    drill = status.drill
     moments = (
         (SCHEDULE_NEXT_RUN, status.next_schedule_time),
         (SCHEDULE_LAST_RUN, status.last_schedule_time),
         (SCHEDULE_LAST_SUCCESS, status.last_successful_time),
+        (SCHEDULE_LAST_DRILL, drill.last_drill_time if drill else None),
+        (SCHEDULE_LAST_DRILL_SUCCESS, drill.last_successful_time if drill else None),
     )
     for gauge, moment in moments:
         if moment:
@@ -107,6 +136,14 @@ def record_schedule(namespace: str, name: str, status: BackupScheduleStatus, pru
         SCHEDULE_KEPT.labels(namespace, name).set(status.retention.kept)
     if pruned:
         SCHEDULE_PRUNED.labels(namespace, name).inc(pruned)
+    if drill is None:
+        for gauge in (SCHEDULE_DRILL_DURATION, SCHEDULE_DRILL_FAILED):
+            _forget(gauge, namespace, name)
+        return
+    if drill.last_duration_seconds is not None:
+        SCHEDULE_DRILL_DURATION.labels(namespace, name).set(drill.last_duration_seconds)
+    failing = any(c.type == ConditionType.DRILL_FAILED and c.status == "True" for c in status.conditions)
+    SCHEDULE_DRILL_FAILED.labels(namespace, name).set(1 if failing else 0)
 
 
 def forget_schedule(namespace: str, name: str) -> None:

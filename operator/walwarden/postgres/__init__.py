@@ -204,3 +204,29 @@ def row_counts(secret: dict[str, str], dbname: str, tables: list[str]) -> dict[s
             query = sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(schema or "public", name))
             counts[table] = int(scalar(connection, query))
     return counts
+
+
+def read_only_answer(secret: dict[str, str], dbname: str, query: str, timeout_seconds: int) -> str | None:
+    """The first column of the single row `query` returns, as PostgreSQL prints it (text format:
+    t/f, 42, 2026-12-03 ...), None for NULL; run in a read-only transaction with a statement
+    timeout. A query that fails or does not return exactly one row is a DatabaseError saying so."""
+    with connect(secret, dbname) as connection:
+        try:
+            with connection.transaction():
+                connection.execute("SET TRANSACTION READ ONLY")
+                connection.execute(
+                    sql.SQL("SET LOCAL statement_timeout = {}").format(sql.Literal(timeout_seconds * 1000))
+                )
+                # Prepared: the server refuses more than one statement (no "COMMIT; ..." out of it).
+                cursor = connection.execute(query, prepare=True)
+                result = cursor.pgresult
+                if result is None or result.nfields == 0:
+                    raise DatabaseError("CheckNoResult", "the statement returned no rows (it must be a query)")
+                if result.ntuples != 1:
+                    raise DatabaseError("CheckNotOneRow", f"the query returned {result.ntuples} rows, not one")
+                value = result.get_value(0, 0)
+        except pg_errors.QueryCanceled:
+            raise DatabaseError("CheckTimedOut", f"the query ran longer than {timeout_seconds} s") from None
+        except psycopg.Error as error:
+            raise refused(error, "running the query") from None
+    return None if value is None else value.decode()

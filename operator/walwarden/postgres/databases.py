@@ -303,3 +303,32 @@ def _alter(secret: dict[str, str], statement: sql.Composed, doing: str) -> None:
             raise DatabaseInUse("DatabaseInUse", f"{doing}: a session is still on it") from None
         except psycopg.Error as error:
             raise refused(error, doing) from None
+
+
+def create_marked(secret: dict[str, str], name: str, marker: str) -> None:
+    """CREATE DATABASE `name` (the server's defaults) with `marker` as its comment: what says later
+    that it is ours to drop (pg_restore without --create never sets a database comment)."""
+    with connect(secret, MAINTENANCE_DATABASE) as connection:
+        try:
+            connection.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+        except pg_errors.DuplicateDatabase:
+            pass  # created by an earlier pass whose record was lost: the comment says whose
+        except psycopg.Error as error:
+            raise refused(error, f"creating the database {name!r}") from None
+        try:
+            connection.execute(
+                sql.SQL("COMMENT ON DATABASE {} IS {}").format(sql.Identifier(name), sql.Literal(marker))
+            )
+        except psycopg.Error as error:
+            raise refused(error, f"marking the database {name!r}") from None
+
+
+def comment_of(secret: dict[str, str], name: str) -> str | None:
+    """The comment of database `name`; None when it has none. DatabaseNotFound when it does not exist."""
+    with connect(secret, MAINTENANCE_DATABASE) as connection:
+        row = connection.execute(
+            "SELECT shobj_description(oid, 'pg_database') FROM pg_database WHERE datname = %s", (name,)
+        ).fetchone()
+    if row is None:
+        raise DatabaseError("DatabaseNotFound", f"the database {name!r} does not exist")
+    return row[0]

@@ -303,3 +303,47 @@ def drop_marked_roles(secret: dict[str, str], names: list[str], marker: str) -> 
                 break
             pending = list(refused)
     return dropped, left
+
+
+def create_reader(secret: dict[str, str], name: str, password: str, database: str, marker: str) -> None:
+    """A LOGIN role (marked with `marker`) that may read every table and sequence of `database`
+    and nothing else: no superuser, no CREATEDB/CREATEROLE, no memberships. What a drill's checks
+    run as, never the admin login (a check's SQL is the request author's, not the operator's).
+    Idempotent: an existing role of that name gets the password again, if it carries the marker."""
+    with connect(secret, MAINTENANCE_DATABASE) as connection:
+        verifier = connection.pgconn.encrypt_password(password.encode(), name.encode(), b"scram-sha-256").decode()
+        role = sql.Identifier(name)
+        exists = connection.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (name,)).fetchone() is not None
+        if exists and name not in _marked(connection, marker):
+            raise DatabaseError("RoleExists", f"the role {name} exists and was not made by this drill: drop it")
+        statements = [
+            sql.SQL(
+                "{} ROLE {} WITH LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS "
+                "NOINHERIT CONNECTION LIMIT 4 PASSWORD {}"
+            ).format(sql.SQL("ALTER" if exists else "CREATE"), role, sql.Literal(verifier)),
+            sql.SQL("COMMENT ON ROLE {} IS {}").format(role, sql.Literal(marker)),
+            sql.SQL("GRANT CONNECT ON DATABASE {} TO {}").format(sql.Identifier(database), role),
+        ]
+        for statement in statements:
+            try:
+                connection.execute(statement)
+            except psycopg.Error as error:
+                raise refused(error, f"creating the reading role {name}") from None
+    with connect(secret, database) as connection:
+        schemas = [
+            row[0]
+            for row in connection.execute(
+                "SELECT nspname FROM pg_namespace WHERE nspname NOT IN ('pg_catalog', 'information_schema') "
+                "AND nspname NOT LIKE 'pg_toast%%' AND nspname NOT LIKE 'pg_temp%%'"
+            ).fetchall()
+        ]
+        for schema in schemas:
+            for grant in (
+                "GRANT USAGE ON SCHEMA {} TO {}",
+                "GRANT SELECT ON ALL TABLES IN SCHEMA {} TO {}",
+                "GRANT SELECT ON ALL SEQUENCES IN SCHEMA {} TO {}",
+            ):
+                try:
+                    connection.execute(sql.SQL(grant).format(sql.Identifier(schema), role))
+                except psycopg.Error as error:
+                    raise refused(error, f"letting {name} read the schema {schema}") from None

@@ -11,9 +11,16 @@ from walwarden.workflow.engine import StepFailed
 
 
 def compare_row_counts(run: RestoreRun, database: str) -> list[str]:
-    """What matched, as a message part; StepFailed when a table differs."""
+    """What matched, as a message part; StepFailed when a table differs. A drill always compares
+    (it is its proof), and a manifest without counts fails it."""
     expected = source_of(run).dump.row_counts
-    if not (run.spec.verify.compare_row_counts and expected):
+    if run.spec.is_drill and not expected:  # a vault's database without a single table proves nothing either
+        raise StepFailed(
+            "RowCountsMissing",
+            "the backup's manifest records no row counts (its database has no tables, or the manifest is from "
+            "before they were recorded), so the drill cannot prove the restore is complete",
+        )
+    if not (run.spec.verify.compare_row_counts or run.spec.is_drill) or not expected:
         return []
     try:
         actual = postgres.row_counts(target_secret(run), database, list(expected))

@@ -106,6 +106,15 @@ def _dump_to_restore(run: RestoreRun, manifest: manifests.Manifest, bucket: str)
         if dump is None:
             raise StepFailed("ArtifactNotInManifest", f"{spec.source.artifact} is not listed in its manifest")
         return dump
+    if spec.is_drill:  # spec.target.database is the scratch database's name, not the backup's
+        wanted = spec.drill_settings.database
+        found = next((e for e in manifest.databases if e.name == wanted), None if wanted else manifest.databases[0])
+        if found is None:
+            names = ", ".join(e.name for e in manifest.databases)
+            raise StepFailed(
+                "DatabaseNotInBackup", f"spec.drill.database {wanted} is not in the backup (it has {names})"
+            )
+        return found
     wanted = spec.target.database if spec.target else None
     return next((e for e in manifest.databases if e.name == wanted), manifest.databases[0])
 

@@ -24,6 +24,10 @@ strategy; `table_for(spec)` picks the request's (its spec is immutable, so it ne
     DropPrevious  Switch, after success: the previous database kept or dropped (spec.previousDatabase)
     ReleaseLock   always
 
+Drill (restore/steps/drill.py): Validate, Preflight, Build into a scratch database, Check, then
+DropScratch always. No lock (it reads the backup and writes only its own scratch database) and no
+step that touches the vault: tests/unit/restore/test_restore_table.py checks that too.
+
 The stop window is ScaleDown through ScaleUp: Switch and Redirected hold only the switch there;
 spec.stopServicesFirst moves ScaleDown before Build (the downtime then includes pg_restore).
 
@@ -36,6 +40,14 @@ from __future__ import annotations
 from walwarden.api import RestoreMode, RestoreRequestSpec, RestoreStep, RestoreStrategy
 from walwarden.restore.run import RestoreRun
 from walwarden.restore.steps.build import build, drop_restored_database
+from walwarden.restore.steps.drill import (
+    build_scratch,
+    check_scratch,
+    drop_scratch,
+    drop_scratch_database,
+    preflight_drill,
+    validate_drill,
+)
 from walwarden.restore.steps.drop_previous import drop_previous
 from walwarden.restore.steps.plan import plan
 from walwarden.restore.steps.preflight import preflight
@@ -85,16 +97,29 @@ REDIRECTED_TABLE: StepTable[RestoreRun] = StepTable((*CHECKS, BUILD, SCALE_DOWN,
 REDIRECTED_STOPPING_FIRST_TABLE: StepTable[RestoreRun] = StepTable(
     (*CHECKS, SCALE_DOWN, BUILD, RECONFIGURE, *AFTER, RELEASE_LOCK)
 )
-ALL_TABLES = (
+# Drill: restored into a scratch database and proven there, then dropped; the vault is not touched.
+DRILL_TABLE: StepTable[RestoreRun] = StepTable(
+    (
+        Step(RestoreStep.VALIDATE, validate_drill, in_dry_run=True),
+        Step(RestoreStep.PREFLIGHT, preflight_drill),
+        Step(RestoreStep.BUILD, build_scratch, undo=drop_scratch_database),
+        Step(RestoreStep.CHECK, check_scratch),
+        Step(RestoreStep.DROP_SCRATCH, drop_scratch, cleanup=True),
+    )
+)
+VAULT_TABLES = (  # the restores that change the vault
     SWITCH_TABLE,
     SWITCH_STOPPING_FIRST_TABLE,
     OVERWRITE_TABLE,
     REDIRECTED_TABLE,
     REDIRECTED_STOPPING_FIRST_TABLE,
 )
+ALL_TABLES = (*VAULT_TABLES, DRILL_TABLE)
 
 
 def table_for(spec: RestoreRequestSpec) -> StepTable[RestoreRun]:
+    if spec.mode == RestoreMode.DRILL:
+        return DRILL_TABLE
     if spec.mode == RestoreMode.REDIRECTED:
         return REDIRECTED_STOPPING_FIRST_TABLE if spec.stop_services_first else REDIRECTED_TABLE
     if spec.effective_strategy == RestoreStrategy.OVERWRITE:

@@ -22,9 +22,16 @@ def target_secret_name(run: RestoreRun) -> str:
     )
 
 
+DRILL_SUFFIX = "_drill"
+
+
 def target_database(run: RestoreRun) -> str:
+    """The database written into; a drill's scratch database is <db>_drill unless named."""
     target = run.spec.target
-    return target.database if target and target.database else source_of(run).dump.name
+    if target and target.database:
+        return target.database
+    name = source_of(run).dump.name
+    return f"{name[: 63 - len(DRILL_SUFFIX)]}{DRILL_SUFFIX}" if run.spec.is_drill else name
 
 
 def target_secret(run: RestoreRun) -> dict[str, str]:

@@ -27,7 +27,7 @@ from walwarden.api.schedule import (
 )
 from walwarden.backup.job import artifact_prefix
 from walwarden.kube.api import Conflict, Kube, call
-from walwarden.schedule import retention, timing
+from walwarden.schedule import drills, retention, timing
 from walwarden.storage import audit
 from walwarden.storage import s3 as storage
 from walwarden.workflow.engine import Event
@@ -83,6 +83,13 @@ def reconcile(kube: Kube, schedule: BackupSchedule, now: datetime) -> Pass:
 
     if spec.retention is not None:
         _apply_retention(kube, schedule, backups, requests, tz, now, result)
+    if spec.drill is not None:
+        status.drill, status.conditions = drills.run_drills(
+            kube, schedule, status.last_successful_backup, status.conditions, now, result.say
+        )
+    else:  # no drills (any more): nothing to say about them
+        status.drill = None
+        status.conditions = [c for c in status.conditions if c.type != ConditionType.DRILL_FAILED]
     ready = "suspended" if spec.suspend else f"next run at {status.next_schedule_time}"
     status.conditions = set_condition(status.conditions, ConditionType.READY, True, "Scheduled", ready)
     status.observed_generation = generation

@@ -27,12 +27,12 @@ def zone(name: str) -> ZoneInfo:
         ) from None
 
 
-def check(expression: str, time_zone: str) -> ZoneInfo:
-    """The schedule's time zone, once both it and the cron expression are known to be usable."""
+def check(expression: str, time_zone: str, field: str = "spec.schedule") -> ZoneInfo:
+    """The schedule's time zone, once both it and the cron expression (of `field`) are usable."""
     tz = zone(time_zone)
     if not croniter.is_valid(expression):
         raise ScheduleInvalid(
-            f"spec.schedule {expression!r} is not a cron expression: five fields (minute hour day-of-month "
+            f"{field} {expression!r} is not a cron expression: five fields (minute hour day-of-month "
             "month day-of-week), e.g. '30 2 * * *' for 02:30 every day, or @daily, @hourly, @weekly"
         )
     return tz

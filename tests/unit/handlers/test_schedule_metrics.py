@@ -6,7 +6,8 @@ from datetime import UTC, datetime
 
 from prometheus_client import REGISTRY
 
-from walwarden.api.schedule import BackupScheduleStatus, RetentionStatus
+from walwarden.api.common import Condition
+from walwarden.api.schedule import BackupScheduleStatus, DrillScheduleStatus, RetentionStatus
 from walwarden.handlers import metrics
 
 LABELS = {"namespace": "vault", "schedule": "nightly-metrics"}
@@ -43,3 +44,31 @@ def test_a_pass_sets_the_schedule_gauges_and_a_deletion_removes_them():
     metrics.forget_schedule("vault", "nightly-metrics")
     assert sample("walwarden_schedule_last_successful_backup_timestamp_seconds") is None
     assert sample("walwarden_schedule_pruned_backups_total") is None
+
+
+def test_the_drill_gauges_say_when_a_backup_was_last_proven_to_restore_and_whether_the_newest_drill_failed():
+    drill = DrillScheduleStatus(
+        last_drill_time="2026-12-06T04:00:00Z",
+        last_successful_time="2026-11-29T04:03:00Z",
+        last_duration_seconds=41.5,
+    )
+    failing = Condition(
+        type="DrillFailed",
+        status="True",
+        reason="DrillCheckFailed",
+        message="x",
+        lastTransitionTime="2026-12-06T04:01:00Z",
+    )
+    status = BackupScheduleStatus(drill=drill, conditions=[failing])
+    metrics.record_schedule("vault", "nightly-metrics", status, pruned=0)
+    assert sample("walwarden_schedule_last_drill_timestamp_seconds") == unix(2026, 12, 6, 4)
+    assert sample("walwarden_schedule_last_successful_drill_timestamp_seconds") == unix(2026, 11, 29, 4, 3)
+    assert sample("walwarden_schedule_last_drill_duration_seconds") == 41.5
+    assert sample("walwarden_schedule_drill_failed") == 1
+    passed = status.model_copy(update={"conditions": [failing.model_copy(update={"status": "False"})]})
+    metrics.record_schedule("vault", "nightly-metrics", passed, pruned=0)
+    assert sample("walwarden_schedule_drill_failed") == 0
+    metrics.record_schedule("vault", "nightly-metrics", BackupScheduleStatus(), pruned=0)  # spec.drill removed
+    assert sample("walwarden_schedule_drill_failed") is None
+    assert sample("walwarden_schedule_last_successful_drill_timestamp_seconds") is None
+    metrics.forget_schedule("vault", "nightly-metrics")

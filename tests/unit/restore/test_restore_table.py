@@ -7,19 +7,26 @@ import pytest
 from walwarden.api import RestoreMode, RestoreRequestSpec, RestoreStep
 from walwarden.restore.table import (
     ALL_TABLES,
+    DRILL_TABLE,
     OVERWRITE_TABLE,
     REDIRECTED_STOPPING_FIRST_TABLE,
     REDIRECTED_TABLE,
     SWITCH_STOPPING_FIRST_TABLE,
     SWITCH_TABLE,
+    VAULT_TABLES,
     table_for,
 )
 from walwarden.workflow.engine import StepTable
 
 TABLES = pytest.mark.parametrize(
     "table",
-    ALL_TABLES,
+    VAULT_TABLES,
     ids=["switch", "switch-stopping-first", "overwrite", "redirected", "redirected-stopping-first"],
+)
+EVERY_TABLE = pytest.mark.parametrize(
+    "table",
+    ALL_TABLES,
+    ids=["switch", "switch-stopping-first", "overwrite", "redirected", "redirected-stopping-first", "drill"],
 )
 
 
@@ -33,7 +40,7 @@ def test_every_step_of_the_enum_is_in_some_table_and_each_table_has_it_once():
         assert len(set(names(table))) == len(names(table))
 
 
-@TABLES
+@EVERY_TABLE
 def test_only_a_prefix_of_checks_runs_in_a_dry_run(table):
     dry = [step.in_dry_run for step in table]
     assert dry[0] and dry == sorted(dry, reverse=True), "dry-run steps must come first, before anything changes"
@@ -100,7 +107,7 @@ def test_undo_puts_the_database_and_secrets_back_before_the_services_start(table
         assert order.index(RestoreStep.SWITCH) < order.index(RestoreStep.BUILD)
 
 
-@TABLES
+@EVERY_TABLE
 def test_the_plan_lists_the_steps_that_run_when_nothing_fails(table):
     assert table.planned() == [name for name in names(table) if name != RestoreStep.ROLLBACK]
 
@@ -119,3 +126,30 @@ def test_each_spec_gets_its_strategys_table():
     assert table_for(spec(strategy="Overwrite", stopServicesFirst=True)) is OVERWRITE_TABLE  # it stops first anyway
     assert table_for(spec(mode="Redirected")) is REDIRECTED_TABLE
     assert table_for(spec(mode="Redirected", stopServicesFirst=True)) is REDIRECTED_STOPPING_FIRST_TABLE
+    assert table_for(spec(mode="Drill", target={"secretRef": {"name": "db"}})) is DRILL_TABLE
+
+
+# What stops, changes or restarts the vault, or writes into its database; none of it is in a drill.
+VAULT_STEPS = {
+    RestoreStep.SAFETY_BACKUP,
+    RestoreStep.STAGE,
+    RestoreStep.SCALE_DOWN,
+    RestoreStep.RESTORE,
+    RestoreStep.SWITCH,
+    RestoreStep.RECONFIGURE,
+    RestoreStep.SCALE_UP,
+    RestoreStep.VERIFY,
+    RestoreStep.ROLLBACK,
+    RestoreStep.DROP_PREVIOUS,
+    RestoreStep.ACQUIRE_LOCK,
+}
+
+
+def test_a_drill_has_no_step_that_touches_the_vault_and_always_drops_its_scratch_database():
+    assert not VAULT_STEPS & set(names(DRILL_TABLE))
+    assert not any(step.touches_vault for step in DRILL_TABLE)
+    last = list(DRILL_TABLE)[-1]
+    assert last.name == RestoreStep.DROP_SCRATCH and last.cleanup  # on the failure path too
+    build = next(step for step in DRILL_TABLE if step.name == RestoreStep.BUILD)
+    assert build.undo is not None  # a drill deleted mid-flight drops what it made
+    assert DRILL_TABLE.index(RestoreStep.BUILD) < DRILL_TABLE.index(RestoreStep.CHECK)

@@ -9,6 +9,8 @@
 --   condition Failed=True (bad cron/time zone)   Degraded     its message (what to write)
 --   spec.suspend                                 Suspended    no new runs
 --   status.lastBackupPhase Failed                Degraded     which backup failed, and the last success
+--   condition DrillFailed=True                   Degraded     which drill failed and why: not proven (or
+--                                                             the unusable spec.drill.schedule)
 --   no status yet                                Progressing  waiting for the operator
 --   otherwise                                    Healthy      status.message (the next run)
 --
@@ -52,6 +54,14 @@ elseif status.lastBackupPhase == "Failed" then
     end
   end
   health.message = "the last scheduled backup " .. status.lastBackup .. " failed (see its message); " .. since
+elseif true_condition(status, "DrillFailed") ~= nil then
+  local drill = true_condition(status, "DrillFailed")
+  health.status = "Degraded"
+  if drill.reason == "DrillScheduleInvalid" then
+    health.message = drill.message .. " (no restore drills until it is fixed)"
+  else
+    health.message = "the last restore drill " .. drill.message .. ": the newest backup is not proven to restore"
+  end
 elseif next(status) == nil then
   health.status = "Progressing"
   health.message = "waiting for the Walwarden operator to schedule the BackupSchedule"

@@ -19,18 +19,15 @@ from __future__ import annotations
 
 from walwarden import failpoints, postgres
 from walwarden.api import RestoreStrategy
-from walwarden.kube import jobs
-from walwarden.kube.jobs import JobState
 from walwarden.postgres import databases
-from walwarden.restore import job as restore_jobs
-from walwarden.restore.artifact_urls import url_secret
+from walwarden.restore.restore_job import restore_into, stop_restore_job
 from walwarden.restore.roles import create_missing_roles, drop_created_roles
 from walwarden.restore.row_counts import compare_row_counts
 from walwarden.restore.run import RestoreRun
 from walwarden.restore.source import source_of
 from walwarden.restore.switch import switch_names
 from walwarden.restore.target import target_database, target_secret
-from walwarden.workflow.engine import StepFailed, UndoCause, Wait
+from walwarden.workflow.engine import StepFailed, UndoCause
 
 
 def restored_database(run: RestoreRun) -> str:
@@ -43,9 +40,8 @@ def build(run: RestoreRun) -> str:
     found, status = source_of(run), run.status
     database, secret = restored_database(run), target_secret(run)
     status.restored_database = database
-    name = restore_jobs.restore_job_name(run)
-    outcome = jobs.job_outcome(run.kube, run.namespace, name)
-    if outcome is None:
+
+    def make_database() -> None:
         try:
             if run.spec.effective_strategy == RestoreStrategy.SWITCH:
                 _make_sibling(run, secret, database)
@@ -54,22 +50,14 @@ def build(run: RestoreRun) -> str:
             create_missing_roles(run, secret)
         except postgres.DatabaseError as error:
             raise StepFailed(error.reason, f"{error.message}. The vault was not touched: it runs as before") from None
-        url_secret(run, "restore", found.bucket, found.dump.key, found.storage)
-        jobs.ensure_job(
-            run.kube,
-            run.namespace,
-            restore_jobs.restore_job_of(run, database=database, clean=False),
-        )
-        status.restore_job = name
-        raise Wait(f"Job {name} started: pg_restore of {found.dump.name} into {database}", delay=run.poll_seconds)
-    status.restore_job = name
-    if outcome.state == JobState.RUNNING:
-        raise Wait(f"Job {name}: pg_restore of {found.dump.name} into {database}, the vault running", run.poll_seconds)
-    if outcome.state == JobState.FAILED:
-        raise StepFailed(
-            outcome.reason or "RestoreFailed",
-            f"the restore Job failed: {outcome.message}. The vault's own database was not touched",
-        )
+
+    name = restore_into(
+        run,
+        database,
+        make_database,
+        "the vault running",
+        lambda said: f"the restore Job failed: {said}. The vault's own database was not touched",
+    )
     switching = run.spec.effective_strategy == RestoreStrategy.SWITCH
     try:
         sibling = databases.states(secret, [database])[database]
@@ -111,11 +99,7 @@ def _drop_database(run: RestoreRun) -> str | None:
     switch = run.spec.effective_strategy == RestoreStrategy.SWITCH
     if not switch and not status.restored_database_created:
         return f"{database} was there before the restore and is left as it is (it may be partly restored)"
-    running = jobs.job_outcome(run.kube, run.namespace, status.restore_job) if status.restore_job else None
-    if running is not None and running.state == JobState.RUNNING and status.restore_job:
-        # A runner still going would create the database again after the drop: stop it first.
-        jobs.delete_job(run.kube, run.namespace, status.restore_job)
-        raise Wait(f"stopping the restore Job {status.restore_job} before dropping {database}", delay=1)
+    stop_restore_job(run, database)
     try:
         secret = target_secret(run)
         if not postgres.database_exists(secret, database):

@@ -15,15 +15,15 @@ from walwarden.postgres import databases
 from walwarden.restore import history, logins
 from walwarden.restore import job as restore_jobs
 from walwarden.restore.artifact_urls import url_secret
+from walwarden.restore.compatibility import check_encryptor_fingerprints, check_target_version
 from walwarden.restore.roles import check_roles, roles_to_create
 from walwarden.restore.run import RestoreRun
-from walwarden.restore.source import Source, source_of
+from walwarden.restore.source import source_of
 from walwarden.restore.switch import switch_names
 from walwarden.restore.target import target_database, target_secret
-from walwarden.security import fingerprints
 from walwarden.workflow import gitops
 from walwarden.workflow.engine import StepFailed
-from walwarden.workflow.steps import require_secret_keys, run_job
+from walwarden.workflow.steps import run_job
 
 
 def preflight(run: RestoreRun) -> str:
@@ -100,42 +100,3 @@ def check_strategy_needs(run: RestoreRun, secret: dict[str, str]) -> str:
                 )
         return f"the Redirected target {database} is empty or new"
     return "Overwrite: pg_restore --clean into the live database"
-
-
-def check_target_version(target: str, source: str) -> None:
-    """A dump restores into the same or a newer major version only; unreadable versions are not refused."""
-    target_major, source_major = postgres.major_version(target), postgres.major_version(source)
-    if target_major and source_major and target_major < source_major:
-        raise StepFailed(
-            "TargetServerTooOld",
-            f"the backup is of a PostgreSQL {source} server, the target runs "
-            f"{target}: a dump restores into the same or a newer major version "
-            "only. Nothing was touched: restore into a server of that major "
-            "version or newer",
-        )
-
-
-def check_encryptor_fingerprints(run: RestoreRun, found: Source) -> None:
-    expected = {entry.secret: entry for entry in found.manifest.encryptor_fingerprints}
-    given = {f"{emp.name}/{emp.key}": emp for emp in run.spec.encryptor_secrets}
-    if expected and not given:
-        raise StepFailed(
-            "EncryptorSecretsMissing",
-            f"the backup was taken with the Encryptor Master Password(s) "
-            f"{', '.join(expected)}; name the target environment's EMP "
-            "secrets in spec.encryptorSecrets so they can be compared",
-        )
-    for secret_name, emp in given.items():
-        fingerprint = expected.get(secret_name) or (next(iter(expected.values())) if len(expected) == 1 else None)
-        if fingerprint is None:
-            raise StepFailed("EncryptorMismatch", f"the backup's manifest has no fingerprint for {secret_name}")
-        value = require_secret_keys(run, emp.name, (emp.key,), "an Encryptor Master Password")[emp.key]
-        if not fingerprints.matches(value, fingerprint):
-            raise StepFailed(
-                "EncryptorMismatch",
-                f"the Encryptor Master Password in {secret_name} differs from the "
-                "one the backup was taken with: restoring would leave the vault's "
-                "key shares and encrypted configuration undecryptable, an "
-                "irrecoverable vault. Nothing was changed. Restore into an "
-                "environment with the backup's EMP, or choose another backup",
-            )

@@ -10,7 +10,8 @@ from tests.unit.fakes import BUCKET, EMP, EMP_SECRET, REDIRECTED, deep_merge
 from walwarden import postgres
 from walwarden.api import RestoreMode
 from walwarden.api.roles import DatabaseRole, RoleMembership
-from walwarden.restore.steps.preflight import check_target_version, preflight
+from walwarden.restore.compatibility import check_target_version
+from walwarden.restore.steps.preflight import preflight
 from walwarden.runner.contract import parse_login_argument
 from walwarden.security import fingerprints
 from walwarden.workflow.engine import StepFailed, Wait

@@ -1,0 +1,114 @@
+"""A restore drill's scratch database and the login its checks run as (issue 13).
+
+A drill restores a backup into a scratch database, proves it (row counts, the user's checks) and
+drops it. What keeps it away from the vault:
+
+- the scratch database is never one of the backup's databases (the vault's own), and never a
+  database that exists without this drill's marker (a comment set when it created it): a drill
+  writes only into what it made, and drops only what carries its marker;
+- its checks run as a reading login made for the drill (`reader_name`), never the admin login:
+  a check's SQL is the request author's, and the admin of the vault's server could do anything;
+- its step table (restore/table.py DRILL_TABLE) has no step that stops, repoints or restarts.
+"""
+
+from __future__ import annotations
+
+import copy
+import secrets
+from typing import Any
+
+from walwarden.kube import secrets as kube_secrets
+from walwarden.kube.runner_job import job_name, runner_labels, short_uid
+from walwarden.restore.run import RestoreRun
+from walwarden.restore.source import Source
+from walwarden.restore.target import target_database
+from walwarden.workflow.engine import StepFailed
+
+MARKER_PREFIX = "walwarden: drill scratch database"
+
+
+def scratch_marker(run: RestoreRun) -> str:
+    """The comment on the scratch database: whose it is, so only that drill ever drops it."""
+    return f"{MARKER_PREFIX} of RestoreRequest {run.namespace}/{run.name} ({run.uid})"
+
+
+def reader_marker(run: RestoreRun) -> str:
+    return f"walwarden: drill reader of RestoreRequest {run.namespace}/{run.name} ({run.uid})"
+
+
+def reader_name(run: RestoreRun) -> str:
+    return f"walwarden_drill_{short_uid(run.uid)}"
+
+
+def reader_secret_name(run: RestoreRun) -> str:
+    return f"{run.name[:36]}-drill-login-{short_uid(run.uid)}"
+
+
+def reader_login(run: RestoreRun, admin: dict[str, str], scratch: str) -> dict[str, str]:
+    """The reading login's connection, in the libpq environment a check Job gets (envFrom): made
+    once, its password random, kept in a Secret owned by the request (a pass after an operator
+    restart needs the same one), never in status, an Event or a log."""
+    login = {
+        "PGHOST": admin["host"],
+        "PGPORT": admin.get("port", "5432"),
+        "PGUSER": reader_name(run),
+        "PGPASSWORD": secrets.token_urlsafe(32),
+        "PGDATABASE": scratch,
+        "PGSSLMODE": admin.get("sslmode") or "prefer",
+    }
+    return kube_secrets.ensure_secret(run.kube, run.namespace, reader_secret_name(run), login, run.owner)
+
+
+def as_admin_secret(login: dict[str, str]) -> dict[str, str]:
+    """The login in the shape walwarden.postgres connects with (the admin Secret's keys)."""
+    return {
+        "host": login["PGHOST"],
+        "port": login["PGPORT"],
+        "user": login["PGUSER"],
+        "password": login["PGPASSWORD"],
+        "sslmode": login["PGSSLMODE"],
+    }
+
+
+def check_job(run: RestoreRun, template: dict[str, Any], deadline_seconds: int) -> dict[str, Any]:
+    """The Job of spec.drill.job: the user's pod template, run once, every container given the
+    reading login through envFrom (never the admin's)."""
+    pod = copy.deepcopy(template)
+    spec = pod.setdefault("spec", {})
+    spec["restartPolicy"] = "Never"
+    spec.setdefault("automountServiceAccountToken", False)
+    for container in [*spec.get("initContainers", []), *spec.get("containers", [])]:
+        container.setdefault("envFrom", []).append({"secretRef": {"name": reader_secret_name(run)}})
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {
+            "name": job_name(run.name, run.uid, "drill-check"),
+            "namespace": run.namespace,
+            "labels": runner_labels(run.name, "drill-check"),
+            "ownerReferences": [run.owner],
+        },
+        "spec": {"backoffLimit": 0, "activeDeadlineSeconds": deadline_seconds, "template": pod},
+    }
+
+
+def refuse_the_vaults_database(run: RestoreRun, found: Source) -> str:
+    """The scratch database's name, unless it is one of the backup's own databases."""
+    scratch = target_database(run)
+    own = [dump.name for dump in found.manifest.databases]
+    if scratch in own:
+        raise StepFailed(
+            "DrillTargetIsTheVault",
+            f"spec.target.database {scratch} is a database the backup was taken of (the vault's own): a drill "
+            f"restores under a name of its own, e.g. {found.dump.name}_drill (the default when unset). "
+            "Nothing was touched",
+        )
+    return scratch
+
+
+def scratch_owner(comment: str | None, run: RestoreRun) -> str | None:
+    """Whose scratch database a database with `comment` is: None when it is not a drill's at all,
+    '' when it is this drill's, else the marker naming the other drill."""
+    if comment is None or not comment.startswith(MARKER_PREFIX):
+        return None
+    return "" if comment == scratch_marker(run) else comment.removeprefix(MARKER_PREFIX + " of ")
