@@ -104,7 +104,8 @@ DRILL_TABLE: StepTable[RestoreRun] = StepTable(
         Step(RestoreStep.PREFLIGHT, preflight_drill),
         Step(RestoreStep.BUILD, build_scratch, undo=drop_scratch_database),
         Step(RestoreStep.CHECK, check_scratch),
-        Step(RestoreStep.DROP_SCRATCH, drop_scratch, cleanup=True),
+        # A checkpoint: the checks' results are recorded before the database they were made on goes.
+        Step(RestoreStep.DROP_SCRATCH, drop_scratch, cleanup=True, checkpoint=True),
     )
 )
 VAULT_TABLES = (  # the restores that change the vault

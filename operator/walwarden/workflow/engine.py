@@ -13,7 +13,8 @@ undo belong in the table's columns"):
   failure (for every step that had started, in reverse table order) and when a request is
   deleted mid-flight;
 - `touches_vault`: the step stops services or changes the database or the db-info secrets; the
-  tables' unit tests check such steps come after the checks and have an undo.
+  tables' unit tests check such steps come after the checks and have an undo;
+- `checkpoint`: the step starts on a new pass, once the steps before it are written to status.
 
 A step that fails puts the workflow on its failure path: the remaining ordinary steps are skipped;
 the rollback step and the cleanup steps run. Steps look at the world before acting, so running one
@@ -146,6 +147,11 @@ class Step(Generic[RunT]):
     undo: UndoAction[RunT] | None = None
     rollback: bool = False  # runs only on the failure path: every started step's undo
     touches_vault: bool = False
+    # The step begins on a pass of its own, once what the steps before it did is written to
+    # status: a crash inside it cannot lose their results (status is written when a pass ends),
+    # for a step after which running them again would not find what they found (the drill's
+    # checks, once the scratch database is dropped).
+    checkpoint: bool = False
 
 
 @dataclass(frozen=True)
@@ -266,6 +272,10 @@ def advance(
         started_now = entry.state == StepState.PENDING
         if started_now:
             entry.start()
+            if step.checkpoint:
+                _announce_start(run, step, started_now, len(run.events))
+                entry.message = "starting once the steps before it are recorded"
+                return Outcome(finished=False, waiting=Wait(entry.message, delay=FIRST_WAIT_DELAY))
         events_before = len(run.events)  # where its Started Event goes, once it is known to run
         run.status.current_step = str(step.name)
         try:

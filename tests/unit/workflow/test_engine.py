@@ -265,3 +265,26 @@ def test_without_a_settle_window_every_wait_ends_the_pass_with_its_delay():
     assert advance(table(step), first).waiting.delay == 5
     assert advance(table(step), make_run(first.status)).waiting.delay == 5
     assert log == ["B", "B"]
+
+
+def test_a_checkpoint_step_starts_on_a_pass_of_its_own_after_the_steps_before_it_are_recorded():
+    log = []
+    steps = [
+        Step("A", recorder(log, "A", "did a")),
+        Step("B", recorder(log, "B", "did b"), checkpoint=True, cleanup=True),
+    ]
+    run = make_run()
+    first = advance(table(*steps), run, settle_seconds=5)
+    assert not first.finished and log == ["A"]  # the pass ends before B: status now records A
+    assert states(run) == {"A": "Succeeded", "B": "Running"}
+    assert first.waiting is not None and first.waiting.delay <= 1
+    second = advance(table(*steps), run, settle_seconds=5)
+    assert second.finished and log == ["A", "B"]
+    assert states(run) == {"A": "Succeeded", "B": "Succeeded"}
+    assert reasons(run).count("BStarted") == 1
+    # On the failure path too: a clean-up checkpoint waits its own pass.
+    log.clear()
+    failing = [Step("A", recorder(log, "A", StepFailed("Broken", "a broke"))), *steps[1:]]
+    run = make_run()
+    assert not advance(table(*failing), run).finished and states(run)["B"] == "Running"
+    assert advance(table(*failing), run).finished and log == ["A", "B"]

@@ -14,7 +14,7 @@ untouched, prove it, drop it (restore/drill.py says what keeps it away from the 
 
 from __future__ import annotations
 
-from walwarden import postgres
+from walwarden import failpoints, postgres
 from walwarden.api import CheckResult, DrillJob, DrillStatus, format_timestamp, utcnow
 from walwarden.kube import secrets as kube_secrets
 from walwarden.kube.jobs import JobState
@@ -96,6 +96,7 @@ def build_scratch(run: RestoreRun) -> str:
         try:
             _scratch_state(run, secret, scratch)  # again: a drill of the same name may have begun since
             databases.create_marked(secret, scratch, drill.scratch_marker(run))
+            failpoints.reached("drill:scratch-created")
             status.restored_database_created = True
             create_missing_roles(run, secret)
         except postgres.DatabaseError as error:
@@ -121,6 +122,7 @@ def check_scratch(run: RestoreRun) -> str:
     login = drill.reader_login(run, admin, scratch)
     try:
         postgres_roles.create_reader(admin, login["PGUSER"], login["PGPASSWORD"], scratch, drill.reader_marker(run))
+        failpoints.reached("drill:reader-created")
     except postgres.DatabaseError as error:
         raise StepFailed(error.reason, f"cannot make the drill's reading login: {error.message}. {UNTOUCHED}") from None
     said = _sql_checks(run, drill.as_admin_secret(login), scratch)
@@ -190,6 +192,7 @@ def drop_scratch_database(run: RestoreRun, cause: UndoCause) -> str | None:
         if scratch is not None and postgres.database_exists(secret, scratch):
             if drill.scratch_owner(databases.comment_of(secret, scratch), run) == "":
                 databases.drop(secret, scratch)
+                failpoints.reached("drill:scratch-dropped")
                 done.append(f"the scratch database {scratch} was dropped")
             else:
                 done.append(f"{scratch} is not this drill's and was left as it is")
