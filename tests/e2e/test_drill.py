@@ -7,15 +7,20 @@ the drill did not make, are refused before anything is written."""
 from __future__ import annotations
 
 import json
-import signal
 from typing import Any
 
 import psycopg
 
-from devstack.operator_process import OperatorProcess
-from devstack.pytest_kube import wait_for
 from devstack.vault import ready_replicas
-from tests.e2e.vaults import DB_SERVICES, ENVIRONMENT, EXEC, Vault, account_names, flip_a_byte_of_the_dump
+from tests.e2e.vaults import (
+    DB_SERVICES,
+    ENVIRONMENT,
+    EXEC,
+    Vault,
+    account_names,
+    flip_a_byte_of_the_dump,
+    restore_killing_at,
+)
 
 
 def drill(vault: Vault, name: str, backup: str = "nightly", **spec: Any) -> dict[str, Any]:
@@ -203,44 +208,10 @@ def test_the_operator_killed_at_any_point_of_a_drill_resumes_and_leaves_nothing_
     """SIGKILL (a failpoint: the operator kills itself there) after the scratch database is made,
     after the checks' login is made, and after the scratch database is dropped; a new operator
     each time, with the points not reached yet. The drill ends Succeeded, nothing is left."""
-    from walwarden.failpoints import ANNOUNCEMENT, ENV
-
     vault.backup()
     before = vault_state(vault)
-    remaining, hit = list(DRILL_POINTS), []
-
-    def operator_with(armed: list[str]) -> OperatorProcess:
-        env = {"WALWARDEN_POLL_SECONDS": "1", ENV: ",".join(armed)}
-        return OperatorProcess(vault.cluster, vault.namespace, tmp_path / f"operator-{len(hit)}.log", env).start()
-
-    vault.operator.stop()
-    vault.operator = operator_with(remaining)
     checks = [{"name": "has-accounts", "sql": "SELECT count(*) > 0 FROM accounts", "expected": "t"}]
-    vault.apply(drill(vault, "drill-killed", drill={"checks": checks}))
-
-    def finished() -> bool:
-        return (vault.get("restorerequests", "drill-killed").get("status") or {}).get("phase") in (
-            "Succeeded",
-            "Failed",
-        )
-
-    try:
-        while not finished():
-            wait_for(lambda: finished() or not vault.operator.alive(), 300, "a kill or the end")
-            if vault.operator.alive():
-                break
-            assert vault.operator.process.popen.returncode == -signal.SIGKILL
-            [point] = [
-                line.removeprefix(ANNOUNCEMENT)
-                for line in vault.operator.log().splitlines()
-                if line.startswith(ANNOUNCEMENT)
-            ]
-            hit.append(point)
-            remaining.remove(point)
-            vault.operator = operator_with(remaining)
-        wait_for(finished, 300, "the drill to finish")
-    finally:
-        vault.operator.stop()
+    hit = restore_killing_at(vault, tmp_path, DRILL_POINTS, drill(vault, "drill-killed", drill={"checks": checks}))
     status = vault.get("restorerequests", "drill-killed")["status"]
     record = f"hit {hit}\n" + json.dumps(status, indent=1)
     assert hit == DRILL_POINTS, record

@@ -30,6 +30,7 @@ from tests.e2e.vaults import (
     flip_a_byte_of_the_dump,
     parse_time,
     require_approvals,
+    restore_killing_at,
     server_databases,
     status_updates,
 )
@@ -896,51 +897,20 @@ def test_the_operator_killed_between_any_two_statements_of_the_switch_resumes_fr
     """SIGKILL (a failpoint: the operator kills itself there) after every statement of the switch,
     or of the switch back after a failed Verify; a new operator each time, with the points not
     reached yet. Neither database is ever lost, none is made twice."""
-    from walwarden.failpoints import ANNOUNCEMENT, ENV
-
     vault.backup()
     original = account_names(vault.postgres.dsn(vault.database))
     vaultdb.mutate_accounts(vault.postgres.dsn(vault.database))
     mutated = account_names(vault.postgres.dsn(vault.database))
     points = SWITCH_POINTS if direction == "switch" else SWITCH_BACK_POINTS
-    remaining, hit = list(points), []
-
-    def operator_with(armed: list[str]) -> OperatorProcess:
-        env = {"WALWARDEN_POLL_SECONDS": "1", ENV: ",".join(armed)}
-        return OperatorProcess(vault.cluster, vault.namespace, tmp_path / f"operator-{len(hit)}.log", env).start()
-
-    vault.operator.stop()
-    vault.operator = operator_with(remaining)
     request = vault.restore_request("killed")
     if direction == "switch-back":
         request["spec"]["verify"] = {"healthUrl": f"{vault.wallet_url}/no-such-endpoint", "timeoutSeconds": 5}
-    vault.apply(request)
 
-    def finished() -> bool:
-        return (vault.get("restorerequests", "killed").get("status") or {}).get("phase") in (
-            "Succeeded",
-            "Failed",
-            "RolledBack",
-        )
+    def data_is_kept() -> None:
+        # Whatever the moment: the vault's data is on the server, under one of the three names.
+        assert vault.database in server_databases(vault) or len(server_databases(vault)) == 2
 
-    try:
-        while not finished():
-            wait_for(lambda: finished() or not vault.operator.alive(), 300, "a kill or the end")
-            if vault.operator.alive():
-                break
-            assert vault.operator.process.popen.returncode == -signal.SIGKILL
-            [point] = [
-                line.removeprefix(ANNOUNCEMENT)
-                for line in vault.operator.log().splitlines()
-                if line.startswith(ANNOUNCEMENT)
-            ]
-            hit.append(point)
-            remaining.remove(point)
-            # Whatever the moment: the vault's data is on the server, under one of the three names.
-            assert vault.database in server_databases(vault) or len(server_databases(vault)) == 2
-            vault.operator = operator_with(remaining)
-    finally:
-        vault.operator.stop()
+    hit = restore_killing_at(vault, tmp_path, points, request, between=data_is_kept)
     status = vault.get("restorerequests", "killed")["status"]
     record = f"hit {hit}\n" + json.dumps(status, indent=1)
     assert hit == points, record

@@ -197,6 +197,50 @@ def audit_verify(vault: Vault, uri: str, heads: list[str]):
     return subprocess.run(args, env=env, capture_output=True, text=True, timeout=60)
 
 
+def restore_killing_at(vault: Vault, tmp_path, points: list[str], request: dict, between=None) -> list[str]:
+    """Apply the RestoreRequest `request` with an operator that kills itself (SIGKILL, a failpoint)
+    at the first of `points` it reaches, then start a new one armed with the points not reached
+    yet, until the request finishes; `between()` runs after each kill. Returns the points hit, in
+    order; the vault is left with a fresh operator stopped (the caller's fixture restarts none)."""
+    import signal
+
+    from walwarden.failpoints import ANNOUNCEMENT, ENV
+
+    name, remaining, hit = request["metadata"]["name"], list(points), []
+
+    def operator_with(armed: list[str]) -> OperatorProcess:
+        env = {"WALWARDEN_POLL_SECONDS": "1", ENV: ",".join(armed)}
+        return OperatorProcess(vault.cluster, vault.namespace, tmp_path / f"operator-{len(hit)}.log", env).start()
+
+    def finished() -> bool:
+        phase = (vault.get("restorerequests", name).get("status") or {}).get("phase")
+        return phase in ("Succeeded", "Failed", "RolledBack")
+
+    vault.operator.stop()
+    vault.operator = operator_with(remaining)
+    vault.apply(request)
+    try:
+        while not finished():
+            wait_for(lambda: finished() or not vault.operator.alive(), 300, "a kill or the end")
+            if vault.operator.alive():
+                break
+            assert vault.operator.process.popen.returncode == -signal.SIGKILL
+            [point] = [
+                line.removeprefix(ANNOUNCEMENT)
+                for line in vault.operator.log().splitlines()
+                if line.startswith(ANNOUNCEMENT)
+            ]
+            hit.append(point)
+            remaining.remove(point)
+            if between is not None:
+                between()
+            vault.operator = operator_with(remaining)
+        wait_for(finished, 300, f"restorerequests/{name} to finish")
+    finally:
+        vault.operator.stop()
+    return hit
+
+
 def flip_a_byte_of_the_dump(vault: Vault, backup: dict) -> None:
     """Corrupt a backup's dump in S3 (its manifest, with the sha256, left as it was)."""
     bucket, key = backup["status"]["artifact"]["uri"].removeprefix("s3://").split("/", 1)
