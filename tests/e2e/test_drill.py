@@ -219,3 +219,39 @@ def test_the_operator_killed_at_any_point_of_a_drill_resumes_and_leaves_nothing_
     assert f"{vault.database}_drill" not in databases(vault), record
     assert drill_roles(vault) == [], record
     assert vault_state(vault) == before
+
+
+def test_a_wrong_host_a_wrong_password_or_a_user_that_may_not_create_databases_is_refused_before_anything_is_made(
+    vault: Vault,
+):
+    vault.backup()
+    before = vault_state(vault)
+    vault.admin_secret("wrong-password", password="not-the-password")
+    with psycopg.connect(vault.postgres.dsn(), autocommit=True) as connection:
+        connection.execute("CREATE ROLE drill_reader_only LOGIN PASSWORD 'reader-password'")
+    vault.admin_secret("no-createdb", user="drill_reader_only", password="reader-password")
+    vault.apply(
+        {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": "wrong-host"},
+            # A loopback port nothing listens on: the wrong server, refused at once.
+            "stringData": {"host": "127.0.0.1", "port": "1", "user": "postgres", "password": "x"},
+        }
+    )
+    expected = {
+        "wrong-password": ("AuthenticationFailed", "the drill's target server is not usable"),
+        "no-createdb": ("DrillNotPermitted", "lacks what a drill needs: CREATEDB (ALTER ROLE drill_reader_only"),
+        "wrong-host": ("DatabaseUnreachable", "the drill's target server is not usable"),
+    }
+    checks = [{"name": "has-accounts", "sql": "SELECT count(*) > 0 FROM accounts", "expected": "t"}]
+    for secret in expected:
+        vault.apply(drill(vault, f"drill-{secret}", target={"secretRef": {"name": secret}}, drill={"checks": checks}))
+    for secret, (reason, words) in expected.items():
+        request = vault.wait_finished("restorerequests", f"drill-{secret}")
+        assert failed_reason(request) == [reason], vault.describe("restorerequests", f"drill-{secret}")
+        assert words in request["status"]["message"], request["status"]["message"]
+        assert request["status"]["currentStep"] == "Preflight"
+    assert f"{vault.database}_drill" not in databases(vault)
+    assert drill_roles(vault) == []
+    assert vault_state(vault) == before

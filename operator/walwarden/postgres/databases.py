@@ -332,3 +332,19 @@ def comment_of(secret: dict[str, str], name: str) -> str | None:
     if row is None:
         raise DatabaseError("DatabaseNotFound", f"the database {name!r} does not exist")
     return row[0]
+
+
+def missing_drill_privileges(secret: dict[str, str], needs_login: bool) -> list[str]:
+    """What the admin user lacks to make a drill's scratch database (and, with `needs_login`, the
+    checks' reading login), in words that say what to grant; empty when it may. A superuser may."""
+    with connect(secret, MAINTENANCE_DATABASE) as connection:
+        row = connection.execute(
+            "SELECT rolname, rolsuper, rolcreatedb, rolcreaterole FROM pg_roles WHERE rolname = current_user"
+        ).fetchone()
+    if row is None or row[1]:
+        return []
+    user, _, createdb, createrole = row
+    missing = [] if createdb else [f"CREATEDB (ALTER ROLE {user} CREATEDB): to create the scratch database"]
+    if needs_login and not createrole:
+        missing.append(f"CREATEROLE (ALTER ROLE {user} CREATEROLE): to make the login the checks run as")
+    return missing

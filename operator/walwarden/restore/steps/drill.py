@@ -57,6 +57,14 @@ def preflight_drill(run: RestoreRun) -> str:
     found, scratch, secret = source_of(run), target_database(run), target_secret(run)
     try:
         version = postgres.server_version(secret)
+        settings = run.spec.drill_settings
+        missing = databases.missing_drill_privileges(secret, bool(settings.checks or settings.job))
+        if missing:
+            raise StepFailed(
+                "DrillNotPermitted",
+                f"the admin user {secret.get('user')!r} of spec.target lacks what a drill needs: {'; '.join(missing)}. "
+                f"Grant it, or use a superuser of the drill server. {UNTOUCHED}, nothing was made",
+            )
         owner = _scratch_state(run, secret, scratch)
         roles_checked = check_roles(run, secret)
     except postgres.DatabaseError as error:
