@@ -377,6 +377,23 @@ def test_a_failed_restore_is_degraded_with_the_reason_to_act_on(luatest, monkeyp
     assert health(luatest, "RestoreRequest", obj) == {"status": "Degraded", "message": CHECKSUM}
 
 
+def test_a_drill_shows_its_step_while_it_runs_and_a_backup_that_does_not_restore_is_degraded(luatest, monkeypatch):
+    build_wait = "Job drill-restore-1a2b3c4d: pg_restore of vault into vault_drill, the scratch database"
+    does_not_restore = "the backup nightly does NOT restore: sha256 mismatch. The vault was not touched"
+    drill_steps = [
+        Step("Validate", ok("drill of nightly into the scratch database vault_drill"), in_dry_run=True),
+        Step("Preflight", ok("PostgreSQL 17.2; vault_drill is free")),
+        Step("Build", waits(build_wait)),
+        Step("Check", ok("1 check(s) passed")),
+        Step("DropScratch", ok("the scratch database vault_drill was dropped"), cleanup=True),
+    ]
+    running = drive(monkeypatch, "RestoreRequest", drill_steps)
+    assert health(luatest, "RestoreRequest", running) == {"status": "Progressing", "message": f"Build: {build_wait}"}
+    drill_steps[2] = Step("Build", fails("ChecksumMismatch", does_not_restore))
+    failed = drive(monkeypatch, "RestoreRequest", drill_steps, finished=True)
+    assert health(luatest, "RestoreRequest", failed) == {"status": "Degraded", "message": does_not_restore}
+
+
 def test_a_rolled_back_restore_is_degraded_and_says_what_was_put_back(luatest, monkeypatch):
     obj = drive(
         monkeypatch,
