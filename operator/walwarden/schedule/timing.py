@@ -3,6 +3,7 @@ last run handled and now, so tests drive the clock by passing `now`."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -41,7 +42,44 @@ def check(expression: str, time_zone: str, field: str = "spec.schedule") -> Zone
 def next_run(expression: str, time_zone: str, after: datetime) -> datetime:
     """The first cron time strictly after `after` (aware), in UTC."""
     tz = check(expression, time_zone)
-    return _utc(croniter(expression, after.astimezone(tz)).get_next(datetime))
+    return next(_times_after(expression, tz, after))
+
+
+def _times_after(expression: str, tz: ZoneInfo, after: datetime) -> Iterator[datetime]:
+    """The cron times strictly after `after`, in UTC. When clocks go back (autumn), a time in the
+    repeated hour comes twice; a job at a fixed hour runs at the first only (as cron does: 02:30
+    every night is once, not twice, that night), a job of every hour runs in both."""
+    walker = croniter(expression, after.astimezone(tz))
+    fixed_hour = _hour_field(expression) != "*"
+    while True:
+        moment = walker.get_next(datetime)
+        if fixed_hour and _second_of_a_repeated_time(moment):
+            continue
+        yield _utc(moment)
+
+
+def _latest_until(expression: str, tz: ZoneInfo, now: datetime) -> datetime:
+    """The newest cron time at or before `now`, in UTC (with the rule of `_times_after`)."""
+    # get_prev is strictly before its start: start a microsecond later so a run due exactly now counts.
+    walker = croniter(expression, (now + timedelta(microseconds=1)).astimezone(tz))
+    fixed_hour = _hour_field(expression) != "*"
+    while True:
+        moment = walker.get_prev(datetime)
+        if not (fixed_hour and _second_of_a_repeated_time(moment)):
+            return _utc(moment)
+
+
+def _hour_field(expression: str) -> str:
+    fields = expression.split()
+    if len(fields) == 1:  # a macro: only @hourly has no fixed hour
+        return "*" if fields[0] == "@hourly" else "0"
+    return fields[1]
+
+
+def _second_of_a_repeated_time(moment: datetime) -> bool:
+    """A local time that also happened an hour earlier (fold=1 of an ambiguous wall time)."""
+    first = moment.replace(fold=0)
+    return moment.utcoffset() != first.utcoffset() and _utc(moment) != _utc(first)
 
 
 @dataclass(frozen=True)
@@ -59,11 +97,8 @@ def due(expression: str, time_zone: str, last: datetime, now: datetime, deadline
     and `now`: only the newest is started, if it is at most `deadline` old; every other one is
     missed. So an operator back after an outage starts one catch-up run, never a burst."""
     tz = check(expression, time_zone)
-    upcoming = croniter(expression, now.astimezone(tz))
-    next_at = _utc(upcoming.get_next(datetime))
-    # get_prev is strictly before its start: start a microsecond later so a run due exactly now counts.
-    latest = croniter(expression, (now + timedelta(microseconds=1)).astimezone(tz)).get_prev(datetime)
-    latest = _utc(latest)
+    next_at = next(_times_after(expression, tz, now))
+    latest = _latest_until(expression, tz, now)
     if latest <= last:
         return Due(run_at=None, missed=0, handled_until=last, next_at=next_at)
     times = _count_between(expression, tz, last, latest)  # cron times in (last, latest]
@@ -73,11 +108,9 @@ def due(expression: str, time_zone: str, last: datetime, now: datetime, deadline
 
 
 def _count_between(expression: str, tz: ZoneInfo, after: datetime, until: datetime) -> int:
-    walker = croniter(expression, after.astimezone(tz))
     count = 0
-    while count < MISSED_COUNT_LIMIT:
-        moment = walker.get_next(datetime)
-        if moment > until:
+    for moment in _times_after(expression, tz, after):
+        if moment > until or count >= MISSED_COUNT_LIMIT:
             break
         count += 1
     return count

@@ -49,6 +49,20 @@ def test_the_time_zone_decides_the_hour_including_daylight_saving_time():
     assert timing.next_run("30 2 * * *", "Europe/Zurich", at(2026, 3, 28, 12)) == at(2026, 3, 29, 1, 0)
 
 
+def test_when_clocks_go_back_a_fixed_hour_runs_once_and_an_hourly_one_in_both_hours():
+    # 25 Oct 2026, Zurich: 03:00 CEST -> 02:00 CET, so 02:30 local happens at 00:30 and 01:30 UTC.
+    night = at(2026, 10, 24, 12)
+    first = timing.next_run("30 2 * * *", "Europe/Zurich", night)
+    assert first == at(2026, 10, 25, 0, 30)
+    assert timing.next_run("30 2 * * *", "Europe/Zurich", first) == at(2026, 10, 26, 1, 30)  # not 01:30 that night
+    hourly = [timing.next_run("30 * * * *", "Europe/Zurich", at(2026, 10, 25, 0, 0))]
+    hourly.append(timing.next_run("30 * * * *", "Europe/Zurich", hourly[-1]))
+    assert hourly == [at(2026, 10, 25, 0, 30), at(2026, 10, 25, 1, 30)]  # each real hour
+    # Due after the repeated hour: nothing to start and nothing missed for the second 02:30.
+    due = timing.due("30 2 * * *", "Europe/Zurich", first, at(2026, 10, 25, 1, 40), timedelta(hours=1))
+    assert (due.run_at, due.missed, due.next_at) == (None, 0, at(2026, 10, 26, 1, 30))
+
+
 def test_a_bad_expression_or_time_zone_says_what_to_write():
     with pytest.raises(timing.ScheduleInvalid, match="five fields"):
         timing.check("61 * * * *", "UTC")
