@@ -205,14 +205,18 @@ def drop_scratch_database(run: RestoreRun, cause: UndoCause) -> str | None:
             else:
                 done.append(f"{scratch} is not this drill's and was left as it is")
         reader = drill.reader_name(run)
-        dropped, _ = postgres_roles.drop_marked_roles(secret, [reader], drill.reader_marker(run))
+        dropped, left = postgres_roles.drop_marked_roles(secret, [reader], drill.reader_marker(run))
+        if left:  # a login with a password must not outlive its drill quietly
+            raise postgres.DatabaseError(
+                "RoleNotDropped", f"the reading login {reader} was not dropped: {left[reader]}"
+            )
         if dropped:
             done.append(f"the reading login {reader} was dropped")
     except postgres.DatabaseError as error:
         raise StepFailed(
             "ScratchNotDropped",
             f"cleaning up the drill on its target server: {error.message}. Drop what it made by hand "
-            "(DROP DATABASE of status.drill.scratchDatabase)",
+            f"(DROP DATABASE of status.drill.scratchDatabase, then DROP ROLE {drill.reader_name(run)})",
         ) from None
     created = drop_created_roles(run)
     if created:
