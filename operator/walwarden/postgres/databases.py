@@ -305,22 +305,39 @@ def _alter(secret: dict[str, str], statement: sql.Composed, doing: str) -> None:
             raise refused(error, doing) from None
 
 
-def create_marked(secret: dict[str, str], name: str, marker: str) -> None:
-    """CREATE DATABASE `name` (the server's defaults) with `marker` as its comment: what says later
-    that it is ours to drop (pg_restore without --create never sets a database comment)."""
+def create_marked(secret: dict[str, str], name: str, marker: str, staging: str) -> None:
+    """Database `name`, with `marker` as its comment: what says later that it is ours to drop
+    (pg_restore without --create never sets a database comment). Made as `staging` (a name only
+    this request uses), marked, then renamed: under `name` it never exists without its marker, and
+    a database of that name that appeared meanwhile (another drill) is refused, never taken over."""
     with connect(secret, MAINTENANCE_DATABASE) as connection:
-        try:
-            connection.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-        except pg_errors.DuplicateDatabase:
-            pass  # created by an earlier pass whose record was lost: the comment says whose
-        except psycopg.Error as error:
-            raise refused(error, f"creating the database {name!r}") from None
-        try:
+        found = dict(
             connection.execute(
-                sql.SQL("COMMENT ON DATABASE {} IS {}").format(sql.Identifier(name), sql.Literal(marker))
+                "SELECT datname, shobj_description(oid, 'pg_database') FROM pg_database WHERE datname = ANY(%s)",
+                ([name, staging],),
+            ).fetchall()
+        )
+        if name in found:
+            if found[name] == marker:
+                return  # made by an earlier pass whose record was lost
+            raise DatabaseError(
+                "ScratchDatabaseExists", f"the database {name!r} appeared meanwhile, not made by this drill"
             )
-        except psycopg.Error as error:
-            raise refused(error, f"marking the database {name!r}") from None
+        statements = [
+            sql.SQL("COMMENT ON DATABASE {} IS {}").format(sql.Identifier(staging), sql.Literal(marker)),
+            sql.SQL("ALTER DATABASE {} RENAME TO {}").format(sql.Identifier(staging), sql.Identifier(name)),
+        ]
+        if staging not in found:
+            statements.insert(0, sql.SQL("CREATE DATABASE {}").format(sql.Identifier(staging)))
+        for statement in statements:
+            try:
+                connection.execute(statement)
+            except pg_errors.DuplicateDatabase:
+                raise DatabaseError(
+                    "ScratchDatabaseExists", f"the database {name!r} appeared meanwhile, not made by this drill"
+                ) from None
+            except psycopg.Error as error:
+                raise refused(error, f"creating the database {name!r}") from None
 
 
 def comment_of(secret: dict[str, str], name: str) -> str | None:

@@ -40,6 +40,12 @@ def reader_name(run: RestoreRun) -> str:
     return f"walwarden_drill_{short_uid(run.uid)}"
 
 
+def staging_name(run: RestoreRun) -> str:
+    """The name the scratch database is made under before it is marked and renamed (only this
+    request uses it, so one left by a crash is this drill's)."""
+    return f"walwarden_drill_new_{short_uid(run.uid)}"
+
+
 def reader_secret_name(run: RestoreRun) -> str:
     return f"{run.name[:36]}-drill-login-{short_uid(run.uid)}"
 

@@ -103,7 +103,7 @@ def build_scratch(run: RestoreRun) -> str:
     def make_scratch() -> None:
         try:
             _scratch_state(run, secret, scratch)  # again: a drill of the same name may have begun since
-            databases.create_marked(secret, scratch, drill.scratch_marker(run))
+            databases.create_marked(secret, scratch, drill.scratch_marker(run), drill.staging_name(run))
             failpoints.reached("drill:scratch-created")
             status.restored_database_created = True
             create_missing_roles(run, secret)
@@ -197,6 +197,8 @@ def drop_scratch_database(run: RestoreRun, cause: UndoCause) -> str | None:
     done: list[str] = []
     try:
         secret = target_secret(run)
+        if scratch is not None and postgres.database_exists(secret, drill.staging_name(run)):
+            databases.drop(secret, drill.staging_name(run))  # a crash before its rename: this drill's
         if scratch is not None and postgres.database_exists(secret, scratch):
             if drill.scratch_owner(databases.comment_of(secret, scratch), run) == "":
                 databases.drop(secret, scratch)
