@@ -116,6 +116,12 @@ def verify_artifact(run: BackupRun) -> str:
     manifest_key = manifests.manifest_key(backup_job.artifact_prefix(spec, run.namespace, run.name, run.uid))
     try:
         manifest = manifests.read_manifest(client, bucket, manifest_key)
+    except manifests.ManifestTooLarge as error:
+        raise StepFailed(
+            "ManifestTooLarge",
+            f"the Job finished but {error}: no manifest this Job writes is that large, so it was not "
+            "read further; the backup is not usable",
+        ) from None
     except Exception as error:  # absent or unreadable: either way the backup is not proven
         raise StepFailed(
             "ManifestMissing",

@@ -38,7 +38,7 @@ def register(subparsers) -> None:
 
 
 def verify_log(args: argparse.Namespace) -> int:
-    from walwarden.storage import audit
+    from walwarden.storage import audit, bounded
     from walwarden.storage import s3 as storage
 
     try:
@@ -48,7 +48,10 @@ def verify_log(args: argparse.Namespace) -> int:
         return 2
     try:
         client = storage.make_client(region=args.region, endpoint=args.endpoint, force_path_style=args.force_path_style)
-        text = client.get_object(Bucket=bucket, Key=key)["Body"].read().decode()
+        body, _ = bounded.read_object(
+            client, bucket, key, audit.MAX_AUDIT_LOG_BYTES, args.uri, too_large=audit.AuditLogTooLarge
+        )
+        text = body.decode()
         head = audit.verify_chain(text, [h.strip().lower() for h in args.expect_head])
     except audit.AuditChainBroken as error:
         print(f"walwarden audit: {args.uri} is NOT intact: {error}", file=sys.stderr)

@@ -332,6 +332,8 @@ def read_dump_entry(client: BaseClient, bucket: str, key: str) -> tuple[manifest
         raise DownloadFailed(f"reading {where}: the object store answered {code}") from None
     except BotoCoreError as error:
         raise DownloadFailed(f"reading {where}: {type(error).__name__}: {error}") from None
+    except manifests.ManifestTooLarge as error:
+        raise ManifestInvalid(f"{error}: not a Walwarden manifest (it was not read further)") from None
     except ValidationError as error:
         raise ManifestInvalid(
             f"{where} is not a Walwarden manifest ({error.error_count()} problem(s), first: {error.errors()[0]['msg']})"

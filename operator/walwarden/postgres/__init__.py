@@ -18,7 +18,7 @@ from typing import Any
 
 import psycopg
 from psycopg import errors as pg_errors
-from psycopg import sql
+from psycopg import pq, sql
 
 from walwarden.runner.contract import OPERATOR_APPLICATION_NAME, RUNNER_APPLICATION_NAME
 
@@ -206,27 +206,73 @@ def row_counts(secret: dict[str, str], dbname: str, tables: list[str]) -> dict[s
     return counts
 
 
+# A check's answer is compared with its `expected`, at most 1024 characters (api SqlCheck). The
+# query is the request author's and may return huge values or many rows: the operator fetches at
+# most two rows (two tells "more than one") of at most one character more than that.
+MAX_ANSWER_CHARACTERS = 1024
+_BOUNDED_ANSWER = sql.SQL(
+    # format('%s', …) prints any type as PostgreSQL does (t, not the ::text cast's true). The
+    # newline ends a trailing -- comment of the statement before the parenthesis closes.
+    "SELECT CASE WHEN num_nulls(q.answer) = 0 THEN left(format('%s', q.answer), {limit}) END "
+    "FROM ({statement}\n) AS q(answer) LIMIT 2"
+)
+
+
 def read_only_answer(secret: dict[str, str], dbname: str, query: str, timeout_seconds: int) -> str | None:
     """The first column of the single row `query` returns, as PostgreSQL prints it (text format:
     t/f, 42, 2026-12-03 ...), None for NULL; run in a read-only transaction with a statement
-    timeout. A query that fails or does not return exactly one row is a DatabaseError saying so."""
+    timeout. A query that fails, does not return exactly one row or answers more than
+    MAX_ANSWER_CHARACTERS is a DatabaseError saying so."""
+    statement = query.strip().rstrip(";").rstrip()  # "SELECT 1;" would not fit in a subquery
     with connect(secret, dbname) as connection:
         try:
-            with connection.transaction():
+            # Rolled back, not committed: READ ONLY still lets a query write a little (lo_create).
+            with connection.transaction(force_rollback=True):
                 connection.execute("SET TRANSACTION READ ONLY")
                 connection.execute(
                     sql.SQL("SET LOCAL statement_timeout = {}").format(sql.Literal(timeout_seconds * 1000))
                 )
-                # Prepared: the server refuses more than one statement (no "COMMIT; ..." out of it).
-                cursor = connection.execute(query, prepare=True)
-                result = cursor.pgresult
-                if result is None or result.nfields == 0:
-                    raise DatabaseError("CheckNoResult", "the statement returned no rows (it must be a query)")
-                if result.ntuples != 1:
-                    raise DatabaseError("CheckNotOneRow", f"the query returned {result.ntuples} rows, not one")
-                value = result.get_value(0, 0)
+                _require_one_query(connection, statement)
+                rows = _bounded_rows(connection, statement)
         except pg_errors.QueryCanceled:
             raise DatabaseError("CheckTimedOut", f"the query ran longer than {timeout_seconds} s") from None
         except psycopg.Error as error:
             raise refused(error, "running the query") from None
-    return None if value is None else value.decode()
+    return _one_answer(rows)
+
+
+def _require_one_query(connection: psycopg.Connection[Any], statement: str) -> None:
+    """Parse the statement on its own, running nothing: the server refuses more than one statement
+    ("COMMIT; ..." cannot leave the read-only transaction), and one that parses alone cannot close
+    the subquery it is then put in and add to the query around it."""
+    pgconn, encoding = connection.pgconn, connection.info.encoding
+    parsed = pgconn.prepare(b"", statement.encode(encoding))
+    if parsed.status != pq.ExecStatus.COMMAND_OK:
+        raise pg_errors.error_from_result(parsed, encoding=encoding)
+    if pgconn.describe_prepared(b"").nfields == 0:
+        raise DatabaseError("CheckNoResult", "the statement returned no rows (it must be a query)")
+
+
+def _bounded_rows(connection: psycopg.Connection[Any], statement: str) -> list[tuple[Any, ...]]:
+    bounded = _BOUNDED_ANSWER.format(limit=sql.Literal(MAX_ANSWER_CHARACTERS + 1), statement=sql.SQL(statement))
+    try:
+        # Prepared, as one statement: the extended protocol takes no second one.
+        return connection.execute(bounded, prepare=True).fetchall()
+    except pg_errors.SyntaxError:  # it parsed alone: it is a statement that is not a query
+        raise DatabaseError(
+            "CheckNotAQuery", "the statement is not a query: a check is a SELECT, VALUES, TABLE or WITH query"
+        ) from None
+
+
+def _one_answer(rows: list[tuple[Any, ...]]) -> str | None:
+    if len(rows) != 1:
+        counted = "more than one row" if rows else "0 rows"
+        raise DatabaseError("CheckNotOneRow", f"the query returned {counted}, not one")
+    value = rows[0][0]
+    if value is not None and len(value) > MAX_ANSWER_CHARACTERS:
+        raise DatabaseError(
+            "CheckAnswerTooLong",
+            f"the answer is longer than {MAX_ANSWER_CHARACTERS} characters, the longest expected value: "
+            "return a count or a boolean",
+        )
+    return None if value is None else str(value)

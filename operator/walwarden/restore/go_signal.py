@@ -10,12 +10,16 @@ from walwarden.restore import job as restore_jobs
 from walwarden.restore.run import RestoreRun
 from walwarden.restore.source import source_of
 from walwarden.runner.contract import GO_ABORT_CONTENT
+from walwarden.storage import bounded
 from walwarden.storage import s3 as storage
 from walwarden.workflow.engine import StepFailed, Wait
 from walwarden.workflow.steps import s3_client
 
 GO_TIMEOUT_SECONDS = 2 * 3600  # covers the longest ScaleDown: sessionPolicy.waitSeconds ≤ 3600
 GO_CONTENT_KEY = "goContent"  # in the restore URL Secret: what the go object must hold
+# The go content is 64 hex digits; anyone who may write to the bucket may write a larger object
+# there, which cannot be the go and is not read (the restore Job reads as much, runner/restore.py).
+MAX_GO_BYTES = 4096
 
 
 def go_key(run: RestoreRun) -> str:
@@ -52,8 +56,11 @@ def call_off(run: RestoreRun) -> None:
 def go_was_given(run: RestoreRun) -> bool:
     """The world's answer (an operator may have died between writing the go and recording it)."""
     found = source_of(run)
+    client, key = s3_client(run, found.storage), go_key(run)
     try:
-        body = s3_client(run, found.storage).get_object(Bucket=found.bucket, Key=go_key(run))["Body"].read()
+        body, _ = bounded.read_object(client, found.bucket, key, MAX_GO_BYTES, storage.s3_uri(found.bucket, key))
+    except bounded.TooLarge:
+        return False  # not the go: the content is 64 hex digits
     except ClientError as error:
         if storage.is_not_found(error):
             return False  # no go object: never given

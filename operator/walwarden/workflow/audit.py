@@ -48,6 +48,14 @@ def write_audit(
         run.event(
             "AuditLogUnavailable",
             f"the audit log beside the artifact could not be written "
-            f"({type(error).__name__}); Events and status still record this request",
+            f"({_why(error)}); Events and status still record this request",
             warning=True,
         )
+
+
+def _why(error: Exception) -> str:
+    """The error's name, and for the log's own refusals their message (a URI and sizes: labels);
+    other errors' messages may quote what a server said, so they are left out."""
+    if isinstance(error, audit.AuditLogTooLarge | audit.AuditLogContended):
+        return f"{type(error).__name__}: {error}"
+    return type(error).__name__
