@@ -18,6 +18,10 @@ class OperatorProcess:
     def __init__(self, cluster: ClusterAccess, namespace: str, log_path: Path, env: dict[str, str]):
         self.cluster, self.namespace, self.log_path = cluster, namespace, log_path
         env = {**os.environ, **env}
+        # The logins Job of a Redirected restore requires verified TLS by default; the local stack's
+        # PostgreSQL serves none. Said here, as an operator would configure it (passwords still go
+        # only by SCRAM).
+        env.setdefault("WALWARDEN_REDIRECT_LOGIN_SSL_MODE", "disable")
         if cluster.local:
             # Runner Jobs must really run: the local pod executor picks up pods with this label.
             env.setdefault("WALWARDEN_RUNNER_POD_LABELS", json.dumps(EXEC_LABELS))

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 from typing import Any, Literal
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from walwarden.api import DEFAULT_TOPOLOGY, SecretBackend, Topology
@@ -23,6 +23,12 @@ ENV_PREFIX = "WALWARDEN_"
 OPTIONAL_NAME_PATTERN = f"^$|{DNS_SUBDOMAIN_PATTERN}"
 # The key of the operator's origin signing key Secret (WALWARDEN_ORIGIN_SIGNING_KEY_SECRET).
 ORIGIN_SIGNING_KEY_SECRET_KEY = "privateKey"
+
+
+# libpq's sslmode values, weakest first.
+SslMode = Literal["disable", "allow", "prefer", "require", "verify-ca", "verify-full"]
+VERIFYING_SSL_MODES = ("verify-ca", "verify-full")
+SYSTEM_ROOT_CERTS = "system"
 
 
 class InvalidSettings(ValueError):
@@ -79,6 +85,13 @@ class Settings(BaseSettings):
     default_topology: Topology = DEFAULT_TOPOLOGY
     # Where db-info secrets live when a Redirected request does not say (spec.redirect.secretBackend).
     default_secret_backend: SecretBackend = SecretBackend.KUBERNETES
+    # The libpq sslmode of the logins Job of a Redirected restore, which sends every service's
+    # password to the host the request names (docs/security.md). verify-full: TLS, and a
+    # certificate valid for that host name, before the SCRAM exchange starts.
+    redirect_login_ssl_mode: SslMode = "verify-full"
+    # The CA certificates that verify it (libpq sslrootcert, with verify-ca and verify-full only):
+    # "system", the runner image's trusted roots (verify-full only), or a PEM file in that image.
+    redirect_login_ssl_root_cert: str = Field("system", min_length=1)
 
     @field_validator("namespaces", mode="before")
     @classmethod
@@ -103,6 +116,19 @@ class Settings(BaseSettings):
     @classmethod
     def _case_and_spaces(cls, value: Any) -> Any:
         return value.strip().lower() if isinstance(value, str) else value  # "True ", "JSON"
+
+    @field_validator("redirect_login_ssl_root_cert")
+    @classmethod
+    def _system_roots_verify_the_host_name(cls, value: str, info: ValidationInfo) -> str:
+        # libpq refuses sslrootcert=system with any sslmode but verify-full.
+        if value == SYSTEM_ROOT_CERTS and info.data.get("redirect_login_ssl_mode") == "verify-ca":
+            raise ValueError('"system" needs sslmode verify-full: name a CA file for verify-ca')
+        return value
+
+    @property
+    def redirect_login_ssl_root_cert_in_use(self) -> str | None:
+        """The sslrootcert the logins Job verifies with, None when its sslmode verifies nothing."""
+        return self.redirect_login_ssl_root_cert if self.redirect_login_ssl_mode in VERIFYING_SSL_MODES else None
 
     @property
     def log_json(self) -> bool:

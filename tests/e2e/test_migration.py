@@ -22,6 +22,7 @@ from devstack.operator_process import OperatorProcess
 from devstack.pytest_kube import fresh_namespace
 from devstack.vault import ready_replicas
 from tests.e2e.vaults import DB_SERVICES, ENVIRONMENT, STOP_TIERS, Vault, account_names, deploy_stand_in_vault
+from walwarden.api.restore import RESTORE_CREDENTIALS_LABEL
 from walwarden.security import origin
 
 pytestmark = pytest.mark.integration
@@ -95,8 +96,9 @@ class _Database:
     name: str
 
 
-def apply_secret(vault: Vault, name: str, data: dict[str, str]) -> None:
-    vault.apply({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name}, "stringData": data})
+def apply_secret(vault: Vault, name: str, data: dict[str, str], labels: dict[str, str] | None = None) -> None:
+    metadata = {"name": name, "labels": labels or {}}
+    vault.apply({"apiVersion": "v1", "kind": "Secret", "metadata": metadata, "stringData": data})
 
 
 def test_staging_to_prod_onto_a_fresh_server_needs_no_role_created_by_hand(
@@ -122,7 +124,8 @@ def test_staging_to_prod_onto_a_fresh_server_needs_no_role_created_by_hand(
         }
     )
     prod_password = "prod-" + uuid.uuid4().hex
-    apply_secret(prod, "app-login", {"DB_USER": app_roles.app, "DB_PASSWORD": prod_password})
+    login = {"DB_USER": app_roles.app, "DB_PASSWORD": prod_password}
+    apply_secret(prod, "app-login", login, labels={RESTORE_CREDENTIALS_LABEL: "true"})  # prod's admins allow it
     request = migration(prod, fresh, "staging-to-prod", app_roles.database, "CreateMissing")
     request["spec"]["source"] = {"artifact": artifact["uri"], "trustedKeys": {"name": "trusted-keys"}}
     request["spec"]["storage"] = prod.storage()

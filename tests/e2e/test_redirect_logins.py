@@ -12,6 +12,7 @@ import pytest
 
 from devstack.vault import ready_replicas
 from tests.e2e.vaults import DB_SERVICES, Vault, account_names, server_databases
+from walwarden.api.restore import RESTORE_CREDENTIALS_LABEL
 
 pytestmark = pytest.mark.integration
 
@@ -32,11 +33,12 @@ def assert_untouched(vault: Vault, db_info_before: dict, status: dict) -> None:
 
 
 def login_secret(vault: Vault, name: str, user: str, password: str) -> None:
+    """A service's new login, labelled for that use by whoever may write the namespace's Secrets."""
     vault.apply(
         {
             "apiVersion": "v1",
             "kind": "Secret",
-            "metadata": {"name": name},
+            "metadata": {"name": name, "labels": {RESTORE_CREDENTIALS_LABEL: "true"}},
             "stringData": {"DB_USER": user, "DB_PASSWORD": password},
         }
     )

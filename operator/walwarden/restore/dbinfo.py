@@ -12,6 +12,7 @@ from walwarden import secretstores
 from walwarden.api import SecretBackend
 from walwarden.kube import workloads
 from walwarden.kube.secrets import ensure_secret, read_secret
+from walwarden.restore import opted_in_secrets
 from walwarden.restore.run import RestoreRun
 from walwarden.workflow.engine import StepFailed, Wait
 from walwarden.workflow.steps import require_secret_keys
@@ -40,16 +41,13 @@ def secret_names(run: RestoreRun) -> list[str]:
 
 
 def new_login(run: RestoreRun, service: str) -> dict[str, str]:
-    """The DB_USER and DB_PASSWORD spec.redirect.credentials gives `service` ({} when none)."""
+    """The DB_USER and DB_PASSWORD spec.redirect.credentials gives `service` ({} when none), from a
+    Secret labelled for it (opted_in_secrets): Validate, Preflight and Reconfigure all read it here."""
     credentials = run.spec.redirect.credentials_of(service) if run.spec.redirect else None
     if credentials is None:
         return {}
-    data = require_secret_keys(
-        run,
-        credentials.secret_ref.name,
-        (credentials.user_key, credentials.password_key),
-        f"the new login of {service} (spec.redirect.credentials)",
-    )
+    keys = (credentials.user_key, credentials.password_key)
+    data = opted_in_secrets.new_login_secret(run, credentials.secret_ref.name, keys, service)
     return {"DB_USER": data[credentials.user_key], "DB_PASSWORD": data[credentials.password_key]}
 
 

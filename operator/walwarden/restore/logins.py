@@ -3,7 +3,9 @@
 Each database service's login after the repoint — the new host, port and database, its own user
 and password or the new ones spec.redirect.credentials gives it — is tried by a Job in the vault's
 namespace (runner `logins`), so from where the services reach the database. The Job reads the
-users and passwords from a Secret of the request, never from its arguments.
+users and passwords from a Secret of the request, never from its arguments. The host is the
+requester's choice: the Job sends a password only by SCRAM, over TLS as the operator's settings
+say (redirect_login_ssl_mode), so a server that asks for it in cleartext never gets it.
 """
 
 from __future__ import annotations
@@ -17,11 +19,13 @@ from walwarden.kube.secrets import delete_secret, ensure_secret
 from walwarden.postgres import Login
 from walwarden.restore import dbinfo
 from walwarden.restore.run import RestoreRun
-from walwarden.runner.contract import Command, Flag, login_argument, login_password_env, login_user_env
+from walwarden.runner.contract import Command, Env, Flag, login_argument, login_password_env, login_user_env
+from walwarden.settings import OperatorConfig
 from walwarden.workflow.engine import StepFailed
 from walwarden.workflow.steps import run_job
 
 ROLE = "logins"  # the Job's role label and name part
+LIBPQ_SSL_ROOT_CERT = "PGSSLROOTCERT"  # read by libpq itself, as PGSSLMODE
 
 
 def prove_logins(run: RestoreRun, created_roles: Set[str] = frozenset()) -> str:
@@ -95,10 +99,20 @@ def keep_logins_secret(run: RestoreRun, logins: list[Login]) -> None:
     ensure_secret(run.kube, run.namespace, logins_secret_name(run), data, run.owner)
 
 
+def tls_policy_env(settings: OperatorConfig) -> list[dict[str, Any]]:
+    """The operator's TLS policy for the logins (never the request's: it names the host), as libpq's
+    own variables; the runner requires SCRAM whatever they say."""
+    env = [{"name": Env.PG_SSLMODE, "value": settings.redirect_login_ssl_mode}]
+    root_cert = settings.redirect_login_ssl_root_cert_in_use
+    if root_cert:
+        env.append({"name": LIBPQ_SSL_ROOT_CERT, "value": root_cert})
+    return env
+
+
 def logins_job(run: RestoreRun, logins: list[Login]) -> dict[str, Any]:
     secret = logins_secret_name(run)
     args: list[str] = [Command.LOGINS]
-    env = []
+    env = tls_policy_env(run.settings)
     for index, login in enumerate(logins):
         args += [Flag.LOGIN, login_argument(login.service, login.host, login.port, login.database)]
         env += [

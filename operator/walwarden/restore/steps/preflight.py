@@ -4,7 +4,8 @@ vault's namespace: restore/logins.py); the target server (reachable, its version
 database exists); what the strategy needs there (Switch: the restore user may create databases
 and rename the vault's; Redirected: the target database is new or empty); the roles the backup
 records (missing ones refused, or checked creatable: restore/roles.py); the Encryptor Master
-Passwords. Any failure here ends with every service untouched."""
+Passwords; the Secrets the request names to be sent elsewhere are labelled for it
+(restore/opted_in_secrets.py). Any failure here ends with every service untouched."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from walwarden import postgres
 from walwarden.api import RestoreMode, RestoreStrategy
 from walwarden.kube.jobs import JobState
 from walwarden.postgres import databases
-from walwarden.restore import history, logins
+from walwarden.restore import history, logins, opted_in_secrets
 from walwarden.restore import job as restore_jobs
 from walwarden.restore.artifact_urls import url_secret
 from walwarden.restore.compatibility import check_encryptor_fingerprints, check_target_version
@@ -30,6 +31,8 @@ def preflight(run: RestoreRun) -> str:
     found = source_of(run)
     # Again, under the namespace lock: a twin validated before this one's first run recorded it.
     history.check_not_a_repeat(run, found)
+    # Verify sends it once the services run on the restored data: an unlabelled one is refused now.
+    opted_in_secrets.verify_auth_header(run)
     gitops_checked = gitops.check_gitops_leaves_replicas_alone(run.kube, run.namespace, run.topology)
     manifest = restore_jobs.verify_job(
         **run.job_identity(),

@@ -9,6 +9,7 @@ import pytest
 from tests.unit.fakes import BUCKET, EMP, EMP_SECRET, REDIRECTED, deep_merge
 from walwarden import postgres
 from walwarden.api import RestoreMode
+from walwarden.api.restore import RESTORE_CREDENTIALS_LABEL
 from walwarden.api.roles import DatabaseRole, RoleMembership
 from walwarden.restore.compatibility import check_target_version
 from walwarden.restore.steps.preflight import preflight
@@ -37,6 +38,7 @@ VERIFY_JOB = "restore-1-verify-5e5f0e3c"
 VERIFY_URL_SECRET = "restore-1-verify-url-5e5f0e3c"
 LOGINS_JOB = "restore-1-logins-5e5f0e3c"
 LOGINS_SECRET = "restore-1-logins-5e5f0e3c"
+LOGIN_OK = {RESTORE_CREDENTIALS_LABEL: "true"}
 
 
 def verified(vault, spec=None):
@@ -147,7 +149,7 @@ def test_the_only_fingerprint_is_compared_whatever_the_target_calls_its_secret(v
 
 
 def test_with_several_fingerprints_each_secret_is_compared_with_its_own(vault):
-    other = fingerprints.fingerprint("second-emp", n=16)
+    other = fingerprints.fingerprint("second-emp", n=fingerprints.MIN_N)
     vault.add_backup("two-emps", emps={f"{EMP_SECRET}/password": vault.emp_fingerprint, "emp-2/password": other})
     vault.kube.add_secret("emp-2", {"password": "second-emp"})
     vault.kube.add_secret("emp-3", {"password": "second-emp"})
@@ -213,7 +215,7 @@ def logins_started(vault, **redirect):
 
 
 def test_a_redirected_restore_tries_every_services_login_where_the_repoint_points_it(vault):
-    vault.kube.add_secret("prod-logins", {"user": "wallet_prod", "password": "new-wallet-password"})
+    vault.kube.add_secret("prod-logins", {"user": "wallet_prod", "password": "new-wallet-password"}, labels=LOGIN_OK)
     run = logins_started(
         vault,
         dbPort=6432,
@@ -268,7 +270,7 @@ def test_a_missing_db_info_secret_is_named_before_any_login_is_tried(vault):
 
 def test_new_credentials_from_a_secret_without_the_key_are_refused(vault):
     vault.add_db_info_secrets()
-    vault.kube.add_secret("prod-logins", {"DB_USER": "wallet_prod"})
+    vault.kube.add_secret("prod-logins", {"DB_USER": "wallet_prod"}, labels=LOGIN_OK)
     spec = vault.restore_spec(**REDIRECTED)
     spec["redirect"]["credentials"] = [{"service": "wallet", "secretRef": {"name": "prod-logins"}}]
     run = vault.restore_run(spec)
@@ -328,7 +330,7 @@ def test_create_missing_never_creates_a_superuser(vault):
 
 def test_logins_as_a_role_the_restore_creates_are_not_tried_before_it_exists(vault):
     # The wallet logs in as vault_app, which CreateMissing creates (with the wallet's password).
-    vault.kube.add_secret("app-login", {"DB_USER": "vault_app", "DB_PASSWORD": "app-password"})
+    vault.kube.add_secret("app-login", {"DB_USER": "vault_app", "DB_PASSWORD": "app-password"}, labels=LOGIN_OK)
     credentials = [{"service": "wallet", "secretRef": {"name": "app-login"}}]
     spec = deep_merge(CREATE_MISSING, {"redirect": {"credentials": credentials}})
     vault.add_db_info_secrets()

@@ -7,6 +7,7 @@ import pytest
 
 from tests.unit.fakes import REDIRECTED, deep_merge, running_since
 from walwarden.api import RestoreStep
+from walwarden.api.restore import RESTORE_CREDENTIALS_LABEL
 from walwarden.restore.steps.reconfigure import put_secrets_back, reconfigure
 from walwarden.workflow.engine import Skip, StepFailed, UndoCause, Wait
 
@@ -169,7 +170,8 @@ def test_putting_back_twice_changes_nothing_more(vault, db_info):
 
 
 def test_new_credentials_are_written_for_the_services_named_and_put_back_from_the_snapshot(vault, db_info):
-    vault.kube.add_secret("prod-wallet-login", {"DB_USER": "wallet_prod", "DB_PASSWORD": "prod-secret"})
+    login = {"DB_USER": "wallet_prod", "DB_PASSWORD": "prod-secret"}
+    vault.kube.add_secret("prod-wallet-login", login, labels={RESTORE_CREDENTIALS_LABEL: "true"})
     originals = {name: vault.kube.secret(name) for name in db_info}
     run = redirected(vault, credentials=[{"service": "wallet", "secretRef": {"name": "prod-wallet-login"}}])
     assert "with new logins for wallet" in reconfigure(run)

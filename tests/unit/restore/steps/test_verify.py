@@ -8,12 +8,15 @@ import json
 import pytest
 
 from tests.unit.fakes import ago
+from walwarden.api.restore import VERIFY_HEADER_LABEL
 from walwarden.restore.steps import verify as verify_step
 from walwarden.restore.steps.verify import has_data, verify
 from walwarden.workflow.engine import StepFailed, Wait
 
 HEALTH = "http://wallet.vault.svc:8080/health"
 ACCOUNTS = "http://wallet.vault.svc:8080/api/v2/accounts"
+ACCOUNTS_TLS = "https://wallet.vault.svc:8443/api/v2/accounts"
+HEADER_REF = {"name": "wallet-api", "key": "token"}
 ACCOUNTS_BODY = json.dumps({"accounts": [{"id": "a-1"}]}).encode()
 
 
@@ -21,7 +24,11 @@ class Wallet:
     """What the wallet's endpoints answer (no network): url -> (HTTP status, body)."""
 
     def __init__(self) -> None:
-        self.answers: dict[str, tuple[int, bytes]] = {HEALTH: (200, b"ok"), ACCOUNTS: (200, ACCOUNTS_BODY)}
+        self.answers: dict[str, tuple[int, bytes]] = {
+            HEALTH: (200, b"ok"),
+            ACCOUNTS: (200, ACCOUNTS_BODY),
+            ACCOUNTS_TLS: (200, ACCOUNTS_BODY),
+        }
         self.headers: dict[str, dict[str, str]] = {}
 
     def get(self, url: str, headers: dict[str, str]) -> tuple[int, bytes]:
@@ -107,15 +114,15 @@ def test_accounts_without_data_are_waited_for_then_fail(vault, wallet):
 
 
 def test_accounts_are_asked_with_the_auth_header_from_its_secret_health_without(vault, wallet):
-    vault.kube.add_secret("wallet-api", {"token": "Bearer s3cr3t"})
-    verify(checked(vault, authHeaderSecretRef={"name": "wallet-api", "key": "token"}))
-    assert wallet.headers[ACCOUNTS] == {"Authorization": "Bearer s3cr3t"}
+    vault.kube.add_secret("wallet-api", {"token": "Bearer s3cr3t"}, labels={VERIFY_HEADER_LABEL: "true"})
+    verify(checked(vault, accountsUrl=ACCOUNTS_TLS, authHeaderSecretRef=HEADER_REF))
+    assert wallet.headers[ACCOUNTS_TLS] == {"Authorization": "Bearer s3cr3t"}
     assert wallet.headers[HEALTH] == {}
 
 
 def test_a_missing_auth_header_secret_fails(vault, wallet):
     with pytest.raises(StepFailed) as failed:
-        verify(checked(vault, authHeaderSecretRef={"name": "wallet-api", "key": "token"}))
+        verify(checked(vault, accountsUrl=ACCOUNTS_TLS, authHeaderSecretRef=HEADER_REF))
     assert failed.value.reason == "SecretNotFound" and "the accounts auth header" in failed.value.message
 
 
