@@ -15,7 +15,6 @@ from devstack.vault import ready_replicas
 from tests.e2e.vaults import (
     DB_SERVICES,
     ENVIRONMENT,
-    EXEC,
     Vault,
     account_names,
     flip_a_byte_of_the_dump,
@@ -103,9 +102,8 @@ def test_a_drill_restores_into_a_scratch_database_proves_it_and_drops_it_leaving
     # A check of your own, as a Job: it gets the scratch database's connection (as the reading
     # login) in the libpq environment, so plain psql connects.
     script = 'test "$(psql -Atc "SELECT count(*) FROM accounts")" = "$EXPECTED" && test "$PGUSER" != postgres'
-    container = {"name": "check", "image": "postgres:17", "command": ["sh", "-c", script]}
-    container["env"] = [{"name": "EXPECTED", "value": str(len(accounts))}]
-    job = {"template": {"metadata": {"labels": EXEC}, "spec": {"containers": [container]}}}
+    job = {"image": "postgres:17", "command": ["sh", "-c", script]}
+    job["env"] = [{"name": "EXPECTED", "value": str(len(accounts))}]
     vault.apply(drill(vault, "drill", drill={"checks": checks, "job": job}))
     request = vault.wait_finished("restorerequests", "drill")
     status = request["status"]

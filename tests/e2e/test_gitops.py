@@ -289,8 +289,9 @@ def test_a_restore_from_git_shows_its_steps_runs_once_and_a_pruned_and_re_added_
     Healthy; a manual sync, a hard refresh and automated syncs run nothing again; pruned from git
     and added back it is refused with every service untouched: as a reused token when approvals
     are required, as a repeat of a restore that already ran when they are off (the safe default)."""
+    from walwarden.api import RestoreRequestSpec
     from walwarden.failpoints import ANNOUNCEMENT, ENV, RESUME_ENV
-    from walwarden.security.tokens import issue_token
+    from walwarden.security.tokens import Approval, issue_token
 
     resume = tmp_path / "resume"  # the operator waits in the stop window until this exists
     held_env = {ENV: "stop-window:check=pause", RESUME_ENV: str(resume)}
@@ -298,9 +299,9 @@ def test_a_restore_from_git_shows_its_steps_runs_once_and_a_pruned_and_re_added_
     if approvals:
         key = require_approvals(vault, tmp_path / "operator.log", held_env)
         sha256 = vault.backup()["status"]["artifact"]["sha256"]
-        spec["approvalToken"] = issue_token(
-            key, backup="nightly", sha256=sha256, mode="InPlace", namespace=vault.namespace, ttl_seconds=3600
-        )
+        approved = RestoreRequestSpec.model_validate(vault.restore_request("restore-from-git", **spec)["spec"])
+        approval = Approval.of_request(vault.namespace, "restore-from-git", approved, sha256)
+        spec["approvalToken"] = issue_token(key, approval, ttl_seconds=3600)
     else:
         vault.operator.stop()
         env = {"WALWARDEN_POLL_SECONDS": "1", **held_env}

@@ -34,7 +34,8 @@ from tests.e2e.vaults import (
     server_databases,
     status_updates,
 )
-from walwarden.security.tokens import issue_token
+from walwarden.api import RestoreRequestSpec
+from walwarden.security.tokens import Approval, issue_token
 from walwarden.storage.audit import verify_chain
 
 
@@ -429,6 +430,14 @@ def approvals(vault, tmp_path) -> bytes:
     vault.operator.stop()
 
 
+def approved(key: bytes, request: dict, vault, sha256: str, ttl: int = 600) -> dict:
+    """`request` with a token approving it as written (walwarden token issue --request)."""
+    spec = RestoreRequestSpec.model_validate(request["spec"])
+    name = request["metadata"]["name"]
+    token = issue_token(key, Approval.of_request(vault.namespace, name, spec, sha256), ttl_seconds=ttl)
+    return request | {"spec": request["spec"] | {"approvalToken": token}}
+
+
 def failure_reason(status: dict) -> list[str]:
     return [c["reason"] for c in status["conditions"] if c["type"] == "Failed"]
 
@@ -439,26 +448,26 @@ def test_approval_tokens_are_required_single_use_and_expire(vault, approvals):
     vault.apply(vault.restore_request("no-token", safetyBackup=False))
     assert failure_reason(vault.wait_finished("restorerequests", "no-token")["status"]) == ["ApprovalRequired"]
 
-    expired = issue_token(
-        approvals, backup="nightly", sha256=sha256, mode="InPlace", namespace=vault.namespace, ttl_seconds=1
-    )
+    expired = approved(approvals, vault.restore_request("expired", safetyBackup=False), vault, sha256, ttl=1)
     time.sleep(2)
-    vault.apply(vault.restore_request("expired", safetyBackup=False, approvalToken=expired))
+    vault.apply(expired)
     assert failure_reason(vault.wait_finished("restorerequests", "expired")["status"]) == ["TokenExpired"]
 
-    wrong_mode = issue_token(
-        approvals, backup="nightly", sha256=sha256, mode="Redirected", namespace=vault.namespace, ttl_seconds=600
-    )
-    vault.apply(vault.restore_request("mismatch", safetyBackup=False, approvalToken=wrong_mode))
+    # Front-run: a token approving one request, put on another (another name, or the same name
+    # with another spec), approves nothing.
+    approved_one = approved(approvals, vault.restore_request("approved", safetyBackup=False), vault, sha256)
+    token = approved_one["spec"]["approvalToken"]
+    vault.apply(vault.restore_request("mismatch", safetyBackup=False, approvalToken=token))
     assert failure_reason(vault.wait_finished("restorerequests", "mismatch")["status"]) == ["TokenMismatch"]
 
-    token = issue_token(
-        approvals, backup="nightly", sha256=sha256, mode="InPlace", namespace=vault.namespace, ttl_seconds=600
-    )
-    vault.apply(vault.restore_request("approved", safetyBackup=False, approvalToken=token))
+    vault.apply(approved_one)
     assert vault.wait_finished("restorerequests", "approved")["status"]["phase"] == "Succeeded"
-    vault.apply(vault.restore_request("replayed", safetyBackup=False, approvalToken=token))
-    assert failure_reason(vault.wait_finished("restorerequests", "replayed")["status"]) == ["TokenReused"]
+    # Deleted and applied again under its name (a GitOps prune and re-add): spent, whatever the
+    # requester deleted in its own namespace.
+    vault.cluster.kubectl(["delete", "restorerequest", "approved", "-n", vault.namespace])
+    vault.cluster.kubectl(["delete", "configmap", "walwarden-approvals", "-n", vault.namespace], check=False)
+    vault.apply(approved_one | {"metadata": {"name": "approved"}})
+    assert failure_reason(vault.wait_finished("restorerequests", "approved")["status"]) == ["TokenReused"]
 
 
 def test_two_restores_in_one_namespace_are_serialized(vault):

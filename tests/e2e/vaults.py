@@ -325,18 +325,20 @@ def deploy_stand_in_vault(cluster, namespace, operator, postgres_server, s3_serv
 
 
 def require_approvals(vault: Vault, log_path, env: dict[str, str] | None = None) -> bytes:
-    """Restart the vault's operator with approvals required (its key in a Secret of the vault's
-    namespace, which is also the operator's) and `env`; returns the key to issue tokens with."""
-    vault.apply(
-        {
-            "apiVersion": "v1",
-            "kind": "Secret",
-            "metadata": {"name": "walwarden-approval-key"},
-            "stringData": {"key": APPROVAL_KEY.decode()},
-        }
-    )
+    """Restart the vault's operator with approvals required (its key, and the ledger of spent
+    tokens, in a namespace of the operator's own, as a Helm install has it) and `env`; returns the
+    key to issue tokens with."""
+    operator_namespace = f"{vault.namespace[:59]}-op"
+    vault.cluster.kubectl(["create", "namespace", operator_namespace], check=False)  # kept if it exists
+    secret = {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": "walwarden-approval-key", "namespace": operator_namespace},
+        "stringData": {"key": APPROVAL_KEY.decode()},
+    }
+    vault.cluster.kubectl(["apply", "-f", "-"], stdin=json.dumps(secret))
     vault.operator.stop()
-    approvals = {"WALWARDEN_APPROVALS_REQUIRED": "true", "WALWARDEN_OPERATOR_NAMESPACE": vault.namespace}
+    approvals = {"WALWARDEN_APPROVALS_REQUIRED": "true", "WALWARDEN_OPERATOR_NAMESPACE": operator_namespace}
     vault.operator = OperatorProcess(
         vault.cluster, vault.namespace, log_path, {"WALWARDEN_POLL_SECONDS": "1", **approvals, **(env or {})}
     ).start()

@@ -32,8 +32,8 @@ from devstack.operator_process import EXEC_LABELS, OperatorProcess
 from devstack.processes import ManagedProcess, free_port, log_tail
 from devstack.pytest_kube import wait_for
 from devstack.vault import DEFAULT_SERVICES, DatabaseInfo, deploy_vault, ready_replicas, workload
-from walwarden.api import crdgen
-from walwarden.security.tokens import issue_token
+from walwarden.api import RestoreRequestSpec, crdgen
+from walwarden.security.tokens import Approval, issue_token
 
 pytestmark = pytest.mark.integration
 
@@ -309,8 +309,8 @@ def test_namespaced_rbac_grants_only_what_the_steps_need(cluster, crds, helm, ma
             ("patch", "backupschedules.walwarden.io --subresource=status", namespace),
             ("create", "events", namespace),
             ("update", "leases.coordination.k8s.io/walwarden-lock", namespace),
-            ("update", "configmaps/walwarden-approvals", namespace),
             ("update", "configmaps/walwarden-restores", namespace),
+            ("update", "configmaps/walwarden-approvals", release_ns),  # the spent tokens, out of requesters' reach
             ("get", "configmaps", namespace),  # by name: a restore's spec.source.trustedKeys
             ("get", "secrets/walwarden-approval-key", release_ns),
         ]
@@ -567,6 +567,9 @@ def install_for_a_vault(helm: Helm, cluster: ClusterAccess, release_ns: str, nam
         "operator.approvalsRequired=true",
         "--set",
         "operator.pollSeconds=1",
+        # The local stack's PostgreSQL serves no TLS: the Redirected restore's logins Job may go without.
+        "--set",
+        "operator.redirectLoginSslMode=disable",
         "--set-json",
         f"operator.runnerPodLabels={json.dumps(EXEC_LABELS)}",
         *namespaced(namespace),
@@ -774,34 +777,34 @@ def _back_up_and_restore(cluster, operator, namespace, postgres, s3, bucket, dat
     vaultdb.mutate_accounts(postgres.dsn(database))
     assert account_names(postgres.dsn(database)) != original
 
+    def approved(request: dict) -> dict:
+        """The request with a token approving it as written (walwarden token issue --request)."""
+        spec = RestoreRequestSpec.model_validate(request["spec"])
+        name, sha256 = request["metadata"]["name"], backup["status"]["artifact"]["sha256"]
+        token = issue_token(APPROVAL_KEY, Approval.of_request(namespace, name, spec, sha256), ttl_seconds=900)
+        return request | {"spec": request["spec"] | {"approvalToken": token}}
+
     # InPlace (Switch), approved by a token, with a safety backup asked for (the operator creates a BackupRequest).
-    token = issue_token(
-        APPROVAL_KEY,
-        backup="nightly",
-        sha256=backup["status"]["artifact"]["sha256"],
-        mode="InPlace",
-        namespace=namespace,
-        ttl_seconds=900,
-    )
     apply(
-        {
-            "apiVersion": "walwarden.io/v1alpha1",
-            "kind": "RestoreRequest",
-            "metadata": {"name": "in-place"},
-            "spec": {
-                "mode": "InPlace",
-                "source": {"backupRef": {"name": "nightly"}},
-                "approvalToken": token,
-                "safetyBackup": True,  # asked for: Switch needs none, but the chart's RBAC must allow one
-                "encryptorSecrets": emp,
-                "verify": {
-                    "healthUrl": f"{wallet_url}/health",
-                    "accountsUrl": f"{wallet_url}/api/v2/accounts",
-                    "timeoutSeconds": 60,
+        approved(
+            {
+                "apiVersion": "walwarden.io/v1alpha1",
+                "kind": "RestoreRequest",
+                "metadata": {"name": "in-place"},
+                "spec": {
+                    "mode": "InPlace",
+                    "source": {"backupRef": {"name": "nightly"}},
+                    "safetyBackup": True,  # asked for: Switch needs none, but the chart's RBAC must allow one
+                    "encryptorSecrets": emp,
+                    "verify": {
+                        "healthUrl": f"{wallet_url}/health",
+                        "accountsUrl": f"{wallet_url}/api/v2/accounts",
+                        "timeoutSeconds": 60,
+                    },
+                    "sessionPolicy": {"onRemaining": "Terminate", "waitSeconds": 3},
                 },
-                "sessionPolicy": {"onRemaining": "Terminate", "waitSeconds": 3},
-            },
-        }
+            }
+        )
     )
     restore = wait_finished("restorerequests", "in-place")
     assert account_names(postgres.dsn(database)) == original
@@ -812,34 +815,27 @@ def _back_up_and_restore(cluster, operator, namespace, postgres, s3, bucket, dat
 
     # Redirected: the db-info Secrets are repointed (patched) and orchestrator restarted.
     redirected_db = f"{database}_redirected"
-    token = issue_token(
-        APPROVAL_KEY,
-        backup="nightly",
-        sha256=backup["status"]["artifact"]["sha256"],
-        mode="Redirected",
-        namespace=namespace,
-        ttl_seconds=900,
-    )
     apply(
-        {
-            "apiVersion": "walwarden.io/v1alpha1",
-            "kind": "RestoreRequest",
-            "metadata": {"name": "redirected"},
-            "spec": {
-                "mode": "Redirected",
-                "source": {"backupRef": {"name": "nightly"}},
-                "approvalToken": token,
-                "encryptorSecrets": emp,
-                "target": {"secretRef": {"name": "vault-db-admin"}, "database": redirected_db},
-                "redirect": {"dbHost": "127.0.0.1", "dbName": redirected_db, "environment": ENVIRONMENT},
-                "verify": {
-                    "healthUrl": f"{wallet_url}/health",
-                    "accountsUrl": f"{wallet_url}/api/v2/accounts",
-                    "timeoutSeconds": 60,
+        approved(
+            {
+                "apiVersion": "walwarden.io/v1alpha1",
+                "kind": "RestoreRequest",
+                "metadata": {"name": "redirected"},
+                "spec": {
+                    "mode": "Redirected",
+                    "source": {"backupRef": {"name": "nightly"}},
+                    "encryptorSecrets": emp,
+                    "target": {"secretRef": {"name": "vault-db-admin"}, "database": redirected_db},
+                    "redirect": {"dbHost": "127.0.0.1", "dbName": redirected_db, "environment": ENVIRONMENT},
+                    "verify": {
+                        "healthUrl": f"{wallet_url}/health",
+                        "accountsUrl": f"{wallet_url}/api/v2/accounts",
+                        "timeoutSeconds": 60,
+                    },
+                    "sessionPolicy": {"onRemaining": "Terminate", "waitSeconds": 3},
                 },
-                "sessionPolicy": {"onRemaining": "Terminate", "waitSeconds": 3},
-            },
-        }
+            }
+        )
     )
     try:
         wait_finished("restorerequests", "redirected")

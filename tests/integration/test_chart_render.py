@@ -23,6 +23,16 @@ NAMESPACED = ["--set", "rbac.scope=namespaces", "--set", "watchNamespaces={vault
 
 # Every permission the operator has in a namespace it watches: what kopf and the steps call, no
 # more (see the comments in templates/_helpers.tpl). Changing RBAC means changing this table.
+# In the release namespace, beside the approval key: the ledger of spent approval tokens.
+SPENT_TOKEN_RULES = [
+    {
+        "apiGroups": [""],
+        "resources": ["configmaps"],
+        "resourceNames": ["walwarden-approvals"],
+        "verbs": ["get", "update"],
+    },
+    {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["create"]},
+]
 EXPECTED_RULES = [
     {
         "apiGroups": ["walwarden.io"],
@@ -44,7 +54,7 @@ EXPECTED_RULES = [
     {
         "apiGroups": [""],
         "resources": ["configmaps"],
-        "resourceNames": ["walwarden-approvals", "walwarden-restores"],
+        "resourceNames": ["walwarden-restores"],
         "verbs": ["get", "update"],
     },
     {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["create"]},
@@ -210,7 +220,8 @@ def test_the_approval_key_is_the_only_thing_granted_in_the_release_namespace(hel
     docs = render(helm, *args, "--set", "operator.approvalKeySecret=my-approval-key")
     role = only(docs, "Role", f"{RELEASE}-approval-key", RELEASE_NS)
     assert role["rules"] == [
-        {"apiGroups": [""], "resources": ["secrets"], "resourceNames": ["my-approval-key"], "verbs": ["get"]}
+        {"apiGroups": [""], "resources": ["secrets"], "resourceNames": ["my-approval-key"], "verbs": ["get"]},
+        *SPENT_TOKEN_RULES,
     ]
     binding = only(docs, "RoleBinding", f"{RELEASE}-approval-key", RELEASE_NS)
     assert binding["subjects"] == [{"kind": "ServiceAccount", "name": RELEASE, "namespace": RELEASE_NS}]
@@ -236,6 +247,7 @@ def test_the_operators_origin_keys_are_granted_by_name_in_the_release_namespace(
             "verbs": ["get"],
         },
         {"apiGroups": [""], "resources": ["configmaps"], "resourceNames": ["my-trusted-keys"], "verbs": ["get"]},
+        *SPENT_TOKEN_RULES,
     ]
     assert env(docs)["WALWARDEN_ORIGIN_SIGNING_KEY_SECRET"] == "my-origin-key"
     assert env(docs)["WALWARDEN_TRUSTED_KEYS_CONFIG_MAP"] == "my-trusted-keys"

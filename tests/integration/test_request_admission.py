@@ -121,16 +121,19 @@ def test_spec_is_immutable(cluster, crds, namespace):
     assert "spec is immutable" in result.stderr
 
 
-def test_a_drills_job_template_is_kept_as_written_and_immutable_like_the_rest(cluster, crds, namespace):
-    template = {
-        "metadata": {"labels": {"team": "dba"}},
-        "spec": {"containers": [{"name": "check", "image": "postgres:17", "command": ["psql", "-c", "SELECT 1"]}]},
-    }
-    job = {"template": template, "activeDeadlineSeconds": 120}
+def test_a_drills_check_job_is_a_container_spec_and_a_pod_template_is_refused(cluster, crds, namespace):
+    job = {"image": "postgres:17", "command": ["psql", "-c", "SELECT 1"], "activeDeadlineSeconds": 120}
     create(cluster, namespace, with_spec(RESTORE, mode="Drill", target=TARGET, drill={"job": job}))
     stored = cluster.kubectl_json(["get", "restorerequest", "back-to-nightly", "-n", namespace])
-    assert stored["spec"]["drill"]["job"]["template"] == template  # a free-form pod template, not pruned
-    changed = {"spec": {"drill": {"job": {"template": {"spec": {"containers": []}}}}}}
+    assert stored["spec"]["drill"]["job"]["command"] == job["command"]
+    # A pod template would let the author run any pod with the operator's rights: the API server
+    # refuses it (kubectl's strict field validation), with a ServiceAccount or a volume alike.
+    escape = dict(job, template={"spec": {"serviceAccountName": "walwarden", "containers": []}})
+    refused = with_spec(RESTORE, mode="Drill", target=TARGET, drill={"job": escape})
+    refused["metadata"]["name"] = "escape"
+    result = create(cluster, namespace, refused, check=False)
+    assert result.returncode != 0 and 'unknown field "spec.drill.job.template"' in result.stderr
+    changed = {"spec": {"drill": {"job": {"image": "busybox"}}}}
     result = cluster.kubectl(
         ["patch", "restorerequest", "back-to-nightly", "-n", namespace, "--type=merge", "-p", json.dumps(changed)],
         check=False,

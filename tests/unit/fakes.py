@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import base64
 import copy
+import functools
 import hashlib
 import io
 import itertools
@@ -125,6 +126,18 @@ class FakePod:
     waiting_reason: str | None = None  # e.g. CrashLoopBackOff
     last_exit_code: int | None = None
     restarts: int = 0
+    made_by_its_job: bool = True  # False: a pod someone else created with a job-name label
+
+
+def job_uid(name: str) -> str:
+    return f"uid-of-job-{name}"
+
+
+def _job_owner(pod: FakePod) -> list[NS] | None:
+    job = pod.labels.get("job-name")
+    if job is None or not pod.made_by_its_job:
+        return None
+    return [NS(kind="Job", name=job, uid=job_uid(job), controller=True)]
 
 
 @dataclass
@@ -152,8 +165,10 @@ class Cluster:
 
     # -- arranging the world --
 
-    def add_secret(self, name: str, data: dict[str, str], namespace: str = NAMESPACE) -> None:
-        self.secrets[(namespace, name)] = {"data": dict(data), "metadata": {"name": name}}
+    def add_secret(
+        self, name: str, data: dict[str, str], namespace: str = NAMESPACE, labels: dict[str, str] | None = None
+    ) -> None:
+        self.secrets[(namespace, name)] = {"data": dict(data), "metadata": {"name": name, "labels": labels}}
 
     def secret(self, name: str, namespace: str = NAMESPACE) -> dict[str, str] | None:
         found = self.secrets.get((namespace, name))
@@ -328,7 +343,12 @@ class FakeCore:
         return NS(
             items=[
                 NS(
-                    metadata=NS(name=pod.name, creation_timestamp=pod.created, labels=dict(pod.labels)),
+                    metadata=NS(
+                        name=pod.name,
+                        creation_timestamp=pod.created,
+                        labels=dict(pod.labels),
+                        owner_references=_job_owner(pod),
+                    ),
                     status=NS(
                         phase=pod.phase,
                         container_statuses=[
@@ -433,7 +453,7 @@ class FakeBatch:
         if job is None:
             raise not_found()
         return NS(
-            metadata=NS(name=name),
+            metadata=NS(name=name, uid=job_uid(name)),
             status=NS(
                 conditions=[
                     NS(type=c["type"], status=c["status"], reason=c.get("reason"), message=c.get("message"))
@@ -550,6 +570,11 @@ class FakeKube(Cluster):
 # --- S3 ----------------------------------------------------------------------------------------
 
 
+def _etag(body: bytes | None) -> str:
+    """As S3 shows a single-part object's ETag: its MD5, in quotes."""
+    return '"' + hashlib.md5(body or b"").hexdigest() + '"'
+
+
 class FakeS3:
     """The S3 client methods the operator calls, over a dict of objects."""
 
@@ -564,17 +589,25 @@ class FakeS3:
     def get(self, bucket: str, key: str) -> bytes | None:
         return self.objects.get((bucket, key))
 
-    def put_object(self, Bucket: str, Key: str, Body: bytes, **_: Any) -> dict[str, Any]:
+    def put_object(
+        self, Bucket: str, Key: str, Body: bytes, IfMatch: str | None = None, IfNoneMatch: str | None = None, **_: Any
+    ) -> dict[str, Any]:
         if self.fail_puts is not None:
             raise self.fail_puts
+        current = self.objects.get((Bucket, Key))
+        if IfMatch is not None and current is None:
+            raise ClientError({"Error": {"Code": "NoSuchKey", "Message": "not found"}}, "PutObject")
+        if (IfMatch is not None and IfMatch != _etag(current)) or (IfNoneMatch == "*" and current is not None):
+            raise ClientError({"Error": {"Code": "PreconditionFailed", "Message": "changed"}}, "PutObject")
         self.objects[(Bucket, Key)] = bytes(Body)
         self.puts.append((Bucket, Key))
-        return {}
+        return {"ETag": _etag(bytes(Body))}
 
     def get_object(self, Bucket: str, Key: str) -> dict[str, Any]:
         if (Bucket, Key) not in self.objects:
             raise ClientError({"Error": {"Code": "NoSuchKey", "Message": "not found"}}, "GetObject")
-        return {"Body": io.BytesIO(self.objects[(Bucket, Key)])}
+        body = self.objects[(Bucket, Key)]
+        return {"Body": io.BytesIO(body), "ContentLength": len(body), "ETag": _etag(body)}
 
     def head_object(self, Bucket: str, Key: str) -> dict[str, Any]:
         if (Bucket, Key) not in self.objects:
@@ -791,6 +824,12 @@ class PublishedBackup:
     signing_key: str
 
 
+@functools.cache
+def _emp_fingerprint() -> fingerprints.EncryptorFingerprint:
+    """EMP's fingerprint at scrypt's smallest accepted cost, made once: it takes a few tens of ms."""
+    return fingerprints.fingerprint(EMP, n=fingerprints.MIN_N)
+
+
 class Vault:
     namespace = NAMESPACE
     bucket = BUCKET
@@ -817,7 +856,7 @@ class Vault:
         self.kube.add_secret(ADMIN_SECRET, ADMIN)
         self.kube.add_secret("restore-admin", {**ADMIN, "host": "new-db.internal"})
         self.kube.add_secret(EMP_SECRET, {"password": EMP})
-        self.emp_fingerprint = fingerprints.fingerprint(EMP, n=16)
+        self.emp_fingerprint = _emp_fingerprint()
         self.backup = self.add_backup("nightly")
 
     # -- backups --

@@ -18,7 +18,7 @@ from walwarden.cli import audit, crds, keys, operator, restore, runner, token
     [
         (["run", "-n", "vault"], operator.run),
         (["runner", "verify", "--url-env", "URL", "--sha256", "ab", "--size", "1"], runner.run),
-        (["token", "issue", "--backup", "b", "--mode", "InPlace", "-n", "v", "--key-env", "K"], token.issue_command),
+        (["token", "issue", "--request", "restore.yaml", "--key-env", "K"], token.issue_command),
         (["token", "inspect", "wwt1.a.b"], token.inspect_command),
         (["restore", "--artifact", "s3://b/k", "--target-dsn", "dbname=vault"], restore.run),
         (["audit", "verify", "s3://b/audit.log"], audit.verify_log),

@@ -83,12 +83,12 @@ go into the ClusterRole (rbac.scope cluster) or into a Role in each watched name
 - apiGroups: [""]
   resources: ["secrets"]
   verbs: ["get", "create", "delete", "patch"]
-# The ledger ConfigMaps, read and replaced, created the first time: walwarden-approvals, the used
-# approval tokens (restore/approvals.py USED_TOKENS_CONFIGMAP); walwarden-restores, the restores
-# that ran, so that one is not repeated by accident (restore/history.py HISTORY_CONFIGMAP).
+# The ledger ConfigMap, read and replaced, created the first time: walwarden-restores, the
+# restores that ran, so that one is not repeated by accident (restore/history.py
+# HISTORY_CONFIGMAP). The spent approval tokens are kept in the release namespace (rbac.yaml).
 - apiGroups: [""]
   resources: ["configmaps"]
-  resourceNames: ["walwarden-approvals", "walwarden-restores"]
+  resourceNames: ["walwarden-restores"]
   verbs: ["get", "update"]
 - apiGroups: [""]
   resources: ["configmaps"]

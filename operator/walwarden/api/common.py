@@ -10,6 +10,7 @@ API server (as `x-kubernetes-validations`) and pydantic (in a model validator) e
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -349,6 +350,12 @@ SECRET_NAME_TEMPLATE_PATTERN = rf"^[^{{}}]*({_PLACEHOLDER}[^{{}}]*)*\{{service\}
 
 ServiceTier = Annotated[list[ServiceName], Field(min_length=1, max_length=16)]
 
+# In a secret store outside Kubernetes (AWS Secrets Manager, Azure Key Vault), which the operator
+# reads with its own identity, the namespace boundary is the name: a rendered name must hold the
+# request's own namespace as a whole dot-separated part, so `prod.victim-ns.{service}.db-info` and
+# `prod.victim-{namespace}.{service}.db-info` reach no other tenant's secret.
+_NAMESPACE_PART = re.compile(r"(^|\.)\{namespace\}(\.|$)")
+
 
 class Topology(SpecModel):
     """Which workloads make up the vault, in which order they stop and start, and how their
@@ -384,6 +391,10 @@ class Topology(SpecModel):
             "Services that keep running during a restore and are restarted after their db-info secret changed."
         ),
     )
+
+    def names_keep_their_namespace(self) -> bool:
+        """Whether every name the template renders holds its namespace as a whole dot-separated part."""
+        return bool(_NAMESPACE_PART.search(self.secret_name_template))
 
     def start_tiers(self) -> list[list[str]]:
         """Tiers in start order: the reverse of the stop order."""

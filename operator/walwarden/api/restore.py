@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
+import re
 from datetime import datetime
 from enum import StrEnum
-from typing import Any, ClassVar, Literal
+from typing import Annotated, ClassVar, Literal
 
 from pydantic import ConfigDict, Field, model_validator
 
@@ -172,6 +175,13 @@ ONE_LOGIN_PER_SERVICE = CelRule(
     "spec.redirect.credentials names a service twice: give each database service one entry",
     field_path=".credentials",
 )
+AUTH_HEADER_NEEDS_HTTPS = CelRule(
+    "!has(self.authHeaderSecretRef) || !has(self.accountsUrl) || self.accountsUrl.startsWith('https://')",
+    "spec.verify.authHeaderSecretRef is sent to accountsUrl, which must then be https:// (its certificate is "
+    "verified): over http:// the header would cross the network in cleartext. Use the wallet's https URL, or "
+    "remove authHeaderSecretRef",
+    field_path=".accountsUrl",
+)
 CREATE_MISSING_ROLES_NEEDS_A_BUILD = CelRule(
     "!has(self.target) || !has(self.target.roles) || self.target.roles != 'CreateMissing' || "
     "self.mode == 'Redirected' || !has(self.strategy) || self.strategy == 'Switch'",
@@ -180,6 +190,25 @@ CREATE_MISSING_ROLES_NEEDS_A_BUILD = CelRule(
     field_path=".target.roles",
     reason="FieldValueForbidden",
 )
+# Names Walwarden makes on a target server for a restore of its own: a Switch's sibling
+# (<db>_walwarden_<uid8>) and previous database (<db>_pre_restore_...), a drill's staging database
+# (walwarden_drill_new_<uid8>). A request may not take one as its target: a drill made under
+# another restore's predictable name would leave that restore's switch in a state it does not know.
+TARGET_NAME_NOT_RESERVED = CelRule(
+    "!has(self.database) || !(self.database.matches('_walwarden_[0-9a-f]{8}$') || "
+    "self.database.contains('_pre_restore_') || self.database.startsWith('walwarden_'))",
+    "spec.target.database is a name Walwarden reserves for its own databases (<db>_walwarden_<uid8>, "
+    "<db>_pre_restore_..., walwarden_...): choose another name",
+    field_path=".database",
+    reason="FieldValueForbidden",
+)
+
+
+def reserved_database_name(name: str) -> bool:
+    """TARGET_NAME_NOT_RESERVED, in Python."""
+    return bool(re.search(r"_walwarden_[0-9a-f]{8}$", name)) or "_pre_restore_" in name or name.startswith("walwarden_")
+
+
 DRILL_NEEDS_TARGET = CelRule(
     "self.mode != 'Drill' || has(self.target)",
     "Drill restores need spec.target: the Secret with the admin connection of the server the scratch database "
@@ -263,6 +292,8 @@ class RestoreSource(SpecModel):
 class RestoreTarget(SpecModel):
     """The database server to restore into."""
 
+    model_config = ConfigDict(json_schema_extra=cel_validations(TARGET_NAME_NOT_RESERVED))
+
     secret_ref: SecretRef = Field(
         description=(
             "Secret with the admin connection: keys host, port, user, password, and optional sslmode. "
@@ -281,6 +312,11 @@ class RestoreTarget(SpecModel):
             "rollback drops the roles this restore created, never one that was there."
         ),
     )
+
+    @model_validator(mode="after")
+    def _not_reserved(self) -> RestoreTarget:
+        TARGET_NAME_NOT_RESERVED.require(self.database is None or not reserved_database_name(self.database))
+        return self
 
 
 class AwsSecretsManager(SpecModel):
@@ -326,12 +362,25 @@ class AzureKeyVault(SpecModel):
     )
 
 
+# The labels with which whoever may write Secrets in a namespace lets its requests use one: a
+# requester may name any Secret there, but can neither read nor label it.
+RESTORE_CREDENTIALS_LABEL = "walwarden.io/restore-credentials"
+VERIFY_HEADER_LABEL = "walwarden.io/verify-header"
+OPT_IN_VALUE = "true"
+
+
 class ServiceCredentials(SpecModel):
     """The login one database service uses in the new environment, from a Secret there: written
     into its db-info secret as DB_USER and DB_PASSWORD by the repoint (and put back on rollback)."""
 
     service: ServiceName = Field(description="The database service (of spec.topology) whose login this is.")
-    secret_ref: SecretRef = Field(description="Secret in the namespace of the request holding the login.")
+    secret_ref: SecretRef = Field(
+        description=(
+            "Secret in the namespace of the request holding the login. It must carry the label "
+            f'{RESTORE_CREDENTIALS_LABEL}: "{OPT_IN_VALUE}" (set by whoever may write Secrets there), or the '
+            "restore is refused before anything stops."
+        )
+    )
     user_key: SecretKey = Field("DB_USER", description="Key of the Secret holding the user name.")
     password_key: SecretKey = Field("DB_PASSWORD", description="Key of the Secret holding the password.")
 
@@ -362,8 +411,8 @@ class Redirect(SpecModel):
         max_length=64,
         description=(
             "New DB_USER and DB_PASSWORD per database service, from Secrets of the target environment (never "
-            "literal values). Services not named keep their login. Preflight tries every service's login "
-            "against the new host before anything stops."
+            f'literal values) labelled {RESTORE_CREDENTIALS_LABEL}: "{OPT_IN_VALUE}". Services not named keep '
+            "their login. Preflight tries every service's login against the new host before anything stops."
         ),
     )
     secret_backend: SecretBackend | None = Field(
@@ -396,6 +445,8 @@ class Redirect(SpecModel):
 class Verify(SpecModel):
     """How the restored vault is checked before the restore counts as Succeeded."""
 
+    model_config = ConfigDict(json_schema_extra=cel_validations(AUTH_HEADER_NEEDS_HTTPS))
+
     health_url: HttpUrlStr | None = Field(
         None, description="Wallet health URL (must answer 200). Unset: not checked, and Verify says so in its message."
     )
@@ -405,7 +456,13 @@ class Verify(SpecModel):
         "checked, and Verify says so in its message.",
     )
     auth_header_secret_ref: SecretKeyRef | None = Field(
-        None, description="Secret key whose value is sent as the Authorization header to the accounts URL."
+        None,
+        description=(
+            "Secret key whose value is sent as the Authorization header to the accounts URL, which must then be "
+            "https:// (its certificate verified). The Secret must carry the label "
+            f'{VERIFY_HEADER_LABEL}: "{OPT_IN_VALUE}" (set by whoever may write Secrets there), or the restore is '
+            "refused before anything stops."
+        ),
     )
     timeout_seconds: int = Field(
         300,
@@ -425,6 +482,13 @@ class Verify(SpecModel):
         ),
     )
     compare_row_counts: bool = Field(True, description="Compare table row counts with the manifest, when it has them.")
+
+    @model_validator(mode="after")
+    def _auth_header_over_https(self) -> Verify:
+        AUTH_HEADER_NEEDS_HTTPS.require(
+            self.auth_header_secret_ref is None or self.accounts_url is None or self.accounts_url.startswith("https://")
+        )
+        return self
 
 
 class SessionPolicy(SpecModel):
@@ -479,19 +543,57 @@ class SqlCheck(SpecModel):
     )
 
 
-class DrillJob(SpecModel):
-    """A check of your own: a Job run once the SQL checks passed, that must succeed. Each of its
-    containers gets the scratch database's connection, as the drill's reading login, in the
-    libpq environment (PGHOST, PGPORT, PGUSER, PGPASSWORD, PGDATABASE, PGSSLMODE) from a Secret
-    made for the drill (envFrom), so `psql -c '...'` or any libpq client connects as it is."""
+# A container image reference: [registry[:port]/]path[:tag][@digest], as the kubelet pulls it.
+IMAGE_PATTERN = (
+    r"^[a-z0-9]+([._-]{1,2}[a-z0-9]+)*(:[0-9]+)?(/[a-z0-9]+([._-]{1,2}[a-z0-9]+)*)*"
+    r"(:[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(@sha256:[0-9a-f]{64})?$"
+)
+# Kubernetes resource quantities, e.g. 250m, 1, 512Mi, 2Gi.
+QUANTITY_PATTERN = r"^[0-9]+(\.[0-9]+)?(m|k|M|G|T|Ki|Mi|Gi|Ti)?$"
 
-    template: dict[str, Any] = Field(
-        json_schema_extra={"x-kubernetes-preserve-unknown-fields": True},
-        description=(
-            "A pod template (metadata, spec) as in a Job's spec.template. restartPolicy is Never; the Job has "
-            "backoffLimit 0 and is deleted with the drill."
-        ),
+
+class CheckEnv(SpecModel):
+    """A literal environment variable of the check Job. Never from a Secret: the Job is run by the
+    operator for the request's author, and may see only what the drill made for it."""
+
+    name: str = Field(
+        min_length=1,
+        max_length=128,
+        # PG* is the reading login's (envFrom), so a check always connects as the drill made it.
+        pattern=r"^([A-OQ-Za-z_][A-Za-z0-9_]*|P([A-FH-Za-z0-9_][A-Za-z0-9_]*)?)$",
+        description="Variable name (not starting with PG: the libpq variables are the reading login's).",
     )
+    value: str = Field("", max_length=4096, description="Literal value.")
+
+
+class CheckResources(SpecModel):
+    """CPU and memory of the check Job's container (requests and limits alike)."""
+
+    cpu: str = Field("250m", max_length=16, pattern=QUANTITY_PATTERN, description="CPU, e.g. 250m or 1.")
+    memory: str = Field("256Mi", max_length=16, pattern=QUANTITY_PATTERN, description="Memory, e.g. 256Mi.")
+
+
+class DrillJob(SpecModel):
+    """A check of your own: one container Walwarden runs once the SQL checks passed, and that must
+    exit 0. Walwarden builds the Job itself, hardened as its own runner Jobs (non-root, read-only
+    root filesystem, no privilege escalation, every capability dropped, no service-account token, no
+    volumes but an empty /tmp), so a drill can never run a pod with more rights than that, whoever
+    asks for it. The container gets the scratch database's connection, as the drill's reading
+    login, in the libpq environment (PGHOST, PGPORT, PGUSER, PGPASSWORD, PGDATABASE, PGSSLMODE) from
+    a Secret made for the drill (envFrom), so `psql -c '...'` or any libpq client connects as it is.
+    Its output stays in its pod's log (kubectl logs): none of it is copied into status or Events."""
+
+    image: str = Field(
+        min_length=1, max_length=512, pattern=IMAGE_PATTERN, description="Container image, e.g. postgres:17."
+    )
+    command: list[Annotated[str, Field(max_length=4096)]] = Field(
+        min_length=1, max_length=64, description="The command (entrypoint) and its first arguments."
+    )
+    args: list[Annotated[str, Field(max_length=4096)]] = Field(
+        default_factory=list, max_length=64, description="Further arguments."
+    )
+    env: list[CheckEnv] = Field(default_factory=list, max_length=64, description="Literal environment variables.")
+    resources: CheckResources = Field(default_factory=CheckResources, description="CPU and memory.")
     active_deadline_seconds: int = Field(
         600, ge=1, le=86400, description="How long the Job may run before the check counts as failed."
     )
@@ -664,6 +766,16 @@ class RestoreRequestSpec(SpecModel):
     @property
     def is_drill(self) -> bool:
         return self.mode == RestoreMode.DRILL
+
+    def approval_digest(self) -> str:
+        """The sha256 an approval token binds: every field of the spec but the token itself and
+        dryRun (a dry run carrying the token previews the very restore it approves), defaults filled
+        in, as sorted-key compact JSON. The CLI reading the YAML and the operator reading the stored
+        object (with the API server's defaults) both parse it through this model, so they compute
+        the same digest; any other target, strategy, redirect or Verify URL gives another."""
+        content = self.model_dump(mode="json", by_alias=True, exclude={"approval_token", "dry_run"})
+        canonical = json.dumps(content, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+        return hashlib.sha256(canonical.encode()).hexdigest()
 
     @property
     def drill_settings(self) -> DrillSettings:

@@ -9,8 +9,15 @@ recorded only so a restore can refuse clearly when such a role is missing. Never
 
 from __future__ import annotations
 
+from typing import Annotated
+
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
+
+# A role name as PostgreSQL allows it (anything but NUL, at most 63 bytes), minus control
+# characters: a manifest is read from wherever an artifact URI points, and a name in it reaches SQL
+# (always through sql.Identifier) and messages.
+RoleName = Annotated[str, Field(min_length=1, max_length=63, pattern=r"^[^\x00-\x1f\x7f]+$")]
 
 
 class _RoleModel(BaseModel):
@@ -19,7 +26,7 @@ class _RoleModel(BaseModel):
 
 
 class RoleMembership(_RoleModel):
-    role: str = Field(min_length=1, max_length=63, description="the role this one is a member of")
+    role: RoleName = Field(description="the role this one is a member of")
     admin: bool = Field(False, description="WITH ADMIN OPTION")
 
 
@@ -27,7 +34,7 @@ class DatabaseRole(_RoleModel):
     """A role that owns an object of a dumped database or is named in its ACLs, or one such a role
     is a member of (recursively)."""
 
-    name: str = Field(min_length=1, max_length=63)
+    name: RoleName
     superuser: bool = Field(False, description="is a superuser: never created by a restore")
     login: bool = False
     inherit: bool = True

@@ -6,6 +6,12 @@ import argparse
 from datetime import datetime
 from typing import Any
 
+from pydantic import TypeAdapter, ValidationError
+
+from walwarden.api.common import PgIdentifier
+
+_DATABASE_NAME: TypeAdapter[str] = TypeAdapter(PgIdentifier)
+
 
 def command_group(subparsers: Any, name: str, actions: tuple[str, ...], help: str, description: str) -> Any:
     """`walwarden <name> <action>`: adds the group's parser; returns the subparsers its actions
@@ -22,6 +28,17 @@ def positive_int(text: str) -> int:
     if value <= 0:
         raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
     return value
+
+
+def database_name(text: str) -> str:
+    """A PostgreSQL database name as the API accepts it (api.common.PgIdentifier): never a
+    connection string, whoever wrote the Job's arguments."""
+    try:
+        return _DATABASE_NAME.validate_python(text)
+    except ValidationError:
+        raise argparse.ArgumentTypeError(
+            f"expected a database name (letters, digits, _ $ -, at most 63), got {text!r}"
+        ) from None
 
 
 def timestamp(text: str) -> datetime:

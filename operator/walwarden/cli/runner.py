@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from types import FrameType
 from typing import TYPE_CHECKING, Any, NoReturn
 
-from walwarden.cli.arguments import positive_int, timestamp
+from walwarden.cli.arguments import database_name, positive_int, timestamp
 from walwarden.runner.contract import (
     DEFAULT_GO_TIMEOUT_SECONDS,
     DEFAULT_PARALLEL_JOBS,
@@ -96,6 +96,7 @@ def add_runner_parser(subparsers: Any) -> argparse.ArgumentParser:  # argparse's
         dest="database",
         action="append",
         required=True,
+        type=database_name,
         metavar="NAME",
         help="a database to dump (repeatable)",
     )
@@ -171,7 +172,9 @@ def add_runner_parser(subparsers: Any) -> argparse.ArgumentParser:  # argparse's
         command.add_argument(Flag.SHA256, dest="sha256", required=True, help="the artifact's sha256 from its manifest")
         command.add_argument(Flag.SIZE, dest="size", required=True, type=positive_int, help="its size in bytes")
         if name == Command.RESTORE:
-            command.add_argument(Flag.DATABASE, dest="database", required=True, help="the database to restore into")
+            command.add_argument(
+                Flag.DATABASE, dest="database", required=True, type=database_name, help="the database to restore into"
+            )
             command.add_argument(
                 Flag.CLEAN,
                 dest="clean",

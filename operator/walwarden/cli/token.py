@@ -15,16 +15,21 @@ import os
 import re
 import sys
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+import yaml
+from pydantic import ValidationError
 
 from walwarden.api.backup import PLURAL as BACKUP_PLURAL
 from walwarden.api.backup import BackupPhase, BackupRequestStatus
 from walwarden.api.common import GROUP, VERSION
-from walwarden.api.restore import RestoreMode
+from walwarden.api.restore import RestoreRequestSpec
 from walwarden.cli.arguments import command_group
 from walwarden.security.tokens import (
     MAX_TTL_SECONDS,
+    Approval,
     TokenError,
     issue_token,
     normalize_sha256,
@@ -78,18 +83,23 @@ def register(subparsers: Any) -> None:
         description="Print a new approval token (only the token) on stdout.",
     )
     issue.add_argument(
-        "--backup",
+        "--request",
+        "-f",
         required=True,
-        metavar="NAME|s3://...",
-        help="the BackupRequest name or the artifact's s3:// URI, as the RestoreRequest's source will name it",
+        type=Path,
+        metavar="FILE",
+        help="the RestoreRequest to approve, as it will be applied (YAML or JSON; - for stdin): the token binds "
+        "its name, namespace and whole spec (spec.approvalToken aside), its backup and mode",
     )
     issue.add_argument(
         "--sha256",
         metavar="HEX",
-        help="the artifact's sha256 (default: status.artifact.sha256 of the BackupRequest named by --backup)",
+        help="the artifact's sha256 (default: status.artifact.sha256 of the BackupRequest the request restores; "
+        "required for an s3:// artifact: the sha256 in the manifest beside it)",
     )
-    issue.add_argument("--mode", required=True, choices=[m.value for m in RestoreMode])
-    issue.add_argument("--namespace", "-n", required=True, help="namespace of the RestoreRequest")
+    issue.add_argument(
+        "--namespace", "-n", help="namespace of the RestoreRequest (default: its metadata.namespace; one is needed)"
+    )
     issue.add_argument(
         "--ttl",
         type=_duration_argument,
@@ -138,20 +148,56 @@ def _one_sentence(command: Callable[[argparse.Namespace], int]) -> Callable[[arg
 
 @_one_sentence
 def issue_command(args: argparse.Namespace) -> int:
+    request = read_request(args.request, args.namespace)
     cluster = Cluster(args.kubeconfig)
     key = _read_key(args, cluster)
-    sha256 = args.sha256 or backup_sha256(cluster, args.namespace, args.backup)
-    token = issue_token(
-        key, backup=args.backup, sha256=sha256, mode=args.mode, namespace=args.namespace, ttl_seconds=args.ttl
-    )
+    sha256 = args.sha256 or backup_sha256(cluster, request.namespace, request.spec.source.label)
+    approval = Approval.of_request(request.namespace, request.name, request.spec, sha256)
+    token = issue_token(key, approval, ttl_seconds=args.ttl)
     claims = parse_unverified(token)
     print(token)
     print(
-        f"approves one {claims.mode} restore of {claims.backup} in namespace {claims.namespace} "
-        f"until {rfc3339(claims.expires_at)} (token id {claims.token_id})",
+        f"approves RestoreRequest {claims.namespace}/{claims.request} as written in {args.request} (spec sha256 "
+        f"{claims.spec[:12]}…): one {claims.mode} restore of {claims.backup}, until {rfc3339(claims.expires_at)} "
+        f"(token id {claims.token_id})",
         file=sys.stderr,
     )
     return 0
+
+
+@dataclass(frozen=True)
+class RequestToApprove:
+    namespace: str
+    name: str
+    spec: RestoreRequestSpec
+
+
+def read_request(path: Path, namespace: str | None) -> RequestToApprove:
+    """The RestoreRequest in `path` (- for stdin), parsed as the operator will parse it."""
+    try:
+        text = sys.stdin.read() if str(path) == "-" else path.read_text()
+    except OSError as error:
+        raise TokenCliError(f"cannot read {path}: {error.strerror}") from None
+    try:
+        body = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        raise TokenCliError(f"{path} is not YAML or JSON: {error}") from None
+    if not isinstance(body, dict) or body.get("kind") != "RestoreRequest":
+        raise TokenCliError(f"{path} must hold one RestoreRequest (kind: RestoreRequest)")
+    metadata = body.get("metadata") or {}
+    name, written = metadata.get("name"), metadata.get("namespace")
+    if not name:
+        raise TokenCliError(f"{path} has no metadata.name: a token approves one named request")
+    if namespace and written and namespace != written:
+        raise TokenCliError(f"{path} says namespace {written}, --namespace says {namespace}: give one")
+    namespace = namespace or written
+    if not namespace:
+        raise TokenCliError(f"{path} has no metadata.namespace: give --namespace")
+    try:
+        spec = RestoreRequestSpec.model_validate(body.get("spec") or {})
+    except ValidationError as error:
+        raise TokenCliError(f"{path} is not a valid RestoreRequest: {error.errors()[0]['msg']}") from None
+    return RequestToApprove(namespace=namespace, name=name, spec=spec)
 
 
 @_one_sentence
@@ -162,6 +208,8 @@ def inspect_command(args: argparse.Namespace) -> int:
             {
                 "verified": False,  # said in the output itself, so nobody mistakes it for a check
                 "tokenId": claims.token_id,
+                "request": f"{claims.namespace}/{claims.request}",
+                "spec": claims.spec,
                 "backup": claims.backup,
                 "sha256": claims.sha256,
                 "mode": claims.mode,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Any
 
 from walwarden.kube.api import Conflict, Kube, call
 
@@ -69,7 +70,19 @@ def job_outcome(kube: Kube, namespace: str, name: str) -> JobOutcome | None:
 
 
 def _job_pods(kube: Kube, namespace: str, job_name: str) -> list:
-    return kube.core.list_namespaced_pod(namespace, label_selector=f"job-name={job_name}").items
+    """The Job's own pods: a label anyone who may create pods can set is not enough, the pod must
+    name this Job (its uid) as its controller."""
+    job = call(kube.batch.read_namespaced_job, job_name, namespace)
+    uid = job.metadata.uid if job is not None and job.metadata is not None else None
+    if uid is None:
+        return []
+    pods = kube.core.list_namespaced_pod(namespace, label_selector=f"job-name={job_name}").items
+    return [pod for pod in pods if _controlled_by(pod, uid)]
+
+
+def _controlled_by(pod: Any, uid: str) -> bool:
+    references = (pod.metadata.owner_references or []) if pod.metadata else []
+    return any(reference.controller and reference.uid == uid for reference in references)
 
 
 def _runner_pod_succeeded(kube: Kube, namespace: str, job_name: str) -> bool:

@@ -59,7 +59,50 @@ def runner_job(
     deadline_seconds: int,
 ) -> dict[str, Any]:
     """A hardened, single-attempt Job running `walwarden runner ...`."""
-    pod_labels = {**labels, **config.runner_pod_labels}
+    container = {
+        "name": "runner",
+        "image": config.runner_image,
+        "command": list(RUNNER_COMMAND),
+        "args": args,
+        "env": env,
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+        "resources": {"requests": {"cpu": "250m", "memory": "256Mi"}, "limits": {"memory": "512Mi"}},
+    }
+    return hardened_job(
+        name=name,
+        namespace=namespace,
+        labels=labels,
+        owner=owner,
+        pod_labels=config.runner_pod_labels,
+        container=container,
+        deadline_seconds=deadline_seconds,
+    )
+
+
+def hardened_job(
+    *,
+    name: str,
+    namespace: str,
+    labels: dict[str, str],
+    owner: dict,
+    pod_labels: dict[str, str],
+    container: dict[str, Any],
+    deadline_seconds: int,
+) -> dict[str, Any]:
+    """A single-attempt Job of one container, which gets every restriction the runner has: a
+    non-root user, a read-only root filesystem with an empty /tmp, no privilege escalation, no
+    capability, no service-account token, no other volume. The runner Jobs and a drill's check Job
+    (whose image and command are the request author's) are built only through this."""
+    hardened = {
+        **container,
+        "env": [*container.get("env", []), {"name": "HOME", "value": "/tmp"}],
+        "securityContext": {
+            "allowPrivilegeEscalation": False,
+            "readOnlyRootFilesystem": True,
+            "capabilities": {"drop": ["ALL"]},
+        },
+        "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
+    }
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",
@@ -68,10 +111,11 @@ def runner_job(
             "backoffLimit": 0,  # a dump is retried by a new request, never silently
             "activeDeadlineSeconds": deadline_seconds,
             "template": {
-                "metadata": {"labels": pod_labels},
+                "metadata": {"labels": {**labels, **pod_labels}},
                 "spec": {
                     "restartPolicy": "Never",
-                    "automountServiceAccountToken": False,  # the runner never talks to the API
+                    "automountServiceAccountToken": False,  # a Job never talks to the API
+                    "enableServiceLinks": False,  # no other Service's address in its environment
                     "securityContext": {
                         "runAsNonRoot": True,
                         "runAsUser": RUNNER_UID,
@@ -79,26 +123,7 @@ def runner_job(
                         "fsGroup": RUNNER_UID,
                         "seccompProfile": {"type": "RuntimeDefault"},
                     },
-                    "containers": [
-                        {
-                            "name": "runner",
-                            "image": config.runner_image,
-                            "command": list(RUNNER_COMMAND),
-                            "args": args,
-                            "env": [*env, {"name": "HOME", "value": "/tmp"}],
-                            "terminationMessagePolicy": "FallbackToLogsOnError",
-                            "securityContext": {
-                                "allowPrivilegeEscalation": False,
-                                "readOnlyRootFilesystem": True,
-                                "capabilities": {"drop": ["ALL"]},
-                            },
-                            "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
-                            "resources": {
-                                "requests": {"cpu": "250m", "memory": "256Mi"},
-                                "limits": {"memory": "512Mi"},
-                            },
-                        }
-                    ],
+                    "containers": [hardened],
                     "volumes": [{"name": "tmp", "emptyDir": {}}],
                 },
             },

@@ -1,5 +1,6 @@
-"""Approval tokens (DESIGN §4): a restore needs a valid, unexpired, single-use token when the
-operator runs with approvals on. Used token ids are recorded in a ConfigMap of the namespace."""
+"""Approval tokens: a restore needs a valid, unexpired, single-use token when the operator runs
+with approvals on. Used token ids are recorded in a ConfigMap of the operator's own namespace,
+where a requester cannot write: deleting the ledger never makes a spent token good again."""
 
 from __future__ import annotations
 
@@ -22,8 +23,9 @@ def check_approval(run: RestoreRun, found: Source) -> None:
         if settings.approvals_required and not spec.dry_run:
             raise StepFailed(
                 "ApprovalRequired",
-                "this operator requires an approval token: run `walwarden token "
-                "issue` and set spec.approvalToken in a new request",
+                "this operator requires an approval token: someone holding the approval key runs `walwarden token "
+                "issue --request <this request's file>` and you set spec.approvalToken in a new request of that "
+                "file (the token binds its name and spec)",
             )
         return
     where = f"Secret {settings.operator_namespace}/{settings.approval_key_secret}"
@@ -31,14 +33,8 @@ def check_approval(run: RestoreRun, found: Source) -> None:
     if not key:
         raise StepFailed("ApprovalKeyMissing", f"{where} with the approval key (key 'key') does not exist")
     try:
-        claims = tokens.verify_token(
-            key.encode(),
-            spec.approval_token,
-            backup=found.label,
-            sha256=found.dump.sha256,
-            mode=str(spec.mode),
-            namespace=run.namespace,
-        )
+        approval = tokens.Approval.of_request(run.namespace, run.name, spec, found.dump.sha256)
+        claims = tokens.verify_token(key.encode(), spec.approval_token, approval)
     except tokens.TokenError as error:
         raise StepFailed(str(error.reason), f"approval token refused: {error.message}") from None
     except ValueError as error:  # e.g. a key too short to be safe
@@ -61,7 +57,7 @@ def prune_expired_tokens(used: dict[str, str], now: float) -> dict[str, str]:
 
 def _consume(run: RestoreRun, claims: tokens.TokenClaims) -> None:
     """Single use: the token id is recorded in a ConfigMap; a second request with it is refused."""
-    me = f"{run.kind}/{run.name}/{run.uid}"
+    me = f"{run.kind}/{run.namespace}/{run.name}/{run.uid}"
 
     def record(used: dict[str, str]) -> dict[str, str]:
         used = prune_expired_tokens(used, time.time())
@@ -74,5 +70,5 @@ def _consume(run: RestoreRun, claims: tokens.TokenClaims) -> None:
         used[claims.token_id] = f"{me} expires {claims.expires_at}"
         return used
 
-    if update_ledger(run.kube, run.namespace, USED_TOKENS_CONFIGMAP, record) is None:
+    if update_ledger(run.kube, run.settings.operator_namespace, USED_TOKENS_CONFIGMAP, record) is None:
         raise Wait("the approvals ConfigMap is busy", delay=1)

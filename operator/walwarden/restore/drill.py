@@ -13,12 +13,12 @@ drops it. What keeps it away from the vault:
 
 from __future__ import annotations
 
-import copy
 import secrets
 from typing import Any
 
+from walwarden.api import DrillJob
 from walwarden.kube import secrets as kube_secrets
-from walwarden.kube.runner_job import job_name, runner_labels, short_uid
+from walwarden.kube.runner_job import hardened_job, job_name, runner_labels, short_uid
 from walwarden.restore.run import RestoreRun
 from walwarden.restore.source import Source
 from walwarden.restore.target import target_database
@@ -76,26 +76,31 @@ def as_admin_secret(login: dict[str, str]) -> dict[str, str]:
     }
 
 
-def check_job(run: RestoreRun, template: dict[str, Any], deadline_seconds: int) -> dict[str, Any]:
-    """The Job of spec.drill.job: the user's pod template, run once, every container given the
-    reading login through envFrom (never the admin's)."""
-    pod = copy.deepcopy(template)
-    spec = pod.setdefault("spec", {})
-    spec["restartPolicy"] = "Never"
-    spec.setdefault("automountServiceAccountToken", False)
-    for container in [*spec.get("initContainers", []), *spec.get("containers", [])]:
-        container.setdefault("envFrom", []).append({"secretRef": {"name": reader_secret_name(run)}})
-    return {
-        "apiVersion": "batch/v1",
-        "kind": "Job",
-        "metadata": {
-            "name": job_name(run.name, run.uid, "drill-check"),
-            "namespace": run.namespace,
-            "labels": runner_labels(run.name, "drill-check"),
-            "ownerReferences": [run.owner],
+def check_job(run: RestoreRun, job: DrillJob) -> dict[str, Any]:
+    """The Job of spec.drill.job, built here from its narrow spec (image, command, args, literal
+    env, resources) and hardened as the runner's: the request's author chooses what runs, never
+    with what rights. Its only credential is the reading login (envFrom), never the admin's."""
+    container = {
+        "name": "check",
+        "image": job.image,
+        "command": list(job.command),
+        "args": list(job.args),
+        "env": [{"name": variable.name, "value": variable.value} for variable in job.env],
+        "envFrom": [{"secretRef": {"name": reader_secret_name(run)}}],
+        "resources": {
+            "requests": {"cpu": job.resources.cpu, "memory": job.resources.memory},
+            "limits": {"cpu": job.resources.cpu, "memory": job.resources.memory},
         },
-        "spec": {"backoffLimit": 0, "activeDeadlineSeconds": deadline_seconds, "template": pod},
     }
+    return hardened_job(
+        name=job_name(run.name, run.uid, "drill-check"),
+        namespace=run.namespace,
+        labels=runner_labels(run.name, "drill-check"),
+        owner=run.owner,
+        pod_labels=run.settings.runner_pod_labels,
+        container=container,
+        deadline_seconds=job.active_deadline_seconds,
+    )
 
 
 def refuse_the_vaults_database(run: RestoreRun, found: Source) -> str:

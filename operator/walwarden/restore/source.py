@@ -6,6 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from pydantic import ValidationError
+
 from walwarden.api import BackupPhase, BackupRequest, OriginStatus, S3Storage
 from walwarden.api import backup as backup_api
 from walwarden.api.common import GROUP, VERSION
@@ -82,6 +84,19 @@ def _resolve(run: RestoreRun) -> Source:
         label, backup_secret = spec.source.artifact, None
     try:
         manifest = manifests.read_manifest(s3_client(run, storage_spec), bucket, manifest_key)
+    except manifests.ManifestTooLarge as error:
+        raise StepFailed(
+            "ManifestTooLarge",
+            f"{error}: no Walwarden manifest is that large, so this is not the backup's manifest; "
+            "it was not read further and nothing was touched. Check what was written at that key",
+        ) from None
+    except ValidationError as error:  # read, but not a manifest this reader trusts with a name or a key
+        raise StepFailed(
+            "ManifestInvalid",
+            f"the manifest {storage.s3_uri(bucket, manifest_key)} is not a valid Walwarden manifest "
+            f"({_first_problems(error)}); it names what becomes a database, a command line and a connection, "
+            "so it is not restored. Nothing was touched",
+        ) from None
     except Exception as error:  # absent or unreadable: either way the artifact cannot be verified
         raise StepFailed(
             "ManifestMissing",
@@ -97,6 +112,13 @@ def _resolve(run: RestoreRun) -> Source:
         found_origin = check_origin(run, manifest)
     prefix = manifest_key.rpartition("/")[0]
     return Source(label, storage_spec, bucket, prefix, manifest, dump, backup_secret, found_origin)
+
+
+def _first_problems(error: ValidationError, shown: int = 3) -> str:
+    """Where and what, without the offending values (they are the manifest writer's, of any size)."""
+    problems = [f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in error.errors(include_input=False)]
+    more = f"; and {len(problems) - shown} more" if len(problems) > shown else ""
+    return "; ".join(problems[:shown]) + more
 
 
 def _dump_to_restore(run: RestoreRun, manifest: manifests.Manifest, bucket: str) -> manifests.DatabaseDump:

@@ -283,9 +283,16 @@ def ensure_database(database: str) -> bool:
     return True
 
 
+def dbname_conninfo(database: str) -> str:
+    """`dbname='<database>'`, quoted as libpq's conninfo syntax wants (backslash and quote escaped)."""
+    return "dbname='" + database.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
 def pg_restore_command(database: str, clean: bool, jobs: int | None, path: Path | None) -> list[str]:
     """pg_restore into `database`, from `path` (else its stdin)."""
-    command = ["pg_restore", "--exit-on-error", "--no-password", "-d", database]
+    # -d as a quoted conninfo: libpq reads a -d holding `=` as a whole connection string, so a
+    # bare name could carry a host of its own; quoted, it can only ever be a database name.
+    command = ["pg_restore", "--exit-on-error", "--no-password", "-d", dbname_conninfo(database)]
     if clean:
         command += ["--clean", "--if-exists"]
     if jobs and jobs > 1 and path is not None:

@@ -1,10 +1,15 @@
 """Approval tokens (DESIGN §4): short-lived, single-use HMAC-SHA256 tokens that approve one restore.
 
-A token binds the backup (a BackupRequest name or an artifact's s3:// URI, exactly as the
-RestoreRequest's source names it), the artifact's sha256, the restore mode, the namespace and an
-expiry, plus a random nonce that is the token's id:
+A token binds one RestoreRequest as its approver saw it: the request's name and namespace, the
+sha256 of its whole spec (RestoreRequestSpec.approval_digest: target, strategy, redirect, Verify
+URLs, everything but the token), the backup (a BackupRequest name or an artifact's s3:// URI,
+exactly as the source names it), the artifact's sha256, the restore mode and an expiry, plus a
+random nonce that is the token's id:
 
-    wwt1.<base64url(claims as compact JSON, sorted keys)>.<base64url(HMAC-SHA256)>
+    wwt2.<base64url(claims as compact JSON, sorted keys)>.<base64url(HMAC-SHA256)>
+
+So a token committed to git cannot be taken to another request, or to the same name with another
+spec, before its own request is applied. (wwt1 tokens, which bound no request, are refused.)
 
 The HMAC covers everything before the last dot, version prefix included. The claims are labels
 only (names, a checksum, timestamps), never secrets: anyone holding the token can read them
@@ -19,6 +24,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import dataclasses
 import hashlib
 import hmac
 import json
@@ -32,9 +38,10 @@ from enum import StrEnum
 from typing import Any
 
 from walwarden.api.common import format_timestamp
-from walwarden.api.restore import RestoreMode
+from walwarden.api.restore import RestoreMode, RestoreRequestSpec
 
-PREFIX = "wwt1"
+PREFIX = "wwt2"
+RETIRED_PREFIXES = ("wwt1",)  # formats that no longer approve anything
 MAX_TTL_SECONDS = 30 * 86400
 # A generous bound (an s3:// URI may be long), so a huge string is refused before any decoding.
 MAX_TOKEN_LENGTH = 8192
@@ -49,6 +56,8 @@ _CLAIM_TYPES: dict[str, type] = {
     "sha256": str,
     "mode": str,
     "namespace": str,
+    "request": str,
+    "spec": str,
     "iat": int,
     "exp": int,
     "jti": str,
@@ -62,6 +71,7 @@ class TokenErrorReason(StrEnum):
     SIGNATURE_INVALID = "TokenSignatureInvalid"
     EXPIRED = "TokenExpired"
     MISMATCH = "TokenMismatch"
+    RETIRED = "TokenFormatRetired"
 
 
 class TokenError(Exception):
@@ -82,6 +92,8 @@ class TokenClaims:
     sha256: str
     mode: str
     namespace: str
+    request: str  # the RestoreRequest's name
+    spec: str  # the sha256 of its spec (RestoreRequestSpec.approval_digest)
     issued_at: int
     expires_at: int
 
@@ -95,6 +107,8 @@ class TokenClaims:
             "sha256": self.sha256,
             "mode": self.mode,
             "namespace": self.namespace,
+            "request": self.request,
+            "spec": self.spec,
             "iat": self.issued_at,
             "exp": self.expires_at,
             "jti": self.token_id,
@@ -114,16 +128,41 @@ class TokenClaims:
             sha256=claims["sha256"],
             mode=claims["mode"],
             namespace=claims["namespace"],
+            request=claims["request"],
+            spec=claims["spec"],
             issued_at=claims["iat"],
             expires_at=claims["exp"],
         )
 
 
-def issue_token(
-    key: bytes, *, backup: str, sha256: str, mode: str, namespace: str, ttl_seconds: int, now: float | None = None
-) -> str:
-    """A new token approving one restore of `backup` (whose artifact has `sha256`) in `mode` into
-    `namespace`, valid for ttl_seconds (1 s to 30 days). Raises ValueError on bad arguments."""
+@dataclass(frozen=True)
+class Approval:
+    """What a token approves: one RestoreRequest (namespace, name, spec digest) restoring `backup`
+    (whose artifact has `sha256`) in `mode`."""
+
+    backup: str
+    sha256: str
+    mode: str
+    namespace: str
+    request: str  # the RestoreRequest's name
+    spec: str  # RestoreRequestSpec.approval_digest()
+
+    @classmethod
+    def of_request(cls, namespace: str, name: str, spec: RestoreRequestSpec, sha256: str) -> Approval:
+        """The approval of a RestoreRequest as written: its backup, mode and digest come from its spec."""
+        return cls(
+            backup=spec.source.label,
+            sha256=sha256,
+            mode=str(spec.mode),
+            namespace=namespace,
+            request=name,
+            spec=spec.approval_digest(),
+        )
+
+
+def issue_token(key: bytes, approval: Approval, *, ttl_seconds: int, now: float | None = None) -> str:
+    """A new token granting `approval`, valid for ttl_seconds (1 s to 30 days). Raises ValueError
+    on bad arguments."""
     if not isinstance(ttl_seconds, int) or isinstance(ttl_seconds, bool):
         raise ValueError(f"ttl_seconds must be an integer number of seconds, not {ttl_seconds!r}")
     if not 0 < ttl_seconds <= MAX_TTL_SECONDS:
@@ -131,17 +170,19 @@ def issue_token(
             f"the token's lifetime must be more than 0 and at most 30 days "
             f"({MAX_TTL_SECONDS} s), not {ttl_seconds} s: approvals are meant to be short-lived"
         )
-    if not backup:
+    if not approval.backup:
         raise ValueError("backup must name a BackupRequest or an s3:// artifact URI")
-    if not namespace:
-        raise ValueError("namespace must not be empty")
+    if not approval.namespace or not approval.request:
+        raise ValueError("namespace and request must name the RestoreRequest")
     issued_at = math.floor(_now(now))
     claims = TokenClaims(
         token_id=_b64encode(secrets.token_bytes(_NONCE_BYTES)),
-        backup=backup,
-        sha256=normalize_sha256(sha256),
-        mode=_check_mode(mode),
-        namespace=namespace,
+        backup=approval.backup,
+        sha256=normalize_sha256(approval.sha256),
+        mode=_check_mode(approval.mode),
+        namespace=approval.namespace,
+        request=approval.request,
+        spec=normalize_sha256(approval.spec),
         issued_at=issued_at,
         expires_at=issued_at + ttl_seconds,
     )
@@ -150,10 +191,8 @@ def issue_token(
     return f"{signed}.{_b64encode(_mac(key, signed))}"
 
 
-def verify_token(
-    key: bytes, token: str, *, backup: str, sha256: str, mode: str, namespace: str, now: float | None = None
-) -> TokenClaims:
-    """The token's claims if it was made with `key`, approves exactly this restore, and has not
+def verify_token(key: bytes, token: str, approval: Approval, *, now: float | None = None) -> TokenClaims:
+    """The token's claims if it was made with `key`, grants exactly `approval`, and has not
     expired; else TokenError. Does not check reuse: see the module's docstring."""
     signed, payload, signature = _split(token)
     # Constant time, so the comparison leaks nothing about how much of a forged MAC was right.
@@ -165,17 +204,9 @@ def verify_token(
         )
     claims = _decode_claims(payload)
     # Mismatch before expiry: a token for another restore is the more useful thing to be told.
-    expected = {
-        "backup": backup,
-        "sha256": normalize_sha256(sha256, strict=False),
-        "mode": mode,
-        "namespace": namespace,
-    }
-    differences = [
-        f"the token was issued for {name} {getattr(claims, name)}, this request is {value}"
-        for name, value in expected.items()
-        if getattr(claims, name) != value
-    ]
+    expected = dataclasses.asdict(approval) | {"sha256": normalize_sha256(approval.sha256, strict=False)}
+    said = [_difference(name, getattr(claims, name), value) for name, value in expected.items()]
+    differences = [difference for difference in said if difference]
     if differences:
         raise TokenError(TokenErrorReason.MISMATCH, "; ".join(differences))
     if claims.expired(now):
@@ -184,6 +215,17 @@ def verify_token(
             f"the approval token expired at {rfc3339(claims.expires_at)}; issue a new one with `walwarden token issue`",
         )
     return claims
+
+
+def _difference(name: str, issued: str, actual: str) -> str | None:
+    if issued == actual:
+        return None
+    if name == "spec":
+        return (
+            f"the token was issued for another spec (sha256 {issued[:12]}…) than this request's ({actual[:12]}…): "
+            "a field changed after it was approved; issue a token for the request as it is"
+        )
+    return f"the token was issued for {name} {issued}, this request is {actual}"
 
 
 def parse_unverified(token: str) -> TokenClaims:
@@ -250,6 +292,12 @@ def _split(token: str) -> tuple[str, str, bytes]:
     token = token.strip()  # a token pasted into YAML often carries a newline
     if len(token) > MAX_TOKEN_LENGTH:
         raise _malformed(f"it is longer than {MAX_TOKEN_LENGTH} characters")
+    if token.startswith(tuple(f"{retired}." for retired in RETIRED_PREFIXES)):
+        raise TokenError(
+            TokenErrorReason.RETIRED,
+            "this approval token has an old format that did not bind the request it approves; issue a new one "
+            "with `walwarden token issue --request <file>`",
+        )
     match = _TOKEN.fullmatch(token)
     if not match:
         raise _malformed("wrong prefix or shape")

@@ -19,13 +19,23 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
+from walwarden.api.common import PgIdentifier
 from walwarden.api.roles import DatabaseRole
 from walwarden.security import origin, signing
 from walwarden.security.fingerprints import EncryptorFingerprint
+from walwarden.storage import bounded
 from walwarden.storage import s3 as storage
 
 MANIFEST_NAME = "manifest.json"
 FORMAT_VERSION = 1
+# A real manifest is a few KiB (a table's row count is one line). Whoever can write to the bucket,
+# or name an artifact in a RestoreRequest, chooses what is read here: 1 MiB leaves room for
+# thousands of tables and keeps a forged manifest from taking the operator's memory.
+MAX_MANIFEST_BYTES = 2**20
+
+
+class ManifestTooLarge(bounded.TooLarge):
+    """The object at the manifest's key is larger than any manifest Walwarden writes."""
 
 
 class _ManifestModel(BaseModel):
@@ -43,7 +53,10 @@ class BackupIdentity(_ManifestModel):
 
 
 class DatabaseDump(_ManifestModel):
-    name: str
+    # A manifest may come from anywhere a requester can point an artifact URI: its database name
+    # becomes a database created on the target and pg_restore's -d, so it is an identifier first
+    # (a name with `=` or a space would otherwise be read by libpq as a connection string).
+    name: PgIdentifier
     key: str = Field(description="object key of the dump")
     uri: str = Field(description="s3://bucket/key of the dump")
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
@@ -134,5 +147,7 @@ def write_manifest(s3_client, bucket: str, key: str, manifest: Manifest, lock: s
 
 
 def read_manifest(s3_client, bucket: str, key: str) -> Manifest:
-    body = s3_client.get_object(Bucket=bucket, Key=key)["Body"].read()
+    """The manifest at `key`; ManifestTooLarge (read no further) over MAX_MANIFEST_BYTES."""
+    where = f"the manifest {storage.s3_uri(bucket, key)}"
+    body, _ = bounded.read_object(s3_client, bucket, key, MAX_MANIFEST_BYTES, where, too_large=ManifestTooLarge)
     return Manifest.model_validate_json(body)

@@ -19,6 +19,7 @@ from walwarden.api import (
     RestoreRequest,
     RestoreRequestSpec,
     RestoreRequestStatus,
+    RestoreTarget,
     SecretBackend,
     StepState,
     Topology,
@@ -421,3 +422,15 @@ def test_timestamps_are_rfc3339_with_z():
     assert parse_timestamp("2025-03-01T12:00:00Z") == T0
     with pytest.raises(ValueError):
         format_timestamp(datetime(2025, 3, 1))
+
+
+@pytest.mark.parametrize(
+    "database",
+    ["vault_walwarden_5e5f0e3c", "vault_pre_restore_202612071200_5e5f0e3c", "walwarden_drill_new_5e5f0e3c"],
+)
+def test_a_target_database_cannot_take_a_name_walwarden_makes_for_another_restore(database):
+    """A drill squatting a running Switch's sibling or previous name would leave that switch in a
+    state it does not know: such names are refused before anything runs."""
+    with pytest.raises(ValidationError, match="a name Walwarden reserves"):
+        RestoreTarget.model_validate({"secretRef": {"name": "admin"}, "database": database})
+    RestoreTarget.model_validate({"secretRef": {"name": "admin"}, "database": "vault_drill"})

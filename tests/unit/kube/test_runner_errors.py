@@ -1,6 +1,7 @@
 """Reading the runner's reason out of a pod's termination message."""
 
-from walwarden.kube.jobs import parse_runner_error
+from tests.unit.fakes import NAMESPACE, FakeKube
+from walwarden.kube.jobs import JobOutcome, JobState, ensure_job, job_outcome, parse_runner_error
 
 
 def test_the_last_walwarden_error_line_wins():
@@ -17,3 +18,14 @@ def test_without_a_reason_the_last_line_is_the_message():
 
 def test_empty_message():
     assert parse_runner_error("") == ("", "")
+
+
+def test_a_pod_labelled_with_a_jobs_name_is_not_that_jobs_pod_unless_the_job_made_it():
+    """Whoever may create pods can label one job-name=<our Job>: its exit 0 is not our runner's."""
+    kube = FakeKube()
+    job = {"metadata": {"name": "restore-1-restore-5e5f0e3c"}, "spec": {}}
+    ensure_job(kube, NAMESPACE, job)
+    kube.add_pod("impostor", {"job-name": "restore-1-restore-5e5f0e3c"}, phase="Succeeded", made_by_its_job=False)
+    assert job_outcome(kube, NAMESPACE, "restore-1-restore-5e5f0e3c") == JobOutcome(JobState.RUNNING)
+    kube.add_pod("runner", {"job-name": "restore-1-restore-5e5f0e3c"}, phase="Succeeded")
+    assert job_outcome(kube, NAMESPACE, "restore-1-restore-5e5f0e3c") == JobOutcome(JobState.SUCCEEDED)

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import argparse
 
+import psycopg
 import pytest
 
 from walwarden.cli import runner as cli
+from walwarden.runner import restore as runner_restore
 from walwarden.runner.errors import AuthenticationFailed, DumpFailed, RunnerError
 
 
@@ -44,6 +46,8 @@ def test_backup_arguments():
         ("backup", "--bucket", "b", "--prefix", "p"),  # no --database
         ("backup", "--database", "d", "--bucket", "b", "--prefix", "p", "--emp", "no-variable"),
         ("backup", "--database", "d", "--bucket", "b", "--prefix", "p", "--expected-bytes", "-1"),
+        # A database name is never a connection string, whoever wrote the Job's arguments.
+        ("backup", "--database", "host=127.0.0.77 dbname=x", "--bucket", "b", "--prefix", "p"),
     ],
 )
 def test_bad_arguments_end_with_an_invalid_arguments_line(argv, capsys):
@@ -134,3 +138,16 @@ def test_a_go_signal_needs_its_url_and_sha256(monkeypatch, extra):
     args = parse("restore", "--url-env", "URL", "--sha256", "ab", "--size", "10", "--database", "vault", *extra)
     with pytest.raises(cli.InvalidArguments):
         cli._go_signal(args)
+
+
+@pytest.mark.parametrize("name", ["vault", "vault_drill", "my-db$1"])
+def test_pg_restore_gets_its_database_as_a_quoted_dbname_only(name):
+    command = runner_restore.pg_restore_command(name, clean=False, jobs=None, path=None)
+    assert command[command.index("-d") + 1] == f"dbname='{name}'"
+
+
+def test_a_quote_in_a_database_name_cannot_end_the_dbname_value():
+    """The runner's arguments are validated names; the quoting holds even for one that was not."""
+    conninfo = runner_restore.dbname_conninfo("x' host='attacker.example")
+    assert conninfo == "dbname='x\\' host=\\'attacker.example'"
+    assert psycopg.conninfo.conninfo_to_dict(conninfo) == {"dbname": "x' host='attacker.example"}

@@ -11,10 +11,13 @@ import re
 import types
 
 import pytest
+import yaml
 
+from walwarden.api import RestoreRequestSpec
 from walwarden.cli import token as token_cli
 from walwarden.security.tokens import (
     MAX_TTL_SECONDS,
+    Approval,
     TokenClaims,
     TokenError,
     TokenErrorReason,
@@ -27,15 +30,27 @@ from walwarden.security.tokens import (
 KEY = b"k" * 32
 SHA = "ab" * 32
 NOW = 1_700_000_000.0
-REQUEST = {"backup": "nightly-2024-05-01", "sha256": SHA, "mode": "Redirected", "namespace": "vault-prod"}
+SPEC = "cd" * 32  # the digest of the request's spec (RestoreRequestSpec.approval_digest)
+REQUEST = {
+    "backup": "nightly-2024-05-01",
+    "sha256": SHA,
+    "mode": "Redirected",
+    "namespace": "vault-prod",
+    "request": "restore-to-nightly",
+    "spec": SPEC,
+}
 
 
-def issue(**overrides) -> str:
-    return issue_token(KEY, **{**REQUEST, "ttl_seconds": 900, "now": NOW, **overrides})
+def approval(**overrides) -> Approval:
+    return Approval(**{**REQUEST, **overrides})
+
+
+def issue(ttl_seconds: int = 900, **overrides) -> str:
+    return issue_token(KEY, approval(**overrides), ttl_seconds=ttl_seconds, now=NOW)
 
 
 def verify(token: str, key: bytes = KEY, now: float = NOW + 1, **overrides) -> TokenClaims:
-    return verify_token(key, token, **{**REQUEST, **overrides}, now=now)
+    return verify_token(key, token, approval(**overrides), now=now)
 
 
 def refused(reason: TokenErrorReason, *args, **kwargs) -> TokenError:
@@ -51,7 +66,7 @@ def b64(data: bytes) -> str:
 
 def signed_token(claims: object, key: bytes = KEY) -> str:
     """A token signed with the right key around arbitrary claims: only the claims can be wrong."""
-    signed = "wwt1." + b64(json.dumps(claims).encode())
+    signed = "wwt2." + b64(json.dumps(claims).encode())
     return f"{signed}.{b64(hmac.new(key, signed.encode(), hashlib.sha256).digest())}"
 
 
@@ -67,6 +82,8 @@ def test_round_trip_returns_the_claims():
         sha256=SHA,
         mode="Redirected",
         namespace="vault-prod",
+        request="restore-to-nightly",
+        spec=SPEC,
         issued_at=int(NOW),
         expires_at=int(NOW) + 900,
     )
@@ -75,10 +92,10 @@ def test_round_trip_returns_the_claims():
 
 def test_token_is_url_safe_and_carries_labels_only():
     token = issue(backup="s3://bucket/vault/2024-05-01/vault.dump")
-    assert re.fullmatch(r"wwt1\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+", token)
+    assert re.fullmatch(r"wwt2\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+", token)
     payload = token.split(".")[1]
     claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
-    assert set(claims) == {"backup", "sha256", "mode", "namespace", "iat", "exp", "jti"}
+    assert set(claims) == {"backup", "sha256", "mode", "namespace", "request", "spec", "iat", "exp", "jti"}
     assert KEY.decode() not in token
     # Compact JSON with sorted keys, as the format promises.
     assert base64.urlsafe_b64decode(payload + "==").decode() == json.dumps(
@@ -99,7 +116,7 @@ def test_sha256_is_compared_case_insensitively():
 
 def test_surrounding_whitespace_of_key_and_token_is_ignored():
     # A key read from a file usually ends with a newline; a token pasted into YAML may too.
-    token = issue_token(KEY + b"\n", **REQUEST, ttl_seconds=60, now=NOW)
+    token = issue_token(KEY + b"\n", approval(), ttl_seconds=60, now=NOW)
     assert verify(f" {token}\n", key=b"  " + KEY).token_id == token_id(token)
 
 
@@ -113,11 +130,18 @@ def test_surrounding_whitespace_of_key_and_token_is_ignored():
         ("sha256", "cd" * 32),
         ("mode", "InPlace"),
         ("namespace", "vault-staging"),
+        ("request", "another-restore"),  # taken to another request before its own was applied
     ],
 )
 def test_each_mismatch_is_refused_and_named(field, other):
     error = refused(TokenErrorReason.MISMATCH, issue(), **{field: other})
     assert error.message == f"the token was issued for {field} {REQUEST[field]}, this request is {other}"
+
+
+def test_a_token_for_the_same_request_with_another_spec_is_refused():
+    """The same name, front-run with another target, strategy, redirect or Verify URL."""
+    error = refused(TokenErrorReason.MISMATCH, issue(), spec="ef" * 32)
+    assert error.message.startswith("the token was issued for another spec (sha256 cdcdcdcdcdcd…) than this request's")
 
 
 def test_mode_mismatch_message_reads_naturally():
@@ -177,17 +201,17 @@ def test_non_canonical_base64_is_malformed():
     [
         "",
         "   ",
-        "wwt1",
-        "wwt1..",
-        "wwt1.abc",
-        "wwt2.abc.def",
+        "wwt2",
+        "wwt2..",
+        "wwt2.abc",
+        "wwt3.abc.def",
         "WWT1.abc.def",
-        "wwt1.abc.def.ghi",
-        "wwt1.a+b.c/d",
-        "wwt1.abc.def\x00",
+        "wwt2.abc.def.ghi",
+        "wwt2.a+b.c/d",
+        "wwt2.abc.def\x00",
         "eyJhbGciOiJIUzI1NiJ9.e30.sig",
-        "wwt1." + "a" * 9000 + ".b",
-        "wwt1.YWJj.c2ln",  # well-formed base64, but a 3-byte signature
+        "wwt2." + "a" * 9000 + ".b",
+        "wwt2.YWJj.c2ln",  # well-formed base64, but a 3-byte signature
     ],
 )
 def test_malformed_strings_are_refused(token):
@@ -196,18 +220,18 @@ def test_malformed_strings_are_refused(token):
         token_id(token)
 
 
+WELL_FORMED_CLAIMS = {**REQUEST, "iat": 1, "exp": 2, "jti": "x"}
+
+
 @pytest.mark.parametrize(
     "claims",
     [
         "not an object",
         [1, 2],
         {"backup": "b"},
-        {
-            **{"backup": "b", "sha256": SHA, "mode": "InPlace", "namespace": "n", "iat": 1, "exp": 2, "jti": "x"},
-            "extra": 1,
-        },
-        {"backup": "b", "sha256": SHA, "mode": "InPlace", "namespace": "n", "iat": 1, "exp": "2", "jti": "x"},
-        {"backup": "b", "sha256": SHA, "mode": "InPlace", "namespace": "n", "iat": 1, "exp": True, "jti": "x"},
+        {**WELL_FORMED_CLAIMS, "extra": 1},
+        {**WELL_FORMED_CLAIMS, "exp": "2"},
+        {**WELL_FORMED_CLAIMS, "exp": True},
     ],
 )
 def test_signed_but_malformed_claims_are_refused(claims):
@@ -215,13 +239,13 @@ def test_signed_but_malformed_claims_are_refused(claims):
 
 
 def test_payload_that_is_not_json_is_malformed():
-    signed = "wwt1." + b64(b"\xff\xfe not json")
+    signed = "wwt2." + b64(b"\xff\xfe not json")
     token = f"{signed}.{b64(hmac.new(KEY, signed.encode(), hashlib.sha256).digest())}"
     refused(TokenErrorReason.MALFORMED, token)
 
 
 def test_parse_unverified_reads_any_well_formed_token():
-    claims = parse_unverified(issue_token(b"another-key-entirely", **REQUEST, ttl_seconds=1, now=0))
+    claims = parse_unverified(issue_token(b"another-key-entirely", approval(), ttl_seconds=1, now=0))
     assert claims.expires_at == 1 and claims.expired(now=NOW) and claims.backup == REQUEST["backup"]
 
 
@@ -252,7 +276,9 @@ def test_ttl_bounds_are_inclusive(ttl):
         ("sha256", "abc", "64 hexadecimal digits"),
         ("sha256", "g" * 64, "64 hexadecimal digits"),
         ("backup", "", "backup must name"),
-        ("namespace", "", "namespace must not be empty"),
+        ("namespace", "", "namespace and request must name the RestoreRequest"),
+        ("request", "", "namespace and request must name the RestoreRequest"),
+        ("spec", "not-a-digest", "64 hexadecimal digits"),
     ],
 )
 def test_bad_arguments_are_refused_at_issue(field, value, message):
@@ -262,7 +288,7 @@ def test_bad_arguments_are_refused_at_issue(field, value, message):
 
 def test_short_key_is_refused():
     with pytest.raises(ValueError, match="at least 16 bytes"):
-        issue_token(b"short \n", **REQUEST, ttl_seconds=60)
+        issue_token(b"short \n", approval(), ttl_seconds=60)
     with pytest.raises(ValueError, match="at least 16 bytes"):
         verify(issue(), key=b"")
 
@@ -299,51 +325,95 @@ def run_cli(*argv: str) -> int:
     return args.handler(args)
 
 
-def issue_argv(*key_args: str, **overrides: str) -> list[str]:
-    values = {"backup": "nightly", "sha256": SHA, "mode": "InPlace", "namespace": "vault", "ttl": "10m", **overrides}
+RESTORE_FILE = """\
+apiVersion: walwarden.io/v1alpha1
+kind: RestoreRequest
+metadata:
+  name: back-to-nightly
+  namespace: vault
+spec:
+  mode: InPlace
+  source:
+    backupRef:
+      name: nightly
+"""
+
+
+def issue_argv(request_file, *key_args: str, **overrides: str) -> list[str]:
+    values = {"request": str(request_file), "sha256": SHA, "ttl": "10m", **overrides}
     return ["token", "issue", *[part for name, value in values.items() for part in (f"--{name}", value)], *key_args]
 
 
-def test_issue_prints_only_the_token(tmp_path, capsys):
+def written(tmp_path, text: str = RESTORE_FILE):
+    path = tmp_path / "restore.yaml"
+    path.write_text(text)
+    return path
+
+
+def digest_of(text: str) -> str:
+    return RestoreRequestSpec.model_validate(yaml.safe_load(text)["spec"]).approval_digest()
+
+
+def test_issue_prints_only_the_token_approving_the_request_as_written(tmp_path, capsys):
     (tmp_path / "key").write_bytes(KEY + b"\n")
-    assert run_cli(*issue_argv("--key-file", str(tmp_path / "key"))) == 0
+    assert run_cli(*issue_argv(written(tmp_path), "--key-file", str(tmp_path / "key"))) == 0
     out, err = capsys.readouterr()
     token = out.strip()
     assert out == token + "\n"
-    claims = verify_token(KEY, token, backup="nightly", sha256=SHA, mode="InPlace", namespace="vault")
+    expected = Approval("nightly", SHA, "InPlace", "vault", "back-to-nightly", digest_of(RESTORE_FILE))
+    claims = verify_token(KEY, token, expected)
     assert claims.expires_at - claims.issued_at == 600
-    assert claims.token_id in err and KEY.decode() not in out + err
+    assert claims.token_id in err and "vault/back-to-nightly" in err and KEY.decode() not in out + err
 
 
-def test_issue_reads_the_key_from_the_environment(monkeypatch, capsys):
+def test_the_spec_a_token_approves_is_the_one_the_api_server_stores_with_its_defaults(tmp_path):
+    """The operator parses the stored object (defaults filled in) through the same model: the
+    digest does not change with fields left to their defaults, nor with the token itself."""
+    stored = RESTORE_FILE + "  dryRun: false\n  approvalToken: wwt2.x.y\n  encryptorSecrets: []\n"
+    assert digest_of(stored) == digest_of(RESTORE_FILE)
+    assert digest_of(RESTORE_FILE + "  strategy: Overwrite\n") != digest_of(RESTORE_FILE)
+
+
+def test_issue_reads_the_key_from_the_environment(monkeypatch, tmp_path, capsys):
     monkeypatch.setenv("APPROVAL_KEY", KEY.decode())
-    assert run_cli(*issue_argv("--key-env", "APPROVAL_KEY", mode="Redirected")) == 0
-    verify_token(KEY, capsys.readouterr().out, backup="nightly", sha256=SHA, mode="Redirected", namespace="vault")
+    overwrite = RESTORE_FILE + "  strategy: Overwrite\n"
+    assert run_cli(*issue_argv(written(tmp_path, overwrite), "--key-env", "APPROVAL_KEY")) == 0
+    claims = parse_unverified(capsys.readouterr().out)
+    assert (claims.mode, claims.request, claims.spec) == ("InPlace", "back-to-nightly", digest_of(overwrite))
 
 
 @pytest.mark.parametrize(
-    ("argv", "message"),
+    ("text", "extra", "message"),
     [
-        (issue_argv("--key-env", "WALWARDEN_TEST_UNSET_VARIABLE"), "WALWARDEN_TEST_UNSET_VARIABLE is not set"),
-        (issue_argv("--key-file", "/nonexistent/key"), "cannot read the key file /nonexistent/key"),
-        (issue_argv("--key-env", "HOME", ttl="31d"), "at most 30 days"),
-        (issue_argv("--key-env", "HOME", sha256="xyz"), "64 hexadecimal digits"),
+        (RESTORE_FILE, ("--key-env", "WALWARDEN_TEST_UNSET_VARIABLE"), "WALWARDEN_TEST_UNSET_VARIABLE is not set"),
+        (RESTORE_FILE, ("--key-file", "/nonexistent/key"), "cannot read the key file /nonexistent/key"),
+        (RESTORE_FILE, ("--key-env", "HOME", "--ttl", "31d"), "at most 30 days"),
+        (RESTORE_FILE, ("--key-env", "HOME", "--sha256", "xyz"), "64 hexadecimal digits"),
+        (RESTORE_FILE.replace("  namespace: vault\n", ""), ("--key-env", "HOME"), "give --namespace"),
+        (RESTORE_FILE, ("--key-env", "HOME", "-n", "other"), "says namespace vault, --namespace says other"),
+        (RESTORE_FILE.replace("RestoreRequest", "BackupRequest"), ("--key-env", "HOME"), "kind: RestoreRequest"),
+        (RESTORE_FILE.replace("mode: InPlace", "mode: Sideways"), ("--key-env", "HOME"), "not a valid RestoreRequest"),
     ],
 )
-def test_issue_errors_are_one_sentence(argv, message, capsys):
-    assert run_cli(*argv) == 1
+def test_issue_errors_are_one_sentence(tmp_path, text, extra, message, capsys):
+    assert run_cli(*issue_argv(written(tmp_path, text)), *extra) == 1
     out, err = capsys.readouterr()
     assert out == "" and message in err and "Traceback" not in err
 
 
-def test_bad_ttl_is_a_usage_error(capsys):
+def test_bad_ttl_is_a_usage_error(tmp_path, capsys):
     with pytest.raises(SystemExit) as exited:
-        run_cli(*issue_argv("--key-env", "HOME", ttl="5 minutes"))
+        run_cli(*issue_argv(written(tmp_path), "--key-env", "HOME", ttl="5 minutes"))
     assert exited.value.code == 2 and "not a duration" in capsys.readouterr().err
 
 
+def test_a_token_of_the_retired_format_is_refused_with_what_to_do():
+    error = refused(TokenErrorReason.RETIRED, "wwt1.eyJiYWNrdXAiOiJ4In0.c2ln")
+    assert "walwarden token issue --request" in error.message
+
+
 def test_inspect_prints_claims_and_says_they_are_unverified(capsys):
-    token = issue_token(KEY, **REQUEST, ttl_seconds=60, now=NOW)
+    token = issue_token(KEY, approval(), ttl_seconds=60, now=NOW)
     assert run_cli("token", "inspect", token) == 0
     out, err = capsys.readouterr()
     shown = json.loads(out)
@@ -354,6 +424,8 @@ def test_inspect_prints_claims_and_says_they_are_unverified(capsys):
         "sha256": SHA,
         "mode": "Redirected",
         "namespace": "vault-prod",
+        "request": "vault-prod/restore-to-nightly",
+        "spec": SPEC,
         "issuedAt": "2023-11-14T22:13:20Z",
         "expiresAt": "2023-11-14T22:14:20Z",
         "expired": True,

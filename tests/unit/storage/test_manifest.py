@@ -21,7 +21,7 @@ KEY = b"per-request result key"
 
 
 def make_manifest() -> Manifest:
-    emp = fingerprint("emp value", salt=b"0123456789abcdef", n=2**10)
+    emp = fingerprint("emp value", salt=b"0123456789abcdef", n=2**14)
     return Manifest(
         created_at="2025-01-02T03:04:05Z",
         completed_at="2025-01-02T03:09:05Z",
@@ -114,3 +114,22 @@ def test_the_origin_signature_covers_the_same_bytes_as_the_hmac_and_keeps_it_val
 
 def test_a_manifest_without_origin_has_no_origin_key():
     assert "origin" not in make_manifest().to_json()
+
+
+@pytest.mark.parametrize(
+    "name", ["host=127.0.0.77 port=55432 sslmode=disable dbname=x", "postgresql://attacker.example/x", "x'y", ""]
+)
+def test_a_manifest_whose_database_name_is_not_an_identifier_is_refused(name):
+    """A manifest comes from wherever an artifact URI points; its database name becomes pg_restore's
+    -d and a database created on the target, so a connection string in it is refused on reading."""
+    body = make_manifest().to_json()
+    body["databases"][0]["name"] = name
+    with pytest.raises(ValidationError):
+        Manifest.model_validate_json(json.dumps(body))
+
+
+def test_a_manifest_whose_role_name_holds_a_control_character_is_refused():
+    body = make_manifest().to_json()
+    body["roles"] = [{"name": "vault_app\n; DROP"}]
+    with pytest.raises(ValidationError):
+        Manifest.model_validate_json(json.dumps(body))

@@ -155,11 +155,17 @@ def _sql_checks(run: RestoreRun, login: dict[str, str], scratch: str) -> list[st
 
 
 def _check_job(run: RestoreRun, job: DrillJob) -> str:
-    manifest = drill.check_job(run, job.template, job.active_deadline_seconds)
+    manifest = drill.check_job(run, job)
     name = _drill_status(run).job = manifest["metadata"]["name"]
     outcome = run_job(run, manifest, lambda: None, "your check (spec.drill.job) against the scratch database")
     if outcome.state == JobState.FAILED:
-        raise StepFailed("DrillJobFailed", f"the check Job {name} (spec.drill.job) failed: {outcome.message}")
+        # Its output is the author's program's, and may hold anything its environment held (the
+        # reading login's password): it stays in the pod's log, never in status or an Event.
+        raise StepFailed(
+            "DrillJobFailed",
+            f"the check Job {name} (spec.drill.job) failed ({outcome.reason or 'exit code not 0'}); "
+            f"its output: kubectl logs -n {run.namespace} job/{name}",
+        )
     return f"the check Job {name} succeeded"
 
 

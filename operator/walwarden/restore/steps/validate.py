@@ -3,7 +3,7 @@ right, before anything else happens."""
 
 from __future__ import annotations
 
-from walwarden.api import RestoreMode
+from walwarden.api import RestoreMode, SecretBackend
 from walwarden.restore import dbinfo, history
 from walwarden.restore.approvals import check_approval
 from walwarden.restore.run import RestoreRun
@@ -28,6 +28,20 @@ def check_new_logins(run: RestoreRun) -> None:
         dbinfo.new_login(run, entry.service)
 
 
+def check_secret_names_stay_in_namespace(run: RestoreRun) -> None:
+    """Outside Kubernetes the operator reads db-info secrets with its own cloud identity: a
+    template must not name another namespace's."""
+    if run.secret_backend == SecretBackend.KUBERNETES or run.topology.names_keep_their_namespace():
+        return
+    raise StepFailed(
+        "SecretNameLeavesNamespace",
+        f"spec.topology.secretNameTemplate {run.topology.secret_name_template!r} does not hold {{namespace}} as a "
+        f"whole dot-separated part: with {run.secret_backend}, the operator reads secrets with its own identity, "
+        "so a restore may name only its own namespace's (as in {environment}.{namespace}.{service}.db-info). "
+        "Nothing was touched",
+    )
+
+
 def validate(run: RestoreRun) -> str:
     spec = run.spec
     run.status.source = spec.source.label
@@ -43,6 +57,7 @@ def validate(run: RestoreRun) -> str:
             f"{run.namespace}; fix spec.topology to name the vault's services",
         )
     if spec.mode == RestoreMode.REDIRECTED:
+        check_secret_names_stay_in_namespace(run)
         for name, values in dbinfo.read_all(run).items():
             if not values or not values.get("DB_HOST"):
                 raise StepFailed(

@@ -5,8 +5,10 @@ gets the reading login, never the admin's."""
 from __future__ import annotations
 
 import pytest
+from pydantic import ValidationError
 
 from tests.unit.fakes import ADMIN_SECRET
+from walwarden.api import DrillJob
 from walwarden.restore import drill
 from walwarden.restore.steps.drill import validate_drill
 from walwarden.restore.target import target_database
@@ -54,26 +56,51 @@ def test_only_this_drills_marker_makes_a_database_its_own(vault):
     assert drill.scratch_owner("the finance team's reports", run) is None
 
 
-def test_the_check_job_gets_the_reading_login_in_every_container_and_runs_once(vault):
+def test_the_check_job_is_built_by_walwarden_hardened_with_the_reading_login_only(vault):
     run = vault.restore_run(drill_spec())
-    template = {
-        "metadata": {"labels": {"team": "dba"}},
-        "spec": {
-            "restartPolicy": "OnFailure",
-            "initContainers": [{"name": "wait", "image": "busybox"}],
-            "containers": [{"name": "check", "image": "postgres:17", "envFrom": [{"configMapRef": {"name": "x"}}]}],
-        },
-    }
-    job = drill.check_job(run, template, 120)
-    pod = job["spec"]["template"]
+    job_spec = DrillJob.model_validate(
+        {
+            "image": "postgres:17",
+            "command": ["psql", "-c", "SELECT 1"],
+            "env": [{"name": "EXPECTED", "value": "3"}],
+            "activeDeadlineSeconds": 120,
+        }
+    )
+    job = drill.check_job(run, job_spec)
+    pod = job["spec"]["template"]["spec"]
     assert job["spec"]["backoffLimit"] == 0 and job["spec"]["activeDeadlineSeconds"] == 120
     assert job["metadata"]["ownerReferences"] == [run.owner]  # deleted with the drill
-    assert pod["spec"]["restartPolicy"] == "Never" and pod["spec"]["automountServiceAccountToken"] is False
-    login = {"secretRef": {"name": drill.reader_secret_name(run)}}
-    assert pod["spec"]["initContainers"][0]["envFrom"] == [login]
-    assert pod["spec"]["containers"][0]["envFrom"] == [{"configMapRef": {"name": "x"}}, login]
-    assert template["spec"]["restartPolicy"] == "OnFailure"  # the spec's own copy is left as written
+    assert pod["restartPolicy"] == "Never" and pod["automountServiceAccountToken"] is False
+    assert "serviceAccountName" not in pod and "hostNetwork" not in pod and "initContainers" not in pod
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["volumes"] == [{"name": "tmp", "emptyDir": {}}]  # no volume of the author's choosing
+    [container] = pod["containers"]
+    assert container["securityContext"] == {
+        "allowPrivilegeEscalation": False,
+        "readOnlyRootFilesystem": True,
+        "capabilities": {"drop": ["ALL"]},
+    }
+    assert container["envFrom"] == [{"secretRef": {"name": drill.reader_secret_name(run)}}]
+    assert [e["name"] for e in container["env"]] == ["EXPECTED", "HOME"]  # literal values only
     assert "password" not in str(job).lower()  # the login is in the Secret, not in the Job
+
+
+@pytest.mark.parametrize(
+    "escape",
+    [
+        {"template": {"spec": {"serviceAccountName": "walwarden", "containers": []}}},  # the old free-form template
+        {"serviceAccountName": "walwarden"},
+        {"volumes": [{"name": "admin", "secret": {"secretName": "vault-db-admin"}}]},
+        {"securityContext": {"privileged": True}},
+        {"env": [{"name": "PASSWORD", "valueFrom": {"secretKeyRef": {"name": "vault-db-admin", "key": "password"}}}]},
+        {"env": [{"name": "PGHOST", "value": "attacker.example"}]},  # the login's variables are the drill's
+        {"image": "registry.example/x; rm -rf /"},
+    ],
+)
+def test_a_check_job_spec_cannot_ask_for_more_than_a_container(escape):
+    spec = {"image": "postgres:17", "command": ["true"]} | escape
+    with pytest.raises(ValidationError):
+        DrillJob.model_validate(spec)
 
 
 def test_the_reading_login_is_made_once_and_kept_in_a_secret_of_the_request(vault):

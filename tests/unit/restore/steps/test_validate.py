@@ -9,6 +9,8 @@ import time
 import pytest
 
 from tests.unit.fakes import ADMIN_SECRET, BUCKET, EMP_SECRET, OPERATOR_NAMESPACE, REDIRECTED, deep_merge
+from walwarden.api import RestoreRequestSpec
+from walwarden.api.restore import RESTORE_CREDENTIALS_LABEL
 from walwarden.restore.approvals import USED_TOKENS_CONFIGMAP
 from walwarden.restore.steps.validate import validate
 from walwarden.security import origin, tokens
@@ -49,6 +51,15 @@ def test_a_failed_or_missing_backup_cannot_be_restored(vault, name, phase, reaso
     if phase:
         vault.add_backup(name, phase=phase)
     assert refused(vault.restore_run(vault.restore_spec(source={"backupRef": {"name": name}}))).reason == reason
+
+
+def test_a_manifest_naming_a_connection_string_as_its_database_is_refused_without_echoing_it(vault):
+    body = vault.backup.manifest.to_json()
+    body["databases"][0]["name"] = "host=attacker.example dbname=x"
+    vault.s3.objects[(BUCKET, manifests.manifest_key(vault.backup.prefix))] = json.dumps(body).encode()
+    failure = refused(vault.restore_run())
+    assert failure.reason == "ManifestInvalid" and "databases.0.name" in failure.message
+    assert "attacker.example" not in failure.message and "Nothing was touched" in failure.message
 
 
 def test_a_manifest_not_signed_by_the_backups_job_is_refused(vault):
@@ -134,6 +145,30 @@ def test_redirected_needs_every_db_info_secret(vault):
     assert failure.reason == "SecretNotFound" and missing in failure.message and "Kubernetes" in failure.message
 
 
+@pytest.mark.parametrize(
+    "template",
+    [
+        "prod.victim-ns.{service}.db-info",  # another tenant's secrets, by name
+        "prod.victim-{namespace}.{service}.db-info",  # {namespace} inside a part: `victim-ns` for namespace `ns`
+        "{environment}-{namespace}-{service}",
+    ],
+)
+def test_outside_kubernetes_a_secret_name_template_cannot_leave_the_requests_namespace(vault, template):
+    spec = deep_merge(REDIRECTED, {"redirect": {"secretBackend": "AWSSecretsManager"}})
+    run = vault.restore_run(vault.restore_spec(**spec, topology={"secretNameTemplate": template}))
+    failure = refused(run)
+    assert failure.reason == "SecretNameLeavesNamespace", failure.message
+    assert "as in {environment}.{namespace}.{service}.db-info" in failure.message
+    assert vault.kube.writes == [] and vault.s3.puts == []
+
+
+def test_in_kubernetes_the_namespace_is_the_boundary_so_a_template_of_any_layout_is_accepted(vault):
+    template = "db-{service}-{environment}"  # read from the request's own namespace only
+    for service in ("orchestrator", "policy-node0", "policy-node1", "policy-node2", "wallet"):
+        vault.kube.add_secret(f"db-{service}-prod", {"DB_HOST": "old-db.internal", "DB_NAME": "vault"})
+    validate(vault.restore_run(vault.restore_spec(**REDIRECTED, topology={"secretNameTemplate": template})))
+
+
 def test_a_db_info_secret_without_db_host_is_refused(vault):
     names = vault.add_db_info_secrets()
     vault.kube.add_secret(next(iter(names)), {"DB_PORT": "5432", "DB_NAME": "vault"})
@@ -156,20 +191,32 @@ def approvals(vault):
     return vault
 
 
-def token(vault, *, backup="nightly", mode="InPlace", ttl=3600, now=None, key=APPROVAL_KEY) -> str:
-    return tokens.issue_token(
-        key.encode(),
+def token(
+    vault,
+    *,
+    backup="nightly",
+    mode="InPlace",
+    request="restore-1",
+    spec=None,
+    ttl=3600,
+    now=None,
+    key=APPROVAL_KEY,
+) -> str:
+    """A token for the request `request` with `spec` (the default restore spec unless given)."""
+    approved = RestoreRequestSpec.model_validate(spec or vault.restore_spec())
+    approval = tokens.Approval(
         backup=backup,
         sha256=vault.backup.manifest.databases[0].sha256,
         mode=mode,
         namespace=vault.namespace,
-        ttl_seconds=ttl,
-        now=now,
+        request=request,
+        spec=approved.approval_digest(),
     )
+    return tokens.issue_token(key.encode(), approval, ttl_seconds=ttl, now=now)
 
 
 def used_tokens(vault) -> dict[str, str]:
-    found = vault.kube.config_maps.get((vault.namespace, USED_TOKENS_CONFIGMAP))
+    found = vault.kube.config_maps.get((OPERATOR_NAMESPACE, USED_TOKENS_CONFIGMAP))
     return {} if found is None else found["data"]
 
 
@@ -192,7 +239,8 @@ def test_a_valid_token_is_consumed_once_and_recorded(approvals):
     validate(run)
     token_id = tokens.token_id(value)
     assert run.status.approval_token_id == token_id
-    assert used_tokens(approvals)[token_id].startswith(f"RestoreRequest/restore-1/{run.uid} expires ")
+    assert used_tokens(approvals)[token_id].startswith(f"RestoreRequest/vault/restore-1/{run.uid} expires ")
+    assert (approvals.namespace, USED_TOKENS_CONFIGMAP) not in approvals.kube.config_maps  # not the requester's
 
 
 def test_a_token_used_by_another_request_is_refused(approvals):
@@ -202,8 +250,22 @@ def test_a_token_used_by_another_request_is_refused(approvals):
         approvals.restore_spec(approvalToken=value), name="restore-2", uid="0ther000-1111-4222-8333-444455556666"
     )
     failure = refused(other)
-    assert failure.reason == "TokenReused" and "RestoreRequest/restore-1/" in failure.message
+    assert failure.reason == "TokenMismatch" and "request restore-1, this request is restore-2" in failure.message
     assert other.status.approval_token_id is None
+    assert other.status.approval_token_id is None
+
+
+def test_a_token_cannot_be_reused_by_a_request_of_the_same_name_recreated(approvals):
+    """Its ledger lives in the operator's namespace: a requester who deletes and recreates the
+    request (or deletes a ConfigMap of their own namespace) cannot spend it twice."""
+    value = token(approvals)
+    validate(with_token(approvals, value))
+    again = approvals.restore_run(
+        approvals.restore_spec(approvalToken=value), name="restore-1", uid="0ther000-1111-4222-8333-444455556666"
+    )
+    approvals.kube.config_maps.pop((approvals.namespace, USED_TOKENS_CONFIGMAP), None)
+    failure = refused(again)
+    assert failure.reason == "TokenReused" and "RestoreRequest/vault/restore-1/" in failure.message
 
 
 def test_a_resumed_request_is_not_refused_its_own_token(approvals):
@@ -242,9 +304,14 @@ def test_a_token_is_checked_and_consumed_even_when_approvals_are_not_required(ap
     [
         (lambda v: token(v, backup="another-backup"), "TokenMismatch"),
         (lambda v: token(v, mode="Redirected"), "TokenMismatch"),
+        # Front-run: the token approved this request as written; another target or strategy is another spec.
+        (lambda v: token(v, spec=v.restore_spec(strategy=None)), "TokenMismatch"),  # Switch, not Overwrite
+        (lambda v: token(v, spec=v.restore_spec(target={"secretRef": {"name": "elsewhere"}})), "TokenMismatch"),
+        (lambda v: token(v, request="another-request"), "TokenMismatch"),
+        (lambda v: "wwt1.eyJ4IjoxfQ.AAAA", "TokenFormatRetired"),
         (lambda v: token(v, ttl=60, now=time.time() - 3600), "TokenExpired"),
         (lambda v: token(v, key="not-the-operators-approval-key"), "TokenSignatureInvalid"),
-        (lambda v: "wwt1.garbage", "TokenMalformed"),
+        (lambda v: "wwt2.garbage", "TokenMalformed"),
     ],
 )
 def test_a_token_for_another_restore_or_expired_or_forged_is_refused(approvals, make, reason):
@@ -267,7 +334,7 @@ def test_a_key_too_short_to_be_safe_is_refused(approvals):
 
 def test_consuming_a_token_prunes_the_records_of_expired_ones(approvals):
     approvals.kube.core.create_namespaced_config_map(
-        approvals.namespace,
+        OPERATOR_NAMESPACE,
         {
             "metadata": {"name": USED_TOKENS_CONFIGMAP},
             "data": {"old": "RestoreRequest/r0/u0 expires 1000", "live": f"RestoreRequest/r1/u1 expires {2**40}"},
@@ -413,6 +480,23 @@ def test_new_credentials_must_name_a_database_service_and_a_secret_with_both_key
     assert failure.reason == "UnknownService" and "'nats'" in failure.message and "wallet" in failure.message
     failure = refusal([{"service": "wallet", "secretRef": {"name": "no-such-secret"}}])
     assert failure.reason == "SecretNotFound" and "no-such-secret" in failure.message
-    vault.kube.add_secret("logins", {"DB_USER": "wallet_prod"})
+    vault.kube.add_secret("logins", {"DB_USER": "wallet_prod"}, labels={RESTORE_CREDENTIALS_LABEL: "true"})
     failure = refusal([{"service": "wallet", "secretRef": {"name": "logins"}}])
     assert failure.reason == "SecretIncomplete" and "DB_PASSWORD" in failure.message
+
+
+def test_new_credentials_from_a_secret_not_labelled_for_it_are_refused_naming_the_label(vault):
+    """A requester names the admin Secret as a service's new login: its password would go to the
+    host the request names. Only a Secret labelled for it by whoever may write Secrets is used."""
+    vault.add_db_info_secrets()
+    vault.kube.add_secret("vault-admin", {"DB_USER": "postgres", "DB_PASSWORD": "the-admin-password"})
+    credentials = [{"service": "wallet", "secretRef": {"name": "vault-admin"}}]
+    spec = vault.restore_spec(**deep_merge(REDIRECTED, {"redirect": {"credentials": credentials}}))
+    with pytest.raises(StepFailed) as failed:
+        validate(vault.restore_run(spec))
+    assert failed.value.reason == "SecretNotOptedIn"
+    assert f"Secret {vault.namespace}/vault-admin" in failed.value.message
+    assert f"kubectl label secret -n {vault.namespace} vault-admin walwarden.io/restore-credentials=true" in (
+        failed.value.message
+    )
+    assert "the-admin-password" not in failed.value.message
