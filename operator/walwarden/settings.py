@@ -65,6 +65,11 @@ class Settings(BaseSettings):
     # restored by URI without spec.source.trustedKeys; empty: their origin is not checked.
     trusted_keys_config_map: str = Field("", pattern=OPTIONAL_NAME_PATTERN)
     operator_namespace: str = "walwarden-system"
+    # Namespaces whose requests may use the operator's own cloud identity (IRSA, instance profile,
+    # workload identity) for S3 when they name no credentials Secret, comma-separated; "*": every
+    # namespace. Empty (the default): none, so no request reads or writes a bucket with the
+    # operator's rights, only with credentials its own namespace holds.
+    ambient_identity_namespaces: tuple[str, ...] = ()
     # Prometheus metrics (/metrics) and liveness (/healthz) endpoints; 0 disables each.
     metrics_port: int = Field(0, ge=0, le=65535)
     health_port: int = Field(0, ge=0, le=65535)
@@ -93,7 +98,7 @@ class Settings(BaseSettings):
     # "system", the runner image's trusted roots (verify-full only), or a PEM file in that image.
     redirect_login_ssl_root_cert: str = Field("system", min_length=1)
 
-    @field_validator("namespaces", mode="before")
+    @field_validator("namespaces", "ambient_identity_namespaces", mode="before")
     @classmethod
     def _comma_separated(cls, value: Any) -> Any:
         if isinstance(value, str):
@@ -129,6 +134,10 @@ class Settings(BaseSettings):
     def redirect_login_ssl_root_cert_in_use(self) -> str | None:
         """The sslrootcert the logins Job verifies with, None when its sslmode verifies nothing."""
         return self.redirect_login_ssl_root_cert if self.redirect_login_ssl_mode in VERIFYING_SSL_MODES else None
+
+    def ambient_identity_allowed(self, namespace: str) -> bool:
+        """Whether requests of `namespace` may use the operator's own cloud identity for S3."""
+        return "*" in self.ambient_identity_namespaces or namespace in self.ambient_identity_namespaces
 
     @property
     def log_json(self) -> bool:

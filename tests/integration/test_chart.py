@@ -123,7 +123,7 @@ def test_rendered_chart_passes_a_server_side_dry_run(cluster, crds, helm, make_n
         "ww-dry", {"pod-security.kubernetes.io/enforce": "restricted", "pod-security.kubernetes.io/warn": "restricted"}
     )
     watched = make_namespace("ww-vault")
-    args = namespaced(watched) if mode == "namespaces" else []
+    args = namespaced(watched) if mode == "namespaces" else ["--set", "rbac.scope=cluster"]
     manifest = helm("template", "ww-dry", CHART, "--namespace", release_ns, *args).stdout
     result = cluster.kubectl(["apply", "--dry-run=server", "-f", "-"], stdin=manifest, check=False)
     assert result.returncode == 0, result.stderr
@@ -205,7 +205,19 @@ def test_install_upgrade_and_uninstall_update_then_keep_the_crds(
         )
         cluster.kubectl(["label", "crd", name, "app.kubernetes.io/managed-by=Helm", "--overwrite"])
     try:
-        helm("install", release, _old_chart(tmp_path), "--namespace", release_ns, "--wait", "--timeout", "120s")
+        # As installed before the defaults became per-namespace RBAC and approvals: cluster-wide.
+        cluster_wide = ("--set", "rbac.scope=cluster", "--set", "operator.approvalsRequired=false")
+        helm(
+            "install",
+            release,
+            _old_chart(tmp_path),
+            "--namespace",
+            release_ns,
+            *cluster_wide,
+            "--wait",
+            "--timeout",
+            "120s",
+        )
         assert "Quiesce" not in _printer_columns(cluster, "backuprequests.walwarden.io")
         deployment = cluster.kubectl_json(["get", "deployment", release, "-n", release_ns])
         assert deployment["status"].get("availableReplicas") == 1  # its pod passed PodSecurity "restricted"
@@ -368,7 +380,7 @@ def test_namespaced_rbac_grants_only_what_the_steps_need(cluster, crds, helm, ma
 def test_cluster_rbac_reaches_every_namespace_but_grants_no_more_verbs(cluster, crds, helm, make_namespace, namespace):
     release_ns = make_namespace("ww-sys")
     release = f"ww-{secrets.token_hex(3)}"
-    helm("install", release, CHART, "--namespace", release_ns, "--set", "crds.create=false")
+    helm("install", release, CHART, "--namespace", release_ns, "--set", "crds.create=false,rbac.scope=cluster")
     try:
         sa = f"system:serviceaccount:{release_ns}:{release}"
         assert can_i(cluster, sa, "get", "secrets", namespace)

@@ -20,6 +20,8 @@ CHART = REPO / "charts" / "walwarden"
 APP_VERSION = yaml.safe_load((CHART / "Chart.yaml").read_text())["appVersion"]
 RELEASE, RELEASE_NS = "ww", "walwarden-system"
 NAMESPACED = ["--set", "rbac.scope=namespaces", "--set", "watchNamespaces={vault-a,vault-b}"]
+WATCHING = ["--set", "watchNamespaces={vault-a,vault-b}"]  # with the default scope, namespaces
+CLUSTER = ["--set", "rbac.scope=cluster"]
 
 # Every permission the operator has in a namespace it watches: what kopf and the steps call, no
 # more (see the comments in templates/_helpers.tpl). Changing RBAC means changing this table.
@@ -86,6 +88,10 @@ def run_helm(helm: Path, *args: str, check: bool = True) -> subprocess.Completed
 
 
 def render(helm: Path, *args: str) -> list[dict]:
+    """The chart rendered with `args`; with the namespaces it serves, unless `args` choose them (the
+    defaults alone are refused: see test_the_defaults_alone_ask_which_namespaces_to_serve)."""
+    if not any(arg.startswith(("rbac.scope", "watchNamespaces")) for arg in args):
+        args = (*WATCHING, *args)
     out = run_helm(helm, "template", RELEASE, str(CHART), "--namespace", RELEASE_NS, *args).stdout
     return [doc for doc in yaml.safe_load_all(out) if doc]
 
@@ -106,6 +112,8 @@ def test_helm_reports_its_pinned_version_and_a_current_kubernetes(helm, tmp_path
 
 
 def render_error(helm: Path, *args: str) -> str:
+    if not any(arg.startswith(("rbac.scope", "watchNamespaces")) for arg in args):
+        args = (*WATCHING, *args)
     result = run_helm(helm, "template", RELEASE, str(CHART), "--namespace", RELEASE_NS, *args, check=False)
     assert result.returncode != 0, "helm template accepted values it should refuse"
     return result.stderr
@@ -140,7 +148,7 @@ def env(docs: list[dict]) -> dict[str, object]:
 
 @pytest.mark.parametrize(
     "args",
-    [[], NAMESPACED, ["--set", "metrics.serviceMonitor.enabled=true", "--set", "operator.approvalsRequired=true"]],
+    [CLUSTER, NAMESPACED, [*WATCHING, "--set", "metrics.serviceMonitor.enabled=true"]],
     ids=["cluster", "namespaces", "servicemonitor"],
 )
 def test_helm_lint_strict_passes(helm, args):
@@ -177,7 +185,7 @@ def test_every_value_is_covered_by_the_schema():
 
 
 def test_cluster_scope_grants_the_rules_cluster_wide_and_watches_every_namespace(helm):
-    docs = render(helm)
+    docs = render(helm, *CLUSTER)
     assert kinds(docs) == sorted(
         [
             "ServiceAccount",
@@ -215,7 +223,7 @@ def test_namespaces_scope_has_no_cluster_role_and_a_role_in_each_listed_namespac
     assert sorted(r["metadata"]["namespace"] for r in roles) == ["vault-a", "vault-b", RELEASE_NS]
 
 
-@pytest.mark.parametrize("args", [[], NAMESPACED], ids=["cluster", "namespaces"])
+@pytest.mark.parametrize("args", [CLUSTER, NAMESPACED], ids=["cluster", "namespaces"])
 def test_the_approval_key_is_the_only_thing_granted_in_the_release_namespace(helm, args):
     docs = render(helm, *args, "--set", "operator.approvalKeySecret=my-approval-key")
     role = only(docs, "Role", f"{RELEASE}-approval-key", RELEASE_NS)
@@ -228,7 +236,7 @@ def test_the_approval_key_is_the_only_thing_granted_in_the_release_namespace(hel
     assert env(docs)["WALWARDEN_APPROVAL_KEY_SECRET"] == "my-approval-key"
 
 
-@pytest.mark.parametrize("args", [[], NAMESPACED], ids=["cluster", "namespaces"])
+@pytest.mark.parametrize("args", [CLUSTER, NAMESPACED], ids=["cluster", "namespaces"])
 def test_the_operators_origin_keys_are_granted_by_name_in_the_release_namespace(helm, args):
     docs = render(
         helm,
@@ -302,7 +310,7 @@ def test_every_setting_the_operator_reads_is_set_from_values(helm):
     assert {name for name in values if name.startswith("WALWARDEN_")} == read
     assert values["WALWARDEN_OPERATOR_NAMESPACE"] == {"fieldRef": {"fieldPath": "metadata.namespace"}}
     assert values["WALWARDEN_LOG_FORMAT"] == "json"
-    assert values["WALWARDEN_APPROVALS_REQUIRED"] == "false"
+    assert values["WALWARDEN_APPROVALS_REQUIRED"] == "true"  # safe by default
     assert json.loads(values["WALWARDEN_RUNNER_POD_LABELS"]) == {}
 
 
@@ -310,7 +318,7 @@ def test_settings_follow_values(helm):
     docs = render(
         helm,
         "--set",
-        "operator.approvalsRequired=true",
+        "operator.approvalsRequired=false",
         "--set",
         "operator.logFormat=text",
         "--set",
@@ -329,7 +337,7 @@ def test_settings_follow_values(helm):
         'operator.extraEnv=[{"name":"AWS_REGION","value":"eu-west-1"}]',
     )
     values = env(docs)
-    assert values["WALWARDEN_APPROVALS_REQUIRED"] == "true"
+    assert values["WALWARDEN_APPROVALS_REQUIRED"] == "false"
     assert values["WALWARDEN_LOG_FORMAT"] == "text"
     assert values["WALWARDEN_POLL_SECONDS"] == "2.5"
     # The runner Jobs run the operator's own image unless told otherwise.
@@ -448,9 +456,13 @@ def test_schema_refuses_bad_values_naming_the_value(helm, args, message):
     [
         (
             ["--set", "rbac.scope=namespaces"],
-            "rbac.scope is namespaces: list the namespaces to watch in watchNamespaces",
+            "rbac.scope is namespaces (the default): list the vault namespaces the operator serves in watchNamespaces",
         ),
-        (["--set", "watchNamespaces={vault}"], "watchNamespaces is only used with rbac.scope: namespaces"),
+        ([*CLUSTER, "--set", "watchNamespaces={vault}"], "watchNamespaces is only used with rbac.scope: namespaces"),
+        (
+            ["--set", f"watchNamespaces={{vault,{RELEASE_NS}}}"],
+            f"watchNamespaces lists the release namespace {RELEASE_NS}: the operator's own keys",
+        ),
         (
             ["--set", "metrics.enabled=false", "--set", "metrics.serviceMonitor.enabled=true"],
             "metrics.serviceMonitor.enabled needs metrics.enabled: true",
@@ -460,3 +472,13 @@ def test_schema_refuses_bad_values_naming_the_value(helm, args, message):
 )
 def test_inconsistent_values_are_refused_with_a_clear_message(helm, args, message):
     assert message in render_error(helm, *args)
+
+
+def test_the_defaults_are_safe_for_a_custody_platform_and_alone_ask_which_namespaces_to_serve(helm):
+    """Per-namespace RBAC and approvals required, unless chosen otherwise: a bare install is refused
+    with what to set, and once the namespaces are given, nothing is granted cluster-wide."""
+    result = run_helm(helm, "template", RELEASE, str(CHART), "--namespace", RELEASE_NS, check=False)
+    assert result.returncode != 0 and "--set watchNamespaces={vault}" in result.stderr
+    docs = render(helm, "--set", "watchNamespaces={vault}")
+    assert not [d for d in docs if d["kind"] in ("ClusterRole", "ClusterRoleBinding")]
+    assert env(docs)["WALWARDEN_APPROVALS_REQUIRED"] == "true"

@@ -70,7 +70,10 @@ def create(cluster, namespace, manifest, check=True):
         ),
         (with_spec(RESTORE, mode="Drill"), "Drill restores need spec.target"),
         (with_spec(RESTORE, mode="Drill", target=TARGET, redirect=REDIRECT), "a Drill never touches the vault"),
-        (with_spec(RESTORE, mode="Drill", target=TARGET, approvalToken="t"), "needs no spec.redirect, approvalToken"),
+        (
+            with_spec(RESTORE, mode="Drill", target=TARGET, approvalToken="t"),
+            "and an approvalToken only to drill an artifact by URI",
+        ),
         (with_spec(RESTORE, drill={"checks": []}), "spec.drill applies to mode Drill only"),
         (
             with_spec(

@@ -282,7 +282,11 @@ class FakeCore:
             raise not_found()
         return NS(
             data={k: base64.b64encode(str(v).encode()).decode() for k, v in found["data"].items()},
-            metadata=NS(name=name, **{"labels": found["metadata"].get("labels")}),
+            metadata=NS(
+                name=name,
+                labels=found["metadata"].get("labels"),
+                owner_references=[NS(**ref) for ref in found["metadata"].get("ownerReferences") or []] or None,
+            ),
         )
 
     def create_namespaced_secret(self, namespace: str, body: dict[str, Any]) -> None:
@@ -850,6 +854,7 @@ class Vault:
             approvals_required=False,
             runner_image="walwarden:test",
             operator_namespace=OPERATOR_NAMESPACE,
+            ambient_identity_namespaces=("*",),  # the fakes' requests name no S3 credentials
         )
         for name, replicas in DEFAULT_SERVICES.items():
             self.kube.add_workload(name, replicas)

@@ -34,7 +34,10 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | 
 {{/* Cross-field checks JSON Schema cannot word clearly: fail the render with a readable message. */}}
 {{- define "walwarden.validate" -}}
 {{- if and (eq .Values.rbac.scope "namespaces") (empty .Values.watchNamespaces) -}}
-{{- fail "rbac.scope is namespaces: list the namespaces to watch in watchNamespaces" -}}
+{{- fail "rbac.scope is namespaces (the default): list the vault namespaces the operator serves in watchNamespaces, e.g. --set watchNamespaces={vault} (or set rbac.scope=cluster to serve every namespace)" -}}
+{{- end -}}
+{{- if has .Release.Namespace .Values.watchNamespaces -}}
+{{- fail (printf "watchNamespaces lists the release namespace %s: the operator's own keys (approval key, origin key, spent tokens) live there, so requests may not; install it in a namespace of its own" .Release.Namespace) -}}
 {{- end -}}
 {{- if and (eq .Values.rbac.scope "cluster") (not (empty .Values.watchNamespaces)) -}}
 {{- fail "watchNamespaces is only used with rbac.scope: namespaces (rbac.scope cluster watches every namespace)" -}}

@@ -217,10 +217,11 @@ DRILL_NEEDS_TARGET = CelRule(
     reason="FieldValueRequired",
 )
 DRILL_TOUCHES_NOTHING = CelRule(
-    "self.mode != 'Drill' || (!has(self.redirect) && !has(self.approvalToken) && !self.stopServicesFirst && "
-    "(!has(self.safetyBackup) || !self.safetyBackup))",
-    "a Drill never touches the vault: it needs no spec.redirect, approvalToken, stopServicesFirst or safetyBackup; "
-    "remove them (to restore for real, use mode InPlace or Redirected)",
+    "self.mode != 'Drill' || (!has(self.redirect) && (!has(self.approvalToken) || has(self.source.artifact)) && "
+    "!self.stopServicesFirst && (!has(self.safetyBackup) || !self.safetyBackup))",
+    "a Drill never touches the vault: it needs no spec.redirect, stopServicesFirst or safetyBackup, and an "
+    "approvalToken only to drill an artifact by URI; remove them (to restore for real, use mode InPlace or "
+    "Redirected)",
     reason="FieldValueForbidden",
 )
 DRILL_SETTINGS_NEED_DRILL = CelRule(
@@ -755,7 +756,7 @@ class RestoreRequestSpec(SpecModel):
             not drill
             or (
                 self.redirect is None
-                and self.approval_token is None
+                and (self.approval_token is None or self.source.artifact is not None)
                 and not self.stop_services_first
                 and not self.safety_backup
             )

@@ -12,13 +12,13 @@ from walwarden.backup import origin
 from walwarden.backup.run import BackupRun
 from walwarden.kube import jobs, runner_job
 from walwarden.kube.jobs import JobState
-from walwarden.kube.secrets import ensure_secret, read_secret
+from walwarden.kube.secrets import read_secret
 from walwarden.storage import audit
 from walwarden.storage import manifest as manifests
 from walwarden.storage import s3 as storage
 from walwarden.workflow import gitops, tiers
 from walwarden.workflow.engine import Skip, StepFailed, UndoCause, Wait
-from walwarden.workflow.steps import require_secret_keys, s3_client, topology_of
+from walwarden.workflow.steps import ensure_own_secret, require_secret_keys, s3_client, topology_of
 
 S3_SECRET_KEYS = ("accessKeyId", "secretAccessKey")
 
@@ -78,12 +78,10 @@ def quiesce(run: BackupRun) -> str:
 
 def dump(run: BackupRun) -> str:
     # A per-request HMAC key: the runner signs the manifest with it, VerifyArtifact checks it.
-    ensure_secret(
-        run.kube,
-        run.namespace,
+    ensure_own_secret(
+        run,
         backup_job.result_key_secret_name(run.name, run.uid),
         {backup_job.RESULT_KEY_SECRET_KEY: secrets.token_hex(32)},
-        run.owner,
         labels={runner_job.REQUEST_LABEL: run.name},
     )
     manifest = backup_job.backup_job(

@@ -31,6 +31,14 @@ ERROR_BACKOFF = 10
 class InvalidSpec(kopf.PermanentError):
     """The request can never succeed as written; the message says what to change."""
 
+    reason = "InvalidSpec"
+
+
+class InOperatorNamespace(InvalidSpec):
+    """A request in the operator's own namespace, where its keys live: never served."""
+
+    reason = "InOperatorNamespace"
+
 
 def parse(model: type[Resource], body: kopf.Body) -> Resource:
     """The body as its model; an invalid spec is a permanent, user-facing error."""
@@ -38,6 +46,16 @@ def parse(model: type[Resource], body: kopf.Body) -> Resource:
         return model.model_validate(dict(body))
     except ValidationError as error:
         raise InvalidSpec(describe_validation_error(error)) from None
+
+
+def refuse_the_operators_namespace(kind: str, body: kopf.Body, operator_namespace: str) -> None:
+    """Its approval key, origin key and ledger of spent tokens live there: a request made there
+    could name them (even with a cluster-wide ClusterRole, the operator never serves it)."""
+    if body.metadata.get("namespace") == operator_namespace:
+        raise InOperatorNamespace(
+            f"{kind}s are not served in {operator_namespace}, the operator's own namespace (its keys live there): "
+            "create it in the vault's namespace"
+        )
 
 
 def describe_validation_error(error: ValidationError) -> str:
@@ -60,7 +78,12 @@ def _write_status(patch: kopf.Patch, status: RequestStatus) -> None:
 
 
 def accept(
-    model: type[Resource], status_model: type[RequestStatus], body: kopf.Body, patch: kopf.Patch, logger: Logger
+    model: type[Resource],
+    status_model: type[RequestStatus],
+    body: kopf.Body,
+    patch: kopf.Patch,
+    logger: Logger,
+    operator_namespace: str,
 ) -> Resource | None:
     """First sight of a request: validate it and say so in status (phase Pending).
     Returns the parsed request, or None when it was refused."""
@@ -68,11 +91,12 @@ def accept(
     generation = body.metadata.get("generation", 1)
     status = status_model.model_validate(dict(body.status))
     try:
+        refuse_the_operators_namespace(kind, body, operator_namespace)
         request = parse(model, body)
     except InvalidSpec as error:
-        status.mark_invalid("InvalidSpec", str(error), generation)
+        status.mark_invalid(error.reason, str(error), generation)
         _write_status(patch, status)
-        announce(body, "InvalidSpec", str(error), warning=True)
+        announce(body, error.reason, str(error), warning=True)
         logger.warning("%s refused: %s", kind, error)
         return None
     if not status.phase_name:

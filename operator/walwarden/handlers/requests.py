@@ -35,7 +35,7 @@ def on_backup_request(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, logge
     if stored.finished:
         metrics.remember_backup(body["metadata"]["namespace"], stored)  # found again at start-up
         return
-    request = accept(BackupRequest, BackupRequestStatus, body, patch, logger)
+    request = accept(BackupRequest, BackupRequestStatus, body, patch, logger, memo.context.config.operator_namespace)
     if request is not None:
         run = make_run(BackupRun, request, body, _status(BackupRequestStatus, body, patch), memo.context)
         drive(BACKUP_TABLE, run, body, patch, memo.context.config.settle_seconds, backup_audit_location, logger)
@@ -46,7 +46,7 @@ def on_backup_request(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, logge
 def on_restore_request(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, logger: Any, **_: Any) -> None:
     if RestoreRequestStatus.model_validate(dict(body.status)).finished:
         return
-    request = accept(RestoreRequest, RestoreRequestStatus, body, patch, logger)
+    request = accept(RestoreRequest, RestoreRequestStatus, body, patch, logger, memo.context.config.operator_namespace)
     if request is not None:
         run = make_run(
             RestoreRun,

@@ -23,7 +23,8 @@ TICK_SECONDS = 10
 @kopf.timer(GROUP, VERSION, schedule_api.PLURAL, id="schedule", interval=TICK_SECONDS, backoff=ERROR_BACKOFF)
 def on_schedule_tick(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, logger: Any, **_: Any) -> None:
     schedule = parse(BackupSchedule, body)
-    done = reconcile(memo.context.kube, schedule, utcnow())
+    allowed = memo.context.config.ambient_identity_allowed(schedule.namespace)
+    done = reconcile(memo.context.kube, schedule, utcnow(), allowed)
     stored, written = dict(body.status), done.status.to_dict()
     for key, value in written.items():
         if stored.get(key) != value:  # a pass every 10 s: write only what changed

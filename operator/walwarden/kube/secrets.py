@@ -23,6 +23,21 @@ def read_config_map(kube: Kube, namespace: str, name: str) -> dict[str, str] | N
     return None if found is None else dict(found.data or {})
 
 
+class SecretNotOurs(Exception):
+    """A Secret under a name the operator makes for a request exists, and is not that request's."""
+
+
+def _require_owned(kube: Kube, namespace: str, name: str, owner: dict[str, Any]) -> None:
+    """Its name is predictable: whoever may create Secrets could have made it first (a db-info
+    snapshot a rollback would put back, a login's password, a signing key)."""
+    found = call(kube.core.read_namespaced_secret, name, namespace)
+    references = (found.metadata.owner_references or []) if found is not None and found.metadata else []
+    if not any(reference.uid == owner.get("uid") for reference in references):
+        raise SecretNotOurs(
+            f"Secret {namespace}/{name} exists and is not owned by {owner.get('kind')} {owner.get('name')}"
+        )
+
+
 def ensure_secret(
     kube: Kube,
     namespace: str,
@@ -31,9 +46,11 @@ def ensure_secret(
     owner: dict[str, Any],
     labels: dict[str, str] | None = None,
 ) -> dict[str, str]:
-    """Create the Secret unless it exists; return what it holds (the existing one wins)."""
+    """Create the Secret unless it exists; return what it holds (the existing one wins, if it is
+    owner's: SecretNotOurs otherwise)."""
     existing = read_secret(kube, namespace, name)
     if existing is not None:
+        _require_owned(kube, namespace, name, owner)
         return existing
     try:
         call(

@@ -11,11 +11,11 @@ from typing import TypeVar
 from walwarden import secretstores
 from walwarden.api import SecretBackend
 from walwarden.kube import workloads
-from walwarden.kube.secrets import ensure_secret, read_secret
+from walwarden.kube.secrets import read_secret
 from walwarden.restore import opted_in_secrets
 from walwarden.restore.run import RestoreRun
 from walwarden.workflow.engine import StepFailed, Wait
-from walwarden.workflow.steps import require_secret_keys
+from walwarden.workflow.steps import ensure_own_secret, require_secret_keys
 
 # What a restore may change in a db-info secret (and so snapshots and puts back): where the
 # database is, always; the login only of the services spec.redirect.credentials names.
@@ -133,14 +133,7 @@ def keep_snapshot(run: RestoreRun, repointed: dict[str, dict[str, str]]) -> None
         for key in REPOINTED_KEYS + tuple(key for key in CREDENTIAL_KEYS if key in repointed.get(name, {}))
         if key in values
     }
-    ensure_secret(
-        run.kube,
-        run.namespace,
-        snapshot_secret_name(run),
-        snapshot,
-        run.owner,
-        labels={"walwarden.io/snapshot-of": run.name},
-    )
+    ensure_own_secret(run, snapshot_secret_name(run), snapshot, labels={"walwarden.io/snapshot-of": run.name})
 
 
 def write(run: RestoreRun, values_for: Callable[[str], dict[str, str]]) -> list[str]:

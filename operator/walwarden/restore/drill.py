@@ -17,12 +17,12 @@ import secrets
 from typing import Any
 
 from walwarden.api import DrillJob
-from walwarden.kube import secrets as kube_secrets
 from walwarden.kube.runner_job import hardened_job, job_name, runner_labels, short_uid
 from walwarden.restore.run import RestoreRun
 from walwarden.restore.source import Source
 from walwarden.restore.target import target_database
 from walwarden.workflow.engine import StepFailed
+from walwarden.workflow.steps import ensure_own_secret
 
 MARKER_PREFIX = "walwarden: drill scratch database"
 
@@ -62,7 +62,7 @@ def reader_login(run: RestoreRun, admin: dict[str, str], scratch: str) -> dict[s
         "PGDATABASE": scratch,
         "PGSSLMODE": admin.get("sslmode") or "prefer",
     }
-    return kube_secrets.ensure_secret(run.kube, run.namespace, reader_secret_name(run), login, run.owner)
+    return ensure_own_secret(run, reader_secret_name(run), login)
 
 
 def as_admin_secret(login: dict[str, str]) -> dict[str, str]:

@@ -15,14 +15,14 @@ from typing import Any
 
 from walwarden.kube.jobs import JobState
 from walwarden.kube.runner_job import job_name, runner_job, runner_labels, secret_env
-from walwarden.kube.secrets import delete_secret, ensure_secret
+from walwarden.kube.secrets import delete_secret
 from walwarden.postgres import Login
 from walwarden.restore import dbinfo
 from walwarden.restore.run import RestoreRun
 from walwarden.runner.contract import Command, Env, Flag, login_argument, login_password_env, login_user_env
 from walwarden.settings import OperatorConfig
 from walwarden.workflow.engine import StepFailed
-from walwarden.workflow.steps import run_job
+from walwarden.workflow.steps import ensure_own_secret, run_job
 
 ROLE = "logins"  # the Job's role label and name part
 LIBPQ_SSL_ROOT_CERT = "PGSSLROOTCERT"  # read by libpq itself, as PGSSLMODE
@@ -96,7 +96,7 @@ def keep_logins_secret(run: RestoreRun, logins: list[Login]) -> None:
     data = {}
     for index, login in enumerate(logins):
         data[f"{index}.user"], data[f"{index}.password"] = login.user, login.password
-    ensure_secret(run.kube, run.namespace, logins_secret_name(run), data, run.owner)
+    ensure_own_secret(run, logins_secret_name(run), data)
 
 
 def tls_policy_env(settings: OperatorConfig) -> list[dict[str, Any]]:

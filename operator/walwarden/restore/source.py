@@ -82,8 +82,9 @@ def _resolve(run: RestoreRun) -> Source:
         bucket, key = storage.parse_s3_uri(spec.source.artifact)
         manifest_key = manifests.manifest_key(key.rpartition("/")[0])
         label, backup_secret = spec.source.artifact, None
+    client = s3_client(run, storage_spec)  # its refusals are the request's, before any read
     try:
-        manifest = manifests.read_manifest(s3_client(run, storage_spec), bucket, manifest_key)
+        manifest = manifests.read_manifest(client, bucket, manifest_key)
     except manifests.ManifestTooLarge as error:
         raise StepFailed(
             "ManifestTooLarge",

@@ -49,7 +49,7 @@ class Pass:
         self.events.append(Event(reason, message, warning))
 
 
-def reconcile(kube: Kube, schedule: BackupSchedule, now: datetime) -> Pass:
+def reconcile(kube: Kube, schedule: BackupSchedule, now: datetime, ambient_identity_allowed: bool = False) -> Pass:
     status = (schedule.status or BackupScheduleStatus()).model_copy(deep=True)
     result = Pass(status)
     spec, namespace, name = schedule.spec, schedule.namespace, schedule.name
@@ -82,7 +82,7 @@ def reconcile(kube: Kube, schedule: BackupSchedule, now: datetime) -> Pass:
         _run_if_due(kube, schedule, status, backups, now, result)
 
     if spec.retention is not None:
-        _apply_retention(kube, schedule, backups, requests, tz, now, result)
+        _apply_retention(kube, schedule, backups, requests, tz, now, result, ambient_identity_allowed)
     if spec.drill is not None:
         status.drill, status.conditions = drills.run_drills(
             kube, schedule, status.last_successful_backup, status.conditions, now, result.say
@@ -234,6 +234,7 @@ def _apply_retention(
     tz: ZoneInfo,
     now: datetime,
     result: Pass,
+    ambient_identity_allowed: bool,
 ) -> None:
     policy = schedule.spec.retention
     assert policy is not None
@@ -252,7 +253,7 @@ def _apply_retention(
     by_name = {item["metadata"]["name"]: item for item in requests}
     pruned = []
     for name in decision.prune:
-        refused = _prune(kube, schedule.namespace, by_name[name])
+        refused = _prune(kube, schedule.namespace, by_name[name], ambient_identity_allowed)
         if refused:
             state.blocked.append(f"{name}: {refused}")
             if f"{name}: {refused}" not in previous.blocked:  # said once, not on every pass
@@ -270,7 +271,7 @@ def _apply_retention(
         )
 
 
-def _prune(kube: Kube, namespace: str, item: dict[str, Any]) -> str | None:
+def _prune(kube: Kube, namespace: str, item: dict[str, Any], ambient_identity_allowed: bool) -> str | None:
     """Delete a request's objects in S3 (all but its audit log), then the request (its Job and
     signing-key Secret go with it). Returns why S3 refused, or None when it is gone."""
     request = BackupRequest.model_validate(item)
@@ -278,7 +279,10 @@ def _prune(kube: Kube, namespace: str, item: dict[str, Any]) -> str | None:
     prefix = artifact_prefix(request.spec, namespace, request.name, item["metadata"]["uid"])
     try:
         storage.delete_prefix(
-            namespace_s3_client(kube, namespace, s3), s3.bucket, prefix, keep=frozenset({audit.audit_key(prefix)})
+            namespace_s3_client(kube, namespace, s3, ambient_identity_allowed),
+            s3.bucket,
+            prefix,
+            keep=frozenset({audit.audit_key(prefix)}),
         )
     except storage.DeleteRefused as refused:
         return f"S3 kept {refused} (under Object Lock, or the credentials may not delete)"

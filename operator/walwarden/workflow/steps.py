@@ -8,7 +8,7 @@ from typing import Any
 from walwarden.api import ConditionType, S3Storage, Topology
 from walwarden.kube import jobs, leases
 from walwarden.kube.api import Kube, StillConflicting
-from walwarden.kube.secrets import read_secret
+from walwarden.kube.secrets import SecretNotOurs, ensure_secret, read_secret
 from walwarden.storage import s3 as storage
 from walwarden.workflow.engine import Run, StepFailed, Wait
 
@@ -67,13 +67,24 @@ def require_secret_keys(run: AnyRun, name: str, keys: tuple[str, ...], purpose: 
 
 def s3_client(run: AnyRun, s3: S3Storage) -> Any:
     """An S3 client for the operator itself, with the request's credentials Secret (or the
-    operator's ambient identity). Runner Jobs get presigned URLs or their own references instead."""
-    return namespace_s3_client(run.kube, run.namespace, s3)
+    operator's ambient identity, where its configuration allows the namespace that). Runner Jobs
+    get presigned URLs or their own references instead."""
+    return namespace_s3_client(run.kube, run.namespace, s3, run.settings.ambient_identity_allowed(run.namespace))
 
 
-def namespace_s3_client(kube: Kube, namespace: str, s3: S3Storage) -> Any:
-    """An S3 client with the credentials Secret `s3` names in `namespace` (or the ambient identity)."""
+def namespace_s3_client(kube: Kube, namespace: str, s3: S3Storage, ambient_identity_allowed: bool) -> Any:
+    """An S3 client with the credentials Secret `s3` names in `namespace`; without one, the
+    operator's ambient identity, only where `ambient_identity_allowed` (else StepFailed: a request
+    never reads or writes a bucket with the operator's own rights unless its admin said so)."""
     access_key = secret_key = None
+    if not s3.credentials_secret_ref and not ambient_identity_allowed:
+        raise StepFailed(
+            "AmbientIdentityNotAllowed",
+            f"spec.storage.s3 names no credentialsSecretRef, and the operator's own cloud identity is not for "
+            f"namespace {namespace}'s requests: create a Secret with accessKeyId and secretAccessKey in {namespace} "
+            "and name it in credentialsSecretRef (or have the operator's admin list the namespace in "
+            "ambientIdentityNamespaces). Nothing was touched",
+        )
     if s3.credentials_secret_ref:
         data = read_secret(kube, namespace, s3.credentials_secret_ref.name) or {}
         access_key, secret_key = data.get("accessKeyId"), data.get("secretAccessKey")
@@ -84,6 +95,21 @@ def namespace_s3_client(kube: Kube, namespace: str, s3: S3Storage) -> Any:
         access_key=access_key,
         secret_key=secret_key,
     )
+
+
+def ensure_own_secret(
+    run: AnyRun, name: str, data: dict[str, str], labels: dict[str, str] | None = None
+) -> dict[str, str]:
+    """The request's Secret `name`: created with `data` the first time, read back after; one that
+    exists and is not the request's own is refused, never used."""
+    try:
+        return ensure_secret(run.kube, run.namespace, name, data, run.owner, labels)
+    except SecretNotOurs as error:
+        raise StepFailed(
+            "SecretNotOurs",
+            f"{error}: Walwarden makes that Secret for this request and uses no other under its name. Nothing was "
+            "touched; delete it if it is not yours to keep, and create a new request",
+        ) from None
 
 
 def topology_of(run: AnyRun) -> Topology:

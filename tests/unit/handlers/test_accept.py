@@ -35,6 +35,7 @@ def run_accept(body: dict, status: dict | None = None) -> dict:
         kopf.Body({**body, "status": status or {}}),
         patch,
         logging.getLogger("test"),
+        operator_namespace="walwarden-system",
     )
     return dict(patch.get("status", {}))
 
@@ -61,3 +62,12 @@ def test_request_the_models_reject_fails_with_the_reason(events):
 def test_a_request_already_seen_is_left_alone(events):
     assert run_accept(VALID, {"phase": "Pending"}) == {}
     assert events == []
+
+
+def test_a_request_in_the_operators_own_namespace_is_refused(events):
+    """Its keys live there: even a cluster-wide operator serves no request made in it."""
+    body = {**VALID, "metadata": {**VALID["metadata"], "namespace": "walwarden-system"}}
+    status = run_accept(body)
+    assert status["phase"] == "Failed" and "the operator's own namespace" in status["message"]
+    assert [c["reason"] for c in status["conditions"] if c["type"] == "Failed"] == ["InOperatorNamespace"]
+    assert events == [("InOperatorNamespace", True)]

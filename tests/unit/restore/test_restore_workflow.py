@@ -43,7 +43,10 @@ def catch_up(vault) -> None:
             vault.kube.fail_job(name, "RestoreCalledOff", "called off before the go; the database was not touched")
     child = vault.kube.custom_object("backuprequests", CHILD)
     if child is not None and (child.get("status") or {}).get("phase") != "Succeeded":
-        vault.add_backup(CHILD)  # the safety backup's own workflow succeeds
+        vault.add_backup(CHILD)  # the safety backup's own workflow succeeds: its artifact published
+        published = vault.kube.custom_object("backuprequests", CHILD)
+        published["spec"] = child["spec"]  # ... and it stays the request the restore made
+        published["metadata"]["ownerReferences"] = child["metadata"]["ownerReferences"]
 
 
 def drive(vault, run, between=None, passes=40):

@@ -21,6 +21,7 @@ from walwarden.kube.jobs import JobState
 from walwarden.postgres import databases
 from walwarden.postgres import roles as postgres_roles
 from walwarden.restore import drill
+from walwarden.restore.approvals import check_approval
 from walwarden.restore.compatibility import check_encryptor_fingerprints, check_target_version
 from walwarden.restore.restore_job import restore_into, stop_restore_job
 from walwarden.restore.roles import check_roles, create_missing_roles, drop_created_roles
@@ -44,6 +45,10 @@ def validate_drill(run: RestoreRun) -> str:
     run.status.source = run.spec.source.label
     found = source_of(run)
     target_secret(run)
+    if run.spec.source.artifact:
+        # An artifact from elsewhere is read, restored and shown to its checks by the operator's
+        # rights: with approvals on, a holder of the approval key decides, as for a restore.
+        check_approval(run, found)
     scratch = drill.refuse_the_vaults_database(run, found)
     run.status.origin = found.origin
     origin = f"; origin {found.origin.describe()}" if found.origin else ""

@@ -34,6 +34,7 @@ def safety_backup(run: RestoreRun) -> str:
     if existing is None:
         _create(run, child)
         raise Wait(f"safety backup {child} of the target started", delay=run.poll_seconds)
+    _require_ours(run, existing)
     status = existing.status
     if status is not None and status.phase == BackupPhase.FAILED:
         raise StepFailed(
@@ -48,10 +49,35 @@ def safety_backup(run: RestoreRun) -> str:
     return f"safety backup {child}: {status.artifact.uri}"
 
 
+def _require_ours(run: RestoreRun, existing: BackupRequest) -> None:
+    """The BackupRequest under the safety backup's name must be the one this restore made: owned by
+    it and a backup of exactly its target. Its name is predictable, and whoever may create
+    BackupRequests could have made one first, of another database or into another bucket, for a
+    rollback to restore with --clean."""
+    owners = existing.metadata.get("ownerReferences") or []
+    owned = any(owner.get("uid") == run.uid for owner in owners)
+    if not owned or existing.spec != BackupRequest.model_validate(_body(run, existing.name)).spec:
+        raise StepFailed(
+            "SafetyBackupNotOurs",
+            f"a BackupRequest named {existing.name} exists that this restore did not make (another owner or another "
+            "database, bucket or topology): it is not used as a safety backup. Nothing was touched; delete it if "
+            "it is not yours to keep, and create a new request",
+        )
+
+
 def _create(run: RestoreRun, child: str) -> None:
+    body = _body(run, child)
+    BackupRequest.model_validate(body)  # our own body must be one the API accepts
+    try:
+        call(run.kube.custom.create_namespaced_custom_object, GROUP, VERSION, run.namespace, backup_api.PLURAL, body)
+    except Conflict:
+        pass  # created by an earlier pass whose status was lost
+
+
+def _body(run: RestoreRun, child: str) -> dict:
     found = source_of(run)
     storage = found.storage.model_copy(update={"prefix": f"{found.storage.prefix.strip('/')}/safety".strip("/")})
-    body = {
+    return {
         "apiVersion": API_VERSION,
         "kind": backup_api.KIND,
         "metadata": {
@@ -66,8 +92,3 @@ def _create(run: RestoreRun, child: str) -> None:
             "topology": run.topology.to_dict(),
         },
     }
-    BackupRequest.model_validate(body)  # our own body must be one the API accepts
-    try:
-        call(run.kube.custom.create_namespaced_custom_object, GROUP, VERSION, run.namespace, backup_api.PLURAL, body)
-    except Conflict:
-        pass  # created by an earlier pass whose status was lost

@@ -7,11 +7,12 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from tests.unit.fakes import ADMIN_SECRET
-from walwarden.api import DrillJob
+from tests.unit.fakes import ADMIN_SECRET, BUCKET, OPERATOR_NAMESPACE
+from walwarden.api import DrillJob, RestoreRequestSpec
 from walwarden.restore import drill
 from walwarden.restore.steps.drill import validate_drill
 from walwarden.restore.target import target_database
+from walwarden.security import tokens
 from walwarden.workflow.engine import StepFailed
 
 
@@ -110,3 +111,36 @@ def test_the_reading_login_is_made_once_and_kept_in_a_secret_of_the_request(vaul
     assert first["PGUSER"] == drill.reader_name(run) != "admin" and first["PGPASSWORD"] != "admin-password"
     assert (first["PGHOST"], first["PGPORT"], first["PGDATABASE"]) == ("db.example", "5433", "vault_drill")
     assert drill.reader_login(vault.next_pass(run), admin, "vault_drill") == first  # a later pass: the same
+
+
+def artifact_drill(vault, **changes):
+    source = {"artifact": vault.backup.manifest.databases[0].uri}
+    return drill_spec(source=source, storage={"s3": {"bucket": BUCKET}}, **changes)
+
+
+def test_a_drill_of_an_artifact_by_uri_needs_an_approval_like_a_restore(vault):
+    """The artifact is another environment's, read and shown to the drill's checks by the
+    operator's rights: with approvals on, only a holder of the approval key lets that happen."""
+    vault.settings = vault.settings.model_copy(update={"approvals_required": True})
+    with pytest.raises(StepFailed) as refused:
+        validate_drill(vault.restore_run(artifact_drill(vault)))
+    assert refused.value.reason == "ApprovalRequired"
+    validate_drill(vault.restore_run(drill_spec()))  # a drill of the namespace's own backup needs none
+
+
+def test_a_drills_approval_token_is_checked_and_spent_like_a_restores(vault):
+    vault.settings = vault.settings.model_copy(update={"approvals_required": True})
+    vault.kube.add_secret(
+        "walwarden-approval-key", {"key": "an-approval-key-of-at-least-16-bytes"}, namespace=OPERATOR_NAMESPACE
+    )
+    spec = RestoreRequestSpec.model_validate(artifact_drill(vault))
+    approval = tokens.Approval.of_request(vault.namespace, "restore-1", spec, vault.backup.manifest.databases[0].sha256)
+    token = tokens.issue_token(b"an-approval-key-of-at-least-16-bytes", approval, ttl_seconds=600)
+    run = vault.restore_run(artifact_drill(vault, approvalToken=token))
+    validate_drill(run)
+    assert run.status.approval_token_id == tokens.token_id(token)
+
+
+def test_a_drill_of_a_backup_ref_may_not_carry_a_token():
+    with pytest.raises(ValidationError, match="an approvalToken only to drill an artifact by URI"):
+        RestoreRequestSpec.model_validate(drill_spec(approvalToken="wwt2.x.y"))

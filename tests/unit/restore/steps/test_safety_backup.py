@@ -122,3 +122,28 @@ def test_one_created_by_a_pass_whose_status_was_lost_is_not_created_twice(vault,
     with pytest.raises(Wait):
         safety_backup(run)
     assert child(vault)["metadata"]["uid"] == "first"
+
+
+@pytest.mark.parametrize(
+    "squatted",
+    [
+        {"ownerReferences": []},  # made by someone else, first, under the predictable name
+        {"spec": {"database": {"secretRef": {"name": ADMIN_SECRET}, "databases": ["another_db"]}}},
+        {"spec": {"storage": {"s3": {"bucket": "someone-elses-bucket"}}}},
+    ],
+)
+def test_a_backup_request_under_its_name_that_this_restore_did_not_make_is_not_used(vault, squatted):
+    """Whoever may create BackupRequests could make one under the safety backup's name first: of
+    another database, or into another bucket, for a rollback to restore with --clean."""
+    run = started(vault)
+    body = vault.kube.custom_object("backuprequests", CHILD)
+    body["metadata"].update(squatted.get("metadata", {}))
+    if "ownerReferences" in squatted:
+        body["metadata"]["ownerReferences"] = squatted["ownerReferences"]
+    for key, value in squatted.get("spec", {}).items():
+        body["spec"][key] = {**body["spec"][key], **value}
+    artifact = vault.kube.custom_object("backuprequests", "nightly")["status"]["artifact"]
+    vault.set_backup_status(CHILD, {"phase": "Succeeded", "artifact": artifact})
+    with pytest.raises(StepFailed) as refused:
+        safety_backup(vault.next_pass(run))
+    assert refused.value.reason == "SafetyBackupNotOurs" and "Nothing was touched" in refused.value.message

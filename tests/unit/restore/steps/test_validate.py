@@ -500,3 +500,14 @@ def test_new_credentials_from_a_secret_not_labelled_for_it_are_refused_naming_th
         failed.value.message
     )
     assert "the-admin-password" not in failed.value.message
+
+
+def test_a_request_without_s3_credentials_cannot_use_the_operators_own_identity_unless_allowed(vault):
+    """An artifact restore naming no credentials Secret would read any bucket the operator's cloud
+    identity can: refused unless the operator's configuration lists the namespace."""
+    vault.settings = vault.settings.model_copy(update={"ambient_identity_namespaces": ("another-team",)})
+    failure = refused(by_uri(vault))
+    assert failure.reason == "AmbientIdentityNotAllowed" and "credentialsSecretRef" in failure.message
+    assert vault.s3.puts == []
+    vault.settings = vault.settings.model_copy(update={"ambient_identity_namespaces": (vault.namespace,)})
+    validate(by_uri(vault))
