@@ -70,6 +70,11 @@ class Settings(BaseSettings):
     # namespace. Empty (the default): none, so no request reads or writes a bucket with the
     # operator's rights, only with credentials its own namespace holds.
     ambient_identity_namespaces: tuple[str, ...] = ()
+    # Which namespaces' signed backups each namespace may restore by artifact URI (JSON object:
+    # restoring namespace, or "*", -> source namespaces, or ["*"]). A namespace always may restore
+    # its own; an origin signature vouches for the namespace its manifest names, so another
+    # namespace's (another tenant's) backup is refused unless listed here.
+    artifact_source_namespaces: dict[str, tuple[str, ...]] = Field(default_factory=dict)
     # Prometheus metrics (/metrics) and liveness (/healthz) endpoints; 0 disables each.
     metrics_port: int = Field(0, ge=0, le=65535)
     health_port: int = Field(0, ge=0, le=65535)
@@ -85,6 +90,12 @@ class Settings(BaseSettings):
     # rather than keep the vault half-stopped for ever; the services are then started again.
     # Starting that takes this long raises the condition ServicesNotReady (and keeps waiting).
     stop_timeout_seconds: float = Field(600.0, gt=0)
+    # Threads that run handler passes (kopf's executor). A pass is short (a step waits by a retry,
+    # not a sleep), but a drill's SQL checks hold one for their time budget: enough threads that a
+    # namespace's drills never delay another namespace's restore, few enough to bound the memory.
+    handler_workers: int = Field(16, ge=2, le=128)
+    # Drills running at once in one namespace (each copies a database onto a server); more wait.
+    max_drills_per_namespace: int = Field(2, ge=1, le=32)
     # The vault's services when a request has no spec.topology (JSON of the Topology model),
     # validated like a request's spec.topology.
     default_topology: Topology = DEFAULT_TOPOLOGY
@@ -105,7 +116,7 @@ class Settings(BaseSettings):
             return tuple(name.strip() for name in value.split(",") if name.strip())
         return value
 
-    @field_validator("runner_pod_labels", "default_topology", mode="before")
+    @field_validator("runner_pod_labels", "default_topology", "artifact_source_namespaces", mode="before")
     @classmethod
     def _json(cls, value: Any) -> Any:
         if not isinstance(value, str):
@@ -134,6 +145,13 @@ class Settings(BaseSettings):
     def redirect_login_ssl_root_cert_in_use(self) -> str | None:
         """The sslrootcert the logins Job verifies with, None when its sslmode verifies nothing."""
         return self.redirect_login_ssl_root_cert if self.redirect_login_ssl_mode in VERIFYING_SSL_MODES else None
+
+    def may_restore_from(self, namespace: str, source_namespace: str) -> bool:
+        """Whether `namespace` may restore a signed backup taken in `source_namespace`."""
+        if source_namespace == namespace:
+            return True
+        allowed = {*self.artifact_source_namespaces.get(namespace, ()), *self.artifact_source_namespaces.get("*", ())}
+        return "*" in allowed or source_namespace in allowed
 
     def ambient_identity_allowed(self, namespace: str) -> bool:
         """Whether requests of `namespace` may use the operator's own cloud identity for S3."""

@@ -9,13 +9,15 @@ from __future__ import annotations
 import base64
 import json
 import socket
+import struct
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 import pytest
 
-from tests.e2e.vaults import DB_SERVICES, Vault
+from devstack.vault import ready_replicas
+from tests.e2e.vaults import DB_SERVICES, ENVIRONMENT, Vault
 
 pytestmark = pytest.mark.integration
 
@@ -79,28 +81,36 @@ def jobs_of(vault: Vault, name: str) -> list[str]:
     return [job["metadata"]["name"] for job in listing["items"]]
 
 
+def record_first_bytes(received: list[bytes]):
+    def serve(connection: socket.socket) -> None:
+        received.append(connection.recv(65536))
+
+    return serve
+
+
 @contextmanager
-def listener(host: str, port: int) -> Iterator[list[bytes]]:
-    """A TCP server that records whatever anyone sends it."""
+def listener(host: str, port: int, serve=None) -> Iterator[list[bytes]]:
+    """A TCP server on loopback; by default it records the first bytes anyone sends it."""
     received: list[bytes] = []
+    serve_one = serve or record_first_bytes(received)
     server = socket.create_server((host, port))
     server.settimeout(0.5)
     stop = threading.Event()
 
-    def serve() -> None:
+    def accept() -> None:
         while not stop.is_set():
             try:
                 connection, _ = server.accept()
             except TimeoutError:
                 continue
             with connection:
-                connection.settimeout(2)
+                connection.settimeout(5)
                 try:
-                    received.append(connection.recv(65536))
+                    serve_one(connection)
                 except OSError:
                     received.append(b"")
 
-    thread = threading.Thread(target=serve, daemon=True)
+    thread = threading.Thread(target=accept, daemon=True)
     thread.start()
     try:
         yield received
@@ -185,3 +195,68 @@ def test_a_secret_name_template_cannot_read_another_namespaces_secrets_with_the_
     assert all(steps.get(step) in (None, "Skipped") for step in ("Build", "ScaleDown", "Reconfigure")), steps
     assert {service: vault.db_info(service) for service in DB_SERVICES} == before
     assert jobs_of(vault, "cross-namespace") == []
+
+
+def test_an_oversized_manifest_is_refused_without_being_read(vault: Vault):
+    """A manifest padded past the operator's bound (valid JSON, 2 MiB of trailing spaces): a dry
+    run by artifact URI fails in Validate, instead of the operator reading whatever size it is."""
+    grant_requester(vault)
+    backup = vault.backup()
+    s3 = vault.s3.client()
+    bucket, manifest_key = backup["status"]["artifact"]["manifestUri"].removeprefix("s3://").split("/", 1)
+    manifest = s3.get_object(Bucket=bucket, Key=manifest_key)["Body"].read()
+    dump_key = backup["status"]["artifact"]["uri"].removeprefix(f"s3://{bucket}/")
+    s3.copy_object(Bucket=bucket, Key="padded/vault.dump", CopySource={"Bucket": bucket, "Key": dump_key})
+    text = json.loads(manifest)
+    for entry in text["databases"]:
+        entry.update(key="padded/vault.dump", uri=f"s3://{bucket}/padded/vault.dump")
+    s3.put_object(Bucket=bucket, Key="padded/manifest.json", Body=json.dumps(text).encode() + b" " * (2 << 20))
+    request = vault.restore_request("padded", source={"artifact": f"s3://{bucket}/padded/vault.dump"}, dryRun=True)
+    request["spec"] |= {"storage": vault.storage(), "target": {"secretRef": {"name": "vault-db-admin"}}}
+    create_as_requester(vault, request)
+    finished = vault.wait_finished("restorerequests", "padded")
+    failed = next(c for c in finished["status"]["conditions"] if c["type"] == "Failed")
+    assert failed["reason"] == "ManifestTooLarge", vault.describe("restorerequests", "padded")
+    assert "Nothing was touched" in failed["message"] or "nothing was touched" in failed["message"]
+
+
+def postgres_asking_for_a_cleartext_password(received: list[bytes]):
+    """What a listener pretending to be PostgreSQL does with each connection: answer the startup
+    with AuthenticationCleartextPassword, then record what comes back (a password message is 'p')."""
+
+    def serve(connection: socket.socket) -> None:
+        first = connection.recv(8)
+        if len(first) == 8 and struct.unpack("!ii", first)[1] == 80877103:  # SSLRequest: no TLS here
+            connection.sendall(b"N")
+            first = connection.recv(8)
+        length = struct.unpack("!i", first[:4])[0]
+        connection.recv(length - len(first))  # the rest of the startup message
+        connection.sendall(b"R" + struct.pack("!ii", 8, 3))
+        received.append(connection.recv(65536))
+
+    return serve
+
+
+def test_a_redirect_to_a_host_asking_for_a_cleartext_password_gets_no_password(vault: Vault):
+    """A Redirected restore whose dbHost is a listener of the requester's: the logins Job proves
+    every service's login before the stop, by SCRAM only, so the listener asking for a cleartext
+    password gets none, the restore fails in Preflight and nothing is stopped."""
+    grant_requester(vault)
+    vault.backup()
+    received: list[bytes] = []
+    request = vault.restore_request("redirect-listener", mode="Redirected")
+    request["spec"]["target"] = {"secretRef": {"name": "vault-db-admin"}, "database": "redirect_listener"}
+    request["spec"]["redirect"] = {"dbHost": ATTACKER_HOST, "dbPort": ATTACKER_PORT + 1, "environment": ENVIRONMENT}
+    before = ready_replicas(vault.cluster, vault.namespace)
+    with listener(ATTACKER_HOST, ATTACKER_PORT + 1, postgres_asking_for_a_cleartext_password(received)):
+        create_as_requester(vault, request)
+        finished = vault.wait_finished("restorerequests", "redirect-listener")
+    failed = next(c for c in finished["status"]["conditions"] if c["type"] == "Failed")
+    assert failed["reason"] == "ServiceLoginNotScram", vault.describe("restorerequests", "redirect-listener")
+    assert received, "the logins Job never reached the listener"
+    assert not [message for message in received if message.startswith(b"p")], received  # no password message
+    passwords = secret_values(vault)
+    assert not [p for p in passwords if any(p.encode() in message for message in received)]
+    steps = {step["name"]: step["state"] for step in finished["status"]["steps"]}
+    assert steps["Preflight"] == "Failed" and steps.get("ScaleDown") in (None, "Skipped"), steps
+    assert ready_replicas(vault.cluster, vault.namespace) == before

@@ -899,6 +899,7 @@ class Vault:
         return manifests.Manifest(
             created_at=taken,
             completed_at=taken,
+            backup=manifests.BackupIdentity(namespace=NAMESPACE),
             pg_dump_version="16.4",
             pg_server_version=server_version,
             databases=dumps,

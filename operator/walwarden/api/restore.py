@@ -620,6 +620,15 @@ class DrillSettings(SpecModel):
     statement_timeout_seconds: int = Field(
         60, ge=1, le=3600, description="How long each check may run before it counts as failed."
     )
+    checks_time_budget_seconds: int = Field(
+        600,
+        ge=1,
+        le=3600,
+        description=(
+            "How long all the SQL checks together may run: each gets at most what is left of it, and the checks "
+            "left when it is spent fail unrun."
+        ),
+    )
     job: DrillJob | None = Field(None, description="A Job of your own that must succeed against the scratch database.")
 
     @model_validator(mode="after")

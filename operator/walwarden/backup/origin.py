@@ -65,6 +65,14 @@ def sign_manifest_origin(
     private_key = signing_key(run)
     if private_key is None:
         return manifest
+    identity = manifest.backup
+    if (identity.namespace, identity.name, identity.uid) != (run.namespace, run.name, run.uid):
+        # The signature vouches for the namespace the manifest names: only this request's.
+        raise StepFailed(
+            "ManifestNotThisBackups",
+            f"the manifest names the backup {identity.namespace}/{identity.name} ({identity.uid or 'no uid'}), not "
+            f"this request: it is not signed. Take a new backup",
+        )
     signed = manifests.sign_origin(manifest, private_key)
     if signed.origin != manifest.origin:
         manifests.write_manifest(client, bucket, key, signed, backup_job.object_lock(run.spec, run.created))

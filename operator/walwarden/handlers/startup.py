@@ -35,6 +35,8 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_):
     # No cluster-wide scans of namespaces and CRDs: least-privilege RBAC does not grant them, and
     # kopf would retry them for a minute at start-up.
     settings.scanning.disabled = True
+    # Sized on purpose (kopf's default follows the CPU count): see Settings.handler_workers.
+    settings.execution.max_workers = memo.config.handler_workers
 
 
 @kopf.on.login(id="login")

@@ -16,7 +16,9 @@ from __future__ import annotations
 import secrets
 from typing import Any
 
-from walwarden.api import DrillJob
+from walwarden.api import DrillJob, RestoreRequest
+from walwarden.api import restore as restore_api
+from walwarden.api.common import GROUP, VERSION
 from walwarden.kube.runner_job import hardened_job, job_name, runner_labels, short_uid
 from walwarden.restore.run import RestoreRun
 from walwarden.restore.source import Source
@@ -101,6 +103,21 @@ def check_job(run: RestoreRun, job: DrillJob) -> dict[str, Any]:
         container=container,
         deadline_seconds=job.active_deadline_seconds,
     )
+
+
+def drills_ahead(run: RestoreRun) -> list[str]:
+    """The namespace's unfinished drills asked for before this one (creation time, then name):
+    the oldest max_drills_per_namespace run, the others wait, so drills queue in a fixed order and
+    two can never each wait for the other."""
+    listing: Any = run.kube.custom.list_namespaced_custom_object(GROUP, VERSION, run.namespace, restore_api.PLURAL)
+    me = (run.created_at, run.name)
+    ahead = []
+    for item in listing.get("items", []):
+        other = RestoreRequest.model_validate(item)
+        created = str(other.metadata.get("creationTimestamp") or "")
+        if other.spec.is_drill and not (other.status and other.status.finished) and (created, other.name) < me:
+            ahead.append(other.name)
+    return ahead
 
 
 def refuse_the_vaults_database(run: RestoreRun, found: Source) -> str:

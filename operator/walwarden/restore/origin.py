@@ -55,4 +55,12 @@ def check_origin(run: RestoreRun, manifest: manifests.Manifest) -> OriginStatus 
         signer = manifests.origin_signer(manifest, origin.trusted_keys(entries, where), where)
     except origin.OriginError as error:
         raise StepFailed(error.reason, f"{error.message}. {UNTOUCHED}") from None
+    source_namespace = manifest.backup.namespace
+    if not run.settings.may_restore_from(run.namespace, source_namespace):
+        raise StepFailed(
+            "OriginNamespaceNotAllowed",
+            f"the manifest is signed by {signer.key_id} as a backup of namespace {source_namespace or '(none)'}, and "
+            f"{run.namespace} restores only its own backups unless the operator's artifactSourceNamespaces lets it "
+            f"restore {source_namespace or 'that'}'s. {UNTOUCHED}",
+        )
     return OriginStatus(key_id=signer.key_id, trusted_keys=ref.describe(namespace), entry=signer.entry)

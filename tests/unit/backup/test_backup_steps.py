@@ -11,6 +11,7 @@ from tests.unit.fakes import ADMIN_SECRET, BUCKET, EMP_SECRET, running_since
 from walwarden.api import BackupStep, ConditionType
 from walwarden.backup import job as backup_job
 from walwarden.backup.steps import dump, quiesce, resume, start_quiesced_services, validate, verify_artifact
+from walwarden.storage import manifest as manifests
 from walwarden.storage.manifest import Manifest, signature_valid
 from walwarden.workflow.engine import Skip, StepFailed, UndoCause, Wait
 
@@ -166,6 +167,9 @@ def dumped(vault, run, databases=("vault",), key: str | None = "the-requests-key
     request's key Secret."""
     vault.kube.add_secret(KEY_SECRET, {"key": "the-requests-key"})
     manifest = vault.make_manifest(PREFIX, list(databases), **options)
+    # The runner writes the request it was started for (cli/runner.py --backup-namespace, ...).
+    identity = manifests.BackupIdentity(namespace=run.namespace, name=run.name, uid=run.uid)
+    manifest = manifest.model_copy(update={"backup": identity})
     vault.write_manifest(PREFIX, manifest, key)
     return manifest
 
@@ -349,3 +353,16 @@ def test_without_an_origin_key_the_manifest_is_left_as_the_job_wrote_it(vault):
     dumped(vault, run)
     verify_artifact(run)
     assert vault.s3.puts == [] and stored_manifest(vault).origin is None and run.status.artifact.origin_key_id is None
+
+
+def test_the_origin_key_signs_only_a_manifest_that_names_this_request(vault):
+    """Its signature vouches for the namespace the manifest names: a manifest naming another
+    request (another tenant's namespace) is not signed, whatever its HMAC."""
+    origin_key(vault)
+    run = signed_run(vault)
+    dumped(vault, run)
+    theirs = stored_manifest(vault).model_copy(update={"backup": manifests.BackupIdentity(namespace="another-tenant")})
+    vault.write_manifest(PREFIX, theirs, "the-requests-key")
+    with pytest.raises(StepFailed) as refused:
+        verify_artifact(run)
+    assert refused.value.reason == "ManifestNotThisBackups" and "another-tenant" in refused.value.message

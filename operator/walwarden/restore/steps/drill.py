@@ -14,8 +14,12 @@ untouched, prove it, drop it (restore/drill.py says what keeps it away from the 
 
 from __future__ import annotations
 
+import math
+import time
+from collections.abc import Callable
+
 from walwarden import failpoints, postgres
-from walwarden.api import CheckResult, DrillJob, DrillStatus, format_timestamp, utcnow
+from walwarden.api import CheckResult, DrillJob, DrillSettings, DrillStatus, format_timestamp, utcnow
 from walwarden.kube import secrets as kube_secrets
 from walwarden.kube.jobs import JobState
 from walwarden.postgres import databases
@@ -29,7 +33,7 @@ from walwarden.restore.row_counts import compare_row_counts
 from walwarden.restore.run import RestoreRun
 from walwarden.restore.source import source_of
 from walwarden.restore.target import target_database, target_secret
-from walwarden.workflow.engine import StepFailed, UndoCause
+from walwarden.workflow.engine import StepFailed, UndoCause, Wait
 from walwarden.workflow.steps import run_job
 
 UNTOUCHED = "The vault was not touched"
@@ -59,6 +63,15 @@ def validate_drill(run: RestoreRun) -> str:
 
 
 def preflight_drill(run: RestoreRun) -> str:
+    ahead = drill.drills_ahead(run)
+    limit = run.settings.max_drills_per_namespace
+    if len(ahead) >= limit:
+        # Each drill copies a database onto a server: a namespace runs a few at a time, in order.
+        raise Wait(
+            f"waiting for {len(ahead)} earlier drill(s) of the namespace to finish ({', '.join(ahead[:5])}; at most "
+            f"{limit} at once)",
+            delay=run.poll_seconds,
+        )
     found, scratch, secret = source_of(run), target_database(run), target_secret(run)
     try:
         version = postgres.server_version(secret)
@@ -150,8 +163,7 @@ def _sql_checks(run: RestoreRun, login: dict[str, str], scratch: str) -> list[st
     if not settings.checks:
         return []
     if len(recorded.checks) != len(settings.checks) or not all(result.passed for result in recorded.checks):
-        timeout = settings.statement_timeout_seconds
-        recorded.checks = [_answer(login, scratch, c.name, c.sql, c.expected, timeout) for c in settings.checks]
+        recorded.checks = _run_within_budget(login, scratch, settings)
     failed = [result for result in recorded.checks if not result.passed]
     if failed:
         listed = "; ".join(f"{result.name}: {result.message}" for result in failed)
@@ -172,6 +184,24 @@ def _check_job(run: RestoreRun, job: DrillJob) -> str:
             f"its output: kubectl logs -n {run.namespace} job/{name}",
         )
     return f"the check Job {name} succeeded"
+
+
+def _run_within_budget(
+    login: dict[str, str], scratch: str, settings: DrillSettings, clock: Callable[[], float] = time.monotonic
+) -> list[CheckResult]:
+    """Each check in order, with at most what is left of the checks' time budget: a drill holds an
+    operator thread while its checks run, so their total time is bounded, not only each one's."""
+    deadline = clock() + settings.checks_time_budget_seconds
+    results = []
+    for check in settings.checks:
+        left = math.floor(deadline - clock())
+        if left < 1:
+            spent = f"not run: the checks' time budget ({settings.checks_time_budget_seconds} s) was spent"
+            results.append(CheckResult(name=check.name, passed=False, message=spent))
+            continue
+        timeout = min(settings.statement_timeout_seconds, left)
+        results.append(_answer(login, scratch, check.name, check.sql, check.expected, timeout))
+    return results
 
 
 def _answer(login: dict[str, str], database: str, name: str, query: str, expected: str, timeout: int) -> CheckResult:

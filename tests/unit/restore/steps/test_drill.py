@@ -8,12 +8,13 @@ import pytest
 from pydantic import ValidationError
 
 from tests.unit.fakes import ADMIN_SECRET, BUCKET, OPERATOR_NAMESPACE
-from walwarden.api import DrillJob, RestoreRequestSpec
+from walwarden.api import CheckResult, DrillJob, DrillSettings, RestoreRequestSpec
 from walwarden.restore import drill
-from walwarden.restore.steps.drill import validate_drill
+from walwarden.restore.steps import drill as steps_drill
+from walwarden.restore.steps.drill import preflight_drill, validate_drill
 from walwarden.restore.target import target_database
 from walwarden.security import tokens
-from walwarden.workflow.engine import StepFailed
+from walwarden.workflow.engine import StepFailed, Wait
 
 
 def drill_spec(**changes):
@@ -144,3 +145,61 @@ def test_a_drills_approval_token_is_checked_and_spent_like_a_restores(vault):
 def test_a_drill_of_a_backup_ref_may_not_carry_a_token():
     with pytest.raises(ValidationError, match="an approvalToken only to drill an artifact by URI"):
         RestoreRequestSpec.model_validate(drill_spec(approvalToken="wwt2.x.y"))
+
+
+def drill_body(name: str, created: str, phase: str | None) -> dict:
+    body = {
+        "apiVersion": "walwarden.io/v1alpha1",
+        "kind": "RestoreRequest",
+        "metadata": {"name": name, "namespace": "vault", "creationTimestamp": created},
+        "spec": drill_spec(),
+    }
+    if phase:
+        body["status"] = {"phase": phase}
+    return body
+
+
+def test_a_namespace_runs_its_oldest_drills_and_the_others_wait_their_turn(vault):
+    """Each drill copies a database onto a server: a few at a time, oldest first, never two
+    waiting for each other."""
+    vault.settings = vault.settings.model_copy(update={"max_drills_per_namespace": 2})
+    vault.kube.add_custom("restorerequests", drill_body("first", "2026-12-07T10:00:00Z", "Running"))
+    vault.kube.add_custom("restorerequests", drill_body("second", "2026-12-07T10:01:00Z", None))
+    vault.kube.add_custom("restorerequests", drill_body("done", "2026-12-07T09:00:00Z", "Succeeded"))
+    vault.kube.add_custom(
+        "restorerequests",
+        drill_body("restore", "2026-12-07T09:30:00Z", "Running")
+        | {"spec": {"mode": "InPlace", "source": {"backupRef": {"name": "nightly"}}}},
+    )
+    third = vault.restore_run(drill_spec(), name="third")
+    third.created_at = "2026-12-07T10:02:00Z"
+    with pytest.raises(Wait) as waiting:
+        preflight_drill(third)
+    assert "waiting for 2 earlier drill(s) of the namespace to finish (first, second; at most 2 at once)" in str(
+        waiting.value.message
+    )
+    second = vault.restore_run(drill_spec(), name="second")
+    second.created_at = "2026-12-07T10:01:00Z"
+    assert drill.drills_ahead(second) == ["first"]  # the finished one and the restore do not count
+
+
+def test_the_checks_share_one_time_budget_and_those_left_when_it_is_spent_fail_unrun(vault, monkeypatch):
+    settings = DrillSettings.model_validate(
+        {
+            "checksTimeBudgetSeconds": 100,
+            "statementTimeoutSeconds": 60,
+            "checks": [{"name": n, "sql": "SELECT 1", "expected": "1"} for n in ("a", "b", "c")],
+        }
+    )
+    now = iter([0.0, 0.0, 70.0, 100.0])  # a took 70 s of the 100
+    timeouts = []
+
+    def answer(login, database, name, query, expected, timeout):
+        timeouts.append(timeout)
+        return CheckResult(name=name, passed=True, message="answered '1'")
+
+    monkeypatch.setattr(steps_drill, "_answer", answer)
+    results = steps_drill._run_within_budget({}, "vault_drill", settings, clock=lambda: next(now))
+    assert timeouts == [60, 30]  # b gets only what is left
+    assert [(r.name, r.passed) for r in results] == [("a", True), ("b", True), ("c", False)]
+    assert "time budget (100 s) was spent" in results[2].message

@@ -511,3 +511,16 @@ def test_a_request_without_s3_credentials_cannot_use_the_operators_own_identity_
     assert vault.s3.puts == []
     vault.settings = vault.settings.model_copy(update={"ambient_identity_namespaces": (vault.namespace,)})
     validate(by_uri(vault))
+
+
+def test_a_signed_backup_of_another_namespace_is_refused_unless_the_operator_allows_it(vault, key_a):
+    """The origin signature vouches for the namespace its manifest names: another tenant's backup,
+    signed by the same operator-wide key, is not this namespace's to restore."""
+    theirs = vault.backup.manifest.model_copy(update={"backup": manifests.BackupIdentity(namespace="another-tenant")})
+    vault.write_manifest(vault.backup.prefix, manifests.sign_origin(theirs, key_a), key=vault.backup.signing_key)
+    trust(vault, key_a)
+    failure = refused(by_uri(vault, {"name": "trusted-keys"}))
+    assert failure.reason == "OriginNamespaceNotAllowed" and "another-tenant" in failure.message
+    allowed = {vault.namespace: ("another-tenant",)}
+    vault.settings = vault.settings.model_copy(update={"artifact_source_namespaces": allowed})
+    validate(by_uri(vault, {"name": "trusted-keys"}))
