@@ -122,7 +122,11 @@ def next_action(direction: Direction, names: SwitchNames, observed: dict[str, Da
             return Action(Verb.RENAME, names.database, names.restored, point=point + "rename-restored-back")
         if shape == (False, True, True):
             return Action(Verb.RENAME, names.previous, names.database, point=point + "rename-previous-in")
-        if shape in ((True, True, False), (True, False, False)):
+        # With the sibling still there, the vault's database never moved, whatever else the server
+        # shows under the previous name (the forward switch renames the vault's aside only after its
+        # connections are refused, and the sibling's name goes away only when it is renamed in): so
+        # a switch that found its previous name taken still opens it and lets the services start.
+        if shape in ((True, True, False), (True, False, False), (True, True, True)):
             if not current.allows_connections:
                 return Action(Verb.ALLOW_CONNECTIONS, names.database, point=point + "allow-previous")
             return None

@@ -177,6 +177,20 @@ def test_a_switch_restore_builds_while_the_vault_runs_and_keeps_the_previous_dat
     )
 
 
+def test_a_database_made_first_under_the_previous_name_stops_the_switch_before_anything_stops(vault):
+    """The previous database's name is predictable: one made by someone else first would leave the
+    switch in a state it does not know with the services stopped. Build checks it last, before the
+    stop; nothing of the vault is touched, and only what this restore made is dropped."""
+    vault.db.databases.add(PREVIOUS)
+    run = drive(vault, switch_run(vault))
+    assert run.status.failure.reason == "PreviousNameTaken", run.status.message
+    assert run.status.phase == "RolledBack"  # what it made is dropped
+    assert states(run).get("ScaleDown") in (None, "Skipped")
+    assert vault.kube.replicas() == ORIGINAL
+    assert vault.db.databases == {"vault", PREVIOUS}  # the sibling dropped, the other one left as it was
+    assert "vault" not in vault.db.refusing
+
+
 def test_a_failed_verify_after_the_switch_renames_back_and_drops_the_restored_copy(vault, monkeypatch):
     monkeypatch.setattr(verify_step, "_get", lambda url, headers: (503, b""))
 

@@ -84,6 +84,22 @@ def test_the_switch_back_when_nothing_was_built_only_opens_the_database():
     ids=["nothing", "only-the-restored", "all-three", "only-the-previous"],
 )
 def test_a_state_no_switch_leaves_is_refused_for_a_person_to_look_at(observed):
-    for direction in Direction:
+    with pytest.raises(SwitchStateUnknown, match="Nothing was changed"):
+        next_action(Direction.FORWARD, NAMES, observed)
+    if not (observed[NAMES.database].exists and observed[NAMES.restored].exists):
         with pytest.raises(SwitchStateUnknown, match="Nothing was changed"):
-            next_action(direction, NAMES, observed)
+            next_action(Direction.BACK, NAMES, observed)
+
+
+@pytest.mark.parametrize("refused", [True, False])
+def test_a_switch_that_found_its_previous_name_taken_still_opens_the_untouched_database(refused):
+    """Someone made a database under the previous name first: the switch refuses to go on, and the
+    switch back, seeing the sibling still there, knows the vault's database never moved: it opens
+    it again (if the switch had refused its connections), so the services can start on it."""
+    observed = server(current=not refused, restored=False, previous=True)
+    with pytest.raises(SwitchStateUnknown):
+        next_action(Direction.FORWARD, NAMES, observed)
+    steps, end = run_to_the_end(Direction.BACK, observed)
+    assert steps == (["switch-back:allow-previous"] if refused else [])
+    assert end[NAMES.database] == DatabaseState(NAMES.database, True, True)
+    assert end[NAMES.previous] == observed[NAMES.previous]  # not ours: left as it is

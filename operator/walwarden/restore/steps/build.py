@@ -74,9 +74,29 @@ def build(run: RestoreRun) -> str:
         except postgres.DatabaseError as error:
             raise StepFailed(error.reason, error.message) from None
         failpoints.reached("build:closed")
+    if switching and sibling.exists:
+        _require_previous_name_free(run, secret)
     where = f"{database} (refusing connections until the switch)" if switching else database
     created = [f"created the role(s) {', '.join(status.created_roles)} first"] if status.created_roles else []
     return "; ".join([f"Job {name} restored {found.dump.size_bytes} bytes into {where}", *created, *checked])
+
+
+def _require_previous_name_free(run: RestoreRun, secret: dict[str, str]) -> None:
+    """Rechecked last before the stop: the name the switch gives the vault's database is free. It is
+    predictable, and with the sibling not switched in yet, a database under it is not this
+    restore's: the switch would find a state it does not know, with the services stopped."""
+    previous = switch_names(run).previous
+    try:
+        taken = postgres.database_exists(secret, previous)
+    except postgres.DatabaseError as error:
+        raise StepFailed(error.reason, error.message) from None
+    if taken:
+        raise StepFailed(
+            "PreviousNameTaken",
+            f"a database named {previous} exists on the target server, and the switch keeps the vault's database "
+            "under that name: it was not made by this restore. The vault was not touched: it runs as before. Find "
+            f"out who made {previous}, drop or rename it, and create a new request",
+        )
 
 
 def _make_sibling(run: RestoreRun, secret: dict[str, str], database: str) -> None:

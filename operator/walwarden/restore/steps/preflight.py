@@ -86,9 +86,10 @@ def check_strategy_needs(run: RestoreRun, secret: dict[str, str]) -> str:
                 "Nothing was touched: grant it, or set spec.strategy: Overwrite (pg_restore into the live "
                 "database inside the stop window, with a safety backup)",
             )
-        # No check that the sibling's and previous database's names are free: both hold this
-        # request's uid, so one that exists was made by this request (Preflight runs again when an
-        # operator died before recording it, even after the switch).
+        # The sibling's and previous database's names are not checked here: Preflight runs again
+        # when an operator died before recording it, even after the switch, when both exist and are
+        # this request's. No request may take either as its target (api TARGET_NAME_NOT_RESERVED),
+        # and Build checks the previous name is free last before the stop, with the sibling built.
         return f"the restore user may build {names.restored} and switch it in"
     if run.spec.mode == RestoreMode.REDIRECTED:
         database = target_database(run)
