@@ -456,8 +456,9 @@ class FakeBatch:
         job = self.cluster.jobs.get((namespace, name))
         if job is None:
             raise not_found()
+        owners = job.manifest.get("metadata", {}).get("ownerReferences") or []
         return NS(
-            metadata=NS(name=name, uid=job_uid(name)),
+            metadata=NS(name=name, uid=job_uid(name), owner_references=[NS(**owner) for owner in owners] or None),
             status=NS(
                 conditions=[
                     NS(type=c["type"], status=c["status"], reason=c.get("reason"), message=c.get("message"))

@@ -98,7 +98,7 @@ def dump(run: BackupRun) -> str:
         tiers.check_still_stopped(run, run.kube, run.namespace, topology_of(run), doing="the quiesced backup")
     jobs.ensure_job(run.kube, run.namespace, manifest)
     run.status.job_name = job_name
-    outcome = jobs.job_outcome(run.kube, run.namespace, job_name)
+    outcome = jobs.job_outcome(run.kube, run.namespace, job_name, run.uid)
     if outcome is None or outcome.state == JobState.RUNNING:
         raise Wait(f"Job {job_name} is dumping {', '.join(run.spec.database.databases)} to S3", delay=run.poll_seconds)
     if outcome.state == JobState.FAILED:

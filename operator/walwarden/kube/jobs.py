@@ -46,10 +46,21 @@ def delete_job(kube: Kube, namespace: str, name: str) -> None:
     call(kube.batch.delete_namespaced_job, name, namespace, propagation_policy="Foreground")
 
 
-def job_outcome(kube: Kube, namespace: str, name: str) -> JobOutcome | None:
+def job_outcome(kube: Kube, namespace: str, name: str, owner_uid: str) -> JobOutcome | None:
+    """The Job's outcome, or None when there is none. A Job under the name that `owner_uid` (the
+    request) does not own failed as far as the request is concerned: its names are predictable,
+    and a Job someone else made first is never taken for the request's own."""
     job = call(kube.batch.read_namespaced_job, name, namespace)
     if job is None:
         return None
+    references = (job.metadata.owner_references or []) if job.metadata else []
+    if not any(reference.uid == owner_uid for reference in references):
+        return JobOutcome(
+            JobState.FAILED,
+            "JobNotOurs",
+            f"a Job named {name} exists that this request did not create; it is not used. Delete it if it is not "
+            "yours to keep, and create a new request",
+        )
     for condition in (job.status.conditions or []) if job.status else []:
         if condition.status != "True":
             continue

@@ -38,7 +38,7 @@ def restore_into(
 def stop_restore_job(run: RestoreRun, database: str) -> None:
     """Before `database` is dropped: a runner still going would create or fill it again after."""
     name = run.status.restore_job
-    running = jobs.job_outcome(run.kube, run.namespace, name) if name else None
+    running = jobs.job_outcome(run.kube, run.namespace, name, run.uid) if name else None
     if name and running is not None and running.state == JobState.RUNNING:
         jobs.delete_job(run.kube, run.namespace, name)
         raise Wait(f"stopping the restore Job {name} before dropping {database}", delay=1)

@@ -122,7 +122,7 @@ def run_job(run: AnyRun, manifest: dict[str, Any], prepare: Any, what: str) -> j
     """Create the Job once (after `prepare()` made its inputs) and return its outcome once it ended;
     wait while it runs."""
     name = manifest["metadata"]["name"]
-    outcome = jobs.job_outcome(run.kube, run.namespace, name)
+    outcome = jobs.job_outcome(run.kube, run.namespace, name, run.uid)
     if outcome is None:
         prepare()
         jobs.ensure_job(run.kube, run.namespace, manifest)

@@ -179,8 +179,12 @@ def test_the_operators_s3_client_uses_the_requests_credentials_secret(vault, mon
 # --- runner Jobs --------------------------------------------------------------------------------
 
 
-def job_manifest(name="restore-1-verify-5e5f0e3c"):
-    return {"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": name}, "spec": {}}
+def job_manifest(name="restore-1-verify-5e5f0e3c", owner=None):
+    metadata = {"name": name, "ownerReferences": [owner or RUN_OWNER]}
+    return {"apiVersion": "batch/v1", "kind": "Job", "metadata": metadata, "spec": {}}
+
+
+RUN_OWNER = {"kind": "RestoreRequest", "name": "restore-1", "uid": "5e5f0e3c-1111-4222-8333-444455556666"}
 
 
 def test_a_job_is_created_once_after_its_inputs_and_waited_for(vault):

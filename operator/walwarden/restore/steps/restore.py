@@ -25,7 +25,7 @@ from walwarden.workflow.steps import run_job
 def restore(run: RestoreRun) -> str:
     found, status = source_of(run), run.status
     name = status.restore_job
-    outcome = jobs.job_outcome(run.kube, run.namespace, name) if name else None
+    outcome = jobs.job_outcome(run.kube, run.namespace, name, run.uid) if name else None
     if name is None or outcome is None:
         raise StepFailed(
             "RestoreJobMissing",
@@ -87,7 +87,7 @@ def _restore_safety_backup(run: RestoreRun, child: str) -> str:
         clean=True,
         role="rollback",
     )
-    outcome = jobs.job_outcome(run.kube, run.namespace, manifest["metadata"]["name"])
+    outcome = jobs.job_outcome(run.kube, run.namespace, manifest["metadata"]["name"], run.uid)
     if outcome is None or outcome.state == JobState.RUNNING:
         # Services must be down while the database is put back (a Verify failure had started them).
         tiers.stop_in_order(run, run.kube, run.namespace, run.topology, run.poll_seconds)
