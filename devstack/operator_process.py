@@ -12,6 +12,7 @@ from devstack.cluster import ClusterAccess
 from devstack.processes import ManagedProcess, log_tail
 
 EXEC_LABELS = {"devstack.walwarden.io/exec": "true"}
+LOCAL_STORAGE_LOCATIONS = {"*": [{"bucket": "*", "endpoint": "http://127.0.0.1:*"}]}
 
 
 class OperatorProcess:
@@ -22,6 +23,9 @@ class OperatorProcess:
         # PostgreSQL serves none. Said here, as an operator would configure it (passwords still go
         # only by SCRAM).
         env.setdefault("WALWARDEN_REDIRECT_LOGIN_SSL_MODE", "disable")
+        # Artifacts only in the local stack's own S3 server (MinIO on 127.0.0.1): a request naming
+        # any other endpoint is refused, as the operator's admin would configure it.
+        env.setdefault("WALWARDEN_STORAGE_LOCATIONS", json.dumps(LOCAL_STORAGE_LOCATIONS))
         if cluster.local:
             # Runner Jobs must really run: the local pod executor picks up pods with this label.
             env.setdefault("WALWARDEN_RUNNER_POD_LABELS", json.dumps(EXEC_LABELS))

@@ -10,13 +10,14 @@ naming the variable, rather than mid-restore.
 
 from __future__ import annotations
 
+import fnmatch
 import json
 from typing import Any, Literal
 
-from pydantic import Field, ValidationError, ValidationInfo, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from walwarden.api import DEFAULT_TOPOLOGY, SecretBackend, Topology
+from walwarden.api import DEFAULT_TOPOLOGY, S3Storage, SecretBackend, Topology
 from walwarden.api.common import DNS_SUBDOMAIN_PATTERN
 
 ENV_PREFIX = "WALWARDEN_"
@@ -29,6 +30,33 @@ ORIGIN_SIGNING_KEY_SECRET_KEY = "privateKey"
 SslMode = Literal["disable", "allow", "prefer", "require", "verify-ca", "verify-full"]
 VERIFYING_SSL_MODES = ("verify-ca", "verify-full")
 SYSTEM_ROOT_CERTS = "system"
+
+
+class StorageLocation(BaseModel):
+    """Where a namespace's requests may read and write artifacts: a bucket on an S3 endpoint (unset:
+    AWS itself), under a key prefix. Bucket and endpoint are shell-style patterns ("vault-*",
+    "https://minio.internal:*"; "*" alone: any, AWS too)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    bucket: str = Field(min_length=1, max_length=63)
+    endpoint: str | None = Field(None, max_length=2048)
+    prefix: str = Field("", max_length=1024)
+
+    def holds(self, s3: S3Storage) -> bool:
+        if self.endpoint is None:
+            endpoint_holds = s3.endpoint is None
+        else:
+            endpoint_holds = fnmatch.fnmatchcase(_endpoint(s3.endpoint), _endpoint(self.endpoint))
+        return (
+            fnmatch.fnmatchcase(s3.bucket, self.bucket)
+            and endpoint_holds
+            and s3.prefix.strip("/").startswith(self.prefix.strip("/"))
+        )
+
+
+def _endpoint(url: str | None) -> str:
+    return url.rstrip("/").lower() if url else ""
 
 
 class InvalidSettings(ValueError):
@@ -75,6 +103,10 @@ class Settings(BaseSettings):
     # its own; an origin signature vouches for the namespace its manifest names, so another
     # namespace's (another tenant's) backup is refused unless listed here.
     artifact_source_namespaces: dict[str, tuple[str, ...]] = Field(default_factory=dict)
+    # Where each namespace's requests may keep and read artifacts (JSON object: namespace, or "*",
+    # -> [{bucket, endpoint, prefix}]). Unset for a namespace: nowhere, so a request can send the
+    # vault's dump only to a bucket and server the operator's admin chose (StorageNotAllowed).
+    storage_locations: dict[str, tuple[StorageLocation, ...]] = Field(default_factory=dict)
     # Prometheus metrics (/metrics) and liveness (/healthz) endpoints; 0 disables each.
     metrics_port: int = Field(0, ge=0, le=65535)
     health_port: int = Field(0, ge=0, le=65535)
@@ -116,7 +148,9 @@ class Settings(BaseSettings):
             return tuple(name.strip() for name in value.split(",") if name.strip())
         return value
 
-    @field_validator("runner_pod_labels", "default_topology", "artifact_source_namespaces", mode="before")
+    @field_validator(
+        "runner_pod_labels", "default_topology", "artifact_source_namespaces", "storage_locations", mode="before"
+    )
     @classmethod
     def _json(cls, value: Any) -> Any:
         if not isinstance(value, str):
@@ -145,6 +179,11 @@ class Settings(BaseSettings):
     def redirect_login_ssl_root_cert_in_use(self) -> str | None:
         """The sslrootcert the logins Job verifies with, None when its sslmode verifies nothing."""
         return self.redirect_login_ssl_root_cert if self.redirect_login_ssl_mode in VERIFYING_SSL_MODES else None
+
+    def storage_allowed(self, namespace: str, s3: S3Storage) -> bool:
+        """Whether `namespace`'s requests may keep or read artifacts in `s3`."""
+        locations = [*self.storage_locations.get(namespace, ()), *self.storage_locations.get("*", ())]
+        return any(location.holds(s3) for location in locations)
 
     def may_restore_from(self, namespace: str, source_namespace: str) -> bool:
         """Whether `namespace` may restore a signed backup taken in `source_namespace`."""

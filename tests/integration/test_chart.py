@@ -28,7 +28,7 @@ import yaml
 from devstack import vaultdb, wallet
 from devstack.binaries import ensure_binaries
 from devstack.cluster import ClusterAccess
-from devstack.operator_process import EXEC_LABELS, OperatorProcess
+from devstack.operator_process import EXEC_LABELS, LOCAL_STORAGE_LOCATIONS, OperatorProcess
 from devstack.processes import ManagedProcess, free_port, log_tail
 from devstack.pytest_kube import wait_for
 from devstack.vault import DEFAULT_SERVICES, DatabaseInfo, deploy_vault, ready_replicas, workload
@@ -584,6 +584,8 @@ def install_for_a_vault(helm: Helm, cluster: ClusterAccess, release_ns: str, nam
         "operator.redirectLoginSslMode=disable",
         "--set-json",
         f"operator.runnerPodLabels={json.dumps(EXEC_LABELS)}",
+        "--set-json",  # the local stack's own S3 server only
+        f"operator.storageLocations={json.dumps(LOCAL_STORAGE_LOCATIONS)}",
         *namespaced(namespace),
     )
     cluster.kubectl(

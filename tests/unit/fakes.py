@@ -60,7 +60,7 @@ from walwarden.postgres import roles as postgres_roles
 from walwarden.restore.run import RestoreRun
 from walwarden.restore.table import table_for
 from walwarden.security import fingerprints
-from walwarden.settings import Settings
+from walwarden.settings import Settings, StorageLocation
 from walwarden.storage import manifest as manifests
 from walwarden.storage import s3 as storage
 from walwarden.workflow.engine import Run, Wait
@@ -856,6 +856,7 @@ class Vault:
             runner_image="walwarden:test",
             operator_namespace=OPERATOR_NAMESPACE,
             ambient_identity_namespaces=("*",),  # the fakes' requests name no S3 credentials
+            storage_locations={"*": (StorageLocation(bucket="*", endpoint="*"),)},
         )
         for name, replicas in DEFAULT_SERVICES.items():
             self.kube.add_workload(name, replicas)

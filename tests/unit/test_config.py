@@ -1,9 +1,11 @@
 """Operator settings from the environment, as the chart sets them."""
 
+import json
+
 import pydantic
 import pytest
 
-from walwarden.api import DEFAULT_TOPOLOGY, SecretBackend
+from walwarden.api import DEFAULT_TOPOLOGY, S3Storage, SecretBackend
 from walwarden.settings import InvalidSettings, OperatorConfig, Settings
 
 
@@ -167,3 +169,34 @@ def test_every_problem_is_reported_at_once(monkeypatch):
         "  WALWARDEN_METRICS_PORT: Input should be a valid integer, unable to parse string as an integer",
         "  WALWARDEN_LOG_FORMAT: Input should be 'json' or 'text'",
     ]
+
+
+@pytest.mark.parametrize(
+    "storage, allowed",
+    [
+        ({"bucket": "vault-backups", "prefix": "prod/vault"}, True),
+        ({"bucket": "vault-backups", "prefix": "prod"}, False),  # above the allowed prefix
+        ({"bucket": "someone-elses", "prefix": "prod/vault"}, False),
+        ({"bucket": "vault-backups", "prefix": "prod/vault", "endpoint": "https://attacker.example"}, False),
+        ({"bucket": "minio-vault", "endpoint": "https://minio.internal:9000"}, True),
+        ({"bucket": "minio-vault", "endpoint": "https://minio.internal.attacker.example:9000"}, False),
+    ],
+)
+def test_storage_locations_say_where_a_namespaces_artifacts_may_be(storage, allowed):
+    """A request could send the vault's dump to a bucket or server of its choosing: only the
+    locations the operator's configuration gives its namespace are usable."""
+    settings = Settings.model_validate(
+        {
+            "storage_locations": json.dumps(
+                {
+                    "vault": [
+                        {"bucket": "vault-backups", "prefix": "prod/vault"},
+                        {"bucket": "minio-*", "endpoint": "https://minio.internal:*"},
+                    ]
+                }
+            )
+        }
+    )
+    assert settings.storage_allowed("vault", S3Storage.model_validate(storage)) is allowed
+    assert settings.storage_allowed("another-team", S3Storage.model_validate(storage)) is False
+    assert Settings().storage_allowed("vault", S3Storage.model_validate(storage)) is False  # none by default

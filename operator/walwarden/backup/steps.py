@@ -18,7 +18,13 @@ from walwarden.storage import manifest as manifests
 from walwarden.storage import s3 as storage
 from walwarden.workflow import gitops, tiers
 from walwarden.workflow.engine import Skip, StepFailed, UndoCause, Wait
-from walwarden.workflow.steps import ensure_own_secret, require_secret_keys, s3_client, topology_of
+from walwarden.workflow.steps import (
+    ensure_own_secret,
+    require_secret_keys,
+    require_storage_allowed,
+    s3_client,
+    topology_of,
+)
 
 S3_SECRET_KEYS = ("accessKeyId", "secretAccessKey")
 
@@ -31,6 +37,7 @@ def validate(run: BackupRun) -> str:
         require_secret_keys(run, credentials.name, S3_SECRET_KEYS, "the object-store credentials")
     for emp in spec.encryptor_secrets:
         require_secret_keys(run, emp.name, (emp.key,), "an Encryptor Master Password")
+    require_storage_allowed(run, spec.storage.s3, "spec.storage.s3")  # where the vault's dump would go
     signer = origin.signing_key_id(run)  # a key named but unusable fails here, before the dump
     if spec.storage.s3.object_lock:
         require_object_lock(run)

@@ -19,7 +19,7 @@ from walwarden.storage import audit
 from walwarden.storage import manifest as manifests
 from walwarden.storage import s3 as storage
 from walwarden.workflow.engine import StepFailed, Wait
-from walwarden.workflow.steps import s3_client
+from walwarden.workflow.steps import require_storage_allowed, s3_client
 
 
 @dataclass(frozen=True)
@@ -82,6 +82,9 @@ def _resolve(run: RestoreRun) -> Source:
         bucket, key = storage.parse_s3_uri(spec.source.artifact)
         manifest_key = manifests.manifest_key(key.rpartition("/")[0])
         label, backup_secret = spec.source.artifact, None
+    where = "the backup's spec.storage.s3" if backup is not None else "spec.storage.s3"
+    folder = manifest_key.rpartition("/")[0]  # the artifact's own place, whatever prefix the spec says
+    require_storage_allowed(run, storage_spec.model_copy(update={"bucket": bucket, "prefix": folder}), where)
     client = s3_client(run, storage_spec)  # its refusals are the request's, before any read
     try:
         manifest = manifests.read_manifest(client, bucket, manifest_key)

@@ -72,6 +72,20 @@ def s3_client(run: AnyRun, s3: S3Storage) -> Any:
     return namespace_s3_client(run.kube, run.namespace, s3, run.settings.ambient_identity_allowed(run.namespace))
 
 
+def require_storage_allowed(run: AnyRun, s3: S3Storage, what: str) -> None:
+    """`s3` must be a location the operator's configuration gives the request's namespace: the
+    vault's dump goes there, and a request may not choose a bucket or server of its own."""
+    if run.settings.storage_allowed(run.namespace, s3):
+        return
+    endpoint = f" on {s3.endpoint}" if s3.endpoint else " on AWS S3"
+    raise StepFailed(
+        "StorageNotAllowed",
+        f"{what} is bucket {s3.bucket}{endpoint} under prefix {s3.prefix or '(none)'}, which the operator's "
+        f"storageLocations do not give namespace {run.namespace}: use a location they list, or have the operator's "
+        "admin add this one (operator.storageLocations). Nothing was touched",
+    )
+
+
 def namespace_s3_client(kube: Kube, namespace: str, s3: S3Storage, ambient_identity_allowed: bool) -> Any:
     """An S3 client with the credentials Secret `s3` names in `namespace`; without one, the
     operator's ambient identity, only where `ambient_identity_allowed` (else StepFailed: a request

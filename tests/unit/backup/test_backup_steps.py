@@ -11,6 +11,7 @@ from tests.unit.fakes import ADMIN_SECRET, BUCKET, EMP_SECRET, running_since
 from walwarden.api import BackupStep, ConditionType
 from walwarden.backup import job as backup_job
 from walwarden.backup.steps import dump, quiesce, resume, start_quiesced_services, validate, verify_artifact
+from walwarden.settings import StorageLocation
 from walwarden.storage import manifest as manifests
 from walwarden.storage.manifest import Manifest, signature_valid
 from walwarden.workflow.engine import Skip, StepFailed, UndoCause, Wait
@@ -366,3 +367,17 @@ def test_the_origin_key_signs_only_a_manifest_that_names_this_request(vault):
     with pytest.raises(StepFailed) as refused:
         verify_artifact(run)
     assert refused.value.reason == "ManifestNotThisBackups" and "another-tenant" in refused.value.message
+
+
+def test_a_backup_to_a_bucket_or_server_of_the_requests_choosing_is_refused_before_the_dump(vault):
+    """Whoever may create a BackupRequest could otherwise send the vault's dump to their own S3
+    server: only the operator's storageLocations for the namespace are usable."""
+    vault.settings = vault.settings.model_copy(
+        update={"storage_locations": {"*": (StorageLocation(bucket=BUCKET, endpoint=None),)}}
+    )
+    spec = vault.backup_spec(storage={"s3": {"bucket": BUCKET, "endpoint": "https://attacker.example"}})
+    with pytest.raises(StepFailed) as refused:
+        validate(vault.backup_run(spec))
+    assert refused.value.reason == "StorageNotAllowed" and "on https://attacker.example" in refused.value.message
+    assert vault.kube.writes == []
+    validate(vault.backup_run())  # the configured bucket on AWS

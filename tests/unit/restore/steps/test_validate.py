@@ -14,6 +14,7 @@ from walwarden.api.restore import RESTORE_CREDENTIALS_LABEL
 from walwarden.restore.approvals import USED_TOKENS_CONFIGMAP
 from walwarden.restore.steps.validate import validate
 from walwarden.security import origin, tokens
+from walwarden.settings import StorageLocation
 from walwarden.storage import manifest as manifests
 from walwarden.workflow.engine import StepFailed, Wait
 
@@ -524,3 +525,12 @@ def test_a_signed_backup_of_another_namespace_is_refused_unless_the_operator_all
     allowed = {vault.namespace: ("another-tenant",)}
     vault.settings = vault.settings.model_copy(update={"artifact_source_namespaces": allowed})
     validate(by_uri(vault, {"name": "trusted-keys"}))
+
+
+def test_an_artifact_somewhere_the_operator_does_not_give_the_namespace_is_refused_before_any_read(vault):
+    vault.settings = vault.settings.model_copy(
+        update={"storage_locations": {vault.namespace: (StorageLocation(bucket="other-bucket"),)}}
+    )
+    failure = refused(by_uri(vault))
+    assert failure.reason == "StorageNotAllowed" and f"bucket {BUCKET} on AWS S3" in failure.message
+    assert "operator.storageLocations" in failure.message
