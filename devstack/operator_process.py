@@ -26,6 +26,8 @@ class OperatorProcess:
         # Artifacts only in the local stack's own S3 server (MinIO on 127.0.0.1): a request naming
         # any other endpoint is refused, as the operator's admin would configure it.
         env.setdefault("WALWARDEN_STORAGE_LOCATIONS", json.dumps(LOCAL_STORAGE_LOCATIONS))
+        # The origin tests name their trusted keys in the request (spec.source.trustedKeys).
+        env.setdefault("WALWARDEN_REQUEST_TRUSTED_KEYS_NAMESPACES", "*")
         if cluster.local:
             # Runner Jobs must really run: the local pod executor picks up pods with this label.
             env.setdefault("WALWARDEN_RUNNER_POD_LABELS", json.dumps(EXEC_LABELS))

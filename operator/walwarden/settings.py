@@ -107,6 +107,10 @@ class Settings(BaseSettings):
     # -> [{bucket, endpoint, prefix}]). Unset for a namespace: nowhere, so a request can send the
     # vault's dump only to a bucket and server the operator's admin chose (StorageNotAllowed).
     storage_locations: dict[str, tuple[StorageLocation, ...]] = Field(default_factory=dict)
+    # Namespaces whose requests may name trusted keys of their own (spec.source.trustedKeys), comma-
+    # separated; "*": every namespace. Empty (the default): an artifact's origin is trusted only by
+    # the operator's own trusted keys (trusted_keys_config_map), never by the request alone.
+    request_trusted_keys_namespaces: tuple[str, ...] = ()
     # Prometheus metrics (/metrics) and liveness (/healthz) endpoints; 0 disables each.
     metrics_port: int = Field(0, ge=0, le=65535)
     health_port: int = Field(0, ge=0, le=65535)
@@ -141,7 +145,7 @@ class Settings(BaseSettings):
     # "system", the runner image's trusted roots (verify-full only), or a PEM file in that image.
     redirect_login_ssl_root_cert: str = Field("system", min_length=1)
 
-    @field_validator("namespaces", "ambient_identity_namespaces", mode="before")
+    @field_validator("namespaces", "ambient_identity_namespaces", "request_trusted_keys_namespaces", mode="before")
     @classmethod
     def _comma_separated(cls, value: Any) -> Any:
         if isinstance(value, str):
@@ -191,6 +195,10 @@ class Settings(BaseSettings):
             return True
         allowed = {*self.artifact_source_namespaces.get(namespace, ()), *self.artifact_source_namespaces.get("*", ())}
         return "*" in allowed or source_namespace in allowed
+
+    def request_trusted_keys_allowed(self, namespace: str) -> bool:
+        """Whether requests of `namespace` may name the keys that vouch for an artifact's origin."""
+        return "*" in self.request_trusted_keys_namespaces or namespace in self.request_trusted_keys_namespaces
 
     def ambient_identity_allowed(self, namespace: str) -> bool:
         """Whether requests of `namespace` may use the operator's own cloud identity for S3."""

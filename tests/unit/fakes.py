@@ -857,6 +857,7 @@ class Vault:
             operator_namespace=OPERATOR_NAMESPACE,
             ambient_identity_namespaces=("*",),  # the fakes' requests name no S3 credentials
             storage_locations={"*": (StorageLocation(bucket="*", endpoint="*"),)},
+            request_trusted_keys_namespaces=("*",),
         )
         for name, replicas in DEFAULT_SERVICES.items():
             self.kube.add_workload(name, replicas)

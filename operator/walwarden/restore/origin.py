@@ -22,6 +22,14 @@ UNTOUCHED = "Nothing was touched: every service is still running"
 def trusted_keys_of(run: RestoreRun) -> tuple[TrustedKeysRef, str, str] | None:
     """(the trusted keys, their namespace, how a message names them), or None when there are none."""
     if run.spec.source.trusted_keys is not None:
+        if not run.settings.request_trusted_keys_allowed(run.namespace):
+            raise StepFailed(
+                "RequestTrustedKeysNotAllowed",
+                f"spec.source.trustedKeys names keys of the request's own choosing, and the operator trusts origins "
+                f"only by its own keys for namespace {run.namespace}: remove spec.source.trustedKeys (the operator's "
+                "trusted keys apply), or have its admin list the namespace in requestTrustedKeysNamespaces. "
+                f"{UNTOUCHED}",
+            )
         ref = run.spec.source.trusted_keys
         return ref, run.namespace, f"{ref.describe(run.namespace)} (spec.source.trustedKeys)"
     if run.settings.trusted_keys_config_map:

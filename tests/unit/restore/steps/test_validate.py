@@ -534,3 +534,11 @@ def test_an_artifact_somewhere_the_operator_does_not_give_the_namespace_is_refus
     failure = refused(by_uri(vault))
     assert failure.reason == "StorageNotAllowed" and f"bucket {BUCKET} on AWS S3" in failure.message
     assert "operator.storageLocations" in failure.message
+
+
+def test_an_origin_is_trusted_by_the_requests_own_keys_only_where_the_operator_allows_it(vault, key_a):
+    signed_by(vault, key_a)
+    trust(vault, key_a)
+    vault.settings = vault.settings.model_copy(update={"request_trusted_keys_namespaces": ()})
+    failure = refused(by_uri(vault, {"name": "trusted-keys"}))
+    assert failure.reason == "RequestTrustedKeysNotAllowed" and "Nothing was touched" in failure.message
