@@ -12,6 +12,7 @@ from devstack.cluster import ClusterAccess
 from devstack.processes import ManagedProcess, log_tail
 
 EXEC_LABELS = {"devstack.walwarden.io/exec": "true"}
+OPERATOR_NAMESPACE = "walwarden-system"
 LOCAL_STORAGE_LOCATIONS = {"*": [{"bucket": "*", "endpoint": "http://127.0.0.1:*"}]}
 
 
@@ -28,6 +29,9 @@ class OperatorProcess:
         env.setdefault("WALWARDEN_STORAGE_LOCATIONS", json.dumps(LOCAL_STORAGE_LOCATIONS))
         # The origin tests name their trusted keys in the request (spec.source.trustedKeys).
         env.setdefault("WALWARDEN_REQUEST_TRUSTED_KEYS_NAMESPACES", "*")
+        # Its own namespace, as a Helm install has: the drill slots of each server are kept there.
+        env.setdefault("WALWARDEN_OPERATOR_NAMESPACE", OPERATOR_NAMESPACE)
+        self.operator_namespace = env["WALWARDEN_OPERATOR_NAMESPACE"]
         if cluster.local:
             # Runner Jobs must really run: the local pod executor picks up pods with this label.
             env.setdefault("WALWARDEN_RUNNER_POD_LABELS", json.dumps(EXEC_LABELS))
@@ -47,6 +51,8 @@ class OperatorProcess:
         )
 
     def start(self) -> OperatorProcess:
+        # Created once, kept (kubectl create refuses an existing one: that is fine).
+        self.cluster.kubectl(["create", "namespace", self.operator_namespace], check=False)
         self.process.start()
         return self
 

@@ -132,6 +132,10 @@ class Settings(BaseSettings):
     handler_workers: int = Field(16, ge=2, le=128)
     # Drills running at once in one namespace (each copies a database onto a server); more wait.
     max_drills_per_namespace: int = Field(2, ge=1, le=32)
+    # Drills running at once on one database server (host:port), whatever their namespaces: each
+    # restores a whole database there, often the vault's own server. Slots are Leases in the
+    # operator's namespace.
+    max_drills_per_server: int = Field(2, ge=1, le=32)
     # The vault's services when a request has no spec.topology (JSON of the Topology model),
     # validated like a request's spec.topology.
     default_topology: Topology = DEFAULT_TOPOLOGY

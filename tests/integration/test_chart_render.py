@@ -34,6 +34,8 @@ SPENT_TOKEN_RULES = [
         "verbs": ["get", "update"],
     },
     {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["create"]},
+    # ... and the drill slots of each database server.
+    {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["get", "create", "update", "delete"]},
 ]
 EXPECTED_RULES = [
     {

@@ -1,6 +1,8 @@
-"""One backup or restore at a time per namespace: a Lease whose holder is the running request.
+"""Locks as Leases whose holder is the running request: one backup or restore at a time per
+namespace (LOCK_NAME), and the drill slots of a database server (in the operator's namespace, held
+by requests of any namespace).
 
-The lock has no expiry: it is held for as long as its holder exists and has not finished, which
+A lock has no expiry: it is held for as long as its holder exists and has not finished, which
 survives operator restarts. A holder that was deleted or finished is taken over.
 """
 
@@ -23,14 +25,19 @@ class Holder:
     kind: str
     name: str
     uid: str
+    namespace: str | None = None  # None: the lease's own namespace
 
     @property
     def identity(self) -> str:
-        return f"{self.kind}/{self.name}/{self.uid}"
+        if self.namespace is None:
+            return f"{self.kind}/{self.name}/{self.uid}"
+        return f"{self.kind}/{self.namespace}/{self.name}/{self.uid}"
 
     @classmethod
     def parse(cls, identity: str | None) -> Holder | None:
         parts = (identity or "").split("/")
+        if len(parts) == 4:
+            return cls(parts[0], parts[2], parts[3], namespace=parts[1])
         return cls(*parts) if len(parts) == 3 else None
 
 
@@ -38,23 +45,28 @@ def _holder_active(kube: Kube, namespace: str, holder: Holder) -> bool:
     plural = PLURALS.get(holder.kind)
     if plural is None:
         return False
-    found: Any = call(kube.custom.get_namespaced_custom_object, GROUP, VERSION, namespace, plural, holder.name)
+    where = holder.namespace or namespace
+    found: Any = call(kube.custom.get_namespaced_custom_object, GROUP, VERSION, where, plural, holder.name)
     if found is None or found["metadata"]["uid"] != holder.uid:
         return False
     return not is_finished((found.get("status") or {}).get("phase"))
 
 
-def acquire(kube: Kube, namespace: str, me: Holder, parent: Holder | None = None) -> Holder | None:
+def acquire(
+    kube: Kube, namespace: str, me: Holder, parent: Holder | None = None, lease_name: str = LOCK_NAME
+) -> Holder | None:
     """Take the lock; None when we hold it, else the active holder we have to wait for.
     A request whose `parent` holds the lock (a restore's own safety backup) runs under it.
     Another writer racing us (HTTP 409) makes us read the lease again and decide afresh, at most
     CONFLICT_ATTEMPTS times; then StillConflicting, which ends the pass (kopf retries the handler)."""
-    return retry_on_conflict(lambda: _try_acquire(kube, namespace, me, parent), what=f"Lease {namespace}/{LOCK_NAME}")
+    return retry_on_conflict(
+        lambda: _try_acquire(kube, namespace, me, parent, lease_name), what=f"Lease {namespace}/{lease_name}"
+    )
 
 
-def _try_acquire(kube: Kube, namespace: str, me: Holder, parent: Holder | None) -> Holder | None:
+def _try_acquire(kube: Kube, namespace: str, me: Holder, parent: Holder | None, lease_name: str) -> Holder | None:
     """One read of the lease and at most one write; `Conflict` when another writer got there first."""
-    lease = call(kube.coordination.read_namespaced_lease, LOCK_NAME, namespace)
+    lease = call(kube.coordination.read_namespaced_lease, lease_name, namespace)
     if lease is None:
         call(
             kube.coordination.create_namespaced_lease,
@@ -62,7 +74,7 @@ def _try_acquire(kube: Kube, namespace: str, me: Holder, parent: Holder | None) 
             {
                 "apiVersion": "coordination.k8s.io/v1",
                 "kind": "Lease",
-                "metadata": {"name": LOCK_NAME, "labels": {"app.kubernetes.io/managed-by": "walwarden"}},
+                "metadata": {"name": lease_name, "labels": {"app.kubernetes.io/managed-by": "walwarden"}},
                 "spec": {"holderIdentity": me.identity},
             },
         )
@@ -76,13 +88,13 @@ def _try_acquire(kube: Kube, namespace: str, me: Holder, parent: Holder | None) 
     metadata = lease.metadata
     call(
         kube.coordination.replace_namespaced_lease,
-        LOCK_NAME,
+        lease_name,
         namespace,
         {
             "apiVersion": "coordination.k8s.io/v1",
             "kind": "Lease",
             "metadata": {
-                "name": LOCK_NAME,
+                "name": lease_name,
                 "resourceVersion": metadata.resource_version if metadata else None,
                 "labels": (metadata.labels if metadata else None) or {},
             },
@@ -92,14 +104,20 @@ def _try_acquire(kube: Kube, namespace: str, me: Holder, parent: Holder | None) 
     return None
 
 
-def release(kube: Kube, namespace: str, me: Holder) -> None:
-    lease = call(kube.coordination.read_namespaced_lease, LOCK_NAME, namespace)
+def holder_of(kube: Kube, namespace: str, lease_name: str) -> Holder | None:
+    """Who holds the lease (None when it does not exist)."""
+    lease = call(kube.coordination.read_namespaced_lease, lease_name, namespace)
+    return None if lease is None else Holder.parse(lease.spec.holder_identity if lease.spec else None)
+
+
+def release(kube: Kube, namespace: str, me: Holder, lease_name: str = LOCK_NAME) -> None:
+    lease = call(kube.coordination.read_namespaced_lease, lease_name, namespace)
     if lease is None or Holder.parse(lease.spec.holder_identity if lease.spec else None) != me:
         return
     try:
         call(
             kube.coordination.delete_namespaced_lease,
-            LOCK_NAME,
+            lease_name,
             namespace,
             body={"preconditions": {"resourceVersion": lease.metadata.resource_version if lease.metadata else None}},
         )

@@ -13,12 +13,14 @@ drops it. What keeps it away from the vault:
 
 from __future__ import annotations
 
+import hashlib
 import secrets
 from typing import Any
 
 from walwarden.api import DrillJob, RestoreRequest
 from walwarden.api import restore as restore_api
 from walwarden.api.common import GROUP, VERSION
+from walwarden.kube import leases
 from walwarden.kube.runner_job import hardened_job, job_name, runner_labels, short_uid
 from walwarden.restore.run import RestoreRun
 from walwarden.restore.source import Source
@@ -118,6 +120,37 @@ def drills_ahead(run: RestoreRun) -> list[str]:
         if other.spec.is_drill and not (other.status and other.status.finished) and (created, other.name) < me:
             ahead.append(other.name)
     return ahead
+
+
+def _slot_holder(run: RestoreRun) -> leases.Holder:
+    return leases.Holder(run.kind, run.name, run.uid, namespace=run.namespace)
+
+
+def server_slots(run: RestoreRun, admin: dict[str, str]) -> list[str]:
+    """The Lease names of the drill slots of the server `admin` connects to (host:port)."""
+    server = f"{admin.get('host', '')}:{admin.get('port') or '5432'}"
+    digest = hashlib.sha256(server.lower().encode()).hexdigest()[:16]
+    return [f"walwarden-drill-{digest}-{slot}" for slot in range(run.settings.max_drills_per_server)]
+
+
+def take_server_slot(run: RestoreRun, admin: dict[str, str]) -> list[leases.Holder]:
+    """Hold one of the server's drill slots: [] once held (kept across passes), else who holds
+    them all. A slot whose holder finished or was deleted is taken over."""
+    me, namespace, slots = _slot_holder(run), run.settings.operator_namespace, server_slots(run, admin)
+    if any(leases.holder_of(run.kube, namespace, slot) == me for slot in slots):
+        return []
+    busy = []
+    for slot in slots:
+        other = leases.acquire(run.kube, namespace, me, lease_name=slot)
+        if other is None:
+            return []
+        busy.append(other)
+    return busy
+
+
+def release_server_slot(run: RestoreRun, admin: dict[str, str]) -> None:
+    for slot in server_slots(run, admin):
+        leases.release(run.kube, run.settings.operator_namespace, _slot_holder(run), lease_name=slot)
 
 
 def refuse_the_vaults_database(run: RestoreRun, found: Source) -> str:

@@ -303,4 +303,6 @@ def test_a_lock_changed_while_releasing_is_left_to_whoever_changed_it(
 
 def test_holder_identity_round_trips() -> None:
     assert Holder.parse(ME.identity) == ME
-    assert Holder.parse(None) is None and Holder.parse("a/b") is None and Holder.parse("a/b/c/d") is None
+    assert Holder.parse(None) is None and Holder.parse("a/b") is None and Holder.parse("a/b/c/d/e") is None
+    elsewhere = Holder("RestoreRequest", "drill", "u-1", namespace="team-a")  # a lease of another namespace
+    assert elsewhere.identity == "RestoreRequest/team-a/drill/u-1" and Holder.parse(elsewhere.identity) == elsewhere

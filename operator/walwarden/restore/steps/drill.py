@@ -73,6 +73,14 @@ def preflight_drill(run: RestoreRun) -> str:
             delay=run.poll_seconds,
         )
     found, scratch, secret = source_of(run), target_database(run), target_secret(run)
+    busy = drill.take_server_slot(run, secret)
+    if busy:
+        holders = ", ".join(f"{holder.namespace}/{holder.name}" for holder in busy)
+        raise Wait(
+            f"waiting for a drill slot on the target server ({run.settings.max_drills_per_server} at once, held by "
+            f"{holders})",
+            delay=run.poll_seconds,
+        )
     try:
         version = postgres.server_version(secret)
         settings = run.spec.drill_settings
@@ -220,8 +228,13 @@ def _clip(value: str, limit: int = 120) -> str:
 
 
 def drop_scratch(run: RestoreRun) -> str:
-    """Cleanup, whatever happened: what the drill made on the target server is dropped."""
+    """Cleanup, whatever happened: what the drill made on the target server is dropped, and its
+    slot on that server given back."""
     said = drop_scratch_database(run, UndoCause.FAILURE)
+    try:
+        drill.release_server_slot(run, target_secret(run))
+    except StepFailed:
+        pass  # no target Secret (any more): a slot held is taken over once this drill has finished
     return said or "nothing was left to drop"
 
 

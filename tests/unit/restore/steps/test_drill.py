@@ -9,9 +9,10 @@ from pydantic import ValidationError
 
 from tests.unit.fakes import ADMIN_SECRET, BUCKET, OPERATOR_NAMESPACE
 from walwarden.api import CheckResult, DrillJob, DrillSettings, RestoreRequestSpec
+from walwarden.kube import leases
 from walwarden.restore import drill
 from walwarden.restore.steps import drill as steps_drill
-from walwarden.restore.steps.drill import preflight_drill, validate_drill
+from walwarden.restore.steps.drill import drop_scratch, preflight_drill, validate_drill
 from walwarden.restore.target import target_database
 from walwarden.security import tokens
 from walwarden.workflow.engine import StepFailed, Wait
@@ -203,3 +204,32 @@ def test_the_checks_share_one_time_budget_and_those_left_when_it_is_spent_fail_u
     assert timeouts == [60, 30]  # b gets only what is left
     assert [(r.name, r.passed) for r in results] == [("a", True), ("b", True), ("c", False)]
     assert "time budget (100 s) was spent" in results[2].message
+
+
+def test_a_server_runs_a_few_drills_at_once_whatever_their_namespaces_and_a_drill_gives_its_slot_back(vault):
+    """Each drill restores a whole database onto its server, often the vault's own: slots per
+    server (Leases in the operator's namespace), taken in Preflight, given back by DropScratch."""
+    vault.settings = vault.settings.model_copy(update={"max_drills_per_server": 1})
+    other = leases.Holder("RestoreRequest", "their-drill", "u-9", namespace="team-b")
+    vault.kube.add_custom(
+        "restorerequests", drill_body("their-drill", "2026-12-07T09:00:00Z", "Running"), namespace="team-b"
+    )
+    admin = vault.kube.secret(ADMIN_SECRET)
+    mine = vault.restore_run(drill_spec())
+    [slot] = drill.server_slots(mine, admin)
+    vault.kube.coordination.create_namespaced_lease(
+        OPERATOR_NAMESPACE, {"metadata": {"name": slot}, "spec": {"holderIdentity": other.identity}}
+    )
+    vault.kube.custom_object("restorerequests", "their-drill", namespace="team-b")["metadata"]["uid"] = "u-9"
+    with pytest.raises(Wait) as waiting:
+        preflight_drill(mine)
+    assert (
+        "waiting for a drill slot on the target server (1 at once, held by team-b/their-drill)" in waiting.value.message
+    )
+    vault.kube.custom_object("restorerequests", "their-drill", namespace="team-b")["status"]["phase"] = "Succeeded"
+    assert drill.take_server_slot(vault.next_pass(mine), admin) == []  # a finished holder's slot is taken over
+    assert leases.holder_of(vault.kube, OPERATOR_NAMESPACE, slot) == leases.Holder(
+        "RestoreRequest", mine.name, mine.uid, namespace=mine.namespace
+    )
+    drop_scratch(vault.next_pass(mine))
+    assert leases.holder_of(vault.kube, OPERATOR_NAMESPACE, slot) is None
