@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from croniter import croniter
+from croniter import CroniterBadDateError, croniter
 
 # Counting missed runs after a long outage walks the cron times one by one: stop counting here
 # (a schedule every minute down for a year is "at least this many", not a minute of CPU).
@@ -36,6 +36,13 @@ def check(expression: str, time_zone: str, field: str = "spec.schedule") -> Zone
             f"{field} {expression!r} is not a cron expression: five fields (minute hour day-of-month "
             "month day-of-week), e.g. '30 2 * * *' for 02:30 every day, or @daily, @hourly, @weekly"
         )
+    try:  # valid, but a day that never comes (30 February) would leave the schedule silently dead
+        croniter(expression, datetime(2000, 1, 1, tzinfo=tz)).get_next(datetime)
+    except CroniterBadDateError:
+        raise ScheduleInvalid(
+            f"{field} {expression!r} never fires (its day-of-month never falls in its month, as 30 February): "
+            "choose a day that exists, e.g. '0 0 28 2 *' or '0 0 L 2 *' for the last day of February"
+        ) from None
     return tz
 
 

@@ -111,6 +111,15 @@ def test_a_bad_time_zone_fails_the_schedule_once_with_what_to_write():
     assert "IANA" not in fixed.status.message and "next run at 2026-12-02T02:30:00Z" in fixed.status.message
 
 
+def test_a_schedule_that_never_fires_fails_once_with_what_to_write():
+    kube = FakeKube()
+    dead = reconciling.reconcile(kube, schedule(schedule="0 0 30 2 *"), at(2, 30))
+    assert not requests(kube)
+    failed = [c for c in dead.status.conditions if c.type == "Failed"]
+    assert failed[0].status == "True" and failed[0].reason == "ScheduleInvalid" and "never fires" in failed[0].message
+    assert [e.reason for e in dead.events] == ["ScheduleInvalid"]
+
+
 class VersionedS3:
     """list_object_versions (paginated) and delete_objects over (key, version) pairs."""
 

@@ -70,6 +70,16 @@ def test_a_bad_expression_or_time_zone_says_what_to_write():
         timing.check("@daily", "Mars/Olympus")
 
 
+def test_an_expression_that_never_fires_is_refused_rather_than_left_silent():
+    """30 February is a valid cron expression that never comes: the schedule would never run, and
+    said nothing (croniter raised on every pass)."""
+    with pytest.raises(timing.ScheduleInvalid, match="never fires"):
+        timing.check("0 0 30 2 *", "UTC")
+    with pytest.raises(timing.ScheduleInvalid, match="never fires"):
+        timing.due("0 0 30 2 *", "UTC", at(2026, 12, 1, 0, 0), at(2026, 12, 2, 0, 0), timedelta(hours=1))
+    assert timing.check("0 0 L 2 *", "UTC")  # the last day of February is fine
+
+
 def test_missed_runs_are_counted_up_to_a_limit_after_a_very_long_outage():
     due = timing.due("* * * * *", "UTC", at(2020, 1, 1), at(2026, 1, 1, 0, 0, 30), HOUR)
     assert due.run_at == at(2026, 1, 1) and due.missed == timing.MISSED_COUNT_LIMIT - 1
