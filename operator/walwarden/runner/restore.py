@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import shutil
 import subprocess
 import tempfile
@@ -254,6 +255,18 @@ def _last_lines(text: str, count: int = 3) -> str:
     return " | ".join(line.strip() for line in text.strip().splitlines()[-count:])
 
 
+# pg_restore's own account of a failure ("pg_restore: error: could not execute query: ERROR: ...",
+# then DETAIL/HINT lines), before it prints the failing statement ("Command was: CREATE TABLE ...").
+_ERROR_LINE = re.compile(r"^(pg_restore: (error|warning|detail|hint): |(ERROR|FATAL|DETAIL|HINT):)", re.IGNORECASE)
+
+
+def _pg_error(text: str, count: int = 3) -> str:
+    """What pg_restore said went wrong (its error lines, the last `count`), not the tail of the
+    statement it printed after them; the last lines when it said nothing of the kind."""
+    said = [line.strip() for line in text.splitlines() if _ERROR_LINE.match(line.strip())]
+    return " | ".join(said[-count:]) if said else _last_lines(text, count)
+
+
 def run_verify(artifact: Artifact) -> None:
     """Download, check size and sha256, and check pg_restore can read it; no database is touched."""
     directory = staging_dir()
@@ -404,7 +417,7 @@ def _restore(artifact: Artifact, state: TargetState, jobs: int, progress: Progre
         stderr = process.stderr.read().decode(errors="replace")
         code = process.wait()
     if code != 0:
-        raise RestoreFailed(f"pg_restore exited {code}: {_last_lines(stderr)}")
+        raise RestoreFailed(f"pg_restore exited {code}: {_pg_error(stderr)}")
 
 
 def _pg_restore(command: list[str], state: TargetState) -> None:
@@ -412,5 +425,5 @@ def _pg_restore(command: list[str], state: TargetState) -> None:
     state.restoring = True
     result = subprocess.run(command, capture_output=True, text=True, check=False)
     if result.returncode != 0:
-        raise RestoreFailed(f"pg_restore exited {result.returncode}: {_last_lines(result.stderr)}")
+        raise RestoreFailed(f"pg_restore exited {result.returncode}: {_pg_error(result.stderr)}")
     print("pg_restore finished", flush=True)

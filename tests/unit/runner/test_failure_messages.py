@@ -201,7 +201,7 @@ def test_a_failed_pg_restore_may_have_restored_part(artifact, monkeypatch, capsy
 
 def test_a_bug_after_pg_restore_started_says_the_target_may_be_partly_restored(artifact, monkeypatch, capsys):
     pg_restore(monkeypatch, "exit 1")
-    monkeypatch.setattr(runner_restore, "_last_lines", lambda text: {}["missing"])
+    monkeypatch.setattr(runner_restore, "_pg_error", lambda text: {}["missing"])
     reason, message = run(capsys, *restore_args())
     assert reason == "UnexpectedError" and message.startswith("unexpected KeyError") and PARTLY in message
 
@@ -247,3 +247,16 @@ def test_what_the_clean_up_adds_on_the_way_out_is_kept(monkeypatch, capsys):
     reason, message = run(capsys, "backup", "--database", "vault", "--bucket", "b", "--prefix", "p")
     assert reason == "DumpFailed"
     assert message.endswith("nothing was finished (aborting the multipart upload of p/vault.dump failed too)")
+
+
+def test_a_failed_pg_restore_says_postgresqls_error_not_the_tail_of_the_statement():
+    stderr = (
+        'pg_restore: error: could not execute query: ERROR:  relation "accounts" already exists\n'
+        "Command was: CREATE TABLE public.accounts (\n"
+        "    id integer NOT NULL,\n"
+        "    created_at timestamp with time zone NOT NULL,\n"
+        ");\n"
+    )
+    said = runner_restore._pg_error(stderr)
+    assert said == 'pg_restore: error: could not execute query: ERROR:  relation "accounts" already exists'
+    assert runner_restore._pg_error("killed\n") == "killed"  # nothing of the kind: the last lines
