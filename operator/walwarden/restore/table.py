@@ -103,7 +103,8 @@ DRILL_TABLE: StepTable[RestoreRun] = StepTable(
         Step(RestoreStep.VALIDATE, validate_drill, in_dry_run=True),
         Step(RestoreStep.PREFLIGHT, preflight_drill),
         Step(RestoreStep.BUILD, build_scratch, undo=drop_scratch_database),
-        Step(RestoreStep.CHECK, check_scratch),
+        # A checkpoint: shown Running before the checks, which may take minutes, begin.
+        Step(RestoreStep.CHECK, check_scratch, checkpoint=True),
         # A checkpoint: the checks' results are recorded before the database they were made on goes.
         Step(RestoreStep.DROP_SCRATCH, drop_scratch, cleanup=True, checkpoint=True),
     )

@@ -273,6 +273,7 @@ def advance(
         if started_now:
             entry.start()
             if step.checkpoint:
+                run.status.current_step = str(step.name)
                 _announce_start(run, step, started_now, len(run.events))
                 entry.message = "starting once the steps before it are recorded"
                 return Outcome(finished=False, waiting=Wait(entry.message, delay=FIRST_WAIT_DELAY))

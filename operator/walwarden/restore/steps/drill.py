@@ -81,6 +81,7 @@ def preflight_drill(run: RestoreRun) -> str:
             f"{holders})",
             delay=run.poll_seconds,
         )
+    run.status.mark_running("drill running", run.generation)  # its queue and its slot are behind it
     try:
         version = postgres.server_version(secret)
         settings = run.spec.drill_settings

@@ -13,6 +13,7 @@ from walwarden.kube import leases
 from walwarden.restore import drill
 from walwarden.restore.steps import drill as steps_drill
 from walwarden.restore.steps.drill import drop_scratch, preflight_drill, validate_drill
+from walwarden.restore.table import DRILL_TABLE
 from walwarden.restore.target import target_database
 from walwarden.security import tokens
 from walwarden.workflow.engine import StepFailed, Wait
@@ -233,3 +234,15 @@ def test_a_server_runs_a_few_drills_at_once_whatever_their_namespaces_and_a_dril
     )
     drop_scratch(vault.next_pass(mine))
     assert leases.holder_of(vault.kube, OPERATOR_NAMESPACE, slot) is None
+
+
+def test_a_drill_is_running_once_its_turn_came_and_shows_its_check_step_before_the_checks_run(vault, monkeypatch):
+    """A drill has no namespace lock, the step that marked the others Running: it is Running once
+    its queue and its server slot are behind it; and its Check, which may take minutes, is shown
+    Running before the checks start (a checkpoint), not after."""
+    monkeypatch.setattr(steps_drill.databases, "missing_drill_privileges", lambda *_: [])
+    run = vault.restore_run(drill_spec())
+    assert run.status.phase != "Running"
+    preflight_drill(run)
+    assert run.status.phase == "Running"
+    assert next(step for step in DRILL_TABLE if step.name == "Check").checkpoint
