@@ -238,15 +238,25 @@ class Executor:
         while True:
             time.sleep(3)
             try:
-                pods = self.core.list_pod_for_all_namespaces(label_selector=EXEC_LABEL).items
-                seen = {pod.metadata.uid for pod in pods}
-                for pod in pods:
-                    self.observe(pod)
-                for uid in list(self.runs):
-                    if uid not in seen:
-                        self._stop(self.runs[uid], remove_pod=False)
+                self.resync_once()
             except Exception as error:
                 log.warning("resync failed: %s", error)
+
+    def resync_once(self) -> None:
+        """Start what the watch missed; stop the runs whose pod is gone. Only runs known before the
+        list was asked for can be judged gone by it: one the watch started meanwhile is not in
+        that list yet, and stopping it would start its pod's process a second time."""
+        with self.lock:
+            known = set(self.runs)
+        pods = self.core.list_pod_for_all_namespaces(label_selector=EXEC_LABEL).items
+        seen = {pod.metadata.uid for pod in pods}
+        for pod in pods:
+            self.observe(pod)
+        for uid in known - seen:
+            with self.lock:
+                run = self.runs.get(uid)
+            if run is not None:
+                self._stop(run, remove_pod=False)
 
     def observe(self, pod, deleted: bool = False) -> None:
         uid = pod.metadata.uid
