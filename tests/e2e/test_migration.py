@@ -9,6 +9,7 @@ whole staging → prod migration runs across two namespaces, each with its opera
 from __future__ import annotations
 
 import base64
+import json
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -79,9 +80,10 @@ def prod(vault, cluster, postgres_server, s3_server, s3_bucket, tmp_path) -> Ite
     postgres_server.create_database(prod_db)
     vaultdb.generate(postgres_server.dsn(prod_db), accounts=50, seed=7)
     with fresh_namespace(cluster, "t-prod") as prod_namespace:
-        operator = OperatorProcess(
-            cluster, prod_namespace, tmp_path / "operator-prod.log", {"WALWARDEN_POLL_SECONDS": "1"}
-        ).start()
+        # Prod may restore staging's signed backups: its operator's configuration says so.
+        sources = json.dumps({prod_namespace: [vault.namespace]})
+        env = {"WALWARDEN_POLL_SECONDS": "1", "WALWARDEN_ARTIFACT_SOURCE_NAMESPACES": sources}
+        operator = OperatorProcess(cluster, prod_namespace, tmp_path / "operator-prod.log", env).start()
         try:
             yield deploy_stand_in_vault(
                 cluster, prod_namespace, operator, postgres_server, s3_server, s3_bucket, _Database(prod_db)
